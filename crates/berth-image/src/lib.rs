@@ -1,0 +1,1 @@
+//! berth's image store (placeholder until the store lands).
