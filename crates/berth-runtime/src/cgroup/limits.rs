@@ -1,0 +1,152 @@
+//! Translating [`Limits`] into cgroup v1 and v2 control files.
+
+use super::files::write;
+use super::{CgroupHost, CgroupPaths, Controller};
+use crate::error::{Result, RuntimeError};
+use crate::spec::{Limits, SwapLimit};
+use std::path::Path;
+
+/// The CFS period berth uses for `--cpus` (the kernel default, as Docker).
+const CFS_PERIOD_US: u64 = 100_000;
+
+/// Devices every container may use (Docker's default list).
+const ALLOWED_DEVICES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",   // null
+    "c 1:5 rwm",   // zero
+    "c 1:7 rwm",   // full
+    "c 1:8 rwm",   // random
+    "c 1:9 rwm",   // urandom
+    "c 5:0 rwm",   // tty
+    "c 5:1 rwm",   // console
+    "c 5:2 rwm",   // ptmx
+    "c 136:* rwm", // pts
+];
+
+pub(super) fn check_enforceable(host: &CgroupHost, limits: &Limits) -> Result<()> {
+    let unsupported = |what: &str, controller: &str| {
+        Err(RuntimeError::LimitUnsupported(format!(
+            "{what} needs the {controller} cgroup controller, which this host does not provide"
+        )))
+    };
+    if limits.memory.is_some() && !host.has(Controller::Memory) {
+        return unsupported("--memory", "memory");
+    }
+    if (limits.cpus.is_some() || limits.cpu_shares.is_some()) && !host.has(Controller::Cpu) {
+        return unsupported("--cpus/--cpu-shares", "cpu");
+    }
+    if limits.pids.is_some() && !host.has(Controller::Pids) {
+        return unsupported("--pids-limit", "pids");
+    }
+    if limits.memory.is_some() && host.v1_has(Controller::Memory) {
+        let memsw = host
+            .v1
+            .iter()
+            .find(|h| h.controllers.contains(&Controller::Memory))
+            .map(|h| h.mount.join("memory.memsw.limit_in_bytes"));
+        let has_swap_accounting = memsw.as_deref().is_some_and(Path::exists);
+        let swap_wanted_limited = !matches!(limits.memory_swap, Some(SwapLimit::Unlimited));
+        if swap_wanted_limited && !has_swap_accounting && host_has_swap() {
+            return Err(RuntimeError::LimitUnsupported(
+                "this host has swap but its kernel has no swap accounting (memory.memsw), so \
+                 swap cannot be limited; pass --memory-swap -1 to allow unlimited swap"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn host_has_swap() -> bool {
+    std::fs::read_to_string("/proc/swaps")
+        .map(|s| s.lines().count() > 1)
+        .unwrap_or(false)
+}
+
+/// Writes every limit into freshly created cgroups.
+pub fn apply_limits(host: &CgroupHost, paths: &CgroupPaths, limits: &Limits) -> Result<()> {
+    if let Some(dir) = paths.dir_for(Controller::Memory) {
+        if paths.is_v1(Controller::Memory) {
+            apply_memory_v1(dir, limits)?;
+        } else if host.has(Controller::Memory) {
+            apply_memory_v2(dir, limits)?;
+        }
+    }
+    if let Some(dir) = paths.dir_for(Controller::Cpu) {
+        if host.has(Controller::Cpu) {
+            apply_cpu(dir, paths.is_v1(Controller::Cpu), limits)?;
+        }
+    }
+    if let (Some(pids), Some(dir)) = (limits.pids, paths.dir_for(Controller::Pids)) {
+        write(&dir.join("pids.max"), &pids.to_string())?;
+    }
+    if paths.is_v1(Controller::Devices) {
+        if let Some(dir) = paths.dir_for(Controller::Devices) {
+            write(&dir.join("devices.deny"), "a")?;
+            for rule in ALLOWED_DEVICES {
+                write(&dir.join("devices.allow"), rule)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_memory_v1(dir: &Path, limits: &Limits) -> Result<()> {
+    let Some(memory) = limits.memory else {
+        return Ok(());
+    };
+    write(
+        &dir.join("memory.limit_in_bytes"),
+        &memory.bytes().to_string(),
+    )?;
+    let memsw = dir.join("memory.memsw.limit_in_bytes");
+    match limits.memory_swap {
+        Some(SwapLimit::Unlimited) => {}
+        Some(SwapLimit::Limited(total)) => write(&memsw, &total.bytes().to_string())?,
+        None if memsw.exists() => write(&memsw, &memory.bytes().to_string())?,
+        // No swap accounting and no swap on the host: nothing can swap anyway
+        // (check_enforceable refused the case where it could).
+        None => {}
+    }
+    Ok(())
+}
+
+fn apply_memory_v2(dir: &Path, limits: &Limits) -> Result<()> {
+    let Some(memory) = limits.memory else {
+        return Ok(());
+    };
+    write(&dir.join("memory.max"), &memory.bytes().to_string())?;
+    let swap_max = dir.join("memory.swap.max");
+    let swap = match limits.memory_swap {
+        Some(SwapLimit::Unlimited) => "max".to_owned(),
+        Some(SwapLimit::Limited(total)) => (total.bytes() - memory.bytes()).to_string(),
+        None => "0".to_owned(),
+    };
+    if swap_max.exists() {
+        write(&swap_max, &swap)?;
+    }
+    Ok(())
+}
+
+fn apply_cpu(dir: &Path, v1: bool, limits: &Limits) -> Result<()> {
+    if let Some(cpus) = limits.cpus {
+        let quota = u64::from(cpus.millicpus()) * CFS_PERIOD_US / 1000;
+        if v1 {
+            write(&dir.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
+            write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        } else {
+            write(&dir.join("cpu.max"), &format!("{quota} {CFS_PERIOD_US}"))?;
+        }
+    }
+    if let Some(shares) = limits.cpu_shares {
+        if v1 {
+            write(&dir.join("cpu.shares"), &shares.to_string())?;
+        } else {
+            // The conversion runc and systemd use: [2, 262144] → [1, 10000].
+            let weight = 1 + ((shares - 2) * 9999) / 262_142;
+            write(&dir.join("cpu.weight"), &weight.to_string())?;
+        }
+    }
+    Ok(())
+}

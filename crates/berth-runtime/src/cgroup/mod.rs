@@ -1,0 +1,525 @@
+//! Container cgroups on cgroup v1, v2 and hybrid hosts.
+//!
+//! Each controller berth uses is placed where the host provides it: on its
+//! own v1 hierarchy, or on the unified v2 hierarchy when the controller is
+//! enabled there. A container gets one directory per hierarchy it needs,
+//! under a `berth` parent. The layout is detected at run time from
+//! `/proc/self/mountinfo`, never assumed.
+
+mod files;
+mod limits;
+mod stats;
+
+pub use limits::apply_limits;
+pub use stats::CgroupStats;
+
+use crate::error::{Result, RuntimeError};
+use crate::spec::Limits;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The controllers berth configures for every container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Controller {
+    Memory,
+    Cpu,
+    Cpuacct,
+    Pids,
+    Devices,
+}
+
+impl Controller {
+    const ALL: [Controller; 5] = [
+        Controller::Memory,
+        Controller::Cpu,
+        Controller::Cpuacct,
+        Controller::Pids,
+        Controller::Devices,
+    ];
+
+    fn v1_name(self) -> &'static str {
+        match self {
+            Controller::Memory => "memory",
+            Controller::Cpu => "cpu",
+            Controller::Cpuacct => "cpuacct",
+            Controller::Pids => "pids",
+            Controller::Devices => "devices",
+        }
+    }
+
+    /// The v2 name, if v2 has such a controller (cpuacct and devices are
+    /// folded into `cpu` and a BPF program there).
+    fn v2_name(self) -> Option<&'static str> {
+        match self {
+            Controller::Memory => Some("memory"),
+            Controller::Cpu => Some("cpu"),
+            Controller::Pids => Some("pids"),
+            Controller::Cpuacct | Controller::Devices => None,
+        }
+    }
+}
+
+/// One mounted v1 hierarchy and the controllers it carries.
+#[derive(Debug, Clone)]
+struct V1Hierarchy {
+    mount: PathBuf,
+    controllers: BTreeSet<Controller>,
+}
+
+/// Where this host's controllers live.
+#[derive(Debug, Clone)]
+pub struct CgroupHost {
+    v1: Vec<V1Hierarchy>,
+    unified: Option<PathBuf>,
+    v2_controllers: BTreeSet<Controller>,
+    parent_name: String,
+}
+
+impl CgroupHost {
+    /// Detects the layout from the mount table. `parent_name` is the
+    /// directory under each hierarchy that holds berth's containers.
+    pub fn detect(parent_name: &str) -> Result<Self> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| RuntimeError::host_io("reading /proc/self/mountinfo", e))?;
+        let mut host = Self::from_mountinfo(&mountinfo, parent_name);
+        if let Some(unified) = &host.unified {
+            let available =
+                fs::read_to_string(unified.join("cgroup.controllers")).unwrap_or_default();
+            host.v2_controllers = Controller::ALL
+                .into_iter()
+                .filter(|c| !host.v1_has(*c))
+                .filter(|c| {
+                    c.v2_name()
+                        .is_some_and(|n| available.split_whitespace().any(|a| a == n))
+                })
+                .collect();
+            // v2 accounts CPU time in cpu.stat without the cpu controller.
+            if !host.v1_has(Controller::Cpuacct) {
+                host.v2_controllers.insert(Controller::Cpuacct);
+            }
+        }
+        Ok(host)
+    }
+
+    fn from_mountinfo(mountinfo: &str, parent_name: &str) -> Self {
+        let mut v1 = Vec::new();
+        let mut unified = None;
+        for line in mountinfo.lines() {
+            // mountinfo: id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mount_point = left.split(' ').nth(4).unwrap_or_default();
+            let mut right = right.split(' ');
+            let fstype = right.next().unwrap_or_default();
+            let super_opts = right.nth(1).unwrap_or_default();
+            match fstype {
+                "cgroup2" => unified = Some(PathBuf::from(unescape_mount_path(mount_point))),
+                "cgroup" => {
+                    let controllers: BTreeSet<Controller> = Controller::ALL
+                        .into_iter()
+                        .filter(|c| super_opts.split(',').any(|o| o == c.v1_name()))
+                        .collect();
+                    if !controllers.is_empty() {
+                        v1.push(V1Hierarchy {
+                            mount: PathBuf::from(unescape_mount_path(mount_point)),
+                            controllers,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        CgroupHost {
+            v1,
+            unified,
+            v2_controllers: BTreeSet::new(),
+            parent_name: parent_name.to_owned(),
+        }
+    }
+
+    fn v1_has(&self, c: Controller) -> bool {
+        self.v1.iter().any(|h| h.controllers.contains(&c))
+    }
+
+    /// Whether `controller` is available on this host (v1 or v2).
+    pub fn has(&self, controller: Controller) -> bool {
+        self.v1_has(controller) || self.v2_controllers.contains(&controller)
+    }
+
+    /// Whether the unified hierarchy carries berth's controllers (pure v2).
+    pub fn uses_v2(&self) -> bool {
+        !self.v2_controllers.is_empty()
+    }
+
+    /// Whether device access can be restricted (v1 devices controller).
+    pub fn restricts_devices(&self) -> bool {
+        self.v1_has(Controller::Devices)
+    }
+
+    /// A human description such as `hybrid (v1: memory, cpu, ...)`.
+    pub fn describe(&self) -> String {
+        let v1: Vec<_> = self
+            .v1
+            .iter()
+            .flat_map(|h| h.controllers.iter().map(|c| c.v1_name()))
+            .collect();
+        match (v1.is_empty(), self.uses_v2()) {
+            (false, false) => format!("v1 ({})", v1.join(", ")),
+            (true, true) => "v2".to_owned(),
+            (false, true) => format!("hybrid (v1: {}; rest on v2)", v1.join(", ")),
+            (true, false) => "none".to_owned(),
+        }
+    }
+
+    /// The directories a container `id` has (or would have), one per hierarchy.
+    pub fn container_paths(&self, id: &str) -> CgroupPaths {
+        let mut v1 = Vec::new();
+        for h in &self.v1 {
+            v1.push(V1Dir {
+                path: h.mount.join(&self.parent_name).join(id),
+                controllers: h.controllers.clone(),
+            });
+        }
+        let v2 = self
+            .unified
+            .as_ref()
+            .filter(|_| self.uses_v2())
+            .map(|u| u.join(&self.parent_name).join(id));
+        CgroupPaths { v1, v2 }
+    }
+
+    /// Every container directory that currently exists under berth's
+    /// parents: `(container id, paths)`.
+    pub fn existing_containers(&self) -> Vec<String> {
+        let mut ids = BTreeSet::new();
+        let parents = self
+            .v1
+            .iter()
+            .map(|h| h.mount.join(&self.parent_name))
+            .chain(self.unified.iter().map(|u| u.join(&self.parent_name)));
+        for parent in parents {
+            if let Ok(entries) = fs::read_dir(&parent) {
+                for entry in entries.flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        ids.insert(entry.file_name().to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        ids.into_iter().collect()
+    }
+
+    /// Refuses limits the host cannot enforce, before anything is created.
+    pub fn check_enforceable(&self, limits: &Limits) -> Result<()> {
+        limits::check_enforceable(self, limits)
+    }
+
+    /// Creates the container's cgroups and applies its limits. On failure
+    /// everything created is removed again.
+    pub fn create(&self, id: &str, limits: &Limits) -> Result<ContainerCgroup> {
+        let paths = self.container_paths(id);
+        self.ensure_parents()?;
+        let cgroup = ContainerCgroup {
+            paths,
+            v2_device_filter_missing: !self.restricts_devices(),
+        };
+        let created = (|| {
+            for dir in cgroup.paths.all() {
+                fs::create_dir(dir).map_err(|e| RuntimeError::Cgroup {
+                    path: dir.to_owned(),
+                    action: "creating",
+                    source: e,
+                })?;
+            }
+            apply_limits(self, &cgroup.paths, limits)
+        })();
+        match created {
+            Ok(()) => Ok(cgroup),
+            Err(e) => {
+                let _ = cgroup.remove(Duration::from_millis(100));
+                Err(e)
+            }
+        }
+    }
+
+    fn ensure_parents(&self) -> Result<()> {
+        for h in &self.v1 {
+            let parent = h.mount.join(&self.parent_name);
+            if !parent.is_dir() {
+                create_dir_if_missing(&parent)?;
+            }
+        }
+        if let (Some(unified), true) = (&self.unified, self.uses_v2()) {
+            let parent = unified.join(&self.parent_name);
+            if !parent.is_dir() {
+                create_dir_if_missing(&parent)?;
+            }
+            // Controllers must be enabled on every level down to our parent.
+            let wanted: Vec<&str> = self
+                .v2_controllers
+                .iter()
+                .filter_map(|c| c.v2_name())
+                .collect();
+            for dir in [unified.as_path(), parent.as_path()] {
+                let control = dir.join("cgroup.subtree_control");
+                let enabled = fs::read_to_string(&control).unwrap_or_default();
+                for name in &wanted {
+                    if !enabled.split_whitespace().any(|e| e == *name) {
+                        files::write(&control, &format!("+{name}"))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn create_dir_if_missing(path: &Path) -> Result<()> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(RuntimeError::Cgroup {
+            path: path.to_owned(),
+            action: "creating",
+            source: e,
+        }),
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mount_path(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&raw[i + 1..i + 4], 8) {
+                out.push(v as char);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i] as char);
+        i += 1;
+    }
+    out
+}
+
+/// A v1 directory and the controllers of its hierarchy.
+#[derive(Debug, Clone)]
+pub struct V1Dir {
+    pub path: PathBuf,
+    controllers: BTreeSet<Controller>,
+}
+
+/// The directories of one container's cgroups.
+#[derive(Debug, Clone)]
+pub struct CgroupPaths {
+    pub v1: Vec<V1Dir>,
+    pub v2: Option<PathBuf>,
+}
+
+impl CgroupPaths {
+    pub fn all(&self) -> impl Iterator<Item = &Path> {
+        self.v1
+            .iter()
+            .map(|d| d.path.as_path())
+            .chain(self.v2.as_deref())
+    }
+
+    /// The directory holding `controller`'s files, if the host has it.
+    pub fn dir_for(&self, controller: Controller) -> Option<&Path> {
+        self.v1
+            .iter()
+            .find(|d| d.controllers.contains(&controller))
+            .map(|d| d.path.as_path())
+            .or(self.v2.as_deref())
+    }
+
+    fn is_v1(&self, controller: Controller) -> bool {
+        self.v1.iter().any(|d| d.controllers.contains(&controller))
+    }
+}
+
+/// A container's live cgroups.
+#[derive(Debug)]
+pub struct ContainerCgroup {
+    pub paths: CgroupPaths,
+    /// On v2 berth installs no device BPF program (see README limitations).
+    pub v2_device_filter_missing: bool,
+}
+
+/// File descriptors through which a new process joins the cgroups.
+pub struct JoinHandles {
+    /// `cgroup.procs` of every v1 hierarchy, opened for writing.
+    pub v1_procs: Vec<OwnedFd>,
+    /// The v2 directory, for `clone3(CLONE_INTO_CGROUP)`.
+    pub v2_dir: Option<OwnedFd>,
+}
+
+impl ContainerCgroup {
+    /// Reattaches to the cgroups of an existing container (for teardown).
+    pub fn existing(host: &CgroupHost, id: &str) -> Self {
+        ContainerCgroup {
+            paths: host.container_paths(id),
+            v2_device_filter_missing: !host.restricts_devices(),
+        }
+    }
+
+    /// Opens what the child needs to join; done before the clone so the
+    /// child does no path lookups.
+    pub fn join_handles(&self) -> Result<JoinHandles> {
+        use rustix::fs::{open, Mode, OFlags};
+        let mut v1_procs = Vec::with_capacity(self.paths.v1.len());
+        for dir in &self.paths.v1 {
+            let procs = dir.path.join("cgroup.procs");
+            let fd =
+                open(&procs, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
+                    RuntimeError::Cgroup {
+                        path: procs.clone(),
+                        action: "opening",
+                        source: e.into(),
+                    }
+                })?;
+            v1_procs.push(fd);
+        }
+        let v2_dir = match &self.paths.v2 {
+            Some(dir) => Some(
+                open(
+                    dir,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| RuntimeError::Cgroup {
+                    path: dir.clone(),
+                    action: "opening",
+                    source: e.into(),
+                })?,
+            ),
+            None => None,
+        };
+        Ok(JoinHandles { v1_procs, v2_dir })
+    }
+
+    /// Reads usage counters (for the result and for metrics).
+    pub fn stats(&self) -> CgroupStats {
+        stats::read(&self.paths)
+    }
+
+    /// Pids of every process in the container's cgroups.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids = BTreeSet::new();
+        for dir in self.paths.all() {
+            if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+                pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        pids.into_iter().collect()
+    }
+
+    /// SIGKILLs every process in the cgroups until none is left (or `deadline`).
+    pub fn kill_all(&self, patience: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(v2) = &self.paths.v2 {
+                // cgroup.kill (5.14+) kills atomically, racing no fork.
+                let _ = files::write(&v2.join("cgroup.kill"), "1");
+            }
+            let pids = self.pids();
+            if pids.is_empty() {
+                return Ok(());
+            }
+            for pid in pids {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if start.elapsed() > patience {
+                return Err(RuntimeError::Teardown {
+                    id: self.id_hint(),
+                    what: "processes survive SIGKILL".into(),
+                    source: io::Error::from_raw_os_error(libc::EBUSY),
+                });
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Removes every directory, retrying while the kernel still holds one.
+    pub fn remove(&self, patience: Duration) -> Result<()> {
+        let start = Instant::now();
+        for dir in self.paths.all() {
+            loop {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < patience =>
+                    {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Err(e) => {
+                        return Err(RuntimeError::Teardown {
+                            id: self.id_hint(),
+                            what: format!("removing cgroup {}", dir.display()),
+                            source: e,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn id_hint(&self) -> String {
+        self.paths
+            .all()
+            .next()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+33 30 0:29 / /sys/fs/cgroup/memory rw shared:14 - cgroup cgroup rw,memory
+34 30 0:30 / /sys/fs/cgroup/cpu,cpuacct rw shared:15 - cgroup cgroup rw,cpu,cpuacct
+35 30 0:31 / /sys/fs/cgroup/pids rw shared:16 - cgroup cgroup rw,pids
+36 30 0:32 / /sys/fs/cgroup/systemd rw shared:17 - cgroup cgroup rw,xattr,name=systemd
+";
+
+    #[test]
+    fn hybrid_layout_is_read_from_mountinfo() {
+        let host = CgroupHost::from_mountinfo(HYBRID, "berth");
+        assert!(host.v1_has(Controller::Memory));
+        assert!(host.v1_has(Controller::Cpuacct));
+        assert!(!host.v1_has(Controller::Devices));
+        assert_eq!(
+            host.unified.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
+        let paths = host.container_paths("c1");
+        // cpu and cpuacct share one hierarchy, so one directory.
+        assert_eq!(paths.v1.len(), 3);
+        assert_eq!(
+            paths.dir_for(Controller::Cpuacct),
+            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct/berth/c1"))
+        );
+    }
+
+    #[test]
+    fn escaped_mount_points_are_decoded() {
+        assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount_path("/plain"), "/plain");
+    }
+}

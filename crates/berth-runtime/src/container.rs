@@ -1,0 +1,726 @@
+//! The container lifecycle: create → start → wait → delete.
+
+use crate::cgroup::{CgroupHost, CgroupStats, ContainerCgroup};
+use crate::error::{Result, RuntimeError};
+use crate::process::child::{Channels, Report, Stage};
+use crate::process::plan::{search_path, HostFeatures, Plan, RootfsDirs, StdioFds};
+use crate::process::spawn::{spawn, Spawned};
+use crate::spec::ContainerSpec;
+use berth_core::ContainerId;
+use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fs::{flock, FlockOperation};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where the runtime keeps per-container files and cgroups.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// One directory per container (upper dir, work dir, mount point).
+    pub containers_dir: PathBuf,
+    /// Name of the parent cgroup in every hierarchy.
+    pub cgroup_parent: String,
+}
+
+/// The runtime: host facts detected once, shared by every container.
+pub struct Runtime {
+    config: RuntimeConfig,
+    cgroups: CgroupHost,
+    features: HostFeatures,
+    online_cpus: u32,
+}
+
+/// How a container's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => c,
+            ExitStatus::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+/// What a finished container did and used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerResult {
+    pub id: String,
+    /// The process's exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    pub timed_out: bool,
+    pub wall_time_ms: f64,
+    pub cpu_time_ms: Option<f64>,
+    pub peak_memory_bytes: Option<u64>,
+    /// Time to tear everything down after the process ended.
+    pub teardown_ms: f64,
+}
+
+impl ContainerResult {
+    /// The exit code a CLI should return for this container.
+    pub fn shell_code(&self) -> i32 {
+        match (self.exit_code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 125,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Created,
+    Running,
+    Exited(ExitStatus),
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Exited(_) => "exited",
+        }
+    }
+}
+
+/// A container this process created and supervises.
+pub struct Container {
+    id: ContainerId,
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    cgroup: ContainerCgroup,
+    dir: PathBuf,
+    /// flock'd for the container's lifetime: `gc` leaves locked dirs alone.
+    _lock: OwnedFd,
+    report: OwnedFd,
+    start: Option<OwnedFd>,
+    pty_master: Option<OwnedFd>,
+    state: State,
+    started_at: Option<Instant>,
+    timeout: Option<Duration>,
+    timed_out: bool,
+    final_stats: Option<CgroupStats>,
+    program: String,
+    search_path: String,
+    deleted: bool,
+}
+
+fn online_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let maj: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let min: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (maj, min) >= (major, minor)
+}
+
+impl Runtime {
+    /// Detects the host (cgroup layout, kernel features) once.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime> {
+        let cgroups = CgroupHost::detect(&config.cgroup_parent)?;
+        let features = HostFeatures {
+            overlay_volatile: kernel_at_least(5, 10),
+            device_cgroup: cgroups.restricts_devices(),
+            last_cap: crate::security::capabilities::last_cap(),
+        };
+        fs::create_dir_all(&config.containers_dir).map_err(|e| {
+            RuntimeError::host_io(format!("creating {}", config.containers_dir.display()), e)
+        })?;
+        Ok(Runtime {
+            config,
+            cgroups,
+            features,
+            online_cpus: online_cpus(),
+        })
+    }
+
+    pub fn cgroups(&self) -> &CgroupHost {
+        &self.cgroups
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Checks a spec without touching the host.
+    pub fn validate(&self, spec: &ContainerSpec) -> Result<()> {
+        spec.validate(self.online_cpus)?;
+        self.cgroups.check_enforceable(&spec.limits)
+    }
+
+    /// Creates the container: cgroups, root file system and a process that
+    /// waits, fully set up, for [`Container::start`] to run the command.
+    ///
+    /// Must be called from a single-threaded process (the CLI before it
+    /// starts threads, or the shim); see ARCHITECTURE.md.
+    pub fn create(&self, spec: &ContainerSpec, stdio: StdioFds) -> Result<Container> {
+        self.validate(spec)?;
+        let id = spec.id.as_str();
+        let (dir, lock) = self.claim_dir(id)?;
+        let created = self.create_in(spec, &dir, lock, stdio);
+        if created.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        created
+    }
+
+    /// Creates `<containers_dir>/<id>` and locks it, retrying if `gc`
+    /// removed it between the mkdir and the lock.
+    fn claim_dir(&self, id: &str) -> Result<(PathBuf, OwnedFd)> {
+        let dir = self.config.containers_dir.join(id);
+        for _ in 0..3 {
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(RuntimeError::ContainerExists(id.to_owned()))
+                }
+                Err(e) => {
+                    return Err(RuntimeError::host_io(
+                        format!("creating {}", dir.display()),
+                        e,
+                    ))
+                }
+            }
+            let lock = open_dir(&dir)?;
+            flock(&lock, FlockOperation::LockExclusive)
+                .map_err(|e| RuntimeError::host_io(format!("locking {}", dir.display()), e))?;
+            let stat = rustix::fs::fstat(&lock)
+                .map_err(|e| RuntimeError::host_io(format!("stat {}", dir.display()), e))?;
+            if stat.st_nlink > 0 {
+                return Ok((dir, lock));
+            }
+        }
+        Err(RuntimeError::host_io(
+            format!("claiming {}", dir.display()),
+            io::Error::from_raw_os_error(libc::EAGAIN),
+        ))
+    }
+
+    fn create_in(
+        &self,
+        spec: &ContainerSpec,
+        dir: &Path,
+        lock: OwnedFd,
+        stdio: StdioFds,
+    ) -> Result<Container> {
+        let rootfs = dir.join("rootfs");
+        let upper = dir.join("upper");
+        let work = dir.join("work");
+        for d in [&rootfs, &upper, &work] {
+            fs::create_dir(d)
+                .map_err(|e| RuntimeError::rootfs(format!("creating {}", d.display()), e))?;
+        }
+        let dirs = RootfsDirs {
+            rootfs: &rootfs,
+            upper: &upper,
+            work: &work,
+        };
+        let mut plan = Plan::new(spec, &dirs, self.features, stdio)?;
+
+        let cgroup = self.cgroups.create(spec.id.as_str(), &spec.limits)?;
+        let handles = match cgroup.join_handles() {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = cgroup.remove(Duration::from_millis(100));
+                return Err(e);
+            }
+        };
+        plan.v1_cgroup_procs = handles.v1_procs;
+        plan.v2_cgroup_dir = handles.v2_dir;
+
+        let spawned = (|| {
+            let (report_r, report_w) = cloexec_pipe()?;
+            let (start_r, start_w) = cloexec_pipe()?;
+            let pty_pair = if plan.terminal {
+                Some(socket_pair()?)
+            } else {
+                None
+            };
+            let channels = Channels {
+                report: report_w.as_raw_fd(),
+                start: start_r.as_raw_fd(),
+                pty: pty_pair.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
+            };
+            let spawned = spawn(&plan, &channels)?;
+            // The child's ends must close here so that EOF means "exec'd".
+            drop((report_w, start_r));
+            let pty_parent = pty_pair.map(|(parent, _child)| parent);
+            Ok::<_, RuntimeError>((spawned, report_r, start_w, pty_parent))
+        })();
+        // The plan's fds (stdio, cgroup handles) belong to the child now.
+        drop(std::mem::take(&mut plan.stdio_owned));
+        drop(std::mem::take(&mut plan.v1_cgroup_procs));
+        let (Spawned { pid, pidfd }, report, start, pty_parent) = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = cgroup.remove(Duration::from_millis(100));
+                return Err(e);
+            }
+        };
+
+        let mut container = Container {
+            id: spec.id.clone(),
+            pid,
+            pidfd,
+            cgroup,
+            dir: dir.to_owned(),
+            _lock: lock,
+            report,
+            start: Some(start),
+            pty_master: None,
+            state: State::Created,
+            started_at: None,
+            timeout: spec.limits.timeout,
+            timed_out: false,
+            final_stats: None,
+            program: spec.process.args[0].clone(),
+            search_path: search_path(&spec.process.env),
+            deleted: false,
+        };
+        let setup = match read_report(&container.report) {
+            Ok(Some(r)) if r.stage == Stage::Ready as u32 => Ok(()),
+            Ok(Some(r)) => Err(container.child_error(r, Some(&plan))),
+            Ok(None) => Err(RuntimeError::spawn(
+                "container process exited during setup",
+                io::Error::from_raw_os_error(libc::ECHILD),
+            )),
+            Err(e) => Err(RuntimeError::spawn("reading the setup report", e)),
+        };
+        if let Err(e) = setup {
+            let _ = container.teardown();
+            return Err(e);
+        }
+        if let Some(sock) = pty_parent {
+            match receive_fd(&sock) {
+                Ok(master) => container.pty_master = Some(master),
+                Err(e) => {
+                    let _ = container.teardown();
+                    return Err(RuntimeError::spawn("receiving the terminal", e));
+                }
+            }
+        }
+        Ok(container)
+    }
+
+    /// Removes what crashed supervisors left behind: container directories
+    /// nobody holds a lock on, and cgroups without a live container.
+    /// Returns the ids it cleaned up.
+    pub fn gc(&self) -> Result<Vec<String>> {
+        let mut cleaned = Vec::new();
+        let entries = match fs::read_dir(&self.config.containers_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(cleaned),
+            Err(e) => return Err(RuntimeError::host_io("reading the containers dir", e)),
+        };
+        let mut live = std::collections::BTreeSet::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let dir = entry.path();
+            let Ok(lock) = open_dir(&dir) else { continue };
+            if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+                live.insert(name);
+                continue;
+            }
+            let cgroup = ContainerCgroup::existing(&self.cgroups, &name);
+            cgroup.kill_all(Duration::from_secs(2))?;
+            cgroup.remove(Duration::from_secs(2))?;
+            remove_tree(&name, &dir)?;
+            cleaned.push(name);
+        }
+        for id in self.cgroups.existing_containers() {
+            if live.contains(&id) || cleaned.contains(&id) {
+                continue;
+            }
+            let cgroup = ContainerCgroup::existing(&self.cgroups, &id);
+            cgroup.kill_all(Duration::from_secs(2))?;
+            cgroup.remove(Duration::from_secs(2))?;
+            cleaned.push(id);
+        }
+        Ok(cleaned)
+    }
+}
+
+fn open_dir(dir: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| RuntimeError::host_io(format!("opening {}", dir.display()), e))
+}
+
+fn remove_tree(id: &str, dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RuntimeError::Teardown {
+            id: id.to_owned(),
+            what: format!("removing {}", dir.display()),
+            source: e,
+        }),
+    }
+}
+
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| RuntimeError::spawn("creating a pipe", e))
+}
+
+fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+    socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| RuntimeError::spawn("creating a socket pair", e))
+}
+
+/// Reads one report; `None` on EOF (the child exec'd or died).
+fn read_report(fd: &OwnedFd) -> io::Result<Option<Report>> {
+    let mut buf = [0u8; Report::SIZE];
+    let mut got = 0;
+    while got < buf.len() {
+        match rustix::io::read(fd, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match got {
+        0 => Ok(None),
+        n if n == Report::SIZE => Ok(Some(Report::from_bytes(&buf))),
+        _ => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "truncated report from the container process",
+        )),
+    }
+}
+
+fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: recvmsg into local buffers sized for one fd.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        if libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no file descriptor received",
+            ));
+        }
+        let fd: RawFd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+impl Container {
+    pub fn id(&self) -> &ContainerId {
+        &self.id
+    }
+
+    /// The host pid of the container's first process.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// A pidfd that becomes readable when the process exits (for poll loops).
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// The pty master, when the spec asked for a terminal.
+    pub fn take_pty_master(&mut self) -> Option<OwnedFd> {
+        self.pty_master.take()
+    }
+
+    /// The host directory holding the container's writable layer.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// When the timeout (if any) expires; `None` before start or without one.
+    pub fn deadline(&self) -> Option<Instant> {
+        Some(self.started_at? + self.timeout?)
+    }
+
+    /// Runs the command. Errors such as "command not found" are reported
+    /// here; the container then has exited and only [`Container::delete`]
+    /// remains.
+    pub fn start(&mut self) -> Result<()> {
+        if self.state != State::Created {
+            return Err(self.invalid_state("start"));
+        }
+        let Some(start) = self.start.take() else {
+            return Err(self.invalid_state("start"));
+        };
+        self.started_at = Some(Instant::now());
+        rustix::io::write(&start, &[1])
+            .map_err(|e| RuntimeError::spawn("signalling the container to start", e))?;
+        drop(start);
+        self.state = State::Running;
+        match read_report(&self.report) {
+            Ok(None) => Ok(()),
+            Ok(Some(r)) => {
+                let err = self.child_error(r, None);
+                let _ = self.wait(None);
+                Err(err)
+            }
+            Err(e) => Err(RuntimeError::spawn("reading the exec report", e)),
+        }
+    }
+
+    fn invalid_state(&self, action: &'static str) -> RuntimeError {
+        RuntimeError::InvalidState {
+            id: self.id.to_string(),
+            state: self.state.name(),
+            action,
+        }
+    }
+
+    fn child_error(&self, r: Report, plan: Option<&Plan>) -> RuntimeError {
+        let source = io::Error::from_raw_os_error(r.errno);
+        let step =
+            || plan.map_or_else(|| format!("step {}", r.index), |p| p.describe_step(r.index));
+        match Stage::from_raw(r.stage) {
+            Some(Stage::Exec) if r.errno == libc::ENOENT => RuntimeError::CommandNotFound {
+                command: self.program.clone(),
+                searched: if self.program.contains('/') {
+                    self.program.clone()
+                } else {
+                    format!("PATH={}", self.search_path)
+                },
+            },
+            Some(Stage::Exec) => RuntimeError::CommandNotExecutable {
+                command: self.program.clone(),
+                source,
+            },
+            Some(Stage::WorkingDir) => {
+                RuntimeError::InvalidSpec(format!("working directory: {source}"))
+            }
+            Some(
+                stage @ (Stage::ResolveTarget
+                | Stage::CreateTarget
+                | Stage::Mount
+                | Stage::Remount
+                | Stage::DevNodes),
+            ) => RuntimeError::rootfs(format!("{} ({stage:?})", step()), source),
+            Some(
+                stage @ (Stage::MakePrivate
+                | Stage::MountOverlay
+                | Stage::OpenRootfs
+                | Stage::PivotRoot
+                | Stage::ReadOnlyRoot),
+            ) => RuntimeError::rootfs(format!("{stage:?}"), source),
+            Some(stage) => RuntimeError::spawn(format!("{stage:?} (step {})", r.index), source),
+            None => RuntimeError::spawn(format!("unknown stage {}", r.stage), source),
+        }
+    }
+
+    /// Reaps the process if it has exited, without blocking.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        if let State::Exited(s) = self.state {
+            return Ok(Some(s));
+        }
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own pidfd into a local siginfo.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                self.pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            )
+        };
+        if rc < 0 {
+            return Err(RuntimeError::host_io(
+                "waiting for the container",
+                io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: si_pid/si_status are valid after a successful waitid.
+        let (pid, status, code) = unsafe { (info.si_pid(), info.si_status(), info.si_code) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        let exit = if code == libc::CLD_EXITED {
+            ExitStatus::Exited(status)
+        } else {
+            ExitStatus::Signaled(status)
+        };
+        // Counters must be read before the cgroups go away.
+        self.final_stats = Some(self.cgroup.stats());
+        self.state = State::Exited(exit);
+        Ok(Some(exit))
+    }
+
+    /// Waits for the process to exit, at most `limit` (forever with `None`).
+    /// Enforces the spec's timeout: when it expires the container is killed
+    /// and its result flagged `timed_out`.
+    pub fn wait(&mut self, limit: Option<Duration>) -> Result<Option<ExitStatus>> {
+        let give_up = limit.map(|l| Instant::now() + l);
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(Some(status));
+            }
+            let now = Instant::now();
+            if let Some(deadline) = self.deadline() {
+                if now >= deadline && !self.timed_out {
+                    self.kill_for_timeout()?;
+                    continue;
+                }
+            }
+            let next = [give_up, self.deadline().filter(|_| !self.timed_out)]
+                .into_iter()
+                .flatten()
+                .min();
+            if let Some(g) = give_up {
+                if now >= g {
+                    return Ok(None);
+                }
+            }
+            let timeout_ms = next.map_or(-1, |n| {
+                n.saturating_duration_since(now)
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32
+                    + 1
+            });
+            let mut pfd = libc::pollfd {
+                fd: self.pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polling one valid fd.
+            unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        }
+    }
+
+    /// Kills the container because its timeout expired.
+    pub fn kill_for_timeout(&mut self) -> Result<()> {
+        self.timed_out = true;
+        self.kill(libc::SIGKILL)
+    }
+
+    /// Sends `signal` to the container's first process. SIGKILL ends the
+    /// whole container: the kernel kills every process of its pid namespace.
+    pub fn kill(&self, signal: i32) -> Result<()> {
+        if matches!(self.state, State::Exited(_)) {
+            return Ok(());
+        }
+        // SAFETY: pidfd_send_signal on our own pidfd.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(RuntimeError::host_io("signalling the container", e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Current usage counters.
+    pub fn stats(&self) -> CgroupStats {
+        self.final_stats.unwrap_or_else(|| self.cgroup.stats())
+    }
+
+    /// Kills the container if it still runs, waits for it, removes every
+    /// trace (processes, cgroups, directories) and returns its result.
+    pub fn delete(mut self) -> Result<ContainerResult> {
+        if !matches!(self.state, State::Exited(_)) {
+            self.kill(libc::SIGKILL)?;
+            self.wait(None)?;
+        }
+        let wall = self.started_at.map_or(Duration::ZERO, |s| s.elapsed());
+        let status = match self.state {
+            State::Exited(s) => s,
+            _ => ExitStatus::Signaled(libc::SIGKILL),
+        };
+        let stats = self.stats();
+        let teardown_start = Instant::now();
+        self.teardown()?;
+        let teardown = teardown_start.elapsed();
+        let (exit_code, signal) = match status {
+            ExitStatus::Exited(c) => (Some(c), None),
+            ExitStatus::Signaled(s) => (None, Some(s)),
+        };
+        Ok(ContainerResult {
+            id: self.id.to_string(),
+            exit_code,
+            signal,
+            oom_killed: stats.oom_kills > 0,
+            timed_out: self.timed_out,
+            wall_time_ms: wall.as_secs_f64() * 1000.0,
+            cpu_time_ms: stats.cpu_usage_ns.map(|ns| ns as f64 / 1e6),
+            peak_memory_bytes: stats.memory_peak,
+            teardown_ms: teardown.as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// Teardown proper: every process, then cgroups, then files.
+    fn teardown(&mut self) -> Result<()> {
+        if self.deleted {
+            return Ok(());
+        }
+        if !matches!(self.state, State::Exited(_)) {
+            let _ = self.kill(libc::SIGKILL);
+            let _ = self.wait(Some(Duration::from_secs(5)));
+        }
+        self.cgroup.kill_all(Duration::from_secs(5))?;
+        self.cgroup.remove(Duration::from_secs(5))?;
+        remove_tree(self.id.as_str(), &self.dir)?;
+        self.deleted = true;
+        Ok(())
+    }
+}
+
+impl Drop for Container {
+    /// A container dropped without `delete` (an error path) is still torn
+    /// down: nothing may outlive its handle.
+    fn drop(&mut self) {
+        if !self.deleted {
+            if let Err(e) = self.teardown() {
+                tracing::warn!(id = %self.id, error = %e, "teardown on drop failed; `berth gc` will retry");
+            }
+        }
+    }
+}

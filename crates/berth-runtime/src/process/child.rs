@@ -1,0 +1,864 @@
+//! The container's first process, from `clone` to `execve`.
+//!
+//! Everything here runs in a fresh copy of the parent's address space and
+//! must not allocate, take locks or panic: only system calls on data the
+//! parent prepared in a [`Plan`]. Any failure is written to the report pipe
+//! as a [`Report`] and the child exits.
+
+use super::plan::{proc_fd_path, Create, Plan, Step};
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, RawFd};
+
+/// Where in the sequence something happened.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Ready = 1,
+    Signals,
+    JoinCgroup,
+    CgroupNamespace,
+    MakePrivate,
+    MountOverlay,
+    OpenRootfs,
+    ResolveTarget,
+    CreateTarget,
+    Mount,
+    Remount,
+    DevNodes,
+    Hostname,
+    Loopback,
+    PivotRoot,
+    ReadOnlyRoot,
+    Rlimit,
+    WorkingDir,
+    Stdio,
+    Terminal,
+    Session,
+    Capabilities,
+    Identity,
+    NoNewPrivs,
+    WaitStart,
+    Seccomp,
+    Exec,
+}
+
+impl Stage {
+    pub fn from_raw(raw: u32) -> Option<Stage> {
+        use Stage::*;
+        const ALL: [Stage; 27] = [
+            Ready,
+            Signals,
+            JoinCgroup,
+            CgroupNamespace,
+            MakePrivate,
+            MountOverlay,
+            OpenRootfs,
+            ResolveTarget,
+            CreateTarget,
+            Mount,
+            Remount,
+            DevNodes,
+            Hostname,
+            Loopback,
+            PivotRoot,
+            ReadOnlyRoot,
+            Rlimit,
+            WorkingDir,
+            Stdio,
+            Terminal,
+            Session,
+            Capabilities,
+            Identity,
+            NoNewPrivs,
+            WaitStart,
+            Seccomp,
+            Exec,
+        ];
+        ALL.into_iter().find(|s| *s as u32 == raw)
+    }
+}
+
+/// A fixed-size message from the child: a stage, the index of the step (for
+/// mount steps) and an errno (0 for `Ready`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Report {
+    pub stage: u32,
+    pub index: u32,
+    pub errno: i32,
+}
+
+impl Report {
+    pub const SIZE: usize = std::mem::size_of::<Report>();
+
+    pub fn to_bytes(self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&self.stage.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.index.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.errno.to_ne_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Report {
+        let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        Report {
+            stage: u32::from_ne_bytes(word(0)),
+            index: u32::from_ne_bytes(word(4)),
+            errno: i32::from_ne_bytes(word(8)),
+        }
+    }
+}
+
+/// The fds the child talks to its parent through.
+pub struct Channels {
+    pub report: RawFd,
+    pub start: RawFd,
+    /// Unix socket for sending the pty master back (terminal mode).
+    pub pty: RawFd,
+}
+
+fn errno() -> i32 {
+    // SAFETY: errno is thread-local and always readable.
+    unsafe { *libc::__errno_location() }
+}
+
+fn send(fd: RawFd, report: Report) {
+    let bytes = report.to_bytes();
+    // SAFETY: writing a local buffer to a pipe.
+    unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+fn fail(ch: &Channels, stage: Stage, index: u32, err: i32) -> ! {
+    send(
+        ch.report,
+        Report {
+            stage: stage as u32,
+            index,
+            errno: err,
+        },
+    );
+    // SAFETY: leaving the child without running any Rust destructors.
+    unsafe { libc::_exit(127) }
+}
+
+/// Fails with the current errno when `rc` is negative.
+macro_rules! check {
+    ($ch:expr, $stage:expr, $index:expr, $rc:expr) => {{
+        let rc = $rc;
+        if rc < 0 {
+            fail($ch, $stage, $index as u32, errno());
+        }
+        rc
+    }};
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// Opens `path` inside `root`: symlinks resolve as if `root` were `/`, so
+/// nothing the image contains can lead outside it.
+fn open_in_root(root: RawFd, path: &CStr, flags: i32) -> i32 {
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 with a valid path and open_how of the declared size.
+    unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        ) as i32
+    }
+}
+
+/// Creates `path` (and missing parents) inside `root`, never following a
+/// symlink out of it: each parent is opened with RESOLVE_IN_ROOT and the
+/// leaf is made relative to that fd.
+fn create_in_root(root: RawFd, path: &CStr, create: Create) -> i32 {
+    let bytes = path.to_bytes();
+    let mut buf = [0u8; 4096];
+    if bytes.len() >= buf.len() {
+        return -libc::ENAMETOOLONG;
+    }
+    buf[..bytes.len()].copy_from_slice(bytes);
+    let mut start = 0;
+    let mut i = 0;
+    while i <= bytes.len() {
+        let end_of_component = i == bytes.len() || bytes[i] == b'/';
+        if end_of_component && i > start {
+            let is_leaf = i == bytes.len();
+            // The parent: everything before `start` (or the root itself).
+            let parent = if start == 0 {
+                // SAFETY: duplicating a valid fd.
+                unsafe { libc::fcntl(root, libc::F_DUPFD_CLOEXEC, 0) }
+            } else {
+                buf[start - 1] = 0;
+                // SAFETY: buf[..start] is NUL-terminated at start-1.
+                let p = unsafe { CStr::from_bytes_with_nul_unchecked(&buf[..start]) };
+                let fd = open_in_root(root, p, libc::O_PATH | libc::O_DIRECTORY);
+                buf[start - 1] = b'/';
+                fd
+            };
+            if parent < 0 {
+                return -errno();
+            }
+            let saved = buf[i];
+            buf[i] = 0;
+            // SAFETY: buf[start..=i] is NUL-terminated at i.
+            let name = unsafe { CStr::from_bytes_with_nul_unchecked(&buf[start..=i]) };
+            let rc = if is_leaf && create == Create::File {
+                // SAFETY: creating a file relative to an open directory.
+                let fd = unsafe {
+                    libc::openat(
+                        parent,
+                        name.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                        0o644,
+                    )
+                };
+                if fd >= 0 {
+                    // SAFETY: closing the fd we just opened.
+                    unsafe { libc::close(fd) };
+                }
+                fd
+            } else {
+                // SAFETY: mkdirat relative to an open directory.
+                unsafe { libc::mkdirat(parent, name.as_ptr(), 0o755) }
+            };
+            let err = errno();
+            buf[i] = saved;
+            // SAFETY: closing our duplicate.
+            unsafe { libc::close(parent) };
+            if rc < 0 && err != libc::EEXIST {
+                return -err;
+            }
+            start = i + 1;
+        } else if end_of_component {
+            start = i + 1;
+        }
+        i += 1;
+    }
+    0
+}
+
+/// Opens a mount target, creating it when missing.
+fn target_fd(ch: &Channels, root: RawFd, index: usize, target: &CStr, create: Create) -> RawFd {
+    let fd = open_in_root(root, target, libc::O_PATH);
+    if fd >= 0 {
+        return fd;
+    }
+    if errno() != libc::ENOENT {
+        fail(ch, Stage::ResolveTarget, index as u32, errno());
+    }
+    let rc = create_in_root(root, target, create);
+    if rc < 0 {
+        fail(ch, Stage::CreateTarget, index as u32, -rc);
+    }
+    check!(
+        ch,
+        Stage::ResolveTarget,
+        index,
+        open_in_root(root, target, libc::O_PATH)
+    )
+}
+
+/// `mount(2)` onto an fd, through its /proc/self/fd magic link.
+fn mount_on_fd(
+    source: *const libc::c_char,
+    fd: RawFd,
+    fstype: *const libc::c_char,
+    flags: libc::c_ulong,
+    data: *const libc::c_void,
+) -> i32 {
+    let mut buf = [0u8; 32];
+    let path = proc_fd_path(fd, &mut buf);
+    // SAFETY: all pointers are NUL-terminated strings or null.
+    unsafe { libc::mount(source, path.as_ptr(), fstype, flags, data) }
+}
+
+fn opt_ptr(s: &Option<std::ffi::CString>) -> *const libc::c_char {
+    s.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
+}
+
+fn close(fd: RawFd) {
+    // SAFETY: closing an fd this process owns.
+    unsafe { libc::close(fd) };
+}
+
+fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step) {
+    match step {
+        Step::Mount {
+            target,
+            create,
+            source,
+            fstype,
+            flags,
+            data,
+            remount_flags,
+        } => {
+            let fd = target_fd(ch, root, index, target, *create);
+            check!(
+                ch,
+                Stage::Mount,
+                index,
+                mount_on_fd(
+                    source.as_ptr(),
+                    fd,
+                    opt_ptr(fstype),
+                    *flags,
+                    opt_ptr(data).cast()
+                )
+            );
+            close(fd);
+            if let Some(remount) = remount_flags {
+                // Reopen: the old fd still points below the new mount.
+                let fd = check!(
+                    ch,
+                    Stage::ResolveTarget,
+                    index,
+                    open_in_root(root, target, libc::O_PATH)
+                );
+                check!(
+                    ch,
+                    Stage::Remount,
+                    index,
+                    mount_on_fd(
+                        std::ptr::null(),
+                        fd,
+                        std::ptr::null(),
+                        *remount,
+                        std::ptr::null()
+                    )
+                );
+                close(fd);
+            }
+        }
+        Step::DevNodes => make_dev_nodes(ch, root, index),
+        Step::Mask { target } => {
+            let fd = open_in_root(root, target, libc::O_PATH);
+            if fd < 0 {
+                if errno() == libc::ENOENT {
+                    return;
+                }
+                fail(ch, Stage::ResolveTarget, index as u32, errno());
+            }
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat into a local struct.
+            check!(ch, Stage::ResolveTarget, index, unsafe {
+                libc::fstat(fd, &mut st)
+            });
+            let rc = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                mount_on_fd(
+                    c"tmpfs".as_ptr(),
+                    fd,
+                    c"tmpfs".as_ptr(),
+                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    c"size=0".as_ptr().cast(),
+                )
+            } else {
+                mount_on_fd(
+                    c"/dev/null".as_ptr(),
+                    fd,
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
+            };
+            check!(ch, Stage::Mount, index, rc);
+            close(fd);
+        }
+        Step::ReadOnly { target } => {
+            let fd = open_in_root(root, target, libc::O_PATH);
+            if fd < 0 {
+                if errno() == libc::ENOENT {
+                    return;
+                }
+                fail(ch, Stage::ResolveTarget, index as u32, errno());
+            }
+            // Bind the path onto itself so it can be remounted read-only.
+            let mut buf = [0u8; 32];
+            let path = proc_fd_path(fd, &mut buf);
+            check!(
+                ch,
+                Stage::Mount,
+                index,
+                mount_on_fd(
+                    path.as_ptr(),
+                    fd,
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null()
+                )
+            );
+            close(fd);
+            let fd = check!(
+                ch,
+                Stage::ResolveTarget,
+                index,
+                open_in_root(root, target, libc::O_PATH)
+            );
+            check!(
+                ch,
+                Stage::Remount,
+                index,
+                mount_on_fd(
+                    std::ptr::null(),
+                    fd,
+                    std::ptr::null(),
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC,
+                    std::ptr::null()
+                )
+            );
+            close(fd);
+        }
+    }
+}
+
+fn make_dev_nodes(ch: &Channels, root: RawFd, index: usize) {
+    let dev = check!(
+        ch,
+        Stage::DevNodes,
+        index,
+        open_in_root(root, c"dev", libc::O_PATH | libc::O_DIRECTORY)
+    );
+    let nodes: [(&CStr, u32, u32); 6] = [
+        (c"null", 1, 3),
+        (c"zero", 1, 5),
+        (c"full", 1, 7),
+        (c"random", 1, 8),
+        (c"urandom", 1, 9),
+        (c"tty", 5, 0),
+    ];
+    for (name, major, minor) in nodes {
+        // SAFETY: mknodat relative to the fresh /dev tmpfs.
+        check!(ch, Stage::DevNodes, index, unsafe {
+            libc::mknodat(
+                dev,
+                name.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        });
+    }
+    let links: [(&CStr, &CStr); 6] = [
+        (c"/proc/self/fd", c"fd"),
+        (c"/proc/self/fd/0", c"stdin"),
+        (c"/proc/self/fd/1", c"stdout"),
+        (c"/proc/self/fd/2", c"stderr"),
+        (c"pts/ptmx", c"ptmx"),
+        (c"/proc/kcore", c"core"),
+    ];
+    for (target, name) in links {
+        // SAFETY: symlinkat relative to the fresh /dev tmpfs.
+        check!(ch, Stage::DevNodes, index, unsafe {
+            libc::symlinkat(target.as_ptr(), dev, name.as_ptr())
+        });
+    }
+    close(dev);
+}
+
+fn loopback_up(ch: &Channels) {
+    // SAFETY: plain socket and ioctl calls on a local ifreq.
+    unsafe {
+        let s = check!(
+            ch,
+            Stage::Loopback,
+            0,
+            libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+        );
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        check!(
+            ch,
+            Stage::Loopback,
+            0,
+            libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr)
+        );
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        check!(
+            ch,
+            Stage::Loopback,
+            0,
+            libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr)
+        );
+        libc::close(s);
+    }
+}
+
+/// Sends `fd` over the unix socket `sock` (SCM_RIGHTS), without allocating.
+fn send_fd(sock: RawFd, fd: RawFd) -> i32 {
+    // SAFETY: building a msghdr over local buffers sized for one fd.
+    unsafe {
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut control = [0u64; 4]; // CMSG_SPACE(sizeof(int)) fits, 8-aligned
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        libc::sendmsg(sock, &msg, 0) as i32
+    }
+}
+
+fn setup_terminal(ch: &Channels) {
+    // SAFETY: pty calls on fds this process owns.
+    unsafe {
+        let master = check!(
+            ch,
+            Stage::Terminal,
+            0,
+            libc::open(
+                c"/dev/ptmx".as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC
+            )
+        );
+        let unlock: libc::c_int = 0;
+        check!(
+            ch,
+            Stage::Terminal,
+            1,
+            libc::ioctl(master, libc::TIOCSPTLCK, &unlock)
+        );
+        let slave = check!(
+            ch,
+            Stage::Terminal,
+            2,
+            libc::ioctl(master, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY)
+        );
+        check!(ch, Stage::Session, 0, libc::setsid());
+        check!(
+            ch,
+            Stage::Terminal,
+            3,
+            libc::ioctl(slave, libc::TIOCSCTTY, 0)
+        );
+        for target in 0..3 {
+            check!(ch, Stage::Stdio, target, libc::dup2(slave, target));
+        }
+        if slave > 2 {
+            libc::close(slave);
+        }
+        check!(ch, Stage::Terminal, 4, send_fd(ch.pty, master));
+        libc::close(master);
+        libc::close(ch.pty);
+    }
+}
+
+/// Runs the child's sequence and executes the container's command.
+///
+/// # Safety
+/// Must only be called in the child right after `clone`, with a `plan` and
+/// channels prepared by the parent. Never returns.
+pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
+    // SAFETY (whole function): raw system calls on prepared, NUL-terminated
+    // data; no allocation and no locks.
+    unsafe {
+        // Die with the supervisor: a container never outlives its monitor.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+
+        // Signal dispositions and the mask are inherited: start clean.
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        check!(
+            ch,
+            Stage::Signals,
+            0,
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut())
+        );
+
+        for (i, procs) in plan.v1_cgroup_procs.iter().enumerate() {
+            check!(
+                ch,
+                Stage::JoinCgroup,
+                i,
+                libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) as i32
+            );
+        }
+        // A cgroup namespace rooted at the container's own cgroups.
+        check!(
+            ch,
+            Stage::CgroupNamespace,
+            0,
+            libc::unshare(libc::CLONE_NEWCGROUP)
+        );
+        libc::umask(0);
+
+        check!(
+            ch,
+            Stage::MakePrivate,
+            0,
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null()
+            )
+        );
+        check!(
+            ch,
+            Stage::MountOverlay,
+            0,
+            libc::chdir(plan.layers_dir.as_ptr())
+        );
+        check!(
+            ch,
+            Stage::MountOverlay,
+            1,
+            libc::mount(
+                c"overlay".as_ptr(),
+                plan.rootfs.as_ptr(),
+                c"overlay".as_ptr(),
+                0,
+                plan.overlay_data.as_ptr().cast()
+            )
+        );
+        let root = check!(
+            ch,
+            Stage::OpenRootfs,
+            0,
+            libc::open(
+                plan.rootfs.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
+            )
+        );
+        for (i, step) in plan.steps.iter().enumerate() {
+            run_step(ch, root, i, step);
+        }
+
+        check!(
+            ch,
+            Stage::Hostname,
+            0,
+            libc::sethostname(plan.hostname.as_ptr(), plan.hostname.as_bytes().len())
+        );
+        if plan.loopback_up {
+            loopback_up(ch);
+        }
+
+        // pivot_root(".", ".") stacks the old root on the new one; detaching
+        // it leaves only the container's tree.
+        check!(ch, Stage::PivotRoot, 0, libc::fchdir(root));
+        check!(
+            ch,
+            Stage::PivotRoot,
+            1,
+            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as i32
+        );
+        check!(
+            ch,
+            Stage::PivotRoot,
+            2,
+            libc::umount2(c".".as_ptr(), libc::MNT_DETACH)
+        );
+        check!(ch, Stage::PivotRoot, 3, libc::chdir(c"/".as_ptr()));
+        libc::close(root);
+        if plan.read_only_root {
+            check!(
+                ch,
+                Stage::ReadOnlyRoot,
+                0,
+                libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    std::ptr::null()
+                )
+            );
+        }
+
+        for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
+            check!(ch, Stage::Rlimit, i, libc::setrlimit(*resource, limit));
+        }
+
+        if libc::chdir(plan.cwd.as_ptr()) < 0 {
+            // Create the working directory as Docker does, then enter it.
+            for (i, part) in plan.cwd_parts.iter().enumerate() {
+                if libc::mkdir(part.as_ptr(), 0o755) < 0 && errno() != libc::EEXIST {
+                    fail(ch, Stage::WorkingDir, i as u32, errno());
+                }
+                check!(ch, Stage::WorkingDir, i, libc::chdir(part.as_ptr()));
+            }
+        }
+
+        if plan.terminal {
+            setup_terminal(ch);
+        } else {
+            for (target, source) in plan.stdio.iter().enumerate() {
+                if *source >= 0 {
+                    check!(ch, Stage::Stdio, target, libc::dup2(*source, target as i32));
+                }
+            }
+            check!(ch, Stage::Session, 0, libc::setsid());
+        }
+
+        // Identity changes use raw system calls: glibc's wrappers would try
+        // to broadcast them to threads that exist only in the parent.
+        // Capabilities: shrink the bounding set while still privileged, then
+        // switch identity, then pin the effective/permitted sets.
+        for cap in 0..=plan.last_cap {
+            if plan.caps & (1u64 << cap) == 0 {
+                check!(
+                    ch,
+                    Stage::Capabilities,
+                    cap,
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0)
+                );
+            }
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        check!(
+            ch,
+            Stage::Identity,
+            0,
+            libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) as i32
+        );
+        check!(
+            ch,
+            Stage::Identity,
+            1,
+            libc::syscall(libc::SYS_setresgid, plan.gid, plan.gid, plan.gid) as i32
+        );
+        check!(
+            ch,
+            Stage::Identity,
+            2,
+            libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid) as i32
+        );
+        if plan.uid == 0 {
+            set_capabilities(ch, plan.caps);
+        }
+        check!(
+            ch,
+            Stage::NoNewPrivs,
+            0,
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        );
+        libc::umask(0o022);
+
+        // Tell the parent we are ready, then wait for start.
+        send(
+            ch.report,
+            Report {
+                stage: Stage::Ready as u32,
+                index: 0,
+                errno: 0,
+            },
+        );
+        let mut byte = [0u8; 1];
+        let n = libc::read(ch.start, byte.as_mut_ptr().cast(), 1);
+        if n != 1 {
+            // The parent went away or aborted the start.
+            libc::_exit(1);
+        }
+
+        // Close every inherited fd on exec except stdio.
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+
+        let filter = plan.seccomp;
+        let rc = crate::security::seccomp::install(filter);
+        if rc != 0 {
+            fail(ch, Stage::Seccomp, 0, rc);
+        }
+
+        // execvp: try each candidate; remember EACCES but keep looking.
+        let mut error = libc::ENOENT;
+        for candidate in &plan.exec_candidates {
+            libc::execve(
+                candidate.as_ptr(),
+                plan.argv_ptrs.as_ptr(),
+                plan.envp_ptrs.as_ptr(),
+            );
+            let e = errno();
+            match e {
+                libc::ENOENT | libc::ENOTDIR => {}
+                libc::EACCES => error = e,
+                _ => {
+                    error = e;
+                    break;
+                }
+            }
+        }
+        fail(ch, Stage::Exec, 0, error)
+    }
+}
+
+fn set_capabilities(ch: &Channels, caps: u64) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let low = caps as u32;
+    let high = (caps >> 32) as u32;
+    let data = [
+        Data {
+            effective: low,
+            permitted: low,
+            inheritable: 0,
+        },
+        Data {
+            effective: high,
+            permitted: high,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset with a v3 header and two data words.
+    check!(ch, Stage::Capabilities, 64, unsafe {
+        libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as i32
+    });
+}
