@@ -42,7 +42,9 @@ pub fn make_busybox_layer(root: &Path) {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::copy(busybox(), root.join("bin/busybox")).unwrap();
-    let out = std::process::Command::new(root.join("bin/busybox"))
+    // List applets with the host's busybox: exec'ing the fresh copy can
+    // race with concurrently cloned children that still hold its write fd.
+    let out = std::process::Command::new(busybox())
         .arg("--list")
         .output()
         .unwrap();
@@ -133,5 +135,74 @@ impl Drop for Env {
                 let _ = std::fs::remove_dir(entry.path().join(&self.cgroup_parent));
             }
         }
+    }
+}
+
+/// What a container printed and how it ended.
+pub struct Outcome {
+    pub result: berth_runtime::ContainerResult,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Env {
+    /// Creates, starts and waits for a container, capturing its output.
+    pub fn run(&self, spec: &ContainerSpec) -> Outcome {
+        self.try_run(spec).expect("container runs")
+    }
+
+    pub fn try_run(&self, spec: &ContainerSpec) -> berth_runtime::Result<Outcome> {
+        use std::io::Read;
+        let (out_r, out_w) = std::io::pipe().unwrap();
+        let (err_r, err_w) = std::io::pipe().unwrap();
+        let stdio = berth_runtime::StdioFds {
+            stdin: None,
+            stdout: Some(out_w.into()),
+            stderr: Some(err_w.into()),
+        };
+        let mut container = self.runtime.create(spec, stdio)?;
+        // Read output on threads so a chatty container never blocks on a full pipe.
+        let read = |mut r: std::io::PipeReader| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = r.read_to_string(&mut s);
+                s
+            })
+        };
+        let (out, err) = (read(out_r), read(err_r));
+        let started = container.start();
+        if let Err(e) = started {
+            let _ = container.delete();
+            return Err(e);
+        }
+        container.wait(None)?;
+        let result = container.delete()?;
+        Ok(Outcome {
+            result,
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        })
+    }
+
+    /// A `sh -c SCRIPT` spec.
+    pub fn sh(&self, script: &str) -> ContainerSpec {
+        self.spec(&["sh", "-c", script])
+    }
+
+    /// Asserts that nothing of any container is left: no container dir, no
+    /// cgroup, no mount mentioning the env's dir.
+    pub fn assert_clean(&self) {
+        let dirs: Vec<_> = std::fs::read_dir(self.containers_dir())
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(dirs.is_empty(), "container dirs left: {dirs:?}");
+        assert!(
+            self.leftover_cgroups().is_empty(),
+            "cgroups left: {:?}",
+            self.leftover_cgroups()
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = self.dir.path().to_string_lossy().into_owned();
+        assert!(!mounts.contains(&root), "mounts left under {root}");
     }
 }

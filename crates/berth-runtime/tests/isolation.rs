@@ -1,0 +1,277 @@
+//! A container sees only itself: its own pids, hostname, mounts, network
+//! and files; the host stays out of reach except through volumes.
+
+mod common;
+use berth_runtime::{BindMount, NetworkMode};
+
+#[test]
+fn has_its_own_pid_namespace() {
+    let env = common::Env::new();
+    let out = env.run(&env.sh("echo $$; ls /proc | grep -c '^[0-9]'"));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "1", "the command is pid 1: {:?}", out.stdout);
+    // sh, ls and grep at most: no host process is visible.
+    let visible: u32 = lines[1].trim().parse().unwrap();
+    assert!(visible <= 3, "saw {visible} processes");
+    env.assert_clean();
+}
+
+#[test]
+fn has_its_own_hostname() {
+    let env = common::Env::new();
+    let mut spec = env.sh("hostname");
+    spec.hostname = Some("task-7".into());
+    assert_eq!(env.run(&spec).stdout.trim(), "task-7");
+    let spec = env.sh("hostname");
+    let expected: String = spec.id.as_str().chars().take(12).collect();
+    assert_eq!(env.run(&spec).stdout.trim(), expected);
+    env.assert_clean();
+}
+
+#[test]
+fn sees_only_its_own_mounts() {
+    let env = common::Env::new();
+    let out = env.run(&env.sh("cat /proc/self/mounts"));
+    assert!(
+        out.stdout.starts_with("overlay / overlay"),
+        "{}",
+        out.stdout
+    );
+    for line in out.stdout.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (mount_point, fstype) = (fields[1], fields[2]);
+        assert!(
+            !mount_point.starts_with("/sys/fs/cgroup"),
+            "host cgroups visible: {line}"
+        );
+        assert_ne!(fstype, "ext4", "a host file system is visible: {line}");
+    }
+    // The container's mounts never appear on the host.
+    let host = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!host.contains(&env.dir.path().to_string_lossy().into_owned()));
+    env.assert_clean();
+}
+
+#[test]
+fn host_files_are_unreachable_outside_volumes() {
+    let env = common::Env::new();
+    let secret = env.dir.path().join("host-secret");
+    std::fs::write(&secret, "TOP SECRET").unwrap();
+    let out = env.run(&env.sh(&format!(
+        "cat {0} 2>&1; ls /var/tmp 2>&1; cat /proc/1/root{0} 2>&1; echo done",
+        secret.display()
+    )));
+    assert!(!out.stdout.contains("TOP SECRET"), "{}", out.stdout);
+    assert!(out.stdout.contains("done"));
+    env.assert_clean();
+}
+
+#[test]
+fn symlinks_in_the_image_cannot_redirect_mounts_to_the_host() {
+    use berth_core::HasErrorCode;
+    let env = common::Env::new();
+    // An image whose /proc is an absolute symlink naming a host directory.
+    let layer = env.dir.path().join("layers").join("evil");
+    common::make_busybox_layer(&layer);
+    let target = env.dir.path().join("host-target");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::remove_dir(layer.join("proc")).unwrap();
+    std::os::unix::fs::symlink(&target, layer.join("proc")).unwrap();
+
+    // Dangling inside the image: refused with a clear error.
+    let mut spec = env.sh("true");
+    spec.rootfs.layers = vec![layer.clone()];
+    let err = env
+        .try_run(&spec)
+        .err()
+        .expect("dangling mount target refused");
+    assert_eq!(
+        err.code(),
+        berth_core::ErrorCode::RootfsSetupFailed,
+        "{err}"
+    );
+
+    // Present inside the image: followed inside the rootfs.
+    std::fs::create_dir_all(layer.join(target.strip_prefix("/").unwrap())).unwrap();
+    let mut spec = env.sh("test -e /proc/self/status && echo proc-ok");
+    spec.rootfs.layers = vec![layer];
+    let out = env.run(&spec);
+    assert_eq!(out.stdout.trim(), "proc-ok", "stderr: {}", out.stderr);
+
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "host dir was written"
+    );
+    let host = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!host.contains(&target.to_string_lossy().into_owned()));
+    env.assert_clean();
+}
+
+#[test]
+fn volumes_bind_host_paths_read_write_or_read_only() {
+    let env = common::Env::new();
+    let shared = env.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("in.txt"), "from host").unwrap();
+    let mut spec = env.sh("cat /data/in.txt; echo from-container > /data/out.txt");
+    spec.mounts = vec![BindMount {
+        source: shared.clone(),
+        destination: "/data".into(),
+        read_only: false,
+    }];
+    let out = env.run(&spec);
+    assert_eq!(out.stdout.trim(), "from host");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("out.txt")).unwrap(),
+        "from-container\n"
+    );
+
+    let mut spec = env.sh("echo x > /data/denied.txt || echo refused");
+    spec.mounts = vec![BindMount {
+        source: shared.clone(),
+        destination: "/data".into(),
+        read_only: true,
+    }];
+    assert_eq!(env.run(&spec).stdout.trim(), "refused");
+    assert!(!shared.join("denied.txt").exists());
+    env.assert_clean();
+}
+
+#[test]
+fn default_network_is_only_loopback() {
+    let env = common::Env::new();
+    let out = env.run(&env.sh("ls /sys/class/net; cat /proc/net/dev | tail -n +3 | cut -d: -f1"));
+    let ifaces: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert!(ifaces.iter().all(|i| *i == "lo"), "{ifaces:?}");
+    // Loopback works: a listener and a client inside the container.
+    let out = env.run(&env.sh(
+        "nc -l -p 7777 > /tmp/got & sleep 0.2; echo ping | nc -w 1 127.0.0.1 7777; sleep 0.2; cat /tmp/got",
+    ));
+    assert_eq!(out.stdout.trim(), "ping", "stderr: {}", out.stderr);
+    env.assert_clean();
+}
+
+#[test]
+fn host_network_is_opt_in() {
+    let env = common::Env::new();
+    let mut spec = env.sh("cat /proc/net/dev | tail -n +3 | cut -d: -f1");
+    spec.network = NetworkMode::Host;
+    let host_ifaces = std::fs::read_dir("/sys/class/net").unwrap().count();
+    let seen = env.run(&spec).stdout.lines().count();
+    assert_eq!(seen, host_ifaces);
+    env.assert_clean();
+}
+
+#[test]
+fn proc_and_sys_are_locked_down() {
+    let env = common::Env::new();
+    let out = env.run(&env.sh(
+        "echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-writable; \
+         touch /sys/x 2>/dev/null && echo sysfs-writable; \
+         cat /proc/kcore | head -c 1 | wc -c; \
+         ls /proc/acpi 2>/dev/null | wc -l; \
+         mount -t tmpfs none /mnt 2>/dev/null && echo mounted; \
+         echo end",
+    ));
+    let text = out.stdout;
+    assert!(!text.contains("writable"), "{text}");
+    assert!(!text.contains("mounted"), "{text}");
+    assert!(text.contains("end"));
+    env.assert_clean();
+}
+
+#[test]
+fn runs_with_docker_default_capabilities_and_seccomp() {
+    let env = common::Env::new();
+    let out = env.run(&env.sh("grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status"));
+    // Docker's default set is 0xa80425fb (CAP_MKNOD dropped where no device
+    // cgroup exists).
+    let text = out.stdout;
+    let eff = text.lines().find(|l| l.starts_with("CapEff")).unwrap();
+    let eff = u64::from_str_radix(eff.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(eff & !(1 << 27), 0xa80425fb & !(1 << 27), "{text}");
+    assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+    assert!(text.contains("Seccomp:\t2"), "{text}");
+    // unshare is refused by seccomp and capabilities alike.
+    let out = env.run(&env.sh("unshare -n true 2>&1 || echo refused"));
+    assert!(out.stdout.contains("refused"), "{}", out.stdout);
+    env.assert_clean();
+}
+
+#[test]
+fn read_only_root_refuses_writes() {
+    let env = common::Env::new();
+    let mut spec =
+        env.sh("touch /newfile 2>/dev/null || echo ro; touch /dev/shm/ok && echo shm-ok");
+    spec.rootfs.read_only = true;
+    let out = env.run(&spec);
+    assert_eq!(
+        out.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["ro", "shm-ok"]
+    );
+    env.assert_clean();
+}
+
+#[test]
+fn writes_never_reach_the_image_layer() {
+    let env = common::Env::new();
+    let out = env.run(&env.sh("echo changed > /etc/passwd; rm /bin/ls; echo ok"));
+    assert_eq!(out.stdout.trim(), "ok");
+    assert!(std::fs::read_to_string(env.layer.join("etc/passwd"))
+        .unwrap()
+        .starts_with("root:"));
+    assert!(env.layer.join("bin/ls").exists());
+    env.assert_clean();
+}
+
+#[test]
+fn runs_as_the_requested_user_with_env_and_workdir() {
+    let env = common::Env::new();
+    let mut spec =
+        env.sh("id -u; id -g; id -G; pwd; echo $GREETING; grep CapEff /proc/self/status");
+    spec.process.user = berth_runtime::User {
+        uid: 65534,
+        gid: 65534,
+        additional_gids: vec![100],
+    };
+    spec.process.cwd = "/work/dir".into();
+    spec.process.env.push("GREETING=hello".into());
+    let out = env.run(&spec);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        &lines[..5],
+        ["65534", "65534", "65534 100", "/work/dir", "hello"],
+        "{}",
+        out.stderr
+    );
+    assert!(
+        lines[5].ends_with("0000000000000000"),
+        "non-root keeps no capabilities: {}",
+        lines[5]
+    );
+    env.assert_clean();
+}
+
+#[test]
+fn dev_has_the_standard_nodes_only() {
+    let env = common::Env::new();
+    let out = env
+        .run(&env.sh("ls /dev; echo x > /dev/null && echo null-ok; head -c 4 /dev/zero | wc -c"));
+    for node in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue",
+    ] {
+        assert!(
+            out.stdout.split_whitespace().any(|n| n == node),
+            "{node} missing: {}",
+            out.stdout
+        );
+    }
+    assert!(
+        !out.stdout.contains("vda"),
+        "host block device visible: {}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("null-ok"));
+    env.assert_clean();
+}
