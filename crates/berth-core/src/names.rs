@@ -219,7 +219,9 @@ mod tests {
 
     #[test]
     fn bad_image_refs_are_refused() {
-        for bad in ["", "Upper", "a:", ":tag", "a//b", "a/", "a:b:c", "a:-x", "../etc"] {
+        for bad in [
+            "", "Upper", "a:", ":tag", "a//b", "a/", "a:b:c", "a:-x", "../etc",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

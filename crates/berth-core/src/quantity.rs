@@ -69,7 +69,7 @@ impl fmt::Display for ByteSize {
         for (size, unit) in units {
             if b >= size {
                 let v = b as f64 / size as f64;
-                return if b % size == 0 {
+                return if b.is_multiple_of(size) {
                     write!(f, "{}{unit}", b / size)
                 } else {
                     write!(f, "{v:.1}{unit}")
