@@ -83,7 +83,8 @@ fn timeout_kills_and_flags_the_container() {
 #[test]
 fn impossible_limits_are_refused_before_anything_is_created() {
     let env = common::Env::new();
-    let cases: Vec<Box<dyn Fn(&mut berth_runtime::ContainerSpec)>> = vec![
+    type Change = Box<dyn Fn(&mut berth_runtime::ContainerSpec)>;
+    let cases: Vec<Change> = vec![
         Box::new(|s| s.limits.memory = Some(ByteSize(4096))),
         Box::new(|s| s.limits.cpus = Some(CpuQuota(1_000_000))),
         Box::new(|s| s.limits.pids = Some(0)),

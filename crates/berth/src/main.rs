@@ -1,1 +1,95 @@
-fn main() {}
+//! `berth`: the command line. Parses flags, wires the engine crates
+//! together and turns their results into tables, JSON and exit codes.
+//!
+//! This binary owns presentation and process-level concerns (signals, the
+//! terminal, exit codes); it must not implement engine logic itself.
+
+mod cli;
+mod cmd;
+mod output;
+
+use berth_core::{ErrorCode, ErrorReport};
+use clap::Parser;
+use cli::{Cli, Command};
+use std::process::ExitCode;
+
+/// Exit codes of berth itself (the container's own code passes through).
+pub mod exit {
+    /// berth failed before or around the container (Docker uses 125 too).
+    pub const BERTH_ERROR: u8 = 125;
+    /// The command exists but cannot be executed.
+    pub const NOT_EXECUTABLE: u8 = 126;
+    /// The command does not exist in the image.
+    pub const NOT_FOUND: u8 = 127;
+    /// Bad flags or arguments (as clap reports them).
+    pub const USAGE: u8 = 2;
+}
+
+/// An error that knows its stable code, carried up to `main`.
+#[derive(Debug)]
+pub struct CliError(pub ErrorReport);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl<E: berth_core::HasErrorCode> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError(e.report())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let json = cli.wants_json();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let report = match err.downcast::<CliError>() {
+                Ok(e) => e.0,
+                Err(other) => ErrorReport::new(ErrorCode::Internal, format!("{other:#}")),
+            };
+            if json {
+                let body = serde_json::json!({ "error": report });
+                println!("{body}");
+            } else {
+                eprintln!("berth: error: {} [{}]", report.message, report.code);
+            }
+            ExitCode::from(match report.code {
+                ErrorCode::CommandNotFound => exit::NOT_FOUND,
+                ErrorCode::CommandNotExecutable => exit::NOT_EXECUTABLE,
+                ErrorCode::InvalidArgument => exit::USAGE,
+                _ => exit::BERTH_ERROR,
+            })
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Run(args) => cmd::run::run(&cli.global, *args),
+        Command::Image(args) => cmd::image::run(&cli.global, args),
+        Command::Gc(args) => cmd::gc::run(&cli.global, args),
+        Command::Info(args) => cmd::info::run(&cli.global, args),
+    }
+}

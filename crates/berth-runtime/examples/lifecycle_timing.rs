@@ -1,0 +1,85 @@
+//! Times each phase of the container lifecycle through the library API:
+//! `cargo run --release -p berth-runtime --example lifecycle_timing -- LAYER_DIR [RUNS] [host]`
+//!
+//! LAYER_DIR is an unpacked root file system (for example a busybox layer
+//! from `berth image inspect`). Prints medians of create, start, wait,
+//! delete (teardown) and the total, in milliseconds.
+
+use berth_core::{ByteSize, ContainerId};
+use berth_runtime::{
+    ContainerSpec, Limits, ProcessSpec, RootfsSpec, Runtime, RuntimeConfig, StdioFds,
+};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let Some(layer) = args.next().map(PathBuf::from) else {
+        eprintln!("usage: lifecycle_timing LAYER_DIR [RUNS]");
+        std::process::exit(2);
+    };
+    let runs: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(200);
+    let network = match args.next().as_deref() {
+        Some("host") => berth_runtime::NetworkMode::Host,
+        _ => berth_runtime::NetworkMode::None,
+    };
+    let dir = std::env::temp_dir().join(format!("berth-timing-{}", std::process::id()));
+    let runtime = Runtime::new(RuntimeConfig {
+        containers_dir: dir.join("containers"),
+        cgroup_parent: "berth".into(),
+    })
+    .expect("runtime");
+    let mut phases: [Vec<f64>; 5] = Default::default();
+    for i in 0..runs {
+        let spec = ContainerSpec {
+            id: ContainerId::new(format!("timing-{}-{i}", std::process::id())).unwrap(),
+            rootfs: RootfsSpec {
+                layers: vec![layer.clone()],
+                read_only: false,
+            },
+            process: ProcessSpec {
+                args: vec!["true".into()],
+                env: vec!["PATH=/bin:/usr/bin".into()],
+                cwd: "/".into(),
+                user: Default::default(),
+                rlimits: vec![],
+                terminal: false,
+            },
+            hostname: None,
+            network,
+            mounts: vec![],
+            limits: Limits {
+                memory: Some(ByteSize::mib(64)),
+                pids: Some(64),
+                ..Limits::default()
+            },
+        };
+        let t0 = Instant::now();
+        let mut c = runtime.create(&spec, StdioFds::default()).expect("create");
+        let t1 = Instant::now();
+        c.start().expect("start");
+        let t2 = Instant::now();
+        c.wait(None).expect("wait");
+        let t3 = Instant::now();
+        c.delete().expect("delete");
+        let t4 = Instant::now();
+        for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t0, t4)]
+            .into_iter()
+            .enumerate()
+        {
+            phases[k].push((b - a).as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    for (name, mut v) in ["create", "start", "wait", "delete", "total"]
+        .into_iter()
+        .zip(phases)
+    {
+        v.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "{name:>7}: median {:.3} ms  p90 {:.3} ms",
+            v[v.len() / 2],
+            v[v.len() * 9 / 10]
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! `berth gc`: clean up after crashed berth processes.
+
+use crate::cli::{GcArgs, Global};
+use crate::cmd::{image::release_stale_leases, open_runtime, open_store};
+
+pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
+    let runtime = open_runtime(global)?;
+    let containers = runtime.gc().map_err(crate::CliError::from)?;
+    let store = open_store(global)?;
+    let leases = release_stale_leases(global, &store)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "containers_removed": containers, "leases_released": leases })
+        );
+    } else if containers.is_empty() && leases.is_empty() {
+        println!("nothing to clean up");
+    } else {
+        for id in &containers {
+            println!("removed container {id}");
+        }
+        for holder in &leases {
+            println!("released lease of {holder}");
+        }
+    }
+    Ok(0)
+}

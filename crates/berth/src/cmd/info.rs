@@ -1,0 +1,38 @@
+//! `berth info`: what this host gives berth to work with.
+
+use crate::cli::{Global, InfoArgs};
+use crate::cmd::open_runtime;
+
+pub fn run(global: &Global, args: InfoArgs) -> anyhow::Result<u8> {
+    let runtime = open_runtime(global)?;
+    let cgroups = runtime.cgroups();
+    let kernel = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let info = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "kernel": kernel,
+        "cgroups": cgroups.describe(),
+        "device_cgroup": cgroups.restricts_devices(),
+        "data_dir": global.data_dir,
+        "cgroup_parent": global.cgroup_parent,
+    });
+    if args.json {
+        println!("{info}");
+    } else {
+        println!("berth {}", env!("CARGO_PKG_VERSION"));
+        println!("kernel:        {kernel}");
+        println!("cgroups:       {}", cgroups.describe());
+        println!(
+            "device cgroup: {}",
+            if cgroups.restricts_devices() {
+                "yes"
+            } else {
+                "no (CAP_MKNOD is dropped instead)"
+            }
+        );
+        println!("data dir:      {}", global.data_dir.display());
+    }
+    Ok(0)
+}

@@ -1,0 +1,251 @@
+//! Turning `berth run` flags and an image's defaults into a container spec.
+
+use super::user;
+use crate::cli::RunArgs;
+use crate::cmd::invalid;
+use crate::CliError;
+use berth_core::{ByteSize, ContainerId, CpuQuota};
+use berth_image::ResolvedImage;
+use berth_runtime::{
+    BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit, RlimitResource, RootfsSpec,
+    SwapLimit,
+};
+use std::time::Duration;
+
+pub fn build(args: &RunArgs, image: &ResolvedImage) -> Result<ContainerSpec, CliError> {
+    let id = match &args.name {
+        Some(name) => ContainerId::new(name.clone()).map_err(|e| invalid(e.to_string()))?,
+        None => random_id(),
+    };
+    let process_args = command(args, image)?;
+    let user = user::resolve(
+        args.user.as_deref().or(image.config.user.as_deref()),
+        &image.layers,
+    )?;
+    let mut env = merge_env(&image.config.env, &args.env)?;
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    if args.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    let cwd = args
+        .workdir
+        .clone()
+        .or_else(|| image.config.working_dir.clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+
+    Ok(ContainerSpec {
+        id,
+        rootfs: RootfsSpec {
+            layers: image.layers.clone(),
+            read_only: args.read_only,
+        },
+        process: ProcessSpec {
+            args: process_args,
+            env,
+            cwd,
+            user: user.ids,
+            rlimits: args
+                .ulimit
+                .iter()
+                .map(|u| parse_ulimit(u))
+                .collect::<Result<_, _>>()?,
+            terminal: args.tty,
+        },
+        hostname: args.hostname.clone(),
+        network: match args.network.as_str() {
+            "host" => NetworkMode::Host,
+            _ => NetworkMode::None,
+        },
+        mounts: args
+            .volume
+            .iter()
+            .map(|v| parse_volume(v))
+            .collect::<Result<_, _>>()?,
+        limits: limits(args)?,
+    })
+}
+
+fn random_id() -> ContainerId {
+    let mut bytes = [0u8; 8];
+    // getrandom never fails for 8 bytes on Linux ≥ 3.17 once the pool is
+    // initialised; fall back to time and pid if it somehow does.
+    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (t ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    ContainerId::new(hex).expect("hex is a valid container id")
+}
+
+/// Docker's rule: explicit args replace the image's cmd; the entrypoint
+/// (from the image, or --entrypoint) stays in front.
+fn command(args: &RunArgs, image: &ResolvedImage) -> Result<Vec<String>, CliError> {
+    let entrypoint = match &args.entrypoint {
+        Some(e) if e.is_empty() => vec![],
+        Some(e) => vec![e.clone()],
+        None => image.config.entrypoint.clone(),
+    };
+    let cmd = if !args.command.is_empty() {
+        args.command.clone()
+    } else if args.entrypoint.is_some() {
+        vec![]
+    } else {
+        image.config.cmd.clone()
+    };
+    let full: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if full.is_empty() {
+        return Err(invalid(format!(
+            "no command given and image {} has no default command",
+            image.reference
+        )));
+    }
+    Ok(full)
+}
+
+fn merge_env(image_env: &[String], overrides: &[String]) -> Result<Vec<String>, CliError> {
+    let mut env: Vec<String> = image_env.to_vec();
+    for o in overrides {
+        let Some((key, _)) = o.split_once('=') else {
+            // Docker's `-e KEY` copies the variable from the caller.
+            match std::env::var(o) {
+                Ok(v) => {
+                    env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(o.as_str()));
+                    env.push(format!("{o}={v}"));
+                    continue;
+                }
+                Err(_) => return Err(invalid(format!("-e {o:?}: expected KEY=VALUE"))),
+            }
+        };
+        if key.is_empty() {
+            return Err(invalid(format!("-e {o:?}: empty variable name")));
+        }
+        env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
+        env.push(o.clone());
+    }
+    Ok(env)
+}
+
+fn parse_volume(text: &str) -> Result<BindMount, CliError> {
+    let mount = BindMount::parse(text)?;
+    if !mount.source.exists() {
+        return Err(invalid(format!(
+            "volume {text:?}: host path {} does not exist",
+            mount.source.display()
+        )));
+    }
+    Ok(mount)
+}
+
+fn parse_ulimit(text: &str) -> Result<Rlimit, CliError> {
+    let bad = |why: &str| invalid(format!("--ulimit {text:?}: {why}"));
+    let (name, values) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME=SOFT[:HARD]"))?;
+    let resource = RlimitResource::from_name(name).ok_or_else(|| {
+        bad("unknown resource (nofile, nproc, core, fsize, stack, memlock, cpu, as)")
+    })?;
+    let parse = |v: &str| -> Result<u64, CliError> {
+        if v == "unlimited" || v == "-1" {
+            Ok(u64::MAX)
+        } else {
+            v.parse()
+                .map_err(|_| bad("limits must be numbers or 'unlimited'"))
+        }
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((s, h)) => (parse(s)?, parse(h)?),
+        None => {
+            let v = parse(values)?;
+            (v, v)
+        }
+    };
+    Ok(Rlimit {
+        resource,
+        soft,
+        hard,
+    })
+}
+
+fn limits(args: &RunArgs) -> Result<Limits, CliError> {
+    let size = |flag: &str, v: &str| -> Result<ByteSize, CliError> {
+        v.parse().map_err(|e| invalid(format!("{flag}: {e}")))
+    };
+    let memory = args
+        .memory
+        .as_deref()
+        .map(|m| size("--memory", m))
+        .transpose()?;
+    let memory_swap = match args.memory_swap.as_deref() {
+        None => None,
+        Some("-1") => Some(SwapLimit::Unlimited),
+        Some(v) => Some(SwapLimit::Limited(size("--memory-swap", v)?)),
+    };
+    let cpus = args
+        .cpus
+        .as_deref()
+        .map(|c| {
+            c.parse::<CpuQuota>()
+                .map_err(|e| invalid(format!("--cpus: {e}")))
+        })
+        .transpose()?;
+    let timeout = args.timeout.as_deref().map(parse_duration).transpose()?;
+    Ok(Limits {
+        memory,
+        memory_swap,
+        cpus,
+        cpu_shares: args.cpu_shares,
+        pids: args.pids_limit,
+        timeout,
+    })
+}
+
+/// `500ms`, `30s`, `5m`, `1h30m`; a bare number means seconds.
+fn parse_duration(text: &str) -> Result<Duration, CliError> {
+    if let Ok(secs) = text.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        invalid(format!(
+            "--timeout {text:?}: {e} (examples: 500ms, 30s, 5m)"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn ulimits_parse_like_docker() {
+        let r = parse_ulimit("nofile=1024:4096").unwrap();
+        assert_eq!((r.soft, r.hard), (1024, 4096));
+        let r = parse_ulimit("core=unlimited").unwrap();
+        assert_eq!((r.soft, r.hard), (u64::MAX, u64::MAX));
+        assert!(parse_ulimit("bogus=1").is_err());
+        assert!(parse_ulimit("nofile").is_err());
+        assert!(parse_ulimit("nofile=x").is_err());
+    }
+
+    #[test]
+    fn env_overrides_replace_image_values() {
+        let image = vec!["PATH=/bin".to_owned(), "A=1".to_owned()];
+        let env = merge_env(&image, &["A=2".to_owned(), "B=3".to_owned()]).unwrap();
+        assert_eq!(env, vec!["PATH=/bin", "A=2", "B=3"]);
+        assert!(merge_env(&image, &["=x".to_owned()]).is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! End-to-end helpers: the real `berth` binary, a private data dir and
+//! cgroup parent per test, and image archives built on the fly.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub struct Berth {
+    pub dir: tempfile::TempDir,
+    pub cgroup_parent: String,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The JSON object on the last line of stdout.
+    pub fn json(&self) -> serde_json::Value {
+        let line = self.stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.stdout))
+    }
+}
+
+impl Berth {
+    pub fn new() -> Berth {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-e2e")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        Berth {
+            dir,
+            cgroup_parent: unique("berth-e2e"),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command().args(args).output().unwrap())
+    }
+
+    /// Imports the busybox test image as `name`.
+    pub fn import_busybox(&self, name: &str) {
+        let tar = busybox_tarball(self.dir.path());
+        let out = self.run(&["image", "import", name, tar.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "import failed: {}", out.stderr);
+    }
+
+    /// Everything of every container is gone: dirs, cgroups, mounts.
+    pub fn assert_clean(&self) {
+        let containers = self.data_dir().join("containers");
+        let left: Vec<_> = std::fs::read_dir(&containers)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "container dirs left: {left:?}");
+        let cgroups = self.leftover_cgroups();
+        assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&self.dir.path().to_string_lossy().into_owned()));
+    }
+
+    pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        let mut left = vec![];
+        for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            if let Ok(children) = std::fs::read_dir(entry.path().join(&self.cgroup_parent)) {
+                left.extend(
+                    children
+                        .flatten()
+                        .filter(|c| c.path().is_dir())
+                        .map(|c| c.path()),
+                );
+            }
+        }
+        left
+    }
+
+    /// A recursive listing of the image store (paths and sizes), to prove a
+    /// failed import changed nothing.
+    pub fn store_listing(&self) -> Vec<String> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                let meta = std::fs::symlink_metadata(&p).unwrap();
+                out.push(format!(
+                    "{} {}",
+                    p.strip_prefix(base).unwrap().display(),
+                    meta.len()
+                ));
+                if meta.is_dir() {
+                    walk(&p, base, out);
+                }
+            }
+        }
+        let mut out = vec![];
+        let root = self.data_dir().join("images");
+        walk(&root, &root, &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir(entry.path().join(&self.cgroup_parent));
+            }
+        }
+    }
+}
+
+fn busybox_binary() -> PathBuf {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("busybox-static is required (scripts/ensure-deps.sh installs it)");
+}
+
+/// A gzip'd busybox rootfs tarball, built here so every test knows exactly
+/// what the image holds.
+pub fn busybox_tarball(dir: &Path) -> PathBuf {
+    let path = dir.join("busybox.tar.gz");
+    if path.exists() {
+        return path;
+    }
+    let file = std::fs::File::create(&path).unwrap();
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    add_busybox_rootfs(&mut b);
+    b.into_inner().unwrap().finish().unwrap().flush().unwrap();
+    path
+}
+
+/// Adds a minimal busybox root file system to an archive.
+pub fn add_busybox_rootfs<W: Write>(b: &mut tar::Builder<W>) {
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root"] {
+        dir_entry(b, d, if d == "tmp" { 0o1777 } else { 0o755 });
+    }
+    b.append_path_with_name(busybox_binary(), "bin/busybox")
+        .unwrap();
+    let list = Command::new(busybox_binary())
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            symlink_entry(b, &format!("bin/{applet}"), "busybox");
+        }
+    }
+    file_entry(
+        b,
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home/nobody:/bin/false\n",
+        0o644,
+    );
+    file_entry(
+        b,
+        "etc/group",
+        b"root:x:0:\nstaff:x:50:nobody\nnogroup:x:65534:\n",
+        0o644,
+    );
+}
+
+pub fn dir_entry<W: Write>(b: &mut tar::Builder<W>, path: &str, mode: u32) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(mode);
+    h.set_size(0);
+    h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
+    b.append_data(&mut h, path, std::io::empty()).unwrap();
+}
+
+pub fn file_entry<W: Write>(b: &mut tar::Builder<W>, path: &str, data: &[u8], mode: u32) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(mode);
+    h.set_size(data.len() as u64);
+    h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
+    b.append_data(&mut h, path, data).unwrap();
+}
+
+pub fn symlink_entry<W: Write>(b: &mut tar::Builder<W>, path: &str, target: &str) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_size(0);
+    h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
+    b.append_link(&mut h, path, target).unwrap();
+}
+
+/// An uncompressed tar made by `build`, returned as bytes.
+pub fn tar_bytes(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    build(&mut b);
+    b.into_inner().unwrap()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}

@@ -1,0 +1,327 @@
+//! `berth run` end to end: the real binary, real images, real containers.
+
+mod common;
+use common::Berth;
+use std::time::Duration;
+
+#[test]
+fn runs_a_command_and_mirrors_its_exit_code() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let out = b.run(&["run", "busybox", "echo", "hello", "world"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "hello world\n");
+    let out = b.run(&["run", "busybox", "sh", "-c", "echo oops >&2; exit 3"]);
+    assert_eq!(out.code, 3);
+    assert_eq!(out.stderr, "oops\n");
+    b.assert_clean();
+}
+
+#[test]
+fn json_result_reports_times_and_memory() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let out = b.run(&[
+        "run",
+        "--json",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "64",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let r = out.json();
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["oom_killed"], false);
+    assert_eq!(r["timed_out"], false);
+    assert!(r["wall_time_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["teardown_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["peak_memory_bytes"].as_u64().unwrap() > 0);
+    b.assert_clean();
+}
+
+#[test]
+fn timeout_is_flagged_and_returns_137() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let out = b.run(&[
+        "run",
+        "--json",
+        "--timeout",
+        "200ms",
+        "busybox",
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(out.code, 137, "{}", out.stderr);
+    let r = out.json();
+    assert_eq!(r["timed_out"], true);
+    assert_eq!(r["signal"], 9);
+    b.assert_clean();
+}
+
+#[test]
+fn memory_limit_is_flagged_as_oom() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let out = b.run(&[
+        "run",
+        "--json",
+        "--memory",
+        "16m",
+        "busybox",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=64M count=1",
+    ]);
+    let r = out.json();
+    assert_eq!(r["oom_killed"], true, "{}", out.stdout);
+    assert_ne!(out.code, 0);
+    b.assert_clean();
+}
+
+#[test]
+fn bad_requests_fail_clearly_and_create_nothing() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--json", "nosuchimage", "true"], "image_not_found"),
+        (
+            &["run", "--json", "--memory", "1k", "busybox", "true"],
+            "invalid_limit",
+        ),
+        (
+            &["run", "--json", "--cpus", "500", "busybox", "true"],
+            "invalid_limit",
+        ),
+        (
+            &["run", "--json", "--memory", "lots", "busybox", "true"],
+            "invalid_argument",
+        ),
+        (
+            &["run", "--json", "--memory-swap", "32m", "busybox", "true"],
+            "invalid_limit",
+        ),
+        (
+            &["run", "--json", "-v", "relative:/x", "busybox", "true"],
+            "invalid_argument",
+        ),
+        (
+            &["run", "--json", "--name", "../evil", "busybox", "true"],
+            "invalid_argument",
+        ),
+        (
+            &["run", "--json", "--user", "ghost", "busybox", "true"],
+            "invalid_argument",
+        ),
+        (
+            &["run", "--json", "busybox", "not-a-command"],
+            "command_not_found",
+        ),
+        (&["run", "--json", "Bad:Ref", "true"], "invalid_argument"),
+    ];
+    for (args, code) in cases {
+        let out = b.run(args);
+        assert_ne!(out.code, 0, "{args:?} succeeded");
+        let err = out.json();
+        assert_eq!(err["error"]["code"], *code, "{args:?}: {}", out.stdout);
+        assert!(!err["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let out = b.run(&["run", "busybox", "not-a-command"]);
+    assert_eq!(out.code, 127);
+    assert!(out.stderr.contains("not-a-command"), "{}", out.stderr);
+    b.assert_clean();
+}
+
+#[test]
+fn log_file_captures_stdout_and_stderr() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let log = b.dir.path().join("task.log");
+    let out = b.run(&[
+        "run",
+        "--log",
+        log.to_str().unwrap(),
+        "busybox",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "to-out\n");
+    assert_eq!(out.stderr, "to-err\n");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("to-out\n") && logged.contains("to-err\n"),
+        "{logged:?}"
+    );
+    b.assert_clean();
+}
+
+#[test]
+fn user_names_resolve_from_the_image() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let out = b.run(&[
+        "run",
+        "--user",
+        "nobody",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; id -G; echo $HOME",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "65534\n65534 50\n/home/nobody\n");
+    let out = b.run(&[
+        "run",
+        "-u",
+        "1000:50",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=1",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; id -g; pwd; echo $X",
+    ]);
+    assert_eq!(out.stdout, "1000\n50\n/tmp\n1\n", "{}", out.stderr);
+    b.assert_clean();
+}
+
+#[test]
+fn stdin_is_attached_only_with_interactive() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let mut child = b
+        .command()
+        .args([
+            "run",
+            "-i",
+            "busybox",
+            "sh",
+            "-c",
+            "read line; echo got:$line",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"ping\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got:ping\n");
+    // Without -i the container reads end-of-file at once.
+    let out = b.run(&["run", "busybox", "sh", "-c", "cat; echo eof"]);
+    assert_eq!(out.stdout, "eof\n");
+    b.assert_clean();
+}
+
+#[test]
+fn signals_to_berth_are_forwarded_to_the_container() {
+    use std::process::Stdio;
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let child = b
+        .command()
+        .args([
+            "run",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\ngot-term\n");
+    b.assert_clean();
+}
+
+#[test]
+fn a_crashed_berth_leaves_nothing_that_gc_cannot_remove() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let mut child = b
+        .command()
+        .args([
+            "run",
+            "--name",
+            "crashme",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 100 & sleep 100",
+        ])
+        .spawn()
+        .unwrap();
+    let containers = b.data_dir().join("containers");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !containers.join("crashme").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap(); // SIGKILL: no teardown runs
+    child.wait().unwrap();
+    // The container dies with its supervisor (parent-death signal)...
+    let cgroup_procs = std::path::Path::new("/sys/fs/cgroup/pids")
+        .join(&b.cgroup_parent)
+        .join("crashme/cgroup.procs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let procs = std::fs::read_to_string(&cgroup_procs).unwrap_or_default();
+        if procs.trim().is_empty() || std::time::Instant::now() > deadline {
+            assert!(procs.trim().is_empty(), "container outlived berth: {procs}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...and gc removes its cgroups, directory and image lease.
+    assert!(containers.join("crashme").exists());
+    let out = b.run(&["gc", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = out.json();
+    assert_eq!(report["containers_removed"][0], "crashme");
+    assert_eq!(report["leases_released"][0], "crashme");
+    b.assert_clean();
+}
+
+#[test]
+fn gc_leaves_running_containers_alone() {
+    use std::process::Stdio;
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let child = b
+        .command()
+        .args([
+            "run",
+            "--name",
+            "busy",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 1; echo finished",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = b.run(&["gc", "--json"]);
+    assert_eq!(
+        out.json()["containers_removed"].as_array().unwrap().len(),
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "finished\n");
+    b.assert_clean();
+}
