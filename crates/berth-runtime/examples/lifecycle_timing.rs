@@ -30,6 +30,7 @@ fn main() {
     })
     .expect("runtime");
     let mut phases: [Vec<f64>; 5] = Default::default();
+    let mut stages: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for i in 0..runs {
         let spec = ContainerSpec {
             id: ContainerId::new(format!("timing-{}-{i}", std::process::id())).unwrap(),
@@ -60,6 +61,12 @@ fn main() {
         c.start().expect("start");
         let t2 = Instant::now();
         c.wait(None).expect("wait");
+        for (i, (stage, ns)) in c.setup_timings().into_iter().enumerate() {
+            stages
+                .entry(format!("{i:02} {stage}"))
+                .or_default()
+                .push(ns as f64 / 1e6);
+        }
         let t3 = Instant::now();
         c.delete().expect("delete");
         let t4 = Instant::now();
@@ -71,6 +78,10 @@ fn main() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    for (stage, mut v) in stages {
+        v.sort_by(|a, b| a.total_cmp(b));
+        println!("  child {stage:<20} median {:.3} ms", v[v.len() / 2]);
+    }
     for (name, mut v) in ["create", "start", "wait", "delete", "total"]
         .into_iter()
         .zip(phases)

@@ -2,7 +2,7 @@
 
 use crate::cgroup::{CgroupHost, CgroupStats, ContainerCgroup};
 use crate::error::{Result, RuntimeError};
-use crate::process::child::{Channels, Report, Stage};
+use crate::process::child::{monotonic_ns, Channels, Report, Stage, StageClock};
 use crate::process::plan::{search_path, HostFeatures, Plan, RootfsDirs, StdioFds};
 use crate::process::spawn::{spawn, Spawned};
 use crate::spec::ContainerSpec;
@@ -28,6 +28,8 @@ pub struct RuntimeConfig {
 /// The runtime: host facts detected once, shared by every container.
 pub struct Runtime {
     config: RuntimeConfig,
+    /// Record per-stage setup times (BERTH_STAGE_TIMINGS=1); for profiling.
+    stage_timings: bool,
     cgroups: CgroupHost,
     features: HostFeatures,
     online_cpus: u32,
@@ -115,6 +117,7 @@ pub struct Container {
     program: String,
     search_path: String,
     deleted: bool,
+    stage_clock: Option<(StageClock, u64)>,
 }
 
 fn online_cpus() -> u32 {
@@ -146,6 +149,7 @@ impl Runtime {
         })?;
         Ok(Runtime {
             config,
+            stage_timings: std::env::var_os("BERTH_STAGE_TIMINGS").is_some(),
             cgroups,
             features,
             online_cpus: online_cpus(),
@@ -172,10 +176,26 @@ impl Runtime {
     /// Must be called from a single-threaded process (the CLI before it
     /// starts threads, or the shim); see ARCHITECTURE.md.
     pub fn create(&self, spec: &ContainerSpec, stdio: StdioFds) -> Result<Container> {
+        self.create_inner(spec, stdio, false)
+    }
+
+    /// [`Runtime::create`] and [`Container::start`] in one step: the child
+    /// runs the command as soon as it is set up, saving a round trip. Setup
+    /// and exec errors are reported exactly as by the two-step path.
+    pub fn create_and_start(&self, spec: &ContainerSpec, stdio: StdioFds) -> Result<Container> {
+        self.create_inner(spec, stdio, true)
+    }
+
+    fn create_inner(
+        &self,
+        spec: &ContainerSpec,
+        stdio: StdioFds,
+        autostart: bool,
+    ) -> Result<Container> {
         self.validate(spec)?;
         let id = spec.id.as_str();
         let (dir, lock) = self.claim_dir(id)?;
-        let created = self.create_in(spec, &dir, lock, stdio);
+        let created = self.create_in(spec, &dir, lock, stdio, autostart);
         if created.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -220,6 +240,7 @@ impl Runtime {
         dir: &Path,
         lock: OwnedFd,
         stdio: StdioFds,
+        autostart: bool,
     ) -> Result<Container> {
         let rootfs = dir.join("rootfs");
         let upper = dir.join("upper");
@@ -234,6 +255,7 @@ impl Runtime {
             work: &work,
         };
         let mut plan = Plan::new(spec, &dirs, self.features, stdio)?;
+        plan.autostart = autostart;
 
         let cgroup = self.cgroups.create(spec.id.as_str(), &spec.limits)?;
         let handles = match cgroup.join_handles() {
@@ -254,21 +276,24 @@ impl Runtime {
             } else {
                 None
             };
-            let channels = Channels {
+            let mut channels = Channels {
                 report: report_w.as_raw_fd(),
                 start: start_r.as_raw_fd(),
                 pty: pty_pair.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
+                clock: self.stage_timings.then(StageClock::new).flatten(),
             };
+            let clone_at = monotonic_ns();
             let spawned = spawn(&plan, &channels)?;
+            let clock = channels.clock.take().map(|c| (c, clone_at));
             // The child's ends must close here so that EOF means "exec'd".
             drop((report_w, start_r));
             let pty_parent = pty_pair.map(|(parent, _child)| parent);
-            Ok::<_, RuntimeError>((spawned, report_r, start_w, pty_parent))
+            Ok::<_, RuntimeError>((spawned, report_r, start_w, pty_parent, clock))
         })();
         // The plan's fds (stdio, cgroup handles) belong to the child now.
         drop(std::mem::take(&mut plan.stdio_owned));
         drop(std::mem::take(&mut plan.v1_cgroup_procs));
-        let (Spawned { pid, pidfd }, report, start, pty_parent) = match spawned {
+        let (Spawned { pid, pidfd }, report, start, pty_parent, stage_clock) = match spawned {
             Ok(s) => s,
             Err(e) => {
                 let _ = cgroup.remove(Duration::from_millis(100));
@@ -294,7 +319,18 @@ impl Runtime {
             program: spec.process.args[0].clone(),
             search_path: search_path(&spec.process.env),
             deleted: false,
+            stage_clock,
         };
+        if autostart {
+            container.started_at = Some(Instant::now());
+            container.start = None;
+            container.state = State::Running;
+            if let Err(e) = container.await_exec(Some(&plan)) {
+                let _ = container.teardown();
+                return Err(e);
+            }
+            return Ok(container);
+        }
         let setup = match read_report(&container.report) {
             Ok(Some(r)) if r.stage == Stage::Ready as u32 => Ok(()),
             Ok(Some(r)) => Err(container.child_error(r, Some(&plan))),
@@ -461,6 +497,16 @@ impl Container {
         self.pidfd.as_fd()
     }
 
+    /// How long each setup stage in the child took, in nanoseconds since the
+    /// previous stage (the first since `clone`); empty unless the runtime
+    /// was created with `BERTH_STAGE_TIMINGS` set.
+    pub fn setup_timings(&self) -> Vec<(String, u64)> {
+        self.stage_clock
+            .as_ref()
+            .map(|(clock, since)| clock.durations(*since))
+            .unwrap_or_default()
+    }
+
     /// The pty master, when the spec asked for a terminal.
     pub fn take_pty_master(&mut self) -> Option<OwnedFd> {
         self.pty_master.take()
@@ -491,10 +537,16 @@ impl Container {
             .map_err(|e| RuntimeError::spawn("signalling the container to start", e))?;
         drop(start);
         self.state = State::Running;
+        self.await_exec(None)
+    }
+
+    /// Waits for the report pipe to close (the command was exec'd) or for a
+    /// failure record (the container then exits and is reaped here).
+    fn await_exec(&mut self, plan: Option<&Plan>) -> Result<()> {
         match read_report(&self.report) {
             Ok(None) => Ok(()),
             Ok(Some(r)) => {
-                let err = self.child_error(r, None);
+                let err = self.child_error(r, plan);
                 let _ = self.wait(None);
                 Err(err)
             }

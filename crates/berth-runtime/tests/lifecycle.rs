@@ -132,3 +132,22 @@ fn many_containers_in_a_row_leave_nothing() {
     }
     env.assert_clean();
 }
+
+#[test]
+fn create_and_start_runs_at_once_and_reports_exec_errors() {
+    let env = common::Env::new();
+    let spec = env.sh("exit 5");
+    let mut c = env
+        .runtime
+        .create_and_start(&spec, StdioFds::default())
+        .unwrap();
+    c.wait(None).unwrap();
+    assert_eq!(c.delete().unwrap().exit_code, Some(5));
+    let err = env
+        .runtime
+        .create_and_start(&env.spec(&["missing-cmd"]), StdioFds::default())
+        .err()
+        .expect("exec error reported");
+    assert_eq!(err.code(), ErrorCode::CommandNotFound);
+    env.assert_clean();
+}

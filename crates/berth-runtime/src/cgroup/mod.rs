@@ -411,15 +411,19 @@ impl ContainerCgroup {
         stats::read(&self.paths)
     }
 
-    /// Pids of every process in the container's cgroups.
+    /// Pids of every process in the container's cgroups. The container's
+    /// processes join every hierarchy together, so one is enough; the others
+    /// are only read if the first is gone.
     pub fn pids(&self) -> Vec<i32> {
-        let mut pids = BTreeSet::new();
         for dir in self.paths.all() {
             if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
-                pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+                return text
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<i32>().ok())
+                    .collect();
             }
         }
-        pids.into_iter().collect()
+        Vec::new()
     }
 
     /// SIGKILLs every process in the cgroups until none is left (or `deadline`).

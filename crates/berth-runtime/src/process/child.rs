@@ -40,12 +40,14 @@ pub enum Stage {
     WaitStart,
     Seccomp,
     Exec,
+    /// First instruction of the child (for stage timings only).
+    Cloned,
 }
 
 impl Stage {
     pub fn from_raw(raw: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 27] = [
+        const ALL: [Stage; 28] = [
             Ready,
             Signals,
             JoinCgroup,
@@ -73,6 +75,7 @@ impl Stage {
             WaitStart,
             Seccomp,
             Exec,
+            Cloned,
         ];
         ALL.into_iter().find(|s| *s as u32 == raw)
     }
@@ -109,12 +112,96 @@ impl Report {
     }
 }
 
+/// Number of stage slots in a [`StageClock`] page.
+pub const STAGE_SLOTS: usize = 32;
+
+/// Optional per-stage timestamps (CLOCK_MONOTONIC, ns) written by the child
+/// into a page shared with the parent: how long each setup stage took.
+pub struct StageClock {
+    page: *mut u64,
+}
+
+impl StageClock {
+    /// Maps a shared page; `None` if the kernel refuses (timing is optional).
+    pub fn new() -> Option<StageClock> {
+        // SAFETY: an anonymous shared mapping, unmapped in Drop.
+        let page = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                STAGE_SLOTS * 8,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        (page != libc::MAP_FAILED).then_some(StageClock { page: page.cast() })
+    }
+
+    fn mark(&self, stage: Stage) {
+        let slot = stage as usize;
+        if slot < STAGE_SLOTS {
+            // SAFETY: slot is inside the page; clock_gettime is async-signal-safe.
+            unsafe { *self.page.add(slot) = monotonic_ns() };
+        }
+    }
+
+    /// `(stage, nanoseconds since the previous recorded stage)`, in order.
+    pub fn durations(&self, since_ns: u64) -> Vec<(String, u64)> {
+        let mut stamps: Vec<(u64, Stage)> = (0..STAGE_SLOTS)
+            .filter_map(|slot| {
+                // SAFETY: reading inside the page.
+                let t = unsafe { *self.page.add(slot) };
+                Some((t, Stage::from_raw(slot as u32)?)).filter(|(t, _)| *t != 0)
+            })
+            .collect();
+        stamps.sort_by_key(|(t, _)| *t);
+        let mut prev = since_ns;
+        stamps
+            .into_iter()
+            .map(|(t, stage)| {
+                let d = t.saturating_sub(prev);
+                prev = t;
+                (format!("{stage:?}"), d)
+            })
+            .collect()
+    }
+}
+
+impl Drop for StageClock {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the page mapped in new().
+        unsafe { libc::munmap(self.page.cast(), STAGE_SLOTS * 8) };
+    }
+}
+
+/// Monotonic now, in ns (to compare with [`StageClock`] stamps).
+pub fn monotonic_ns() -> u64 {
+    let mut ts: libc::timespec = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime into a local timespec (vDSO, no allocation).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// The fds the child talks to its parent through.
 pub struct Channels {
     pub report: RawFd,
     pub start: RawFd,
     /// Unix socket for sending the pty master back (terminal mode).
     pub pty: RawFd,
+    /// Stage timestamps, when the caller asked for them.
+    pub clock: Option<StageClock>,
+}
+
+impl Channels {
+    fn mark(&self, stage: Stage) {
+        if let Some(clock) = &self.clock {
+            clock.mark(stage);
+        }
+    }
 }
 
 fn errno() -> i32 {
@@ -579,6 +666,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
     // SAFETY (whole function): raw system calls on prepared, NUL-terminated
     // data; no allocation and no locks.
     unsafe {
+        ch.mark(Stage::Cloned);
         // Die with the supervisor: a container never outlives its monitor.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
 
@@ -597,6 +685,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut())
         );
 
+        ch.mark(Stage::Signals);
         for (i, procs) in plan.v1_cgroup_procs.iter().enumerate() {
             check!(
                 ch,
@@ -605,6 +694,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
                 libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) as i32
             );
         }
+        ch.mark(Stage::JoinCgroup);
         // A cgroup namespace rooted at the container's own cgroups.
         check!(
             ch,
@@ -613,6 +703,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             libc::unshare(libc::CLONE_NEWCGROUP)
         );
         libc::umask(0);
+        ch.mark(Stage::CgroupNamespace);
 
         check!(
             ch,
@@ -626,6 +717,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
                 std::ptr::null()
             )
         );
+        ch.mark(Stage::MakePrivate);
         check!(
             ch,
             Stage::MountOverlay,
@@ -644,6 +736,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
                 plan.overlay_data.as_ptr().cast()
             )
         );
+        ch.mark(Stage::MountOverlay);
         let root = check!(
             ch,
             Stage::OpenRootfs,
@@ -657,6 +750,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             run_step(ch, root, i, step);
         }
 
+        ch.mark(Stage::Mount);
         check!(
             ch,
             Stage::Hostname,
@@ -667,6 +761,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             loopback_up(ch);
         }
 
+        ch.mark(Stage::Loopback);
         // pivot_root(".", ".") stacks the old root on the new one; detaching
         // it leaves only the container's tree.
         check!(ch, Stage::PivotRoot, 0, libc::fchdir(root));
@@ -699,6 +794,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             );
         }
 
+        ch.mark(Stage::PivotRoot);
         for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
             check!(ch, Stage::Rlimit, i, libc::setrlimit(*resource, limit));
         }
@@ -774,20 +870,26 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
         );
         libc::umask(0o022);
 
-        // Tell the parent we are ready, then wait for start.
-        send(
-            ch.report,
-            Report {
-                stage: Stage::Ready as u32,
-                index: 0,
-                errno: 0,
-            },
-        );
-        let mut byte = [0u8; 1];
-        let n = libc::read(ch.start, byte.as_mut_ptr().cast(), 1);
-        if n != 1 {
-            // The parent went away or aborted the start.
-            libc::_exit(1);
+        ch.mark(Stage::NoNewPrivs);
+        // Tell the parent we are ready, then wait for start (unless asked to
+        // run at once: then the report pipe's EOF at exec says it all).
+        if !plan.autostart {
+            send(
+                ch.report,
+                Report {
+                    stage: Stage::Ready as u32,
+                    index: 0,
+                    errno: 0,
+                },
+            );
+            ch.mark(Stage::Ready);
+            let mut byte = [0u8; 1];
+            let n = libc::read(ch.start, byte.as_mut_ptr().cast(), 1);
+            if n != 1 {
+                // The parent went away or aborted the start.
+                libc::_exit(1);
+            }
+            ch.mark(Stage::WaitStart);
         }
 
         // Close every inherited fd on exec except stdio.
@@ -804,6 +906,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             fail(ch, Stage::Seccomp, 0, rc);
         }
 
+        ch.mark(Stage::Seccomp);
         // execvp: try each candidate; remember EACCES but keep looking.
         let mut error = libc::ENOENT;
         for candidate in &plan.exec_candidates {

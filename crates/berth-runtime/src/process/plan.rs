@@ -108,6 +108,8 @@ pub struct Plan {
     pub stdio: [RawFd; 3],
     pub stdio_owned: StdioFds,
     pub terminal: bool,
+    /// Exec right after setup instead of waiting for the start signal.
+    pub autostart: bool,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
     pub groups: Vec<libc::gid_t>,
@@ -262,6 +264,7 @@ impl Plan {
             stdio: [raw(&stdio.stdin), raw(&stdio.stdout), raw(&stdio.stderr)],
             stdio_owned: stdio,
             terminal: spec.process.terminal,
+            autostart: false,
             uid: spec.process.user.uid,
             gid: spec.process.user.gid,
             groups: spec.process.user.additional_gids.clone(),

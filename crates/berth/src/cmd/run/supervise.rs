@@ -67,7 +67,13 @@ pub fn run(
         }
     }
 
-    let mut container = runtime.create(spec, stdio)?;
+    // Without a terminal, create and start in one step (one round trip
+    // less); with one, the pty must be wired up before the command runs.
+    let mut container = if args.tty {
+        runtime.create(spec, stdio)?
+    } else {
+        runtime.create_and_start(spec, stdio)?
+    };
     let pty = container.take_pty_master();
     let _raw = match &pty {
         Some(master) => {
@@ -83,9 +89,11 @@ pub fn run(
         None => None,
     };
 
-    if let Err(e) = container.start() {
-        let _ = container.delete();
-        return Err(e.into());
+    if args.tty {
+        if let Err(e) = container.start() {
+            let _ = container.delete();
+            return Err(e.into());
+        }
     }
     let outcome = supervise(
         &mut container,
