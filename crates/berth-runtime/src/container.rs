@@ -357,8 +357,12 @@ impl Runtime {
     }
 
     /// Removes what crashed supervisors left behind: container directories
-    /// nobody holds a lock on, and cgroups without a live container.
-    /// Returns the ids it cleaned up.
+    /// under this runtime's `containers_dir` that no live process holds a
+    /// lock on, with their processes and cgroups. Returns the ids removed.
+    ///
+    /// Only containers whose directory is ours are touched: another berth
+    /// with another data dir may share the cgroup parent, and its
+    /// containers are none of our business.
     pub fn gc(&self) -> Result<Vec<String>> {
         let mut cleaned = Vec::new();
         let entries = match fs::read_dir(&self.config.containers_dir) {
@@ -366,29 +370,18 @@ impl Runtime {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(cleaned),
             Err(e) => return Err(RuntimeError::host_io("reading the containers dir", e)),
         };
-        let mut live = std::collections::BTreeSet::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let dir = entry.path();
             let Ok(lock) = open_dir(&dir) else { continue };
             if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
-                live.insert(name);
-                continue;
+                continue; // a live supervisor holds it
             }
             let cgroup = ContainerCgroup::existing(&self.cgroups, &name);
             cgroup.kill_all(Duration::from_secs(2))?;
             cgroup.remove(Duration::from_secs(2))?;
             remove_tree(&name, &dir)?;
             cleaned.push(name);
-        }
-        for id in self.cgroups.existing_containers() {
-            if live.contains(&id) || cleaned.contains(&id) {
-                continue;
-            }
-            let cgroup = ContainerCgroup::existing(&self.cgroups, &id);
-            cgroup.kill_all(Duration::from_secs(2))?;
-            cgroup.remove(Duration::from_secs(2))?;
-            cleaned.push(id);
         }
         Ok(cleaned)
     }

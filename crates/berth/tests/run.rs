@@ -325,3 +325,36 @@ fn gc_leaves_running_containers_alone() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "finished\n");
     b.assert_clean();
 }
+
+#[test]
+fn gc_never_touches_containers_of_another_data_dir() {
+    use std::process::Stdio;
+    let ours = Berth::new();
+    let theirs = Berth::with_cgroup_parent(&ours.cgroup_parent);
+    ours.import_busybox("busybox");
+    theirs.import_busybox("busybox");
+    let child = theirs
+        .command()
+        .args([
+            "run",
+            "--name",
+            "theirs",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 1; echo alive",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = ours.run(&["gc", "--json"]);
+    assert_eq!(
+        out.json()["containers_removed"].as_array().unwrap().len(),
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alive\n");
+    theirs.assert_clean();
+    ours.assert_clean();
+}

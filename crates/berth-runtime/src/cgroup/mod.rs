@@ -193,27 +193,6 @@ impl CgroupHost {
         CgroupPaths { v1, v2 }
     }
 
-    /// Every container directory that currently exists under berth's
-    /// parents: `(container id, paths)`.
-    pub fn existing_containers(&self) -> Vec<String> {
-        let mut ids = BTreeSet::new();
-        let parents = self
-            .v1
-            .iter()
-            .map(|h| h.mount.join(&self.parent_name))
-            .chain(self.unified.iter().map(|u| u.join(&self.parent_name)));
-        for parent in parents {
-            if let Ok(entries) = fs::read_dir(&parent) {
-                for entry in entries.flatten() {
-                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                        ids.insert(entry.file_name().to_string_lossy().into_owned());
-                    }
-                }
-            }
-        }
-        ids.into_iter().collect()
-    }
-
     /// Refuses limits the host cannot enforce, before anything is created.
     pub fn check_enforceable(&self, limits: &Limits) -> Result<()> {
         limits::check_enforceable(self, limits)

@@ -46,13 +46,18 @@ impl Run {
 
 impl Berth {
     pub fn new() -> Berth {
+        Berth::with_cgroup_parent(&unique("berth-e2e"))
+    }
+
+    /// A second berth with its own data dir but a shared cgroup parent.
+    pub fn with_cgroup_parent(cgroup_parent: &str) -> Berth {
         let dir = tempfile::Builder::new()
             .prefix("berth-e2e")
             .tempdir_in("/var/tmp")
             .unwrap();
         Berth {
             dir,
-            cgroup_parent: unique("berth-e2e"),
+            cgroup_parent: cgroup_parent.to_owned(),
         }
     }
 
