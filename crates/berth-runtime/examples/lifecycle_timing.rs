@@ -37,6 +37,8 @@ fn main() {
             rootfs: RootfsSpec {
                 layers: vec![layer.clone()],
                 read_only: false,
+                scratch: Default::default(),
+                scratch_size: None,
             },
             process: ProcessSpec {
                 args: vec!["true".into()],

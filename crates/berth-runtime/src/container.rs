@@ -5,7 +5,7 @@ use crate::error::{Result, RuntimeError};
 use crate::process::child::{monotonic_ns, Channels, Report, Stage, StageClock};
 use crate::process::plan::{search_path, HostFeatures, Plan, RootfsDirs, StdioFds};
 use crate::process::spawn::{spawn, Spawned};
-use crate::spec::ContainerSpec;
+use crate::spec::{ContainerSpec, Scratch};
 use berth_core::ContainerId;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{flock, FlockOperation};
@@ -245,11 +245,15 @@ impl Runtime {
         let rootfs = dir.join("rootfs");
         let upper = dir.join("upper");
         let work = dir.join("work");
-        for d in [&rootfs, &upper, &work] {
-            fs::create_dir(d)
-                .map_err(|e| RuntimeError::rootfs(format!("creating {}", d.display()), e))?;
+        // Memory scratch: the child makes these inside its own tmpfs.
+        if spec.rootfs.scratch == Scratch::Disk {
+            for d in [&rootfs, &upper, &work] {
+                fs::create_dir(d)
+                    .map_err(|e| RuntimeError::rootfs(format!("creating {}", d.display()), e))?;
+            }
         }
         let dirs = RootfsDirs {
+            dir,
             rootfs: &rootfs,
             upper: &upper,
             work: &work,
@@ -584,6 +588,7 @@ impl Container {
             ) => RuntimeError::rootfs(format!("{} ({stage:?})", step()), source),
             Some(
                 stage @ (Stage::MakePrivate
+                | Stage::Scratch
                 | Stage::MountOverlay
                 | Stage::OpenRootfs
                 | Stage::PivotRoot

@@ -24,5 +24,5 @@ pub use error::{Result, RuntimeError};
 pub use process::plan::StdioFds;
 pub use spec::{
     BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit, RlimitResource, RootfsSpec,
-    SwapLimit, User, MIN_MEMORY,
+    Scratch, SwapLimit, User, MIN_MEMORY,
 };

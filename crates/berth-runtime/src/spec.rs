@@ -34,6 +34,27 @@ pub struct RootfsSpec {
     /// Mount the root file system read-only (writes go nowhere but volumes).
     #[serde(default)]
     pub read_only: bool,
+    /// Where the container's writes (the overlay upper layer) live.
+    #[serde(default)]
+    pub scratch: Scratch,
+    /// Cap on the writable layer with [`Scratch::Memory`] (default: the
+    /// kernel's tmpfs default, half of RAM; a memory limit caps it too).
+    #[serde(default)]
+    pub scratch_size: Option<ByteSize>,
+}
+
+/// Backing of the container's writable layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scratch {
+    /// A tmpfs that exists only inside the container's mount namespace: no
+    /// disk I/O, gone the instant the container ends, and charged to the
+    /// container's memory (so a memory limit bounds it).
+    #[default]
+    Memory,
+    /// A directory under the data dir: for containers that write more than
+    /// memory allows. Removed at teardown.
+    Disk,
 }
 
 /// The process run inside the container.
@@ -269,6 +290,9 @@ impl ContainerSpec {
         let bad = |why: String| Err(RuntimeError::InvalidSpec(why));
         if self.process.args.is_empty() || self.process.args[0].is_empty() {
             return bad("no command to run (the image has no default command either)".into());
+        }
+        if let (Scratch::Disk, Some(_)) = (self.rootfs.scratch, self.rootfs.scratch_size) {
+            return bad("scratch-size applies to memory scratch only".into());
         }
         if self.rootfs.layers.is_empty() {
             return bad("the root file system has no layers".into());

@@ -275,3 +275,27 @@ fn dev_has_the_standard_nodes_only() {
     assert!(out.stdout.contains("null-ok"));
     env.assert_clean();
 }
+
+#[test]
+fn disk_scratch_keeps_writes_under_the_data_dir_until_teardown() {
+    let env = common::Env::new();
+    let mut spec = env.sh("echo data > /written; cat /written");
+    spec.rootfs.scratch = berth_runtime::Scratch::Disk;
+    let out = env.run(&spec);
+    assert_eq!(out.stdout, "data\n", "{}", out.stderr);
+    env.assert_clean();
+}
+
+#[test]
+fn memory_scratch_is_private_and_bounded() {
+    let env = common::Env::new();
+    let mut spec = env.sh("echo data > /written; cat /written; \
+         dd if=/dev/zero of=/big bs=1M count=8 2>/dev/null || echo full");
+    spec.rootfs.scratch_size = Some(berth_core::ByteSize::mib(4));
+    let out = env.run(&spec);
+    assert_eq!(out.stdout, "data\nfull\n", "{}", out.stderr);
+    // Nothing of the writable layer ever appears on the host.
+    let dir = env.containers_dir();
+    assert_eq!(std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0), 0);
+    env.assert_clean();
+}

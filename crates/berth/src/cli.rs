@@ -113,6 +113,13 @@ pub struct RunArgs {
     /// Mount the root file system read-only.
     #[arg(long)]
     pub read_only: bool,
+    /// Where the container's writes go: `memory` (a private tmpfs, fastest,
+    /// counted in the container's memory) or `disk` (under the data dir).
+    #[arg(long, default_value = "memory", value_parser = ["memory", "disk"])]
+    pub scratch: String,
+    /// Cap on the container's writes with memory scratch (e.g. 256m).
+    #[arg(long, value_name = "SIZE")]
+    pub scratch_size: Option<String>,
     /// Keep stdin open and attached.
     #[arg(short, long)]
     pub interactive: bool,

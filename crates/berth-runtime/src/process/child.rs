@@ -42,12 +42,13 @@ pub enum Stage {
     Exec,
     /// First instruction of the child (for stage timings only).
     Cloned,
+    Scratch,
 }
 
 impl Stage {
     pub fn from_raw(raw: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 28] = [
+        const ALL: [Stage; 29] = [
             Ready,
             Signals,
             JoinCgroup,
@@ -76,6 +77,7 @@ impl Stage {
             Seccomp,
             Exec,
             Cloned,
+            Scratch,
         ];
         ALL.into_iter().find(|s| *s as u32 == raw)
     }
@@ -718,6 +720,24 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             )
         );
         ch.mark(Stage::MakePrivate);
+        if let Some(scratch) = &plan.scratch_tmpfs {
+            check!(
+                ch,
+                Stage::Scratch,
+                0,
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    scratch.mount_point.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    scratch.options.as_ptr().cast()
+                )
+            );
+            for (i, dir) in scratch.dirs.iter().enumerate() {
+                check!(ch, Stage::Scratch, i + 1, libc::mkdir(dir.as_ptr(), 0o755));
+            }
+            ch.mark(Stage::Scratch);
+        }
         check!(
             ch,
             Stage::MountOverlay,

@@ -2,7 +2,7 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::security::{capabilities, seccomp};
-use crate::spec::{ContainerSpec, NetworkMode};
+use crate::spec::{ContainerSpec, NetworkMode, Scratch};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -99,6 +99,9 @@ pub struct Plan {
     pub layers_dir: CString,
     pub rootfs: CString,
     pub overlay_data: CString,
+    /// With memory scratch: a tmpfs mounted over the container dir inside
+    /// the new mount namespace, then the dirs to make in it.
+    pub scratch_tmpfs: Option<ScratchTmpfs>,
     pub steps: Vec<Step>,
     pub read_only_root: bool,
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
@@ -138,6 +141,15 @@ fn relative(path: &str) -> String {
     path.trim_start_matches('/').to_owned()
 }
 
+/// The in-namespace tmpfs holding the overlay's upper and work dirs.
+#[derive(Debug)]
+pub struct ScratchTmpfs {
+    pub mount_point: CString,
+    pub options: CString,
+    /// upper, work and the overlay mount point, created inside the tmpfs.
+    pub dirs: [CString; 3],
+}
+
 /// Host facts the plan depends on, detected once by the runtime.
 #[derive(Debug, Clone, Copy)]
 pub struct HostFeatures {
@@ -148,8 +160,10 @@ pub struct HostFeatures {
     pub last_cap: u32,
 }
 
-/// Where a container's writable layer and mount point live on the host.
+/// Where a container's writable layer and mount point live. With memory
+/// scratch `dir` is the tmpfs mount point and the others are inside it.
 pub struct RootfsDirs<'a> {
+    pub dir: &'a Path,
     pub rootfs: &'a Path,
     pub upper: &'a Path,
     pub work: &'a Path,
@@ -170,6 +184,24 @@ impl Plan {
         }
 
         let (layers_dir, overlay_data) = overlay_options(spec, dirs, features)?;
+        let scratch_tmpfs = match spec.rootfs.scratch {
+            Scratch::Disk => None,
+            Scratch::Memory => Some(ScratchTmpfs {
+                mount_point: path_cstring("container dir", dirs.dir)?,
+                options: cstring(
+                    "scratch options",
+                    match spec.rootfs.scratch_size {
+                        Some(size) => format!("mode=0700,size={}", size.bytes()),
+                        None => "mode=0700".to_owned(),
+                    },
+                )?,
+                dirs: [
+                    path_cstring("upper dir", dirs.upper)?,
+                    path_cstring("work dir", dirs.work)?,
+                    path_cstring("rootfs", dirs.rootfs)?,
+                ],
+            }),
+        };
 
         let mut steps = base_steps(spec)?;
         for m in &spec.mounts {
@@ -256,6 +288,7 @@ impl Plan {
             layers_dir,
             rootfs: path_cstring("rootfs", dirs.rootfs)?,
             overlay_data,
+            scratch_tmpfs,
             steps,
             read_only_root: spec.rootfs.read_only,
             rlimits,
@@ -334,7 +367,7 @@ fn overlay_options(
         dirs.upper.display(),
         dirs.work.display()
     );
-    if features.overlay_volatile {
+    if features.overlay_volatile && spec.rootfs.scratch == Scratch::Disk {
         data.push_str(",volatile");
     }
     // The kernel reads mount options from a single page.

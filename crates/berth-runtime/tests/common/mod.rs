@@ -89,6 +89,8 @@ impl Env {
             rootfs: RootfsSpec {
                 layers: vec![self.layer.clone()],
                 read_only: false,
+                scratch: Default::default(),
+                scratch_size: None,
             },
             process: ProcessSpec {
                 args: args.iter().map(|s| s.to_string()).collect(),

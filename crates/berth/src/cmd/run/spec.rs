@@ -8,7 +8,7 @@ use berth_core::{ByteSize, ContainerId, CpuQuota};
 use berth_image::ResolvedImage;
 use berth_runtime::{
     BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit, RlimitResource, RootfsSpec,
-    SwapLimit,
+    Scratch, SwapLimit,
 };
 use std::time::Duration;
 
@@ -40,6 +40,18 @@ pub fn build(args: &RunArgs, image: &ResolvedImage) -> Result<ContainerSpec, Cli
         rootfs: RootfsSpec {
             layers: image.layers.clone(),
             read_only: args.read_only,
+            scratch: match args.scratch.as_str() {
+                "disk" => Scratch::Disk,
+                _ => Scratch::Memory,
+            },
+            scratch_size: args
+                .scratch_size
+                .as_deref()
+                .map(|v| {
+                    v.parse::<ByteSize>()
+                        .map_err(|e| invalid(format!("--scratch-size: {e}")))
+                })
+                .transpose()?,
         },
         process: ProcessSpec {
             args: process_args,
