@@ -261,16 +261,23 @@ impl Runtime {
         let mut plan = Plan::new(spec, &dirs, self.features, stdio)?;
         plan.autostart = autostart;
 
-        let cgroup = self.cgroups.create(spec.id.as_str(), &spec.limits)?;
-        let handles = match cgroup.join_handles() {
-            Ok(h) => h,
-            Err(e) => {
-                let _ = cgroup.remove(Duration::from_millis(100));
-                return Err(e);
+        // On cgroup v2 the child is cloned straight into its cgroup, which
+        // must exist first. On v1 the cgroups are made while the child builds
+        // its namespaces and mounts on the other CPU, then it is moved in by
+        // pid before it may exec.
+        let early_cgroup = if self.cgroups.uses_v2() {
+            let cgroup = self.cgroups.create(spec.id.as_str(), &spec.limits)?;
+            match cgroup.v2_dir_handle() {
+                Ok(handle) => plan.v2_cgroup_dir = handle,
+                Err(e) => {
+                    let _ = cgroup.remove(Duration::from_millis(100));
+                    return Err(e);
+                }
             }
+            Some(cgroup)
+        } else {
+            None
         };
-        plan.v1_cgroup_procs = handles.v1_procs;
-        plan.v2_cgroup_dir = handles.v2_dir;
 
         let spawned = (|| {
             let (report_r, report_w) = cloexec_pipe()?;
@@ -294,15 +301,33 @@ impl Runtime {
             let pty_parent = pty_pair.map(|(parent, _child)| parent);
             Ok::<_, RuntimeError>((spawned, report_r, start_w, pty_parent, clock))
         })();
-        // The plan's fds (stdio, cgroup handles) belong to the child now.
+        // The plan's stdio fds belong to the child now.
         drop(std::mem::take(&mut plan.stdio_owned));
-        drop(std::mem::take(&mut plan.v1_cgroup_procs));
         let (Spawned { pid, pidfd }, report, start, pty_parent, stage_clock) = match spawned {
             Ok(s) => s,
             Err(e) => {
-                let _ = cgroup.remove(Duration::from_millis(100));
+                if let Some(cgroup) = early_cgroup {
+                    let _ = cgroup.remove(Duration::from_millis(100));
+                }
                 return Err(e);
             }
+        };
+        let cgroup = match early_cgroup {
+            Some(cgroup) => cgroup,
+            None => match self.cgroups.create(spec.id.as_str(), &spec.limits) {
+                Ok(cgroup) => match cgroup.add_process(pid) {
+                    Ok(()) => cgroup,
+                    Err(e) => {
+                        abort_child(&pidfd);
+                        let _ = cgroup.remove(Duration::from_secs(1));
+                        return Err(e);
+                    }
+                },
+                Err(e) => {
+                    abort_child(&pidfd);
+                    return Err(e);
+                }
+            },
         };
 
         let mut container = Container {
@@ -327,8 +352,13 @@ impl Runtime {
         };
         if autostart {
             container.started_at = Some(Instant::now());
-            container.start = None;
             container.state = State::Running;
+            if let Some(start) = container.start.take() {
+                if let Err(e) = rustix::io::write(&start, &[1]) {
+                    let _ = container.teardown();
+                    return Err(RuntimeError::spawn("signalling the container to start", e));
+                }
+            }
             if let Err(e) = container.await_exec(Some(&plan)) {
                 let _ = container.teardown();
                 return Err(e);
@@ -409,6 +439,27 @@ fn remove_tree(id: &str, dir: &Path) -> Result<()> {
             what: format!("removing {}", dir.display()),
             source: e,
         }),
+    }
+}
+
+/// Kills and reaps a child that must not run (its setup failed in the parent).
+fn abort_child(pidfd: &OwnedFd) {
+    // SAFETY: signalling and reaping our own child through its pidfd.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED,
+        );
     }
 }
 

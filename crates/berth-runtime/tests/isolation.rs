@@ -299,3 +299,34 @@ fn memory_scratch_is_private_and_bounded() {
     assert_eq!(std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0), 0);
     env.assert_clean();
 }
+
+#[test]
+fn cgroup_namespace_is_rooted_at_the_container() {
+    let env = common::Env::new();
+    let mut spec = env.sh("cat /proc/self/cgroup");
+    spec.limits.memory = Some(berth_core::ByteSize::mib(64));
+    let out = env.run(&spec);
+    let memory = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(":memory:"))
+        .unwrap_or_else(|| panic!("no memory line: {}", out.stdout));
+    assert!(memory.ends_with(":/"), "{memory}");
+    env.assert_clean();
+}
+
+#[test]
+fn device_nodes_made_inside_cannot_reach_host_disks() {
+    let env = common::Env::new();
+    if !env.runtime.cgroups().restricts_devices() {
+        // cgroup v2 hosts: CAP_MKNOD is dropped instead.
+        let out = env.run(&env.sh("mknod /tmp/disk b 254 0 2>&1 || echo refused"));
+        assert!(out.stdout.contains("refused"), "{}", out.stdout);
+        return;
+    }
+    let out = env.run(&env.sh(
+        "mknod /tmp/disk b 254 0 && head -c 1 /tmp/disk >/dev/null 2>&1 && echo READ || echo denied",
+    ));
+    assert_eq!(out.stdout.trim(), "denied", "stderr: {}", out.stderr);
+    env.assert_clean();
+}

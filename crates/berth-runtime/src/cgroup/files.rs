@@ -18,6 +18,23 @@ pub fn write(path: &Path, value: &str) -> Result<()> {
     })
 }
 
+/// Writes each value with its own `write(2)` on one open file (the devices
+/// controller takes one rule per write).
+pub fn write_each(path: &Path, values: &[&str]) -> Result<()> {
+    let attempt = || -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new().write(true).open(path)?;
+        for v in values {
+            f.write_all(v.as_bytes())?;
+        }
+        Ok(())
+    };
+    attempt().map_err(|e| RuntimeError::Cgroup {
+        path: path.to_owned(),
+        action: "writing",
+        source: e,
+    })
+}
+
 /// Reads a file holding a single number; `max` reads as `u64::MAX`.
 pub fn read_u64(path: &Path) -> Option<u64> {
     let text = fs::read_to_string(path).ok()?;

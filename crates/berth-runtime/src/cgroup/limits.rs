@@ -1,6 +1,6 @@
 //! Translating [`Limits`] into cgroup v1 and v2 control files.
 
-use super::files::write;
+use super::files::{write, write_each};
 use super::{CgroupHost, CgroupPaths, Controller};
 use crate::error::{Result, RuntimeError};
 use crate::spec::{Limits, SwapLimit};
@@ -84,9 +84,7 @@ pub fn apply_limits(host: &CgroupHost, paths: &CgroupPaths, limits: &Limits) -> 
     if paths.is_v1(Controller::Devices) {
         if let Some(dir) = paths.dir_for(Controller::Devices) {
             write(&dir.join("devices.deny"), "a")?;
-            for rule in ALLOWED_DEVICES {
-                write(&dir.join("devices.allow"), rule)?;
-            }
+            write_each(&dir.join("devices.allow"), ALLOWED_DEVICES)?;
         }
     }
     Ok(())

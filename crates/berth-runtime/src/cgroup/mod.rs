@@ -176,10 +176,34 @@ impl CgroupHost {
         }
     }
 
-    /// The directories a container `id` has (or would have), one per hierarchy.
+    /// The directories a container `id` may have, one per hierarchy.
     pub fn container_paths(&self, id: &str) -> CgroupPaths {
+        self.paths_for(id, &Controller::ALL.into_iter().collect())
+    }
+
+    /// The controllers a container with `limits` needs: accounting (memory,
+    /// CPU time), device restrictions, and whatever its limits use.
+    fn needed(limits: &Limits) -> BTreeSet<Controller> {
+        let mut needed: BTreeSet<Controller> =
+            [Controller::Memory, Controller::Cpuacct, Controller::Devices].into();
+        if limits.cpus.is_some() || limits.cpu_shares.is_some() {
+            needed.insert(Controller::Cpu);
+        }
+        if limits.pids.is_some() {
+            needed.insert(Controller::Pids);
+        }
+        needed
+    }
+
+    /// Only the hierarchies carrying a needed controller get a directory:
+    /// each one costs a mkdir, a join and an rmdir per container.
+    fn paths_for(&self, id: &str, needed: &BTreeSet<Controller>) -> CgroupPaths {
         let mut v1 = Vec::new();
-        for h in &self.v1 {
+        for h in self
+            .v1
+            .iter()
+            .filter(|h| !h.controllers.is_disjoint(needed))
+        {
             v1.push(V1Dir {
                 path: h.mount.join(&self.parent_name).join(id),
                 controllers: h.controllers.clone(),
@@ -201,7 +225,7 @@ impl CgroupHost {
     /// Creates the container's cgroups and applies its limits. On failure
     /// everything created is removed again.
     pub fn create(&self, id: &str, limits: &Limits) -> Result<ContainerCgroup> {
-        let paths = self.container_paths(id);
+        let paths = self.paths_for(id, &Self::needed(limits));
         self.ensure_parents()?;
         let cgroup = ContainerCgroup {
             paths,
@@ -333,14 +357,6 @@ pub struct ContainerCgroup {
     pub v2_device_filter_missing: bool,
 }
 
-/// File descriptors through which a new process joins the cgroups.
-pub struct JoinHandles {
-    /// `cgroup.procs` of every v1 hierarchy, opened for writing.
-    pub v1_procs: Vec<OwnedFd>,
-    /// The v2 directory, for `clone3(CLONE_INTO_CGROUP)`.
-    pub v2_dir: Option<OwnedFd>,
-}
-
 impl ContainerCgroup {
     /// Reattaches to the cgroups of an existing container (for teardown).
     pub fn existing(host: &CgroupHost, id: &str) -> Self {
@@ -350,39 +366,33 @@ impl ContainerCgroup {
         }
     }
 
-    /// Opens what the child needs to join; done before the clone so the
-    /// child does no path lookups.
-    pub fn join_handles(&self) -> Result<JoinHandles> {
+    /// The v2 directory opened for `clone3(CLONE_INTO_CGROUP)`, if the
+    /// container has one.
+    pub fn v2_dir_handle(&self) -> Result<Option<OwnedFd>> {
         use rustix::fs::{open, Mode, OFlags};
-        let mut v1_procs = Vec::with_capacity(self.paths.v1.len());
-        for dir in &self.paths.v1 {
-            let procs = dir.path.join("cgroup.procs");
-            let fd =
-                open(&procs, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
-                    RuntimeError::Cgroup {
-                        path: procs.clone(),
-                        action: "opening",
-                        source: e.into(),
-                    }
-                })?;
-            v1_procs.push(fd);
-        }
-        let v2_dir = match &self.paths.v2 {
-            Some(dir) => Some(
-                open(
-                    dir,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| RuntimeError::Cgroup {
-                    path: dir.clone(),
-                    action: "opening",
-                    source: e.into(),
-                })?,
-            ),
-            None => None,
+        let Some(dir) = &self.paths.v2 else {
+            return Ok(None);
         };
-        Ok(JoinHandles { v1_procs, v2_dir })
+        open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(Some)
+        .map_err(|e| RuntimeError::Cgroup {
+            path: dir.clone(),
+            action: "opening",
+            source: e.into(),
+        })
+    }
+
+    /// Moves process `pid` into every v1 hierarchy of the container.
+    pub fn add_process(&self, pid: i32) -> Result<()> {
+        let pid = pid.to_string();
+        for dir in &self.paths.v1 {
+            files::write(&dir.path.join("cgroup.procs"), &pid)?;
+        }
+        Ok(())
     }
 
     /// Reads usage counters (for the result and for metrics).

@@ -7,7 +7,7 @@
 
 use super::plan::{proc_fd_path, Create, Plan, Step};
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 /// Where in the sequence something happened.
 #[repr(u32)]
@@ -43,12 +43,13 @@ pub enum Stage {
     /// First instruction of the child (for stage timings only).
     Cloned,
     Scratch,
+    Namespaces,
 }
 
 impl Stage {
     pub fn from_raw(raw: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 29] = [
+        const ALL: [Stage; 30] = [
             Ready,
             Signals,
             JoinCgroup,
@@ -78,6 +79,7 @@ impl Stage {
             Exec,
             Cloned,
             Scratch,
+            Namespaces,
         ];
         ALL.into_iter().find(|s| *s as u32 == raw)
     }
@@ -688,24 +690,11 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
         );
 
         ch.mark(Stage::Signals);
-        for (i, procs) in plan.v1_cgroup_procs.iter().enumerate() {
-            check!(
-                ch,
-                Stage::JoinCgroup,
-                i,
-                libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) as i32
-            );
-        }
-        ch.mark(Stage::JoinCgroup);
-        // A cgroup namespace rooted at the container's own cgroups.
-        check!(
-            ch,
-            Stage::CgroupNamespace,
-            0,
-            libc::unshare(libc::CLONE_NEWCGROUP)
-        );
+        // The namespaces clone did not create: making them here overlaps
+        // with the parent's cgroup setup on another CPU.
+        check!(ch, Stage::Namespaces, 0, libc::unshare(plan.unshare_flags));
         libc::umask(0);
-        ch.mark(Stage::CgroupNamespace);
+        ch.mark(Stage::Namespaces);
 
         check!(
             ch,
@@ -840,6 +829,34 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             check!(ch, Stage::Session, 0, libc::setsid());
         }
 
+        // Tell the parent we are set up (unless asked to run at once), then
+        // wait for the go: by then the parent has put us in our cgroups.
+        if !plan.autostart {
+            send(
+                ch.report,
+                Report {
+                    stage: Stage::Ready as u32,
+                    index: 0,
+                    errno: 0,
+                },
+            );
+            ch.mark(Stage::Ready);
+        }
+        let mut byte = [0u8; 1];
+        let n = libc::read(ch.start, byte.as_mut_ptr().cast(), 1);
+        if n != 1 {
+            // The parent went away or aborted the start.
+            libc::_exit(1);
+        }
+        ch.mark(Stage::WaitStart);
+        // A cgroup namespace rooted at the container's own cgroups.
+        check!(
+            ch,
+            Stage::CgroupNamespace,
+            0,
+            libc::unshare(libc::CLONE_NEWCGROUP)
+        );
+
         // Identity changes use raw system calls: glibc's wrappers would try
         // to broadcast them to threads that exist only in the parent.
         // Capabilities: shrink the bounding set while still privileged, then
@@ -891,27 +908,6 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
         libc::umask(0o022);
 
         ch.mark(Stage::NoNewPrivs);
-        // Tell the parent we are ready, then wait for start (unless asked to
-        // run at once: then the report pipe's EOF at exec says it all).
-        if !plan.autostart {
-            send(
-                ch.report,
-                Report {
-                    stage: Stage::Ready as u32,
-                    index: 0,
-                    errno: 0,
-                },
-            );
-            ch.mark(Stage::Ready);
-            let mut byte = [0u8; 1];
-            let n = libc::read(ch.start, byte.as_mut_ptr().cast(), 1);
-            if n != 1 {
-                // The parent went away or aborted the start.
-                libc::_exit(1);
-            }
-            ch.mark(Stage::WaitStart);
-        }
-
         // Close every inherited fd on exec except stdio.
         libc::syscall(
             libc::SYS_close_range,

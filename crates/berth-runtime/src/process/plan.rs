@@ -90,8 +90,11 @@ pub struct StdioFds {
 
 /// The child's whole program, prepared by the parent.
 pub struct Plan {
+    /// Namespaces made by clone itself (the pid namespace must be).
     pub clone_flags: u64,
-    pub v1_cgroup_procs: Vec<OwnedFd>,
+    /// Namespaces the child unshares itself, in parallel with the parent.
+    pub unshare_flags: libc::c_int,
+    /// On cgroup v2 the child is cloned straight into this directory.
     pub v2_cgroup_dir: Option<OwnedFd>,
     pub hostname: CString,
     pub loopback_up: bool,
@@ -176,11 +179,10 @@ impl Plan {
         features: HostFeatures,
         stdio: StdioFds,
     ) -> Result<Plan> {
-        let mut clone_flags =
-            (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC)
-                as u64;
+        let clone_flags = libc::CLONE_NEWPID as u64;
+        let mut unshare_flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
         if spec.network == NetworkMode::None {
-            clone_flags |= libc::CLONE_NEWNET as u64;
+            unshare_flags |= libc::CLONE_NEWNET;
         }
 
         let (layers_dir, overlay_data) = overlay_options(spec, dirs, features)?;
@@ -281,7 +283,7 @@ impl Plan {
         let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         Ok(Plan {
             clone_flags,
-            v1_cgroup_procs: Vec::new(),
+            unshare_flags,
             v2_cgroup_dir: None,
             hostname: cstring("hostname", spec.effective_hostname())?,
             loopback_up: spec.network == NetworkMode::None,
