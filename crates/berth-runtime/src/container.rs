@@ -120,8 +120,16 @@ pub struct Container {
     stage_clock: Option<(StageClock, u64)>,
 }
 
+/// CPUs online on the host: the ceiling for `--cpus`. (Not
+/// `available_parallelism`, which reads cgroup quota files on every call.)
 fn online_cpus() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as u32
+    } else {
+        1
+    }
 }
 
 fn kernel_at_least(major: u32, minor: u32) -> bool {
