@@ -358,3 +358,71 @@ fn gc_never_touches_containers_of_another_data_dir() {
     theirs.assert_clean();
     ours.assert_clean();
 }
+
+#[test]
+fn tty_gives_the_container_a_terminal() {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::process::Stdio;
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    // A pty pair stands in for the user's terminal.
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two fds we then own.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0);
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let ws = libc::winsize {
+        ws_row: 33,
+        ws_col: 77,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
+    let mut child = b
+        .command()
+        .args([
+            "run",
+            "-t",
+            "busybox",
+            "sh",
+            "-c",
+            "tty; stty size; echo $TERM",
+        ])
+        .stdin(stdio(&slave))
+        .stdout(stdio(&slave))
+        .stderr(stdio(&slave))
+        .spawn()
+        .unwrap();
+    drop(slave);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // The only slave fds were berth's and ours: once berth exits the master
+    // reads what is left, then EIO.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut file = std::fs::File::from(master);
+    while let Ok(n) = file.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out).replace('\r', "");
+    assert!(text.contains("/dev/pts/0"), "{text:?}");
+    assert!(
+        text.contains("33 77"),
+        "window size not passed on: {text:?}"
+    );
+    assert!(text.contains("xterm"), "{text:?}");
+    b.assert_clean();
+}

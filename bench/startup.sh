@@ -1,0 +1,463 @@
+#!/usr/bin/env bash
+# Container start-to-exit latency: berth vs runc vs docker vs the bare kernel.
+#
+# Usage: bench/startup.sh [-n RUNS] [-w WARMUP] [--no-docker] [--berth PATH]
+#                         [--save DIR]
+#
+#   -n RUNS        timed runs per tool (default 200)
+#   -w WARMUP      untimed runs per tool first (default 5)
+#   --no-docker    skip docker even if it could be had
+#   --berth PATH   use this berth binary instead of building target/release/berth
+#   --save DIR     keep the raw per-run times (microseconds) and berth's JSON
+#
+# What is timed, each as one whole command from fork to exit (what a user
+# waits for), all on the same busybox rootfs built by
+# scripts/make-busybox-rootfs.sh:
+#   berth   berth run --json --memory 64m --pids-limit 64 busybox true
+#           (default isolation: pid/mnt/uts/ipc/net namespaces, cgroup
+#           limits, overlay rootfs)
+#   runc    runc run on an OCI bundle from `runc spec`: args ["true"], no
+#           terminal, read-only root (runc's default), the same memory and pids
+#           limits; runc deletes the container on exit
+#   docker  docker run --rm --memory 64m --pids-limit 64 busybox true, the
+#           tarball `docker import`ed; if no daemon runs, a private dockerd is
+#           started and stopped again (see start_docker for its flags)
+#   floor   unshare --pid --fork --mount --uts --ipc --net true: the namespace
+#           setup cost alone, no runtime at all
+#
+# Method: a bash loop timing each command with $EPOCHREALTIME (a builtin, no
+# fork). hyperfine is not used because it cannot keep the output of every run,
+# and berth's teardown_ms comes from each run's --json line. Each tool runs in
+# blocks of consecutive runs, five rounds of blocks with the order rotated,
+# and a settle pause before every block: slow drift of the machine hits every
+# tool alike, while one tool's background work (dockerd's cleanup) does not
+# land on another's runs. Every number includes the fork+exec of the measured
+# command by bash, as the floor shows.
+set -euo pipefail
+export LC_ALL=C # $EPOCHREALTIME must use "." as its decimal point
+# cargo and rustup find their toolchain through $HOME (~/.cargo, ~/.rustup);
+# a bare environment (env -i, some CI runners) may not set it.
+export HOME=${HOME:-/root}
+
+runs=200
+warmup=5
+want_docker=1
+berth_bin=""
+save_dir=""
+while (($#)); do
+    case "$1" in
+        -n | --runs) runs=${2:?}; shift 2 ;;
+        -w | --warmup) warmup=${2:?}; shift 2 ;;
+        --no-docker) want_docker=0; shift ;;
+        --berth) berth_bin=${2:?}; shift 2 ;;
+        --save) save_dir=${2:?}; shift 2 ;;
+        -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+        *) echo "startup.sh: unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+[[ $runs =~ ^[1-9][0-9]*$ && $warmup =~ ^[0-9]+$ ]] || {
+    echo "startup.sh: -n and -w take whole numbers" >&2
+    exit 2
+}
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
+    # shellcheck disable=SC1091
+    source "$HOME/.cargo/env"
+fi
+
+# ---------------------------------------------------------------------------
+# Scratch space and cleanup. Disk-backed things (berth's data dir with its
+# overlay layers, the runc bundle, docker's data root) go under /var/tmp,
+# runtime state under /run (tmpfs), as their defaults would.
+work=""
+runroot=""
+berth_base=()
+dockerd_pid=""
+docker_image=""
+docker_owned=0
+declare -a docker_cmd=()
+declare -a cgroups_before=()
+had_run_docker=0
+had_key_json=0
+
+# unmount_below DIR: lazily unmount every mount at or below DIR, deepest first,
+# so that the rm -rf that follows can never reach into a mounted filesystem.
+unmount_below() {
+    local dir=$1 mp
+    [[ -n $dir ]] || return 0
+    awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts |
+        sort -r | while IFS= read -r mp; do umount -l "$mp" 2>/dev/null || true; done
+}
+
+stop_docker() {
+    if [[ -n $docker_image && $docker_owned == 0 && ${#docker_cmd[@]} -gt 0 ]]; then
+        # A daemon we did not start: remove only the image we imported.
+        "${docker_cmd[@]}" rmi -f "$docker_image" >/dev/null 2>&1 || true
+    fi
+    [[ -n $dockerd_pid ]] || return 0
+    kill -TERM "$dockerd_pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$dockerd_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$dockerd_pid" 2>/dev/null; then
+        echo "dockerd did not stop in 30 s; killing it" >&2
+        kill -KILL "$dockerd_pid" 2>/dev/null || true
+    fi
+    wait "$dockerd_pid" 2>/dev/null || true
+    # containerd is dockerd's child and exits with it; if it was orphaned,
+    # end it by the pid it recorded (never by name: other daemons may run).
+    # The pid is only trusted if that process still names our exec root.
+    local cpid_file="$runroot/docker-exec/containerd/containerd.pid" cpid
+    if [[ -s $cpid_file ]]; then
+        cpid=$(<"$cpid_file")
+        if [[ $cpid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$cpid/cmdline" 2>/dev/null |
+            grep -qF -- "$runroot/"; then
+            kill -TERM "$cpid" 2>/dev/null || true
+        fi
+    fi
+    dockerd_pid=""
+    # What dockerd leaves outside its data/exec roots: empty "docker" cgroups
+    # in every hierarchy, /run/docker, and its trust key. Remove what was not
+    # there before we started it (rmdir only removes empty cgroups).
+    local cg
+    for cg in /sys/fs/cgroup/*/docker /sys/fs/cgroup/docker; do
+        [[ -d $cg ]] || continue
+        [[ " ${cgroups_before[*]} " == *" $cg "* ]] && continue
+        find "$cg" -depth -mindepth 1 -type d -exec rmdir {} \; 2>/dev/null || true
+        rmdir "$cg" 2>/dev/null || true
+    done
+    ((had_run_docker)) || rm -rf /run/docker
+    ((had_key_json)) || rm -f /etc/docker/key.json
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    stop_docker
+    if ((${#berth_base[@]} > 0)); then
+        # Leftovers of a failed run; berth gc only touches its own data dir.
+        "${berth_base[@]}" gc >/dev/null 2>&1
+    fi
+    if [[ -n $runroot ]]; then
+        runc --root "$runroot/runc" list -q 2>/dev/null | while IFS= read -r id; do
+            runc --root "$runroot/runc" delete -f "$id" >/dev/null 2>&1
+        done
+    fi
+    for d in "$work" "$runroot"; do
+        [[ -n $d && -d $d ]] || continue
+        unmount_below "$d"
+        # --one-file-system: if an unmount failed, do not delete through it.
+        rm -rf --one-file-system "$d"
+    done
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------
+echo "==> dependencies and build"
+bash scripts/ensure-deps.sh
+if [[ -n $berth_bin ]]; then
+    berth=$(realpath "$berth_bin")
+else
+    bash scripts/build.sh
+    berth="$repo/target/dist/berth"
+fi
+[[ -x $berth ]] || { echo "no berth binary at $berth" >&2; exit 1; }
+
+work=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
+runroot=$(mktemp -d /run/berth-bench.XXXXXX)
+mkdir -p "$work/data" "$runroot/state" "$runroot/runc" "$runroot/io"
+io=$runroot/io # per-run stdout/stderr, on tmpfs
+
+echo "==> busybox rootfs"
+tarball=$work/busybox.tar.gz
+mkdir -p "$work/bundle"
+bash scripts/make-busybox-rootfs.sh --dir "$work/bundle/rootfs" "$tarball"
+
+echo "==> berth: import"
+berth_base=("$berth" --data-dir "$work/data")
+# --state-dir is for the host agent (issue 3); `berth run` keeps its
+# per-container files under the data dir and has no such flag yet.
+if "$berth" --help 2>/dev/null | grep -q -e '--state-dir'; then
+    berth_base+=(--state-dir "$runroot/state")
+fi
+"${berth_base[@]}" image import busybox "$tarball"
+berth_cmd=("${berth_base[@]}" run --json --memory 64m --pids-limit 64 busybox true)
+
+echo "==> runc: bundle"
+(cd "$work/bundle" && runc spec)
+jq '.process.args = ["true"]
+  | .process.terminal = false
+  | .root.readonly = true
+  | .linux.resources.memory = {"limit": 67108864}
+  | .linux.resources.pids = {"limit": 64}' \
+    "$work/bundle/config.json" >"$work/bundle/config.json.new"
+mv "$work/bundle/config.json.new" "$work/bundle/config.json"
+runc_cmd=(runc --root "$runroot/runc" run --bundle "$work/bundle")
+floor_cmd=(unshare --pid --fork --mount --uts --ipc --net true)
+
+# ---------------------------------------------------------------------------
+# Docker: a daemon that already runs is used as is; otherwise Debian's
+# docker.io is installed if needed and a private dockerd started, with its
+# data, exec root and socket inside our scratch dirs.
+docker_skip=""
+start_docker() {
+    if ((!want_docker)); then
+        docker_skip="disabled by --no-docker"
+        return
+    fi
+    if ! command -v dockerd >/dev/null 2>&1 && ! command -v docker >/dev/null 2>&1; then
+        echo "docker not installed: trying Debian's docker.io"
+        bash scripts/ensure-deps.sh --with-docker || true
+    fi
+    # Prefer the client that matches Debian's daemon; a newer client (e.g. a
+    # static one in /usr/local/bin) works too, negotiating the API down.
+    local cli
+    if [[ -x /usr/bin/docker ]]; then cli=/usr/bin/docker; else cli=$(command -v docker || true); fi
+    if [[ -z $cli ]]; then
+        docker_skip="no docker client (apt-get install docker.io failed?)"
+        return
+    fi
+    if "$cli" info >/dev/null 2>&1; then
+        echo "using the running docker daemon"
+        docker_cmd=("$cli")
+        docker_owned=0
+        docker_image="berth-bench-busybox:$$" # do not clobber its busybox
+    elif ! command -v dockerd >/dev/null 2>&1; then
+        docker_skip="no daemon running and no dockerd to start (docker client only)"
+        return
+    else
+        # --bridge=none and --iptables=false: leave the host's interfaces and
+        # firewall alone (the default docker0 bridge adds iptables rules and a
+        # FORWARD DROP policy that outlive the daemon). Containers then get a
+        # network namespace with only loopback, like berth's default, which
+        # also keeps the comparison fair: with the bridge, docker run takes
+        # ~2x longer here because of the veth setup.
+        cgroups_before=()
+        local cg
+        for cg in /sys/fs/cgroup/*/docker /sys/fs/cgroup/docker; do
+            [[ -d $cg ]] && cgroups_before+=("$cg")
+        done
+        [[ -e /run/docker ]] && had_run_docker=1
+        [[ -e /etc/docker/key.json ]] && had_key_json=1
+        mkdir -p "$work/docker"
+        echo "starting a private dockerd (log: $work/docker/dockerd.log)"
+        dockerd --data-root "$work/docker/root" \
+            --exec-root "$runroot/docker-exec" \
+            --pidfile "$runroot/docker.pid" \
+            -H "unix://$runroot/docker.sock" \
+            --bridge=none --iptables=false --ip-masq=false \
+            --log-level=warn >"$work/docker/dockerd.log" 2>&1 </dev/null &
+        dockerd_pid=$!
+        docker_cmd=("$cli" -H "unix://$runroot/docker.sock")
+        docker_owned=1
+        docker_image=busybox:latest
+        local i
+        for ((i = 0; i < 300; i++)); do
+            "${docker_cmd[@]}" info >/dev/null 2>&1 && break
+            if ! kill -0 "$dockerd_pid" 2>/dev/null; then
+                docker_skip="dockerd exited at start: $(tail -n 3 "$work/docker/dockerd.log" | tr '\n' ' ')"
+                dockerd_pid=""
+                return
+            fi
+            sleep 0.1
+        done
+        if ! "${docker_cmd[@]}" info >/dev/null 2>&1; then
+            docker_skip="dockerd did not answer within 30 s"
+            return
+        fi
+        echo "dockerd ready after $((i / 10)).$((i % 10)) s"
+    fi
+    if ! "${docker_cmd[@]}" import "$tarball" "$docker_image" >/dev/null; then
+        docker_skip="docker import failed"
+        return
+    fi
+}
+# Leftovers from before us are not ours. Taken before dockerd starts: its
+# own mounts live under our scratch dir, whose name mentions berth.
+bash scripts/check-leaks.sh --quiet --data-dir "$work/data" --state-dir "$runroot/state" \
+    --save-baseline "$work/leaks-before.txt"
+
+echo "==> docker"
+start_docker
+if [[ -n $docker_skip ]]; then
+    echo "DOCKER SKIPPED: $docker_skip"
+fi
+
+tools=(berth runc)
+[[ -z $docker_skip ]] && tools+=(docker)
+tools+=(floor)
+
+# ---------------------------------------------------------------------------
+# run_one TOOL SERIAL: run the tool once; set $elapsed_us. A failing run
+# aborts the benchmark: timing a failure would measure the wrong thing.
+elapsed_us=0
+run_one() {
+    local tool=$1 serial=$2 t0 t1 rc=0
+    case $tool in
+        berth)
+            t0=$EPOCHREALTIME
+            "${berth_cmd[@]}" >"$io/out" 2>"$io/err" </dev/null || rc=$?
+            t1=$EPOCHREALTIME
+            ;;
+        runc)
+            t0=$EPOCHREALTIME
+            "${runc_cmd[@]}" "bb$$-$serial" >"$io/out" 2>"$io/err" </dev/null || rc=$?
+            t1=$EPOCHREALTIME
+            ;;
+        docker)
+            t0=$EPOCHREALTIME
+            "${docker_cmd[@]}" run --rm --memory 64m --pids-limit 64 "$docker_image" true \
+                >"$io/out" 2>"$io/err" </dev/null || rc=$?
+            t1=$EPOCHREALTIME
+            ;;
+        floor)
+            t0=$EPOCHREALTIME
+            "${floor_cmd[@]}" >"$io/out" 2>"$io/err" </dev/null || rc=$?
+            t1=$EPOCHREALTIME
+            ;;
+    esac
+    if ((rc != 0)); then
+        echo "$tool run $serial failed with exit code $rc; its output:" >&2
+        cat "$io/out" "$io/err" >&2
+        exit 1
+    fi
+    # "1700000000.123456" -> microseconds; 10# stops a leading 0 meaning octal
+    elapsed_us=$((10#${t1/./} - 10#${t0/./}))
+}
+
+echo "==> warmup ($warmup per tool)"
+serial=0
+for ((i = 0; i < warmup; i++)); do
+    for tool in "${tools[@]}"; do
+        serial=$((serial + 1))
+        run_one "$tool" "$serial"
+    done
+done
+
+# Rounds of per-tool blocks: each tool runs a block of consecutive runs,
+# then the machine settles before the next tool. Running the tools one run
+# at a time interleaved made each pay for the previous one's background
+# work (dockerd and containerd clean up after every container on the same
+# two CPUs); rounds still spread slow drift of the machine over every tool.
+rounds=5
+per_block=$(((runs + rounds - 1) / rounds))
+echo "==> timing $runs runs per tool in $rounds rounds of blocks: ${tools[*]}"
+for tool in "${tools[@]}"; do : >"$work/times.$tool"; done
+: >"$work/berth.jsonl"
+k=${#tools[@]}
+start_all=$EPOCHREALTIME
+done_runs=0
+for ((round = 0; round < rounds && done_runs < runs; round++)); do
+    block=$((runs - done_runs < per_block ? runs - done_runs : per_block))
+    for ((j = 0; j < k; j++)); do
+        tool=${tools[$(((round + j) % k))]}
+        sync
+        sleep 1
+        for ((i = 0; i < block; i++)); do
+            serial=$((serial + 1))
+            run_one "$tool" "$serial"
+            echo "$elapsed_us" >>"$work/times.$tool"
+            if [[ $tool == berth ]]; then
+                # --json prints its line last on stdout; without it this is
+                # not the berth the benchmark was written for.
+                line=$(tail -n 1 "$io/out")
+                if [[ $line != "{"*'"exit_code"'* ]]; then
+                    echo "berth run --json printed no result line; stdout ends with: $line" >&2
+                    exit 1
+                fi
+                echo "$line" >>"$work/berth.jsonl"
+            fi
+        done
+    done
+    done_runs=$((done_runs + block))
+    echo "  $done_runs/$runs"
+done
+total_s=$(((10#${EPOCHREALTIME/./} - 10#${start_all/./}) / 1000000))
+
+# ---------------------------------------------------------------------------
+# stats FILE (one number per line, microseconds) -> "median p90 mean min max"
+# in milliseconds. p90 is the nearest-rank 90th percentile.
+stats() {
+    sort -n "$1" | awk '
+        { v[NR] = $1; sum += $1 }
+        END {
+            if (NR == 0) { print "nan nan nan nan nan"; exit }
+            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            r = int(0.9 * NR); if (r < 0.9 * NR) r++; if (r < 1) r = 1
+            printf "%.2f %.2f %.2f %.2f %.2f\n", med / 1000, v[r] / 1000, sum / NR / 1000, v[1] / 1000, v[NR] / 1000
+        }'
+}
+declare -A median=()
+echo
+echo "== machine"
+echo "kernel:   $(uname -r) ($(uname -m))"
+echo "cpus:     $(nproc) x $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "memory:   $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    cgmode="v2 (unified)"
+elif [[ -f /sys/fs/cgroup/unified/cgroup.controllers ]]; then
+    cgmode="v1 + v2 hybrid (v2 controllers: $(cat /sys/fs/cgroup/unified/cgroup.controllers))"
+else
+    cgmode="v1"
+fi
+echo "cgroups:  $cgmode"
+echo "fs:       $(findmnt -n -o FSTYPE -T "$work" 2>/dev/null || stat -f -c %T "$work") for the data dir and bundle ($work)"
+echo "runc:     $(runc --version | head -n 1)"
+if [[ -z $docker_skip ]]; then
+    echo "docker:   server $("${docker_cmd[@]}" version -f '{{.Server.Version}}' 2>/dev/null || echo '?')"
+fi
+echo "runs:     $runs per tool after $warmup warmup, in rounds of blocks, ${total_s}s in all"
+
+echo
+echo "== results (ms, fork to exit of the whole command)"
+printf '%-8s %9s %9s %9s %9s %9s\n' tool median p90 mean min max
+for tool in "${tools[@]}"; do
+    read -r med p90 mean min max < <(stats "$work/times.$tool")
+    median[$tool]=$med
+    printf '%-8s %9s %9s %9s %9s %9s\n' "$tool" "$med" "$p90" "$mean" "$min" "$max"
+done
+if [[ -n $docker_skip ]]; then
+    printf '%-8s skipped: %s\n' docker "$docker_skip"
+fi
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo
+echo "runc/berth median ratio:   $(ratio "${median[runc]}" "${median[berth]}")  (>1: berth is faster)"
+if [[ -z $docker_skip ]]; then
+    echo "docker/berth median ratio: $(ratio "${median[docker]}" "${median[berth]}")"
+fi
+echo "berth - floor median:      $(awk -v a="${median[berth]}" -v b="${median[floor]}" 'BEGIN { printf "%.2f ms", a - b }')"
+
+# berth's own view of each run, from its --json line.
+for field in teardown_ms wall_time_ms; do
+    if jq -r ".$field // empty" "$work/berth.jsonl" >"$work/$field" 2>/dev/null && [[ -s $work/$field ]]; then
+        # stats works in microseconds; these are milliseconds already
+        awk '{ print $1 * 1000 }' "$work/$field" >"$work/$field.us"
+        read -r med p90 _ < <(stats "$work/$field.us")
+        echo "berth $field (from --json): median $med, p90 $p90"
+    else
+        echo "berth $field: not found in the --json output"
+    fi
+done
+
+if [[ -n $save_dir ]]; then
+    mkdir -p "$save_dir"
+    for tool in "${tools[@]}"; do cp "$work/times.$tool" "$save_dir/times-$tool.us"; done
+    cp "$work/berth.jsonl" "$save_dir/berth-runs.jsonl"
+    echo "raw results saved in $save_dir"
+fi
+
+# The runs must have cleaned up after themselves: check before our own
+# cleanup hides anything (not fatal here; bench/churn.sh is the real test).
+stop_docker
+echo
+bash scripts/check-leaks.sh --data-dir "$work/data" --state-dir "$runroot/state" \
+    --baseline "$work/leaks-before.txt" ||
+    echo "WARNING: berth runs left things behind (see above)"

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# THE test command: what CI runs (via .ci/run) and what developers run.
+#
+#   1. install missing system packages (scripts/ensure-deps.sh)
+#   2. build the busybox test image into target/test-assets/ and export it as
+#      BERTH_TEST_BUSYBOX_TAR for the integration tests
+#   3. cargo fmt --check, cargo clippy -D warnings, cargo test
+#   4. check that the test suite left no mounts, cgroups, processes or netns
+#      behind (scripts/check-leaks.sh, counting only what appeared during the
+#      tests; skip with BERTH_SKIP_LEAK_CHECK=1, e.g. while other berth work
+#      runs on the same machine)
+#
+# Extra arguments are passed to `cargo test` (e.g. `scripts/test.sh -p
+# berth-core`, or `scripts/test.sh -- some_test_name`).
+#
+# Exits non-zero on the first failing step. Runs as root (the runtime tests
+# need namespaces, mounts and cgroups) and needs no standard input.
+set -euo pipefail
+# cargo and rustup find their toolchain through $HOME (~/.cargo, ~/.rustup);
+# a bare environment (env -i, some CI runners) may not set it.
+export HOME=${HOME:-/root}
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# CI starts with the machine's environment, which may not have rustup's
+# bin directory on PATH.
+if ! command -v cargo >/dev/null 2>&1; then
+    if [[ -f "$HOME/.cargo/env" ]]; then
+        # shellcheck disable=SC1091
+        source "$HOME/.cargo/env"
+    fi
+    if [[ -d /root/.cargo/bin ]]; then
+        PATH="/root/.cargo/bin:$PATH"
+    fi
+fi
+command -v cargo >/dev/null 2>&1 || {
+    echo "test.sh: cargo not found" >&2
+    exit 1
+}
+
+step "system dependencies"
+bash scripts/ensure-deps.sh
+
+step "test assets"
+# Rebuild the image only when the builder or busybox changed: it is
+# deterministic, so a cached copy is byte-identical to a fresh one.
+assets="$repo/target/test-assets"
+busybox_tar="$assets/busybox.tar.gz"
+mkdir -p "$assets"
+if [[ ! -s $busybox_tar || scripts/make-busybox-rootfs.sh -nt $busybox_tar ||
+    /bin/busybox -nt $busybox_tar ]]; then
+    bash scripts/make-busybox-rootfs.sh "$busybox_tar"
+else
+    echo "cached $busybox_tar"
+fi
+export BERTH_TEST_BUSYBOX_TAR="$busybox_tar"
+
+# Plain, greppable output in CI logs.
+if [[ -n ${CI:-} ]]; then
+    export CARGO_TERM_COLOR=never CARGO_TERM_PROGRESS_WHEN=never
+fi
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+leak_baseline="$assets/leaks-before-tests.txt"
+if [[ ${BERTH_SKIP_LEAK_CHECK:-0} != 1 ]]; then
+    # Leftovers from before this run (say, an old crashed run: cgroups outlive
+    # their processes) are recorded so that they do not fail this one.
+    bash scripts/check-leaks.sh --quiet --save-baseline "$leak_baseline"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace "$@"
+
+if [[ ${BERTH_SKIP_LEAK_CHECK:-0} != 1 ]]; then
+    step "leak check after the test suite"
+    bash scripts/check-leaks.sh --baseline "$leak_baseline"
+fi
+
+step "all checks passed"
