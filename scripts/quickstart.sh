@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# The single-quoted commands below are expanded by the container's shell.
+# shellcheck disable=SC2016
 # berth's main job on its embedded defaults, from a fresh Debian machine:
 # install what is missing, build berth, make a small busybox stack, import
 # it, run containers in it and show what they did.
