@@ -35,7 +35,7 @@ show "$berth" run busybox sh -c 'echo "pid $$ on $(hostname)"; ps; ls /sys/class
 say "limits are enforced, and the result says so"
 show "$berth" run --json --memory 16m busybox sh -c 'dd if=/dev/zero of=/dev/null bs=64M count=1' || true
 show "$berth" run --json --timeout 300ms busybox sleep 10 || true
-show "$berth" run --json --pids-limit 8 busybox sh -c 'for i in $(seq 20); do sleep 1 & done 2>/dev/null; echo started' || true
+show "$berth" run --json --pids-limit 8 busybox sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do sleep 1 & done; echo forked what it could' || true
 show "$berth" run busybox sh -c 'exit 42' || echo "exit code: $?"
 
 say "100 containers, one after another"
