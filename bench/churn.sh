@@ -44,6 +44,8 @@ done
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+# shellcheck source=bench/common.sh
+source bench/common.sh
 if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
     # shellcheck disable=SC1091
     source "$HOME/.cargo/env"
@@ -52,14 +54,6 @@ fi
 work=""
 runroot=""
 berth_base=()
-# unmount_below DIR: lazily unmount everything at or below DIR, deepest
-# first, so the rm -rf below can never reach into a mounted filesystem.
-unmount_below() {
-    local dir=$1 mp
-    [[ -n $dir ]] || return 0
-    awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts |
-        sort -r | while IFS= read -r mp; do umount -l "$mp" 2>/dev/null || true; done
-}
 cleanup() {
     local rc=$?
     set +e
@@ -78,15 +72,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-echo "==> dependencies and build"
-bash scripts/ensure-deps.sh
-if [[ -n $berth_bin ]]; then
-    berth=$(realpath "$berth_bin")
-else
-    bash scripts/build.sh
-    berth="$repo/target/dist/berth"
-fi
-[[ -x $berth ]] || { echo "no berth binary at $berth" >&2; exit 1; }
+prepare_berth "$berth_bin"
 
 work=$(mktemp -d /var/tmp/berth-churn.XXXXXX)
 runroot=$(mktemp -d /run/berth-churn.XXXXXX)

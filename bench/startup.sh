@@ -62,6 +62,8 @@ done
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+# shellcheck source=bench/common.sh
+source bench/common.sh
 if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
     # shellcheck disable=SC1091
     source "$HOME/.cargo/env"
@@ -82,14 +84,6 @@ declare -a cgroups_before=()
 had_run_docker=0
 had_key_json=0
 
-# unmount_below DIR: lazily unmount every mount at or below DIR, deepest first,
-# so that the rm -rf that follows can never reach into a mounted filesystem.
-unmount_below() {
-    local dir=$1 mp
-    [[ -n $dir ]] || return 0
-    awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts |
-        sort -r | while IFS= read -r mp; do umount -l "$mp" 2>/dev/null || true; done
-}
 
 stop_docker() {
     if [[ -n $docker_image && $docker_owned == 0 && ${#docker_cmd[@]} -gt 0 ]]; then
@@ -160,15 +154,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------
-echo "==> dependencies and build"
-bash scripts/ensure-deps.sh
-if [[ -n $berth_bin ]]; then
-    berth=$(realpath "$berth_bin")
-else
-    bash scripts/build.sh
-    berth="$repo/target/dist/berth"
-fi
-[[ -x $berth ]] || { echo "no berth binary at $berth" >&2; exit 1; }
+prepare_berth "$berth_bin"
 
 work=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
 runroot=$(mktemp -d /run/berth-bench.XXXXXX)

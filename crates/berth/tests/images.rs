@@ -202,22 +202,15 @@ fn ls_rm_and_prune_manage_the_store() {
 
 #[test]
 fn a_running_container_keeps_its_image() {
-    use std::process::Stdio;
     let b = Berth::new();
     b.import_busybox("busybox");
-    let child = b
-        .command()
-        .args([
-            "run",
-            "busybox",
-            "sh",
-            "-c",
-            "sleep 1; cat /etc/passwd | head -1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let child = b.spawn_running(&[
+        "run",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; cat /etc/passwd | head -1",
+    ]);
     let out = b.run(&["image", "rm", "--json", "busybox"]);
     assert_eq!(
         out.json()["error"]["code"],

@@ -298,24 +298,17 @@ fn a_crashed_berth_leaves_nothing_that_gc_cannot_remove() {
 
 #[test]
 fn gc_leaves_running_containers_alone() {
-    use std::process::Stdio;
     let b = Berth::new();
     b.import_busybox("busybox");
-    let child = b
-        .command()
-        .args([
-            "run",
-            "--name",
-            "busy",
-            "busybox",
-            "sh",
-            "-c",
-            "sleep 1; echo finished",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let child = b.spawn_running(&[
+        "run",
+        "--name",
+        "busy",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; echo finished",
+    ]);
     let out = b.run(&["gc", "--json"]);
     assert_eq!(
         out.json()["containers_removed"].as_array().unwrap().len(),
@@ -328,26 +321,19 @@ fn gc_leaves_running_containers_alone() {
 
 #[test]
 fn gc_never_touches_containers_of_another_data_dir() {
-    use std::process::Stdio;
     let ours = Berth::new();
     let theirs = Berth::with_cgroup_parent(&ours.cgroup_parent);
     ours.import_busybox("busybox");
     theirs.import_busybox("busybox");
-    let child = theirs
-        .command()
-        .args([
-            "run",
-            "--name",
-            "theirs",
-            "busybox",
-            "sh",
-            "-c",
-            "sleep 1; echo alive",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let child = theirs.spawn_running(&[
+        "run",
+        "--name",
+        "theirs",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; echo alive",
+    ]);
     let out = ours.run(&["gc", "--json"]);
     assert_eq!(
         out.json()["containers_removed"].as_array().unwrap().len(),

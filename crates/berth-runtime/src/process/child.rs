@@ -9,15 +9,35 @@ use super::plan::{proc_fd_path, Create, Plan, Step};
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
-/// Where in the sequence something happened.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Ready = 1,
+/// Declares [`Stage`] and the table that maps raw numbers back to it, from
+/// one list, so the two can never disagree.
+macro_rules! stages {
+    ($($(#[$doc:meta])* $name:ident,)+) => {
+        /// Where in the sequence something happened, in the order the child
+        /// goes through them.
+        #[repr(u32)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Stage {
+            $($(#[$doc])* $name,)+
+        }
+
+        impl Stage {
+            const ALL: &'static [Stage] = &[$(Stage::$name,)+];
+
+            pub fn from_raw(raw: u32) -> Option<Stage> {
+                Self::ALL.get(raw as usize).copied()
+            }
+        }
+    };
+}
+
+stages! {
+    /// First instruction of the child (stage timings only).
+    Cloned,
     Signals,
-    JoinCgroup,
-    CgroupNamespace,
+    Namespaces,
     MakePrivate,
+    Scratch,
     MountOverlay,
     OpenRootfs,
     ResolveTarget,
@@ -34,55 +54,14 @@ pub enum Stage {
     Stdio,
     Terminal,
     Session,
+    Ready,
+    WaitStart,
+    CgroupNamespace,
     Capabilities,
     Identity,
     NoNewPrivs,
-    WaitStart,
     Seccomp,
     Exec,
-    /// First instruction of the child (for stage timings only).
-    Cloned,
-    Scratch,
-    Namespaces,
-}
-
-impl Stage {
-    pub fn from_raw(raw: u32) -> Option<Stage> {
-        use Stage::*;
-        const ALL: [Stage; 30] = [
-            Ready,
-            Signals,
-            JoinCgroup,
-            CgroupNamespace,
-            MakePrivate,
-            MountOverlay,
-            OpenRootfs,
-            ResolveTarget,
-            CreateTarget,
-            Mount,
-            Remount,
-            DevNodes,
-            Hostname,
-            Loopback,
-            PivotRoot,
-            ReadOnlyRoot,
-            Rlimit,
-            WorkingDir,
-            Stdio,
-            Terminal,
-            Session,
-            Capabilities,
-            Identity,
-            NoNewPrivs,
-            WaitStart,
-            Seccomp,
-            Exec,
-            Cloned,
-            Scratch,
-            Namespaces,
-        ];
-        ALL.into_iter().find(|s| *s as u32 == raw)
-    }
 }
 
 /// A fixed-size message from the child: a stage, the index of the step (for
@@ -980,4 +959,33 @@ fn set_capabilities(ch: &Channels, caps: u64) {
     check!(ch, Stage::Capabilities, 64, unsafe {
         libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as i32
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_round_trips_and_fits_the_clock() {
+        for (i, stage) in Stage::ALL.iter().enumerate() {
+            assert_eq!(*stage as usize, i);
+            assert_eq!(Stage::from_raw(i as u32), Some(*stage));
+        }
+        assert!(Stage::ALL.len() <= STAGE_SLOTS);
+        assert_eq!(Stage::from_raw(Stage::ALL.len() as u32), None);
+    }
+
+    #[test]
+    fn reports_survive_the_pipe_encoding() {
+        let r = Report {
+            stage: Stage::Mount as u32,
+            index: 7,
+            errno: libc::ENOENT,
+        };
+        let back = Report::from_bytes(&r.to_bytes());
+        assert_eq!(
+            (back.stage, back.index, back.errno),
+            (r.stage, 7, libc::ENOENT)
+        );
+    }
 }

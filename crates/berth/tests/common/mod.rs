@@ -78,6 +78,28 @@ impl Berth {
         Run::from(self.command().args(args).output().unwrap())
     }
 
+    /// Starts `berth ARGS` in the background with stdout captured, and
+    /// returns once its container exists (its directory is in the data dir).
+    pub fn spawn_running(&self, args: &[&str]) -> std::process::Child {
+        let containers = self.data_dir().join("containers");
+        let before = std::fs::read_dir(&containers).map_or(0, |d| d.count());
+        let child = self
+            .command()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_dir(&containers).map_or(0, |d| d.count()) <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "container never appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child
+    }
+
     /// Imports the busybox test image as `name`.
     pub fn import_busybox(&self, name: &str) {
         let tar = busybox_tarball(self.dir.path());
