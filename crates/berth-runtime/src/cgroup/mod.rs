@@ -73,6 +73,9 @@ struct V1Hierarchy {
 /// Where this host's controllers live.
 #[derive(Debug, Clone)]
 pub struct CgroupHost {
+    /// Some cgroup mount has `favordynmods`: moving a process between
+    /// cgroups then needs no RCU grace period (the lock is global).
+    favor_dynmods: bool,
     v1: Vec<V1Hierarchy>,
     unified: Option<PathBuf>,
     v2_controllers: BTreeSet<Controller>,
@@ -108,6 +111,7 @@ impl CgroupHost {
     fn from_mountinfo(mountinfo: &str, parent_name: &str) -> Self {
         let mut v1 = Vec::new();
         let mut unified = None;
+        let mut favor_dynmods = false;
         for line in mountinfo.lines() {
             // mountinfo: id parent maj:min root mountpoint opts [optional...] - fstype source superopts
             let Some((left, right)) = line.split_once(" - ") else {
@@ -117,6 +121,9 @@ impl CgroupHost {
             let mut right = right.split(' ');
             let fstype = right.next().unwrap_or_default();
             let super_opts = right.nth(1).unwrap_or_default();
+            if fstype.starts_with("cgroup") && super_opts.split(',').any(|o| o == "favordynmods") {
+                favor_dynmods = true;
+            }
             match fstype {
                 "cgroup2" => unified = Some(PathBuf::from(unescape_mount_path(mount_point))),
                 "cgroup" => {
@@ -135,6 +142,7 @@ impl CgroupHost {
             }
         }
         CgroupHost {
+            favor_dynmods,
             v1,
             unified,
             v2_controllers: BTreeSet::new(),
@@ -156,6 +164,14 @@ impl CgroupHost {
         !self.v2_controllers.is_empty()
     }
 
+    /// Whether moving a process into a v1 cgroup is fast here. Without
+    /// `favordynmods` on a cgroup mount (Linux 6.0+), each move after an idle
+    /// spell waits for an RCU grace period (milliseconds on a quiet VM);
+    /// v2 hosts avoid the move altogether with `CLONE_INTO_CGROUP`.
+    pub fn fast_moves(&self) -> bool {
+        self.uses_v2() || self.favor_dynmods
+    }
+
     /// Whether device access can be restricted (v1 devices controller).
     pub fn restricts_devices(&self) -> bool {
         self.v1_has(Controller::Devices)
@@ -169,6 +185,10 @@ impl CgroupHost {
             .flat_map(|h| h.controllers.iter().map(|c| c.v1_name()))
             .collect();
         match (v1.is_empty(), self.uses_v2()) {
+            (false, false) if self.unified.is_some() => format!(
+                "hybrid (v1: {}; v2 mounted without these controllers)",
+                v1.join(", ")
+            ),
             (false, false) => format!("v1 ({})", v1.join(", ")),
             (true, true) => "v2".to_owned(),
             (false, true) => format!("hybrid (v1: {}; rest on v2)", v1.join(", ")),
@@ -508,6 +528,13 @@ mod tests {
             paths.dir_for(Controller::Cpuacct),
             Some(Path::new("/sys/fs/cgroup/cpu,cpuacct/berth/c1"))
         );
+    }
+
+    #[test]
+    fn favordynmods_on_any_cgroup_mount_makes_moves_fast() {
+        assert!(!CgroupHost::from_mountinfo(HYBRID, "berth").fast_moves());
+        let tuned = HYBRID.replace("rw,nsdelegate", "rw,nsdelegate,favordynmods");
+        assert!(CgroupHost::from_mountinfo(&tuned, "berth").fast_moves());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub fn run(global: &Global, args: InfoArgs) -> anyhow::Result<u8> {
         "kernel": kernel,
         "cgroups": cgroups.describe(),
         "device_cgroup": cgroups.restricts_devices(),
+        "fast_cgroup_moves": cgroups.fast_moves(),
         "data_dir": global.data_dir,
         "cgroup_parent": global.cgroup_parent,
     });
@@ -30,6 +31,15 @@ pub fn run(global: &Global, args: InfoArgs) -> anyhow::Result<u8> {
                 "yes"
             } else {
                 "no (CAP_MKNOD is dropped instead)"
+            }
+        );
+        println!(
+            "cgroup moves:  {}",
+            if cgroups.fast_moves() {
+                "fast"
+            } else {
+                "slow after idle: each waits for an RCU grace period; mount a cgroup \
+                 hierarchy with -o remount,favordynmods (Linux 6.0+) to avoid it (see README)"
             }
         );
         println!("data dir:      {}", global.data_dir.display());
