@@ -190,7 +190,14 @@ impl Runtime {
     /// [`Runtime::create`] and [`Container::start`] in one step: the child
     /// runs the command as soon as it is set up, saving a round trip. Setup
     /// and exec errors are reported exactly as by the two-step path.
+    /// A terminal needs the two-step path (the caller must take the pty
+    /// before the command runs), so terminal specs are refused here.
     pub fn create_and_start(&self, spec: &ContainerSpec, stdio: StdioFds) -> Result<Container> {
+        if spec.process.terminal {
+            return Err(RuntimeError::InvalidSpec(
+                "a container with a terminal must be created, then started".into(),
+            ));
+        }
         self.create_inner(spec, stdio, true)
     }
 
@@ -205,7 +212,12 @@ impl Runtime {
         let (dir, lock) = self.claim_dir(id)?;
         let created = self.create_in(spec, &dir, lock, stdio, autostart);
         if created.is_err() {
-            let _ = fs::remove_dir_all(&dir);
+            // Keep the directory while any cgroup of the container remains,
+            // so that `gc` can find and finish the cleanup.
+            let leftover = ContainerCgroup::existing(&self.cgroups, id);
+            if !leftover.paths.all().any(Path::exists) {
+                let _ = fs::remove_dir_all(&dir);
+            }
         }
         created
     }
@@ -300,6 +312,13 @@ impl Runtime {
                 start: start_r.as_raw_fd(),
                 pty: pty_pair.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
                 clock: self.stage_timings.then(StageClock::new).flatten(),
+                parent_ends: [
+                    report_r.as_raw_fd(),
+                    start_w.as_raw_fd(),
+                    pty_pair
+                        .as_ref()
+                        .map_or(-1, |(parent, _)| parent.as_raw_fd()),
+                ],
             };
             let clone_at = monotonic_ns();
             let spawned = spawn(&plan, &channels)?;
@@ -323,14 +342,7 @@ impl Runtime {
         let cgroup = match early_cgroup {
             Some(cgroup) => cgroup,
             None => match self.cgroups.create(spec.id.as_str(), &spec.limits) {
-                Ok(cgroup) => match cgroup.add_process(pid) {
-                    Ok(()) => cgroup,
-                    Err(e) => {
-                        abort_child(&pidfd);
-                        let _ = cgroup.remove(Duration::from_secs(1));
-                        return Err(e);
-                    }
-                },
+                Ok(cgroup) => cgroup,
                 Err(e) => {
                     abort_child(&pidfd);
                     return Err(e);
@@ -358,13 +370,19 @@ impl Runtime {
             deleted: false,
             stage_clock,
         };
+        // Every v1 hierarchy is joined by pid (all of them on v1 hosts, the
+        // v1 part of mixed hosts), before the child may go on to exec.
+        if let Err(e) = container.cgroup.add_process(pid) {
+            return Err(container.abort(e, &plan));
+        }
         if autostart {
             container.started_at = Some(Instant::now());
             container.state = State::Running;
             if let Some(start) = container.start.take() {
                 if let Err(e) = rustix::io::write(&start, &[1]) {
-                    let _ = container.teardown();
-                    return Err(RuntimeError::spawn("signalling the container to start", e));
+                    // Most likely the child already failed: prefer its report.
+                    let e = RuntimeError::spawn("signalling the container to start", e);
+                    return Err(container.abort(e, &plan));
                 }
             }
             if let Err(e) = container.await_exec(Some(&plan)) {
@@ -407,6 +425,7 @@ impl Runtime {
     /// containers are none of our business.
     pub fn gc(&self) -> Result<Vec<String>> {
         let mut cleaned = Vec::new();
+        let mut first_error = None;
         let entries = match fs::read_dir(&self.config.containers_dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(cleaned),
@@ -419,13 +438,25 @@ impl Runtime {
             if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
                 continue; // a live supervisor holds it
             }
+            // One stuck container must not stop the sweep: clean what can
+            // be cleaned and report the first failure at the end.
             let cgroup = ContainerCgroup::existing(&self.cgroups, &name);
-            cgroup.kill_all(Duration::from_secs(2))?;
-            cgroup.remove(Duration::from_secs(2))?;
-            remove_tree(&name, &dir)?;
-            cleaned.push(name);
+            let result = cgroup
+                .kill_all(Duration::from_secs(2))
+                .and_then(|()| cgroup.remove(Duration::from_secs(2)))
+                .and_then(|()| remove_tree(&name, &dir));
+            match result {
+                Ok(()) => cleaned.push(name),
+                Err(e) => {
+                    tracing::warn!(id = %name, error = %e, "gc could not clean up a container");
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(cleaned)
+        match first_error {
+            Some(e) if cleaned.is_empty() => Err(e),
+            _ => Ok(cleaned),
+        }
     }
 }
 
@@ -596,6 +627,20 @@ impl Container {
         self.await_exec(None)
     }
 
+    /// Kills the child after a parent-side failure during creation, and
+    /// returns the most telling error: the child's own failure report if it
+    /// had already failed (a bad request), otherwise `parent_error`.
+    fn abort(&mut self, parent_error: RuntimeError, plan: &Plan) -> RuntimeError {
+        let _ = self.kill(libc::SIGKILL);
+        let _ = self.wait(Some(Duration::from_secs(5)));
+        let err = match read_report(&self.report) {
+            Ok(Some(r)) if r.stage != Stage::Ready as u32 => self.child_error(r, Some(plan)),
+            _ => parent_error,
+        };
+        let _ = self.teardown();
+        err
+    }
+
     /// Waits for the report pipe to close (the command was exec'd) or for a
     /// failure record (the container then exits and is reaped here).
     fn await_exec(&mut self, plan: Option<&Plan>) -> Result<()> {
@@ -734,6 +779,11 @@ impl Container {
             // SAFETY: polling one valid fd.
             unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
         }
+    }
+
+    /// Whether the container was killed for running past its timeout.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
     }
 
     /// Kills the container because its timeout expired.

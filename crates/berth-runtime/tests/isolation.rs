@@ -330,3 +330,63 @@ fn device_nodes_made_inside_cannot_reach_host_disks() {
     assert_eq!(out.stdout.trim(), "denied", "stderr: {}", out.stderr);
     env.assert_clean();
 }
+
+#[test]
+fn device_nodes_shipped_in_an_image_are_inert() {
+    let env = common::Env::new();
+    let layer = env.dir.path().join("layers").join("with-devices");
+    common::make_busybox_layer(&layer);
+    // The host's first virtio disk, as a hostile image might ship it.
+    let node = std::ffi::CString::new(layer.join("disk").to_str().unwrap()).unwrap();
+    // SAFETY: mknod of a test file inside our own temp dir.
+    let rc = unsafe { libc::mknod(node.as_ptr(), libc::S_IFBLK | 0o666, libc::makedev(254, 0)) };
+    assert_eq!(rc, 0);
+    let mut spec = env.sh("head -c 1 /disk >/dev/null 2>&1 && echo READ || echo refused");
+    spec.rootfs.layers = vec![layer];
+    let out = env.run(&spec);
+    assert_eq!(out.stdout.trim(), "refused", "stderr: {}", out.stderr);
+    env.assert_clean();
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct MountGuard(std::ffi::CString);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        // SAFETY: unmounting a path this test mounted.
+        unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn read_only_volumes_are_read_only_all_the_way_down() {
+    let env = common::Env::new();
+    let shared = env.dir.path().join("shared");
+    let sub = shared.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let sub_c = std::ffi::CString::new(sub.to_str().unwrap()).unwrap();
+    // SAFETY: mounting a private tmpfs on a test directory.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            sub_c.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0);
+    let guard = MountGuard(sub_c);
+    let mut spec = env.sh("touch /data/top 2>/dev/null && echo top-writable; \
+         touch /data/sub/deep 2>/dev/null && echo sub-writable; echo done");
+    spec.mounts = vec![berth_runtime::BindMount {
+        source: shared.clone(),
+        destination: "/data".into(),
+        read_only: true,
+    }];
+    let out = env.run(&spec);
+    assert_eq!(out.stdout.trim(), "done", "{}", out.stdout);
+    assert!(!sub.join("deep").exists());
+    drop(guard);
+    env.assert_clean();
+}

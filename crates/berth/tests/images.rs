@@ -226,3 +226,43 @@ fn a_running_container_keeps_its_image() {
     assert_eq!(b.run(&["image", "rm", "busybox"]).code, 0);
     b.assert_clean();
 }
+
+#[test]
+fn a_fifo_as_etc_passwd_does_not_hang_user_lookup() {
+    let b = Berth::new();
+    let layer = tar_bytes(|t| {
+        add_busybox_rootfs(t);
+        // Replace /etc/passwd by a FIFO (the later entry wins).
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Fifo);
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        t.append_data(&mut h, "etc/passwd", std::io::empty())
+            .unwrap();
+    });
+    let archive = docker_save(b.dir.path(), "fifo:1", &[layer], &["true"]);
+    assert_eq!(
+        b.run(&["image", "import", "fifo:1", archive.to_str().unwrap()])
+            .code,
+        0
+    );
+    let started = std::time::Instant::now();
+    let out = b.run(&["run", "--json", "--user", "nobody", "fifo:1", "true"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        out.json()["error"]["code"],
+        "invalid_argument",
+        "{}",
+        out.stdout
+    );
+    // Numeric ids need no lookup.
+    assert_eq!(
+        b.run(&["run", "--user", "1000:1000", "fifo:1", "true"])
+            .code,
+        0
+    );
+    b.assert_clean();
+}

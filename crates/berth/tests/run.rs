@@ -412,3 +412,72 @@ fn tty_gives_the_container_a_terminal() {
     assert!(text.contains("xterm"), "{text:?}");
     b.assert_clean();
 }
+
+#[test]
+fn a_non_root_container_still_dies_with_a_killed_berth() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let mut child = b.spawn_running(&[
+        "run",
+        "--name",
+        "nobody-crash",
+        "-u",
+        "nobody",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let procs = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(&b.cgroup_parent)
+        .join("nobody-crash/cgroup.procs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = std::fs::read_to_string(&procs).unwrap_or_default();
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container outlived berth: {left}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.run(&["gc"]).code, 0);
+    b.assert_clean();
+}
+
+#[test]
+fn a_name_in_use_is_refused_and_the_running_container_keeps_its_lease() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let first = b.spawn_running(&[
+        "run",
+        "--name",
+        "dup",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; echo first",
+    ]);
+    let out = b.run(&["run", "--json", "--name", "dup", "busybox", "true"]);
+    assert_eq!(
+        out.json()["error"]["code"],
+        "container_exists",
+        "{}",
+        out.stdout
+    );
+    // The running container still holds its image.
+    let out = b.run(&["image", "rm", "--json", "busybox"]);
+    assert_eq!(
+        out.json()["error"]["code"],
+        "image_in_use",
+        "{}",
+        out.stdout
+    );
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "first\n");
+    b.assert_clean();
+}

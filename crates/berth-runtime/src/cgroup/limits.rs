@@ -39,6 +39,46 @@ pub(super) fn check_enforceable(host: &CgroupHost, limits: &Limits) -> Result<()
     if limits.pids.is_some() && !host.has(Controller::Pids) {
         return unsupported("--pids-limit", "pids");
     }
+    if limits.memory.is_some()
+        && !host.v1_has(Controller::Memory)
+        && host.has(Controller::Memory)
+        && !matches!(limits.memory_swap, Some(SwapLimit::Unlimited))
+        && host_has_swap()
+    {
+        // v2: swap is limited through memory.swap.max, which exists only
+        // with swap accounting compiled in.
+        let swap_max = host
+            .unified
+            .as_ref()
+            .map(|u| u.join(&host.parent_name).join("memory.swap.max"));
+        if !swap_max.as_deref().is_some_and(Path::exists) {
+            return Err(RuntimeError::LimitUnsupported(
+                "this host has swap but no memory.swap.max (swap accounting), so swap cannot be \
+                 limited; pass --memory-swap -1 to allow unlimited swap"
+                    .into(),
+            ));
+        }
+    }
+    if limits.memory.is_some()
+        && !host.v1_has(Controller::Memory)
+        && host.has(Controller::Memory)
+        && !matches!(limits.memory_swap, Some(SwapLimit::Unlimited))
+        && host_has_swap()
+    {
+        // v2: swap is limited through memory.swap.max, which exists only
+        // with swap accounting compiled in.
+        let swap_max = host
+            .unified
+            .as_ref()
+            .map(|u| u.join(&host.parent_name).join("memory.swap.max"));
+        if !swap_max.as_deref().is_some_and(Path::exists) {
+            return Err(RuntimeError::LimitUnsupported(
+                "this host has swap but no memory.swap.max (swap accounting), so swap cannot be \
+                 limited; pass --memory-swap -1 to allow unlimited swap"
+                    .into(),
+            ));
+        }
+    }
     if limits.memory.is_some() && host.v1_has(Controller::Memory) {
         let memsw = host
             .v1

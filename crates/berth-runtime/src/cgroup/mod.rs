@@ -462,9 +462,11 @@ impl ContainerCgroup {
         }
     }
 
-    /// Removes every directory, retrying while the kernel still holds one.
+    /// Removes every directory, retrying while the kernel still holds one;
+    /// tries every hierarchy even after a failure.
     pub fn remove(&self, patience: Duration) -> Result<()> {
         let start = Instant::now();
+        let mut first_error = None;
         for dir in self.paths.all() {
             loop {
                 match fs::remove_dir(dir) {
@@ -476,16 +478,18 @@ impl ContainerCgroup {
                         std::thread::sleep(Duration::from_micros(200));
                     }
                     Err(e) => {
-                        return Err(RuntimeError::Teardown {
+                        // Go on with the other hierarchies; report the first.
+                        first_error.get_or_insert(RuntimeError::Teardown {
                             id: self.id_hint(),
                             what: format!("removing cgroup {}", dir.display()),
                             source: e,
-                        })
+                        });
+                        break;
                     }
                 }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     fn id_hint(&self) -> String {

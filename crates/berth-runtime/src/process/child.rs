@@ -177,6 +177,9 @@ pub struct Channels {
     pub pty: RawFd,
     /// Stage timestamps, when the caller asked for them.
     pub clock: Option<StageClock>,
+    /// The parent's ends of the pipes: closed first thing in the child, so
+    /// that the parent's death reads as end-of-file on `start`.
+    pub parent_ends: [RawFd; 3],
 }
 
 impl Channels {
@@ -357,6 +360,37 @@ fn mount_on_fd(
     unsafe { libc::mount(source, path.as_ptr(), fstype, flags, data) }
 }
 
+/// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, {RDONLY})`: the whole
+/// mount tree at `fd` becomes read-only, other flags untouched (Linux 5.12+).
+fn make_read_only_recursively(fd: RawFd) -> i32 {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const AT_RECURSIVE: libc::c_int = 0x8000;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid fd, an empty path and an attr struct of the stated size.
+    unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ) as i32
+    }
+}
+
 fn opt_ptr(s: &Option<std::ffi::CString>) -> *const libc::c_char {
     s.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
 }
@@ -375,7 +409,7 @@ fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step) {
             fstype,
             flags,
             data,
-            remount_flags,
+            read_only,
         } => {
             let fd = target_fd(ch, root, index, target, *create);
             check!(
@@ -391,7 +425,7 @@ fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step) {
                 )
             );
             close(fd);
-            if let Some(remount) = remount_flags {
+            if *read_only {
                 // Reopen: the old fd still points below the new mount.
                 let fd = check!(
                     ch,
@@ -399,18 +433,7 @@ fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step) {
                     index,
                     open_in_root(root, target, libc::O_PATH)
                 );
-                check!(
-                    ch,
-                    Stage::Remount,
-                    index,
-                    mount_on_fd(
-                        std::ptr::null(),
-                        fd,
-                        std::ptr::null(),
-                        *remount,
-                        std::ptr::null()
-                    )
-                );
+                check!(ch, Stage::Remount, index, make_read_only_recursively(fd));
                 close(fd);
             }
         }
@@ -650,11 +673,17 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
     // data; no allocation and no locks.
     unsafe {
         ch.mark(Stage::Cloned);
+        for fd in ch.parent_ends {
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
         // Die with the supervisor: a container never outlives its monitor.
+        // (If the parent died before this call, `start` reads end-of-file.)
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
 
         // Signal dispositions and the mask are inherited: start clean.
-        for sig in 1..libc::SIGRTMAX() {
+        for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }
@@ -720,7 +749,9 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
                 c"overlay".as_ptr(),
                 plan.rootfs.as_ptr(),
                 c"overlay".as_ptr(),
-                0,
+                // Device nodes shipped in an image stay inert; /dev is a
+                // separate tmpfs with the standard nodes only.
+                libc::MS_NODEV,
                 plan.overlay_data.as_ptr().cast()
             )
         );
@@ -802,7 +833,17 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
         } else {
             for (target, source) in plan.stdio.iter().enumerate() {
                 if *source >= 0 {
-                    check!(ch, Stage::Stdio, target, libc::dup2(*source, target as i32));
+                    if *source == target as i32 {
+                        // dup2 onto itself would keep close-on-exec.
+                        check!(
+                            ch,
+                            Stage::Stdio,
+                            target,
+                            libc::fcntl(*source, libc::F_SETFD, 0)
+                        );
+                    } else {
+                        check!(ch, Stage::Stdio, target, libc::dup2(*source, target as i32));
+                    }
                 }
             }
             check!(ch, Stage::Session, 0, libc::setsid());
@@ -878,6 +919,8 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
         if plan.uid == 0 {
             set_capabilities(ch, plan.caps);
         }
+        // Changing uid/gid clears the parent-death signal: set it again.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         check!(
             ch,
             Stage::NoNewPrivs,
@@ -887,12 +930,17 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
         libc::umask(0o022);
 
         ch.mark(Stage::NoNewPrivs);
-        // Close every inherited fd on exec except stdio.
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
+        // Close every inherited fd on exec except stdio (Linux 5.11+).
+        check!(
+            ch,
+            Stage::Stdio,
+            3,
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) as i32
         );
 
         let filter = plan.seccomp;

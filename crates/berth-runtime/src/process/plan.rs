@@ -27,8 +27,9 @@ pub enum Step {
         fstype: Option<CString>,
         flags: libc::c_ulong,
         data: Option<CString>,
-        /// Bind mounts need a second, remounting call to become read-only.
-        remount_flags: Option<libc::c_ulong>,
+        /// Make the mount and everything below it read-only afterwards
+        /// (`mount_setattr(AT_RECURSIVE)`, keeping nosuid/nodev/noexec).
+        read_only: bool,
     },
     /// Device nodes and symlinks in the fresh `/dev` tmpfs.
     DevNodes,
@@ -220,8 +221,7 @@ impl Plan {
                 fstype: None,
                 flags: libc::MS_BIND | libc::MS_REC,
                 data: None,
-                remount_flags: ro
-                    .then_some(libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC),
+                read_only: ro,
             });
         }
         for target in MASKED_PATHS {
@@ -400,7 +400,7 @@ fn base_steps(spec: &ContainerSpec) -> Result<Vec<Step>> {
             fstype: Some(cstring("fstype", fstype)?),
             flags,
             data: data.map(|d| cstring("data", d)).transpose()?,
-            remount_flags: None,
+            read_only: false,
         })
     };
     let secure = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;

@@ -34,9 +34,25 @@ fn run_container(global: &Global, args: &RunArgs) -> Result<ContainerResult, Cli
     let runtime = open_runtime(global)?;
     runtime.validate(&spec)?;
 
+    // A name in use is refused before leasing: the lease is keyed by the
+    // container id and would replace the running container's.
+    if runtime
+        .config()
+        .containers_dir
+        .join(spec.id.as_str())
+        .exists()
+    {
+        return Err(berth_runtime::RuntimeError::ContainerExists(spec.id.to_string()).into());
+    }
     // The lease keeps `image prune` away from the layers while we run.
     store.lease(spec.id.as_str(), &image)?;
     let outcome = supervise::run(&runtime, &spec, args);
+    if let Err(e) = &outcome {
+        if e.0.code == berth_core::ErrorCode::ContainerExists {
+            // Lost a race for the name: the lease now belongs to the winner.
+            return outcome;
+        }
+    }
     let released = store.release(spec.id.as_str());
     let result = outcome?;
     released?;

@@ -123,7 +123,12 @@ fn supervise(
             return Ok(());
         }
         let mut fds = Vec::with_capacity(4 + streams.len());
-        fds.push(pollfd(container.pidfd().as_raw_fd()));
+        // Once reaped, the pidfd stays readable: stop polling it.
+        fds.push(pollfd(if exited {
+            -1
+        } else {
+            container.pidfd().as_raw_fd()
+        }));
         fds.push(pollfd(signals.fd.as_raw_fd()));
         let first_stream = fds.len();
         for s in streams.iter() {
@@ -133,7 +138,7 @@ fn supervise(
         fds.push(pollfd(if stdin_open { 0 } else { -1 }));
 
         let timeout_ms = match container.deadline() {
-            Some(d) if !exited => {
+            Some(d) if !exited && !container.timed_out() => {
                 d.saturating_duration_since(Instant::now())
                     .as_millis()
                     .min(i32::MAX as u128) as i32
@@ -151,15 +156,17 @@ fn supervise(
             return Err(io_error("waiting for the container", e));
         }
 
-        if !exited {
+        // Reap first: a container that exited right at its deadline did
+        // not time out.
+        if fds[0].revents != 0 && !exited {
+            exited = container.try_wait()?.is_some();
+        }
+        if !exited && !container.timed_out() {
             if let Some(d) = container.deadline() {
                 if Instant::now() >= d {
                     container.kill_for_timeout()?;
                 }
             }
-        }
-        if fds[0].revents != 0 && !exited {
-            exited = container.try_wait()?.is_some();
         }
         if fds[1].revents != 0 {
             for sig in signals.drain() {

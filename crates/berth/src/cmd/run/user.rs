@@ -96,20 +96,33 @@ fn read_image_file(layers: &[PathBuf], path: &str) -> Option<String> {
         .find_map(|layer| read_in_root(layer, path))
 }
 
+/// Reads `path` inside the layer `root` as the container would resolve it,
+/// but only if it is a regular file: berth runs as root on the host, and
+/// opening a FIFO or a device node from an image could hang or act on a
+/// host device. The file is first opened as a mere path, checked, then read.
 fn read_in_root(root: &Path, path: &str) -> Option<String> {
-    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+    use rustix::fs::{fstat, openat2, FileType, Mode, OFlags, ResolveFlags};
     let dir: OwnedFd =
         rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).ok()?;
-    let fd = openat2(
+    let handle = openat2(
         &dir,
         path,
-        OFlags::RDONLY | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
     .ok()?;
+    if FileType::from_raw_mode(fstat(&handle).ok()?.st_mode) != FileType::RegularFile {
+        return None;
+    }
+    let file = rustix::fs::open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle)),
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .ok()?;
     let mut text = String::new();
-    std::fs::File::from(fd)
+    std::fs::File::from(file)
         .take(1 << 20)
         .read_to_string(&mut text)
         .ok()?;
