@@ -39,63 +39,36 @@ pub(super) fn check_enforceable(host: &CgroupHost, limits: &Limits) -> Result<()
     if limits.pids.is_some() && !host.has(Controller::Pids) {
         return unsupported("--pids-limit", "pids");
     }
-    if limits.memory.is_some()
-        && !host.v1_has(Controller::Memory)
-        && host.has(Controller::Memory)
-        && !matches!(limits.memory_swap, Some(SwapLimit::Unlimited))
-        && host_has_swap()
-    {
-        // v2: swap is limited through memory.swap.max, which exists only
-        // with swap accounting compiled in.
-        let swap_max = host
-            .unified
-            .as_ref()
-            .map(|u| u.join(&host.parent_name).join("memory.swap.max"));
-        if !swap_max.as_deref().is_some_and(Path::exists) {
-            return Err(RuntimeError::LimitUnsupported(
-                "this host has swap but no memory.swap.max (swap accounting), so swap cannot be \
-                 limited; pass --memory-swap -1 to allow unlimited swap"
-                    .into(),
-            ));
-        }
+    check_swap_enforceable(host, limits)
+}
+
+/// A memory limit means "no swap" unless swap was allowed explicitly. With
+/// swap on the host that needs swap accounting: `memory.memsw.*` on v1,
+/// `memory.swap.max` on v2. Without it the no-swap promise cannot be kept.
+fn check_swap_enforceable(host: &CgroupHost, limits: &Limits) -> Result<()> {
+    let wants_no_or_limited_swap = !matches!(limits.memory_swap, Some(SwapLimit::Unlimited));
+    if limits.memory.is_none() || !wants_no_or_limited_swap || !host_has_swap() {
+        return Ok(());
     }
-    if limits.memory.is_some()
-        && !host.v1_has(Controller::Memory)
-        && host.has(Controller::Memory)
-        && !matches!(limits.memory_swap, Some(SwapLimit::Unlimited))
-        && host_has_swap()
-    {
-        // v2: swap is limited through memory.swap.max, which exists only
-        // with swap accounting compiled in.
-        let swap_max = host
-            .unified
-            .as_ref()
-            .map(|u| u.join(&host.parent_name).join("memory.swap.max"));
-        if !swap_max.as_deref().is_some_and(Path::exists) {
-            return Err(RuntimeError::LimitUnsupported(
-                "this host has swap but no memory.swap.max (swap accounting), so swap cannot be \
-                 limited; pass --memory-swap -1 to allow unlimited swap"
-                    .into(),
-            ));
-        }
-    }
-    if limits.memory.is_some() && host.v1_has(Controller::Memory) {
-        let memsw = host
-            .v1
+    let accounting_file = if host.v1_has(Controller::Memory) {
+        host.v1
             .iter()
             .find(|h| h.controllers.contains(&Controller::Memory))
-            .map(|h| h.mount.join("memory.memsw.limit_in_bytes"));
-        let has_swap_accounting = memsw.as_deref().is_some_and(Path::exists);
-        let swap_wanted_limited = !matches!(limits.memory_swap, Some(SwapLimit::Unlimited));
-        if swap_wanted_limited && !has_swap_accounting && host_has_swap() {
-            return Err(RuntimeError::LimitUnsupported(
-                "this host has swap but its kernel has no swap accounting (memory.memsw), so \
-                 swap cannot be limited; pass --memory-swap -1 to allow unlimited swap"
-                    .into(),
-            ));
-        }
+            .map(|h| h.mount.join("memory.memsw.limit_in_bytes"))
+    } else {
+        host.unified
+            .as_ref()
+            .map(|u| u.join(&host.parent_name).join("memory.swap.max"))
+    };
+    if accounting_file.as_deref().is_some_and(Path::exists) {
+        return Ok(());
     }
-    Ok(())
+    Err(RuntimeError::LimitUnsupported(
+        "this host has swap but no swap accounting (memory.memsw on cgroup v1, \
+         memory.swap.max on v2), so swap cannot be limited; pass --memory-swap -1 to \
+         allow unlimited swap"
+            .into(),
+    ))
 }
 
 fn host_has_swap() -> bool {
