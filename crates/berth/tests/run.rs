@@ -226,7 +226,7 @@ fn signals_to_berth_are_forwarded_to_the_container() {
     use std::process::Stdio;
     let b = Berth::new();
     b.import_busybox("busybox");
-    let child = b
+    let mut child = b
         .command()
         .args([
             "run",
@@ -238,13 +238,17 @@ fn signals_to_berth_are_forwarded_to_the_container() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id() as i32;
-    std::thread::sleep(Duration::from_millis(500));
+    // Signal only once the trap is set: pid 1 ignores an unhandled SIGTERM.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, "ready\n");
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(7));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\ngot-term\n");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+    assert_eq!(rest, "got-term\n");
     b.assert_clean();
 }
 
