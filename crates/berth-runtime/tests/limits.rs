@@ -58,7 +58,7 @@ fn cpu_quota_bounds_cpu_time() {
     let wall = out.result.wall_time_ms;
     // 0.2 CPUs over ~1.5 s: about 300 ms; unbounded it would be ~1500 ms.
     assert!(cpu < 0.35 * wall, "cpu {cpu:.0} ms over wall {wall:.0} ms");
-    assert!(cpu > 0.05 * wall, "the loop hardly ran: cpu {cpu:.0} ms");
+    assert!(cpu > 0.02 * wall, "the loop hardly ran: cpu {cpu:.0} ms");
     env.assert_clean();
 }
 
