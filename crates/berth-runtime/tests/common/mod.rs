@@ -4,8 +4,7 @@
 
 use berth_core::ContainerId;
 use berth_runtime::{ContainerSpec, Limits, ProcessSpec, RootfsSpec, Runtime, RuntimeConfig};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::PathBuf;
 
 /// A test environment: a busybox layer and a runtime with its own
 /// containers dir and cgroup parent, removed on drop.
@@ -16,50 +15,7 @@ pub struct Env {
     cgroup_parent: String,
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn busybox() -> PathBuf {
-    for p in ["/bin/busybox", "/usr/bin/busybox"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("busybox-static is required for the runtime tests (scripts/ensure-deps.sh installs it)");
-}
-
-/// Builds a minimal busybox root file system as one layer directory.
-pub fn make_busybox_layer(root: &Path) {
-    use std::os::unix::fs::symlink;
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy(busybox(), root.join("bin/busybox")).unwrap();
-    // List applets with the host's busybox: exec'ing the fresh copy can
-    // race with concurrently cloned children that still hold its write fd.
-    let out = std::process::Command::new(busybox())
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&out.stdout).lines() {
-        if applet != "busybox" {
-            let _ = symlink("busybox", root.join("bin").join(applet));
-        }
-    }
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-}
+pub use berth_testkit::{make_busybox_layer, unique};
 
 impl Env {
     pub fn new() -> Env {
@@ -113,30 +69,14 @@ impl Env {
 
     /// Cgroup directories left under this env's parent, in every hierarchy.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
-        let mut left = vec![];
-        for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            let parent = entry.path().join(&self.cgroup_parent);
-            if let Ok(children) = std::fs::read_dir(&parent) {
-                left.extend(
-                    children
-                        .flatten()
-                        .filter(|c| c.path().is_dir())
-                        .map(|c| c.path()),
-                );
-            }
-        }
-        left
+        berth_testkit::leftover_cgroups(&self.cgroup_parent)
     }
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
         // Remove the per-test cgroup parents (empty once every container is gone).
-        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_dir(entry.path().join(&self.cgroup_parent));
-            }
-        }
+        berth_testkit::remove_cgroup_parent(&self.cgroup_parent);
     }
 }
 
@@ -203,8 +143,7 @@ impl Env {
             "cgroups left: {:?}",
             self.leftover_cgroups()
         );
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let root = self.dir.path().to_string_lossy().into_owned();
-        assert!(!mounts.contains(&root), "mounts left under {root}");
+        let mounts = berth_testkit::mounts_under(self.dir.path());
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     }
 }

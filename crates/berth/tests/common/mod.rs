@@ -5,17 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+pub use berth_testkit::unique;
 
 pub struct Berth {
     pub dir: tempfile::TempDir,
@@ -116,23 +107,12 @@ impl Berth {
         assert!(left.is_empty(), "container dirs left: {left:?}");
         let cgroups = self.leftover_cgroups();
         assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(!mounts.contains(&self.dir.path().to_string_lossy().into_owned()));
+        let mounts = berth_testkit::mounts_under(self.dir.path());
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     }
 
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
-        let mut left = vec![];
-        for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            if let Ok(children) = std::fs::read_dir(entry.path().join(&self.cgroup_parent)) {
-                left.extend(
-                    children
-                        .flatten()
-                        .filter(|c| c.path().is_dir())
-                        .map(|c| c.path()),
-                );
-            }
-        }
-        left
+        berth_testkit::leftover_cgroups(&self.cgroup_parent)
     }
 
     /// A recursive listing of the image store (paths and sizes), to prove a
@@ -165,21 +145,8 @@ impl Berth {
 
 impl Drop for Berth {
     fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_dir(entry.path().join(&self.cgroup_parent));
-            }
-        }
+        berth_testkit::remove_cgroup_parent(&self.cgroup_parent);
     }
-}
-
-fn busybox_binary() -> PathBuf {
-    for p in ["/bin/busybox", "/usr/bin/busybox"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("busybox-static is required (scripts/ensure-deps.sh installs it)");
 }
 
 /// A gzip'd busybox rootfs tarball, built here so every test knows exactly
@@ -202,29 +169,13 @@ pub fn add_busybox_rootfs<W: Write>(b: &mut tar::Builder<W>) {
     for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root"] {
         dir_entry(b, d, if d == "tmp" { 0o1777 } else { 0o755 });
     }
-    b.append_path_with_name(busybox_binary(), "bin/busybox")
+    b.append_path_with_name(berth_testkit::busybox_binary(), "bin/busybox")
         .unwrap();
-    let list = Command::new(busybox_binary())
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            symlink_entry(b, &format!("bin/{applet}"), "busybox");
-        }
+    for applet in berth_testkit::busybox_applets() {
+        symlink_entry(b, &format!("bin/{applet}"), "busybox");
     }
-    file_entry(
-        b,
-        "etc/passwd",
-        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home/nobody:/bin/false\n",
-        0o644,
-    );
-    file_entry(
-        b,
-        "etc/group",
-        b"root:x:0:\nstaff:x:50:nobody\nnogroup:x:65534:\n",
-        0o644,
-    );
+    file_entry(b, "etc/passwd", berth_testkit::PASSWD.as_bytes(), 0o644);
+    file_entry(b, "etc/group", berth_testkit::GROUP.as_bytes(), 0o644);
 }
 
 pub fn dir_entry<W: Write>(b: &mut tar::Builder<W>, path: &str, mode: u32) {

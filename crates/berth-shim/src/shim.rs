@@ -1,0 +1,216 @@
+//! The shim's life from start to finish: detach, check the state dir, read
+//! the spec, start the container, hand it to the supervisor, and make sure
+//! every way of ending leaves an exit record behind.
+
+use crate::control::Server;
+use crate::error::ShimError;
+use crate::log::OutputLog;
+use crate::signals::Signals;
+use crate::spec::ShimSpec;
+use crate::state::{unix_ms, ExitRecord, ShimState, StateDir, Status};
+use crate::supervise::Supervisor;
+use berth_core::HasErrorCode;
+use berth_runtime::{Container, Runtime, RuntimeConfig, StdioFds};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a stopped container (SIGTERM or SIGINT to the shim) has to exit
+/// after its SIGTERM before it gets SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Where the shim works; the container's own input is the state dir's
+/// `spec.json`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The container's state dir, created by the caller.
+    pub dir: PathBuf,
+    /// The runtime's containers dir (the same as the agent's, so that
+    /// `berth gc` finds what a crash leaves).
+    pub containers_dir: PathBuf,
+    /// The runtime's cgroup parent.
+    pub cgroup_parent: String,
+}
+
+/// Runs the shim to the end and returns what it wrote to `exit.json`.
+///
+/// `Err` means the shim could not write any exit record: the state dir is
+/// unusable, already finished, or served by another live shim (nothing is
+/// touched then), or `exit.json` itself could not be written.
+pub fn run(opts: &Options) -> Result<ExitRecord, ShimError> {
+    // First of all: our own session, so that the caller's process group
+    // and terminal signals never reach us.
+    let detached = detach();
+    let dir = StateDir::new(&opts.dir);
+    check_dir(&dir)?;
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => return fail(&dir, None, ShimError::io("installing signal handling", e)),
+    };
+    if let Err(e) = detached {
+        return fail(&dir, None, ShimError::io("setsid", e));
+    }
+    let (spec, runtime) = match prepare(opts, &dir) {
+        Ok(ready) => ready,
+        Err(e) => return fail(&dir, None, e),
+    };
+    let server = match Server::bind(&dir.socket()) {
+        Ok(s) => s,
+        Err(e) => {
+            let what = format!("binding {}", dir.socket().display());
+            return fail(&dir, None, ShimError::io(what, e));
+        }
+    };
+    let started = match start(&dir, &spec, &runtime) {
+        Ok(s) => s,
+        Err(e) => return fail(&dir, Some(server), e),
+    };
+    Supervisor::new(dir, signals, server, started).run()
+}
+
+/// Leaves the caller's session. Already leading one is as good.
+fn detach() -> io::Result<()> {
+    match rustix::process::setsid() {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let me = rustix::process::getpid();
+            if rustix::process::getsid(None).is_ok_and(|sid| sid == me) {
+                Ok(())
+            } else {
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Refuses a state dir that is missing, already finished, or in use; in
+/// all three cases nothing may be written to it.
+fn check_dir(dir: &StateDir) -> Result<(), ShimError> {
+    let refuse = |why: &str| ShimError::StateDir {
+        path: dir.path().to_owned(),
+        why: why.to_owned(),
+    };
+    match std::fs::metadata(dir.path()) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(refuse("not a directory")),
+        Err(e) => return Err(refuse(&e.to_string())),
+    }
+    if dir.exit_file().exists() {
+        return Err(refuse("already has an exit record"));
+    }
+    if UnixStream::connect(dir.socket()).is_ok() {
+        return Err(refuse("another shim is serving it"));
+    }
+    Ok(())
+}
+
+/// Reads the spec and checks it against the host before anything exists.
+fn prepare(opts: &Options, dir: &StateDir) -> Result<(ShimSpec, Runtime), ShimError> {
+    let spec = ShimSpec::load(&dir.spec_file())?;
+    let runtime = Runtime::new(RuntimeConfig {
+        containers_dir: opts.containers_dir.clone(),
+        cgroup_parent: opts.cgroup_parent.clone(),
+    })?;
+    runtime.validate(&spec.container)?;
+    Ok((spec, runtime))
+}
+
+/// A running container and what the supervisor needs to watch it.
+pub(crate) struct Started {
+    pub container: Container,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub log: OutputLog,
+    pub state: ShimState,
+    pub started: Instant,
+}
+
+fn start(dir: &StateDir, spec: &ShimSpec, runtime: &Runtime) -> Result<Started, ShimError> {
+    let stdin = File::open("/dev/null").map_err(|e| ShimError::io("opening /dev/null", e))?;
+    let (stdout, stdout_w) = output_pipe()?;
+    let (stderr, stderr_w) = output_pipe()?;
+    let stdio = StdioFds {
+        stdin: Some(stdin.into()),
+        stdout: Some(stdout_w),
+        stderr: Some(stderr_w),
+    };
+    let container = runtime.create_and_start(&spec.container, stdio)?;
+    let started = Instant::now();
+    let state = ShimState {
+        id: spec.container.id.to_string(),
+        shim_pid: std::process::id(),
+        container_pid: container.pid(),
+        status: Status::Running,
+        started_at: unix_ms(SystemTime::now()),
+        exited_at: None,
+    };
+    // Output waits in the pipes meanwhile. Without a log or a state record
+    // the shim cannot do its job: the container must not run unwatched.
+    let log = OutputLog::create(&dir.log_file(), spec.log_max_bytes)
+        .map_err(|e| ShimError::io(format!("creating {}", dir.log_file().display()), e));
+    let log = log.and_then(|log| {
+        dir.write_atomic("state.json", &state)
+            .map_err(|e| ShimError::io("writing state.json", e))?;
+        Ok(log)
+    });
+    match log {
+        Ok(log) => Ok(Started {
+            container,
+            stdout,
+            stderr,
+            log,
+            state,
+            started,
+        }),
+        Err(e) => {
+            if let Err(teardown) = container.delete() {
+                diag(&format!("tearing down after a failed start: {teardown}"));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A pipe for the container's output: the shim's end non-blocking (the
+/// poll loop must never wait on it), the container's end blocking (as any
+/// program expects its stdout to be).
+fn output_pipe() -> Result<(OwnedFd, OwnedFd), ShimError> {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    let fail = |e: rustix::io::Errno| ShimError::io("creating an output pipe", e);
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(fail)?;
+    let flags = fcntl_getfl(&read).map_err(fail)?;
+    fcntl_setfl(&read, flags | OFlags::NONBLOCK).map_err(fail)?;
+    Ok((read, write))
+}
+
+/// Records that nothing ran (or that the shim could not start), removes the
+/// socket (after the record is durable) and returns the record.
+fn fail(dir: &StateDir, server: Option<Server>, error: ShimError) -> Result<ExitRecord, ShimError> {
+    let record = ExitRecord::Failed {
+        error: error.report(),
+    };
+    let written = dir.write_atomic("exit.json", &record);
+    if let Some(server) = server {
+        server.remove();
+    }
+    match written {
+        Ok(()) => Ok(record),
+        Err(e) => {
+            diag(&format!("{error}"));
+            Err(ShimError::io("writing exit.json", e))
+        }
+    }
+}
+
+/// A diagnostic on the shim's stderr, if anyone still reads it: the agent
+/// that started the shim may be gone, and that must never stop the shim.
+pub(crate) fn diag(message: &str) {
+    let _ = writeln!(
+        io::stderr(),
+        "berth-shim[{}]: {message}",
+        std::process::id()
+    );
+}

@@ -1,0 +1,192 @@
+//! The state dir's records and how they are written: each is replaced
+//! atomically (temp file, fsync, rename, fsync of the dir), so a reader sees
+//! the old record or the new one, never a torn one, even after a crash.
+
+use berth_core::ErrorReport;
+use berth_runtime::ContainerResult;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A container's state dir: created by the caller, filled by the shim.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(path: impl Into<PathBuf>) -> StateDir {
+        StateDir { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The caller's input: a [`crate::ShimSpec`].
+    pub fn spec_file(&self) -> PathBuf {
+        self.path.join("spec.json")
+    }
+
+    /// A [`ShimState`], from the moment the container runs.
+    pub fn state_file(&self) -> PathBuf {
+        self.path.join("state.json")
+    }
+
+    /// The [`ExitRecord`]: the last thing the shim writes.
+    pub fn exit_file(&self) -> PathBuf {
+        self.path.join("exit.json")
+    }
+
+    /// The container's stdout and stderr, in arrival order.
+    pub fn log_file(&self) -> PathBuf {
+        self.path.join("output.log")
+    }
+
+    /// The control socket (see [`crate::Request`]), present while the shim serves.
+    pub fn socket(&self) -> PathBuf {
+        self.path.join("shim.sock")
+    }
+
+    /// Reads the exit record, if the shim has written one.
+    pub fn read_exit(&self) -> io::Result<Option<ExitRecord>> {
+        read_json(&self.exit_file())
+    }
+
+    /// Reads the state record, if the shim has written one.
+    pub fn read_state(&self) -> io::Result<Option<ShimState>> {
+        read_json(&self.state_file())
+    }
+
+    /// Replaces `name` in the dir with `value` as JSON, durably.
+    pub(crate) fn write_atomic(&self, name: &str, value: &impl Serialize) -> io::Result<()> {
+        let mut bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+        bytes.push(b'\n');
+        let target = self.path.join(name);
+        let temp = self.path.join(format!(".{name}.tmp"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&temp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temp, &target)?;
+        // The rename itself is durable only once the directory is.
+        File::open(&self.path)?.sync_all()
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the container still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Exited,
+}
+
+/// `state.json`: who runs the container and since when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimState {
+    pub id: String,
+    pub shim_pid: u32,
+    pub container_pid: i32,
+    pub status: Status,
+    /// When the container started, in milliseconds since the Unix epoch.
+    pub started_at: u64,
+    /// When the shim saw it exit (ms since the epoch), once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited_at: Option<u64>,
+}
+
+/// `exit.json`: how the container ended, or why it never ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ExitRecord {
+    /// The container ran and ended.
+    Finished {
+        result: ContainerResult,
+        /// Output bytes stored in `output.log` (the truncation marker aside).
+        log_bytes: u64,
+        /// Output bytes read past the log cap and dropped.
+        log_dropped_bytes: u64,
+        /// Set when teardown failed (`berth gc` finishes it); `result` then
+        /// holds what the shim observed, with `teardown_ms` 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorReport>,
+    },
+    /// Nothing ran, or the shim lost track of it: bad spec, create error
+    /// (`command_not_found`, …), or a host fault while supervising.
+    Failed { error: ErrorReport },
+}
+
+impl ExitRecord {
+    pub fn result(&self) -> Option<&ContainerResult> {
+        match self {
+            ExitRecord::Finished { result, .. } => Some(result),
+            ExitRecord::Failed { .. } => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&ErrorReport> {
+        match self {
+            ExitRecord::Finished { error, .. } => error.as_ref(),
+            ExitRecord::Failed { error } => Some(error),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::ErrorCode;
+
+    #[test]
+    fn records_replace_atomically_and_read_back() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::new(tmp.path());
+        assert!(dir.read_exit().expect("read").is_none());
+        let failed = ExitRecord::Failed {
+            error: ErrorReport::new(ErrorCode::CommandNotFound, "nope"),
+        };
+        dir.write_atomic("exit.json", &failed).expect("write");
+        let text = fs::read_to_string(dir.exit_file()).expect("read text");
+        assert!(
+            text.starts_with(r#"{"error":{"code":"command_not_found""#),
+            "{text}"
+        );
+        let back = dir.read_exit().expect("read").expect("present");
+        assert_eq!(
+            back.error().map(|e| e.code),
+            Some(ErrorCode::CommandNotFound)
+        );
+        // No temp file is left behind.
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("exit.json")]);
+    }
+}
