@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the release `berth` binary as a static, non-PIE executable at
-# target/dist/berth.
+# Builds the release `berth` and `berth-shim` binaries as static, non-PIE
+# executables in target/dist/.
 #
 # Why static non-PIE: berth is started once per container by scripts and
 # schedulers, so its own start-up is on the hot path. A dynamically linked
@@ -20,8 +20,11 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 host=$(rustc -vV | sed -n 's/^host: //p')
 RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static ${RUSTFLAGS:-}" \
-    cargo build --release --locked -p berth --target "$host" --target-dir target/static "$@"
+    cargo build --release --locked -p berth -p berth-shim --target "$host" \
+    --target-dir target/static "$@"
 mkdir -p target/dist
-cp "target/static/$host/release/berth" target/dist/berth.tmp
-mv target/dist/berth.tmp target/dist/berth
-echo "built target/dist/berth"
+for bin in berth berth-shim; do
+    cp "target/static/$host/release/$bin" "target/dist/$bin.tmp"
+    mv "target/dist/$bin.tmp" "target/dist/$bin"
+done
+echo "built target/dist/berth and target/dist/berth-shim"
