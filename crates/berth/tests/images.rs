@@ -161,7 +161,7 @@ fn hostile_archives_are_refused_and_change_nothing() {
         let out = b.run(&["image", "import", "--json", "evil", path.to_str().unwrap()]);
         assert_eq!(out.code, 125, "{name} accepted: {}", out.stdout);
         assert_eq!(
-            out.json()["error"]["code"],
+            out.error_code(),
             "invalid_archive",
             "{name}: {}",
             out.stdout
@@ -195,9 +195,9 @@ fn ls_rm_and_prune_manage_the_store() {
     let out = b.run(&["image", "prune", "--json"]);
     assert_eq!(out.json()["layers_removed"], 1, "{}", out.stdout);
     let out = b.run(&["run", "--json", "busybox:2", "true"]);
-    assert_eq!(out.json()["error"]["code"], "image_not_found");
+    assert_eq!(out.error_code(), "image_not_found");
     let out = b.run(&["image", "rm", "--json", "nothing:here"]);
-    assert_eq!(out.json()["error"]["code"], "image_not_found");
+    assert_eq!(out.error_code(), "image_not_found");
 }
 
 #[test]
@@ -212,12 +212,7 @@ fn a_running_container_keeps_its_image() {
         "sleep 1; cat /etc/passwd | head -1",
     ]);
     let out = b.run(&["image", "rm", "--json", "busybox"]);
-    assert_eq!(
-        out.json()["error"]["code"],
-        "image_in_use",
-        "{}",
-        out.stdout
-    );
+    assert_eq!(out.error_code(), "image_in_use", "{}", out.stdout);
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -233,13 +228,7 @@ fn a_fifo_as_etc_passwd_does_not_hang_user_lookup() {
     let layer = tar_bytes(|t| {
         add_busybox_rootfs(t);
         // Replace /etc/passwd by a FIFO (the later entry wins).
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Fifo);
-        h.set_mode(0o644);
-        h.set_size(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
+        let mut h = common::header(tar::EntryType::Fifo, 0o644, 0);
         t.append_data(&mut h, "etc/passwd", std::io::empty())
             .unwrap();
     });
@@ -252,12 +241,7 @@ fn a_fifo_as_etc_passwd_does_not_hang_user_lookup() {
     let started = std::time::Instant::now();
     let out = b.run(&["run", "--json", "--user", "nobody", "fifo:1", "true"]);
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    assert_eq!(
-        out.json()["error"]["code"],
-        "invalid_argument",
-        "{}",
-        out.stdout
-    );
+    assert_eq!(out.error_code(), "invalid_argument", "{}", out.stdout);
     // Numeric ids need no lookup.
     assert_eq!(
         b.run(&["run", "--user", "1000:1000", "fifo:1", "true"])

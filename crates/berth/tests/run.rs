@@ -467,20 +467,10 @@ fn a_name_in_use_is_refused_and_the_running_container_keeps_its_lease() {
         "sleep 1; echo first",
     ]);
     let out = b.run(&["run", "--json", "--name", "dup", "busybox", "true"]);
-    assert_eq!(
-        out.json()["error"]["code"],
-        "container_exists",
-        "{}",
-        out.stdout
-    );
+    assert_eq!(out.error_code(), "container_exists", "{}", out.stdout);
     // The running container still holds its image.
     let out = b.run(&["image", "rm", "--json", "busybox"]);
-    assert_eq!(
-        out.json()["error"]["code"],
-        "image_in_use",
-        "{}",
-        out.stdout
-    );
+    assert_eq!(out.error_code(), "image_in_use", "{}", out.stdout);
     let out = first.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "first\n");
     b.assert_clean();

@@ -28,6 +28,14 @@ impl Run {
         }
     }
 
+    /// The stable error code of a failed `--json` command.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {:?}", self.stdout))
+            .to_owned()
+    }
+
     /// The JSON object on the last line of stdout.
     pub fn json(&self) -> serde_json::Value {
         let line = self.stdout.lines().last().unwrap_or_default();
@@ -178,36 +186,31 @@ pub fn add_busybox_rootfs<W: Write>(b: &mut tar::Builder<W>) {
     file_entry(b, "etc/group", berth_testkit::GROUP.as_bytes(), 0o644);
 }
 
-pub fn dir_entry<W: Write>(b: &mut tar::Builder<W>, path: &str, mode: u32) {
+/// A header with the fields every test entry shares (owner root, fixed
+/// mtime), so archives are deterministic.
+pub fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Directory);
+    h.set_entry_type(kind);
     h.set_mode(mode);
-    h.set_size(0);
+    h.set_size(size);
     h.set_mtime(1_700_000_000);
     h.set_uid(0);
     h.set_gid(0);
+    h
+}
+
+pub fn dir_entry<W: Write>(b: &mut tar::Builder<W>, path: &str, mode: u32) {
+    let mut h = header(tar::EntryType::Directory, mode, 0);
     b.append_data(&mut h, path, std::io::empty()).unwrap();
 }
 
 pub fn file_entry<W: Write>(b: &mut tar::Builder<W>, path: &str, data: &[u8], mode: u32) {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(mode);
-    h.set_size(data.len() as u64);
-    h.set_mtime(1_700_000_000);
-    h.set_uid(0);
-    h.set_gid(0);
+    let mut h = header(tar::EntryType::Regular, mode, data.len() as u64);
     b.append_data(&mut h, path, data).unwrap();
 }
 
 pub fn symlink_entry<W: Write>(b: &mut tar::Builder<W>, path: &str, target: &str) {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Symlink);
-    h.set_mode(0o777);
-    h.set_size(0);
-    h.set_mtime(1_700_000_000);
-    h.set_uid(0);
-    h.set_gid(0);
+    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
     b.append_link(&mut h, path, target).unwrap();
 }
 
