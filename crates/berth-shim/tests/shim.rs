@@ -281,28 +281,36 @@ fn bad_specs_are_recorded_before_anything_is_created() {
     env.assert_clean();
 }
 
-#[test]
-fn sigterm_to_the_shim_stops_the_container_gracefully() {
-    let env = Env::new();
-    let spec = ShimSpec::new(
-        env.sh(r#"trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done"#),
-    );
-    let dir = env.state_dir(&spec);
+/// Starts a shim whose container prints "ready" once its trap is set, then
+/// sends `signal` to the shim and returns the recorded result.
+fn stop_a_ready_container(
+    env: &Env,
+    script: &str,
+    signal: i32,
+) -> (berth_runtime::ContainerResult, berth_shim::StateDir) {
+    let dir = env.state_dir(&ShimSpec::new(env.sh(script)));
     let child = env.spawn(&dir);
     wait_running(&dir);
     eventually("the trap to be set", || {
         read_log(&dir).contains("ready").then_some(())
     });
     // SAFETY: signalling our own child.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
     let (code, stderr) = wait_shim(child);
     assert_eq!(code, 0, "shim stderr: {stderr}");
     let record = dir.read_exit().unwrap().expect("exit.json");
     let (result, _, _) = finished(&record);
+    (result.clone(), dir)
+}
+
+#[test]
+fn sigterm_to_the_shim_stops_the_container_gracefully() {
+    let env = Env::new();
+    let (result, dir) = stop_a_ready_container(
+        &env,
+        r#"trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done"#,
+        libc::SIGTERM,
+    );
     assert_eq!(result.exit_code, Some(7));
     assert!(result.wall_time_ms < 5_000.0, "took the grace period");
     assert!(read_log(&dir).contains("got TERM"));
@@ -312,22 +320,11 @@ fn sigterm_to_the_shim_stops_the_container_gracefully() {
 #[test]
 fn a_container_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let env = Env::new();
-    let spec = ShimSpec::new(env.sh("trap '' TERM; echo ready; while :; do sleep 0.1; done"));
-    let dir = env.state_dir(&spec);
-    let child = env.spawn(&dir);
-    wait_running(&dir);
-    eventually("the trap to be set", || {
-        read_log(&dir).contains("ready").then_some(())
-    });
-    // SAFETY: signalling our own child.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
-        0
+    let (result, _) = stop_a_ready_container(
+        &env,
+        "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+        libc::SIGINT,
     );
-    let (code, stderr) = wait_shim(child);
-    assert_eq!(code, 0, "shim stderr: {stderr}");
-    let record = dir.read_exit().unwrap().expect("exit.json");
-    let (result, _, _) = finished(&record);
     assert_eq!(result.signal, Some(9));
     assert!(!result.timed_out);
     let grace = berth_shim::STOP_GRACE.as_millis() as f64;
