@@ -32,7 +32,6 @@ fn run_container(global: &Global, args: &RunArgs) -> Result<ContainerResult, Cli
     let image = store.resolve(&reference)?;
     let spec = spec::build(args, &image)?;
     let runtime = open_runtime(global)?;
-    runtime.validate(&spec)?;
 
     // A name in use is refused before leasing: the lease is keyed by the
     // container id and would replace the running container's.
