@@ -57,15 +57,7 @@ berth_base=()
 cleanup() {
     local rc=$?
     set +e
-    if ((${#berth_base[@]} > 0)); then
-        # Leftovers of a failed run; berth gc only touches its own data dir.
-        "${berth_base[@]}" gc >/dev/null 2>&1
-    fi
-    for d in "$work" "$runroot"; do
-        [[ -n $d && -d $d ]] || continue
-        unmount_below "$d"
-        rm -rf --one-file-system "$d"
-    done
+    remove_berth_work
     exit "$rc"
 }
 trap cleanup EXIT

@@ -23,3 +23,20 @@ prepare_berth() {
     fi
     [[ -x $berth ]] || { echo "no berth binary at $berth" >&2; exit 1; }
 }
+
+# remove_berth_work: what both benchmarks do on exit, success or not. Runs
+# `berth gc` on the private data dir (berth_base), then unmounts and removes
+# the work dirs ($work, $runroot). Never deletes through a mount.
+# shellcheck disable=SC2154 # berth_base is set by the sourcing script
+remove_berth_work() {
+    if ((${#berth_base[@]} > 0)); then
+        # Leftovers of a failed run; berth gc only touches its own data dir.
+        "${berth_base[@]}" gc >/dev/null 2>&1
+    fi
+    local d
+    for d in "${work:-}" "${runroot:-}"; do
+        [[ -n $d && -d $d ]] || continue
+        unmount_below "$d"
+        rm -rf --one-file-system "$d"
+    done
+}

@@ -132,21 +132,12 @@ cleanup() {
     local rc=$?
     set +e
     stop_docker
-    if ((${#berth_base[@]} > 0)); then
-        # Leftovers of a failed run; berth gc only touches its own data dir.
-        "${berth_base[@]}" gc >/dev/null 2>&1
-    fi
     if [[ -n $runroot ]]; then
         runc --root "$runroot/runc" list -q 2>/dev/null | while IFS= read -r id; do
             runc --root "$runroot/runc" delete -f "$id" >/dev/null 2>&1
         done
     fi
-    for d in "$work" "$runroot"; do
-        [[ -n $d && -d $d ]] || continue
-        unmount_below "$d"
-        # --one-file-system: if an unmount failed, do not delete through it.
-        rm -rf --one-file-system "$d"
-    done
+    remove_berth_work
     exit "$rc"
 }
 trap cleanup EXIT
