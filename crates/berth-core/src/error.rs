@@ -47,6 +47,15 @@ pub enum ErrorCode {
     HostIo,
     /// Something berth did not expect; a bug worth reporting.
     Internal,
+    /// The request carried no valid credentials.
+    Unauthorized,
+    /// No such API route or resource (other than a container or image).
+    NotFound,
+    /// The request body is larger than the API accepts.
+    PayloadTooLarge,
+    /// The host cannot take the work now (its memory ceiling is fully
+    /// requested); another host, or this one later, may.
+    InsufficientResources,
 }
 
 impl ErrorCode {
@@ -70,6 +79,10 @@ impl ErrorCode {
         ErrorCode::TeardownFailed,
         ErrorCode::HostIo,
         ErrorCode::Internal,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::InsufficientResources,
     ];
 
     /// The code as it appears in JSON and on the command line.
@@ -93,6 +106,10 @@ impl ErrorCode {
             ErrorCode::TeardownFailed => "teardown_failed",
             ErrorCode::HostIo => "host_io",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::InsufficientResources => "insufficient_resources",
         }
     }
 
@@ -108,6 +125,7 @@ impl ErrorCode {
                 | ErrorCode::SpawnFailed
                 | ErrorCode::TeardownFailed
                 | ErrorCode::HostIo
+                | ErrorCode::InsufficientResources
         )
     }
 }

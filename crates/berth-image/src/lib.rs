@@ -10,6 +10,7 @@
 //! and writes files under its own directory.
 
 mod config;
+mod defaults;
 mod digest;
 mod error;
 mod gc;
@@ -21,6 +22,7 @@ mod model;
 mod store;
 mod unpack;
 
+pub use defaults::{Launch, LaunchOverrides};
 pub use error::ImageError;
 pub use model::{
     ImageDetails, ImageSummary, ImportProgress, LayerDetails, PruneReport, ResolvedImage,

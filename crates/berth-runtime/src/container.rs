@@ -1,6 +1,6 @@
 //! The container lifecycle: create → start → wait → delete.
 
-use crate::cgroup::{CgroupHost, CgroupStats, ContainerCgroup};
+use crate::cgroup::{CgroupHost, CgroupMetrics, CgroupStats, ContainerCgroup};
 use crate::error::{Result, RuntimeError};
 use crate::process::child::{monotonic_ns, Channels, Report, Stage, StageClock};
 use crate::process::plan::{search_path, HostFeatures, Plan, RootfsDirs, StdioFds};
@@ -170,6 +170,28 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Metrics of container `id`'s cgroups, whether or not this process
+    /// created it (the host agent reads containers started by shims).
+    /// Errors with `container_not_found` when the container has no cgroup
+    /// at all (unknown, or already torn down). On v1 hosts a container has
+    /// a pids and a cpu cgroup only when it has a pids or CPU limit, so
+    /// without one its `pids_*` and `cpu_throttled_*` are `None`.
+    pub fn container_metrics(&self, id: &ContainerId) -> Result<CgroupMetrics> {
+        self.cgroups
+            .container_metrics(id.as_str())
+            .ok_or_else(|| RuntimeError::ContainerNotFound(id.to_string()))
+    }
+
+    /// The same for the cgroup parent: all containers of this runtime's
+    /// cgroup parent together (memory and CPU time are hierarchical; see
+    /// [`CgroupMetrics`] for the counters that are not). On v1 hosts a
+    /// container joins the pids and cpu hierarchies only when it has a pids
+    /// or CPU limit, so the parent's `pids_current` counts only the tasks
+    /// of those containers.
+    pub fn node_metrics(&self) -> Result<CgroupMetrics> {
+        self.cgroups.node_metrics()
     }
 
     /// Checks a spec without touching the host.

@@ -18,7 +18,7 @@ mod process;
 pub mod security;
 mod spec;
 
-pub use cgroup::{CgroupHost, CgroupStats};
+pub use cgroup::{CgroupHost, CgroupMetrics, CgroupStats};
 pub use container::{Container, ContainerResult, ExitStatus, Runtime, RuntimeConfig};
 pub use error::{Result, RuntimeError};
 pub use process::plan::StdioFds;

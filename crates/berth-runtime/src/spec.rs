@@ -11,6 +11,7 @@ use std::time::Duration;
 
 /// Everything needed to create one container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
     pub id: ContainerId,
     pub rootfs: RootfsSpec,
@@ -28,6 +29,7 @@ pub struct ContainerSpec {
 
 /// The image layers the root file system is made of.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RootfsSpec {
     /// Read-only layer directories, bottom layer first.
     pub layers: Vec<PathBuf>,
@@ -59,6 +61,7 @@ pub enum Scratch {
 
 /// The process run inside the container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProcessSpec {
     /// argv; `args[0]` is looked up in the container's `PATH` unless it has a `/`.
     pub args: Vec<String>,
@@ -83,6 +86,7 @@ fn default_cwd() -> String {
 
 /// Numeric identity the process runs as.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct User {
     pub uid: u32,
     pub gid: u32,
@@ -92,6 +96,7 @@ pub struct User {
 
 /// A resource limit (`setrlimit`) applied inside the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rlimit {
     pub resource: RlimitResource,
     pub soft: u64,
@@ -153,6 +158,7 @@ pub enum NetworkMode {
 
 /// A host path bound into the container (`-v SRC:DST[:ro]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BindMount {
     /// Absolute host path; must exist.
     pub source: PathBuf,
@@ -190,6 +196,7 @@ impl BindMount {
 
 /// Resource limits. `None` means unlimited, except swap (see `memory_swap`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Hard memory limit; exceeding it gets the container OOM-killed.
     pub memory: Option<ByteSize>,

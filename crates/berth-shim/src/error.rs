@@ -23,6 +23,9 @@ pub enum ShimError {
     },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The shim was started wrongly (an unusable `--ready-fd`).
+    #[error("{0}")]
+    Usage(String),
     /// Told to stop while its exit record could not be written.
     #[error("stopped before the exit record could be written")]
     Stopped,
@@ -44,6 +47,7 @@ impl HasErrorCode for ShimError {
             ShimError::StateDir { .. } => ErrorCode::InvalidState,
             ShimError::Io { .. } => ErrorCode::HostIo,
             ShimError::Runtime(e) => e.code(),
+            ShimError::Usage(_) => ErrorCode::InvalidArgument,
             ShimError::Stopped => ErrorCode::HostIo,
         }
     }

@@ -5,7 +5,9 @@
 use crate::control::Server;
 use crate::error::ShimError;
 use crate::log::OutputLog;
-use crate::signals::Signals;
+use crate::memory;
+use crate::ready::ReadyFd;
+use crate::signals::{self, Signals};
 use crate::spec::ShimSpec;
 use crate::state::{unix_ms, ExitRecord, ShimState, StateDir, Status};
 use crate::supervise::Supervisor;
@@ -13,7 +15,7 @@ use berth_core::HasErrorCode;
 use berth_runtime::{Container, Runtime, RuntimeConfig, StdioFds};
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,42 +35,61 @@ pub struct Options {
     pub containers_dir: PathBuf,
     /// The runtime's cgroup parent.
     pub cgroup_parent: String,
+    /// Where to report, in one line, that the container runs or failed to
+    /// (see the crate docs); must be open for writing, and not fd 2.
+    pub ready_fd: Option<RawFd>,
 }
 
 /// Runs the shim to the end and returns what it wrote to `exit.json`.
 ///
-/// `Err` means the shim could not write any exit record: the state dir is
-/// unusable, already finished, or served by another live shim (nothing is
-/// touched then), or `exit.json` itself could not be written.
+/// `Err` means the shim could not write any exit record: the ready fd is
+/// unusable or the state dir is unusable, already finished, or served by
+/// another live shim (nothing is touched then), or `exit.json` itself could
+/// not be written. No ready line is written in those cases.
 pub fn run(opts: &Options) -> Result<ExitRecord, ShimError> {
-    // First of all: our own session, so that the caller's process group
-    // and terminal signals never reach us.
+    let mut ready = ReadyFd::new(opts.ready_fd).map_err(ShimError::Usage)?;
+    // Before anything is written to a pipe or socket whose reader may be
+    // gone (the ready fd above all): EPIPE must be an error, never a death.
+    let sigpipe = signals::ignore_sigpipe();
+    // Then our own session, so that the caller's process group and
+    // terminal signals never reach us.
     let detached = detach();
     let dir = StateDir::new(&opts.dir);
     check_dir(&dir)?;
-    let signals = match Signals::install() {
+    let signals = match sigpipe.and_then(|()| Signals::install()) {
         Ok(s) => s,
-        Err(e) => return fail(&dir, None, ShimError::io("installing signal handling", e)),
+        Err(e) => {
+            let error = ShimError::io("installing signal handling", e);
+            return fail(&dir, None, &mut ready, error);
+        }
     };
     if let Err(e) = detached {
-        return fail(&dir, None, ShimError::io("setsid", e));
+        return fail(&dir, None, &mut ready, ShimError::io("setsid", e));
     }
     let (spec, runtime) = match prepare(opts, &dir) {
-        Ok(ready) => ready,
-        Err(e) => return fail(&dir, None, e),
+        Ok(prepared) => prepared,
+        Err(e) => return fail(&dir, None, &mut ready, e),
     };
     let server = match Server::bind(&dir.socket()) {
         Ok(s) => s,
         Err(e) => {
             let what = format!("binding {}", dir.socket().display());
-            return fail(&dir, None, ShimError::io(what, e));
+            return fail(&dir, None, &mut ready, ShimError::io(what, e));
         }
     };
     let started = match start(&dir, &spec, &runtime) {
         Ok(s) => s,
-        Err(e) => return fail(&dir, Some(server), e),
+        Err(e) => return fail(&dir, Some(server), &mut ready, e),
     };
-    Supervisor::new(dir, signals, server, started).run()
+    // state.json is written: the caller may look at the container now.
+    ready.running(started.state.container_pid);
+    // From here on the shim only supervises, possibly for days: give back
+    // what only starting needed (see memory.rs). The spec and the runtime's
+    // host facts go first, so that their heap pages can be released.
+    drop((spec, runtime));
+    let supervisor = Supervisor::new(dir, signals, server, started);
+    memory::release_startup_memory();
+    supervisor.run()
 }
 
 /// Leaves the caller's session. Already leading one is as good.
@@ -187,17 +208,26 @@ fn output_pipe() -> Result<(OwnedFd, OwnedFd), ShimError> {
 }
 
 /// Records that nothing ran (or that the shim could not start), removes the
-/// socket (after the record is durable) and returns the record.
-fn fail(dir: &StateDir, server: Option<Server>, error: ShimError) -> Result<ExitRecord, ShimError> {
+/// socket (after the record is durable), reports the failure on the ready
+/// fd (once the record can be read) and returns the record.
+fn fail(
+    dir: &StateDir,
+    server: Option<Server>,
+    ready: &mut ReadyFd,
+    error: ShimError,
+) -> Result<ExitRecord, ShimError> {
     let record = ExitRecord::Failed {
         error: error.report(),
     };
-    let written = dir.write_atomic("exit.json", &record);
+    let written = dir.write_durable("exit.json", &record);
     if let Some(server) = server {
         server.remove();
     }
     match written {
-        Ok(()) => Ok(record),
+        Ok(()) => {
+            ready.failed();
+            Ok(record)
+        }
         Err(e) => {
             diag(&format!("{error}"));
             Err(ShimError::io("writing exit.json", e))

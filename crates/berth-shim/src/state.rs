@@ -1,6 +1,13 @@
-//! The state dir's records and how they are written: each is replaced
-//! atomically (temp file, fsync, rename, fsync of the dir), so a reader sees
-//! the old record or the new one, never a torn one, even after a crash.
+//! The state dir's records and how they are written. Each is replaced
+//! atomically (temp file, then rename), so a reader sees the old record or
+//! the new one, never a torn one.
+//!
+//! Only `exit.json` is also made durable (fsync of the temp file before the
+//! rename, fsync of the dir after it): it is the one record a caller acts
+//! on after a crash. `state.json` is informative (who runs the container,
+//! since when) and its two fsyncs would add milliseconds to every start, so
+//! after a host crash it may be stale, empty or missing; readers must treat
+//! it as a hint and rely on `exit.json` and the control socket.
 
 use berth_core::ErrorReport;
 use berth_runtime::ContainerResult;
@@ -31,7 +38,9 @@ impl StateDir {
         self.path.join("spec.json")
     }
 
-    /// A [`ShimState`], from the moment the container runs.
+    /// A [`ShimState`], from the moment the container runs. Replaced
+    /// atomically but not fsync'd: a hint after a host crash (see the
+    /// module docs).
     pub fn state_file(&self) -> PathBuf {
         self.path.join("state.json")
     }
@@ -61,8 +70,19 @@ impl StateDir {
         read_json(&self.state_file())
     }
 
-    /// Replaces `name` in the dir with `value` as JSON, durably.
+    /// Replaces `name` in the dir with `value` as JSON, atomically and
+    /// durably: once this returns, the new record survives a host crash.
+    pub(crate) fn write_durable(&self, name: &str, value: &impl Serialize) -> io::Result<()> {
+        self.replace(name, value, true)
+    }
+
+    /// Replaces `name` in the dir with `value` as JSON, atomically but
+    /// without any fsync: for records that are only informative.
     pub(crate) fn write_atomic(&self, name: &str, value: &impl Serialize) -> io::Result<()> {
+        self.replace(name, value, false)
+    }
+
+    fn replace(&self, name: &str, value: &impl Serialize, durable: bool) -> io::Result<()> {
         let mut bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
         bytes.push(b'\n');
         let target = self.path.join(name);
@@ -74,11 +94,18 @@ impl StateDir {
             .mode(0o644)
             .open(&temp)?;
         file.write_all(&bytes)?;
-        file.sync_all()?;
+        if durable {
+            // Data first: otherwise a crash right after the rename could
+            // leave the new name pointing at an empty file.
+            file.sync_all()?;
+        }
         drop(file);
         fs::rename(&temp, &target)?;
-        // The rename itself is durable only once the directory is.
-        File::open(&self.path)?.sync_all()
+        if durable {
+            // The rename itself is durable only once the directory is.
+            File::open(&self.path)?.sync_all()?;
+        }
+        Ok(())
     }
 }
 
@@ -170,7 +197,7 @@ mod tests {
         let failed = ExitRecord::Failed {
             error: ErrorReport::new(ErrorCode::CommandNotFound, "nope"),
         };
-        dir.write_atomic("exit.json", &failed).expect("write");
+        dir.write_durable("exit.json", &failed).expect("write");
         let text = fs::read_to_string(dir.exit_file()).expect("read text");
         assert!(
             text.starts_with(r#"{"error":{"code":"command_not_found""#),
@@ -188,5 +215,19 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("exit.json")]);
+
+        // The informative kind replaces just as atomically.
+        let state = ShimState {
+            id: "c1".into(),
+            shim_pid: 1,
+            container_pid: 2,
+            status: Status::Running,
+            started_at: 3,
+            exited_at: None,
+        };
+        dir.write_atomic("state.json", &state).expect("write state");
+        let back = dir.read_state().expect("read").expect("present");
+        assert_eq!((back.container_pid, back.status), (2, Status::Running));
+        assert!(!tmp.path().join(".state.json.tmp").exists());
     }
 }

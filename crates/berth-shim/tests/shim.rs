@@ -7,7 +7,8 @@ mod common;
 use berth_core::ErrorCode;
 use berth_shim::{Client, ExitRecord, Request, Response, ShimSpec, Status};
 use common::*;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 fn finished(record: &ExitRecord) -> (&berth_runtime::ContainerResult, u64, u64) {
@@ -329,5 +330,111 @@ fn a_container_that_ignores_sigterm_is_killed_after_the_grace_period() {
     assert!(!result.timed_out);
     let grace = berth_shim::STOP_GRACE.as_millis() as f64;
     assert!(result.wall_time_ms >= grace, "{}", result.wall_time_ms);
+    env.assert_clean();
+}
+
+/// Reads the ready line from the shim's stdout, then what follows it.
+fn read_ready(child: &mut Child) -> (serde_json::Value, String) {
+    let mut out = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.ends_with('\n'), "no whole line: {line:?}");
+    let value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    // The shim let go of the pipe right after the line: end of file now,
+    // not when the shim exits.
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    (value, rest)
+}
+
+#[test]
+fn ready_fd_reports_running_once_state_json_is_written() {
+    let env = Env::new();
+    let dir = env.state_dir(&ShimSpec::new(env.spec(&["sleep", "100"])));
+    let mut child = env.spawn_ready(&dir);
+    let (ready, rest) = read_ready(&mut child);
+    // Read right after the line, without waiting: it must be there.
+    let state = dir
+        .read_state()
+        .unwrap()
+        .expect("state.json before the line");
+    assert_eq!(
+        ready,
+        serde_json::json!({"status": "running", "pid": state.container_pid})
+    );
+    assert_eq!(rest, "", "more than one line");
+    assert_eq!(state.status, Status::Running);
+    // fd 1 was replaced by /dev/null, not closed; the container still runs.
+    let fd1 = std::fs::read_link(format!("/proc/{}/fd/1", child.id())).unwrap();
+    assert_eq!(fd1, std::path::Path::new("/dev/null"));
+    let mut client = Client::connect(&dir.socket()).unwrap();
+    client.set_timeout(Some(Duration::from_secs(10))).unwrap();
+    match client.request(&Request::State).unwrap() {
+        Response::State { status, .. } => assert_eq!(status, Status::Running),
+        other => panic!("unexpected {other:?}"),
+    }
+    match client.request(&Request::Kill { signal: 9 }).unwrap() {
+        Response::Ok { ok: true } => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    let (code, stderr) = wait_shim(child);
+    assert_eq!(code, 0, "shim stderr: {stderr}");
+    let record = dir.read_exit().unwrap().expect("exit.json");
+    assert_eq!(finished(&record).0.signal, Some(9));
+    env.assert_clean();
+}
+
+#[test]
+fn ready_fd_reports_failure_once_exit_json_is_written() {
+    let env = Env::new();
+    let dir = env.state_dir(&ShimSpec::new(env.spec(&["no-such-command"])));
+    let mut child = env.spawn_ready(&dir);
+    let (ready, rest) = read_ready(&mut child);
+    assert_eq!(ready, serde_json::json!({"status": "failed"}));
+    assert_eq!(rest, "", "more than one line");
+    // The error is already in exit.json when the line arrives.
+    let record = dir.read_exit().unwrap().expect("exit.json before the line");
+    assert_eq!(failed_with(&record), ErrorCode::CommandNotFound);
+    let (code, stderr) = wait_shim(child);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("command_not_found"), "{stderr}");
+    assert_eq!(entries(&dir), ["exit.json", "spec.json"]);
+    env.assert_clean();
+}
+
+#[test]
+fn a_reader_that_goes_away_does_not_hurt_the_shim() {
+    let env = Env::new();
+    let dir = env.state_dir(&ShimSpec::new(env.sh("sleep 0.3; echo done")));
+    let mut child = env.spawn_ready(&dir);
+    // Gone before the shim can have started the container: its line meets
+    // a pipe without a reader (EPIPE, and SIGPIPE were it not ignored).
+    drop(child.stdout.take());
+    let (code, stderr) = wait_shim(child);
+    assert_eq!(code, 0, "shim stderr: {stderr}");
+    let record = dir.read_exit().unwrap().expect("exit.json");
+    assert_eq!(finished(&record).0.exit_code, Some(0));
+    assert_eq!(read_log(&dir), "done\n");
+    env.assert_clean();
+}
+
+#[test]
+fn an_unusable_ready_fd_is_a_usage_error_that_touches_nothing() {
+    let env = Env::new();
+    let dir = env.state_dir(&ShimSpec::new(env.spec(&["true"])));
+    // Not open at all; stdin is /dev/null opened read-only; 2 is stderr.
+    for fd in ["200", "0", "2", "-1", "x"] {
+        let out = Command::new(SHIM)
+            .args(env.shim_args(&dir))
+            .args(["--ready-fd", fd])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--ready-fd {fd}: {stderr}");
+        assert!(stderr.contains("--ready-fd"), "--ready-fd {fd}: {stderr}");
+        assert!(out.stdout.is_empty(), "--ready-fd {fd}");
+        assert_eq!(entries(&dir), ["spec.json"], "--ready-fd {fd}");
+    }
     env.assert_clean();
 }

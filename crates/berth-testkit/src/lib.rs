@@ -4,6 +4,8 @@
 //! Used only as a dev-dependency. It must not depend on any berth crate, so
 //! that every crate's tests can use it without a cycle.
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -33,6 +33,7 @@ impl Cli {
             Command::Image(a) => a.json(),
             Command::Gc(a) => a.json,
             Command::Info(a) => a.json,
+            Command::Agent(_) => false,
         }
     }
 }
@@ -70,6 +71,48 @@ pub enum Command {
     Gc(GcArgs),
     /// Show what this host supports (cgroup layout, kernel features).
     Info(InfoArgs),
+    /// Run the host agent: the HTTP API that runs containers for the control plane.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Runs the host agent in the foreground. It serves the /v1 API on a unix \
+socket (and on TCP with --listen, where every request needs Authorization: Bearer <token>), \
+starts one berth-shim per container, and can be killed, restarted or upgraded while \
+containers run: a new agent rediscovers them from the data dir.\n\n\
+The API is described at GET /v1/openapi.json.",
+    after_help = "Examples:\n  berth agent\n  \
+curl --unix-socket /var/lib/berth/agent.sock http://agent/v1/node\n  \
+berth agent --listen 0.0.0.0:7420 --token-file /etc/berth/agent.token --label zone=a\n  \
+berth agent --memory-ceiling 16g --memory-pressure 0.9"
+)]
+pub struct AgentArgs {
+    /// Unix socket of the local API [default: <data dir>/agent.sock].
+    #[arg(long, env = "BERTH_AGENT_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Also serve the API on this TCP address (needs --token-file).
+    #[arg(long, env = "BERTH_AGENT_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token TCP callers must present.
+    #[arg(long, env = "BERTH_AGENT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A label reported by /v1/node (KEY=VALUE; repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Memory all containers together may use [default: 90% of RAM].
+    #[arg(long, env = "BERTH_AGENT_MEMORY_CEILING")]
+    pub memory_ceiling: Option<String>,
+    /// Fraction of the ceiling at which the container furthest above its
+    /// memory request is killed.
+    #[arg(long, env = "BERTH_AGENT_MEMORY_PRESSURE", default_value_t = 0.9)]
+    pub memory_pressure: f64,
+    /// How often memory is sampled, e.g. 250ms.
+    #[arg(long, default_value = "250ms")]
+    pub memory_interval: String,
+    /// The berth-shim binary [default: berth-shim next to this binary].
+    #[arg(long, env = "BERTH_SHIM")]
+    pub shim: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

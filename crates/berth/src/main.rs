@@ -91,5 +91,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Image(args) => cmd::image::run(&cli.global, args),
         Command::Gc(args) => cmd::gc::run(&cli.global, args),
         Command::Info(args) => cmd::info::run(&cli.global, args),
+        Command::Agent(args) => cmd::agent::run(&cli.global, args),
     }
 }

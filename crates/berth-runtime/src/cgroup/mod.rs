@@ -8,9 +8,11 @@
 
 mod files;
 mod limits;
+mod metrics;
 mod stats;
 
 pub use limits::apply_limits;
+pub use metrics::CgroupMetrics;
 pub use stats::CgroupStats;
 
 use crate::error::{Result, RuntimeError};
@@ -235,6 +237,44 @@ impl CgroupHost {
             .filter(|_| self.uses_v2())
             .map(|u| u.join(&self.parent_name).join(id));
         CgroupPaths { v1, v2 }
+    }
+
+    /// The cgroup parent's directories, one per hierarchy: every container
+    /// of this parent is below them.
+    fn parent_paths(&self) -> CgroupPaths {
+        let v1 = self
+            .v1
+            .iter()
+            .map(|h| V1Dir {
+                path: h.mount.join(&self.parent_name),
+                controllers: h.controllers.clone(),
+            })
+            .collect();
+        let v2 = self
+            .unified
+            .as_ref()
+            .filter(|_| self.uses_v2())
+            .map(|u| u.join(&self.parent_name));
+        CgroupPaths { v1, v2 }
+    }
+
+    /// Metrics of container `id`'s cgroups, found by name so that any
+    /// process can read them (not only the container's supervisor);
+    /// `None` when the container has no cgroup in any hierarchy.
+    pub fn container_metrics(&self, id: &str) -> Option<CgroupMetrics> {
+        let paths = self.container_paths(id);
+        // is_dir, not exists: an id such as `memory.stat` names a control
+        // file of the parent, not a container.
+        let exists = paths.all().any(Path::is_dir);
+        exists.then(|| metrics::read(&paths))
+    }
+
+    /// Metrics of the cgroup parent: all of its containers together. The
+    /// parent is created if no container has made it yet (as the first
+    /// container would), so that an idle host reports zeros, not `None`.
+    pub fn node_metrics(&self) -> Result<CgroupMetrics> {
+        self.ensure_parents()?;
+        Ok(metrics::read(&self.parent_paths()))
     }
 
     /// Refuses limits the host cannot enforce, before anything is created.

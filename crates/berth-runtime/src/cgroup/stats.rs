@@ -1,6 +1,12 @@
-//! Usage counters of a container's cgroups.
+//! Usage counters of a container's cgroups: the few figures a finished
+//! container's result needs, read with the same readers as
+//! [`CgroupMetrics`](super::CgroupMetrics) but without the files only the
+//! full metrics need (`memory.stat` is the costly one), since they are read
+//! on every container's exit.
 
-use super::files::{read_keyed, read_u64};
+use super::metrics::{
+    cpu_usage_ns, memory_peak, memory_usage, oom_counts, pids_current, ControllerDir,
+};
 use super::{CgroupPaths, Controller};
 use serde::{Deserialize, Serialize};
 
@@ -20,27 +26,12 @@ pub struct CgroupStats {
 }
 
 pub(super) fn read(paths: &CgroupPaths) -> CgroupStats {
-    let mut stats = CgroupStats::default();
-    if let Some(dir) = paths.dir_for(Controller::Memory) {
-        if paths.is_v1(Controller::Memory) {
-            stats.memory_usage = read_u64(&dir.join("memory.usage_in_bytes"));
-            stats.memory_peak = read_u64(&dir.join("memory.max_usage_in_bytes"));
-            stats.oom_kills = read_keyed(&dir.join("memory.oom_control"), "oom_kill").unwrap_or(0);
-        } else {
-            stats.memory_usage = read_u64(&dir.join("memory.current"));
-            stats.memory_peak = read_u64(&dir.join("memory.peak"));
-            stats.oom_kills = read_keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0);
-        }
+    let memory = ControllerDir::of(paths, Controller::Memory);
+    CgroupStats {
+        memory_usage: memory.and_then(memory_usage),
+        memory_peak: memory.and_then(memory_peak),
+        oom_kills: memory.map_or(0, |m| oom_counts(m).1),
+        cpu_usage_ns: ControllerDir::of(paths, Controller::Cpuacct).and_then(cpu_usage_ns),
+        pids_current: ControllerDir::of(paths, Controller::Pids).and_then(pids_current),
     }
-    if let Some(dir) = paths.dir_for(Controller::Cpuacct) {
-        stats.cpu_usage_ns = if paths.is_v1(Controller::Cpuacct) {
-            read_u64(&dir.join("cpuacct.usage"))
-        } else {
-            read_keyed(&dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000)
-        };
-    }
-    if let Some(dir) = paths.dir_for(Controller::Pids) {
-        stats.pids_current = read_u64(&dir.join("pids.current"));
-    }
-    stats
 }

@@ -107,6 +107,19 @@ impl Env {
             .unwrap()
     }
 
+    /// Starts a shim on `dir` as the agent does: `--ready-fd 1` with a pipe
+    /// on its stdout (its stderr is captured too).
+    pub fn spawn_ready(&self, dir: &StateDir) -> Child {
+        Command::new(SHIM)
+            .args(self.shim_args(dir))
+            .args(["--ready-fd", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Cgroup directories left under this env's parent, in every hierarchy.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         berth_testkit::leftover_cgroups(&self.cgroup_parent)

@@ -2,7 +2,6 @@
 
 mod spec;
 mod supervise;
-mod user;
 
 use crate::cli::{Global, RunArgs};
 use crate::cmd::{open_runtime, open_store};

@@ -1,14 +1,13 @@
 //! Turning `berth run` flags and an image's defaults into a container spec.
 
-use super::user;
 use crate::cli::RunArgs;
 use crate::cmd::invalid;
 use crate::CliError;
 use berth_core::{ByteSize, ContainerId, CpuQuota};
-use berth_image::ResolvedImage;
+use berth_image::{LaunchOverrides, ResolvedImage};
 use berth_runtime::{
     BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit, RlimitResource, RootfsSpec,
-    Scratch, SwapLimit,
+    Scratch, SwapLimit, User,
 };
 use std::time::Duration;
 
@@ -17,23 +16,25 @@ pub fn build(args: &RunArgs, image: &ResolvedImage) -> Result<ContainerSpec, Cli
         Some(name) => ContainerId::new(name.clone()).map_err(|e| invalid(e.to_string()))?,
         None => random_id(),
     };
-    let process_args = command(args, image)?;
-    let user = user::resolve(
-        args.user.as_deref().or(image.config.user.as_deref()),
-        &image.layers,
-    )?;
-    let mut env = merge_env(&image.config.env, &args.env)?;
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", user.home));
-    }
+    // The image's defaults and the flags that override them go through the
+    // same rules as every other way of starting a container (berth-image).
+    let launch = image.launch(&LaunchOverrides {
+        entrypoint: args.entrypoint.as_ref().map(|e| match e.as_str() {
+            // `--entrypoint ""` removes the image's entrypoint.
+            "" => vec![],
+            _ => vec![e.clone()],
+        }),
+        command: args.command.clone(),
+        env: expand_env(&args.env)?,
+        user: args.user.clone(),
+        working_dir: args.workdir.clone(),
+    })?;
+    let mut env = launch.env;
+    // Programs in a terminal need to know what it understands; Docker's
+    // `-t` says xterm too.
     if args.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }
-    let cwd = args
-        .workdir
-        .clone()
-        .or_else(|| image.config.working_dir.clone().filter(|w| !w.is_empty()))
-        .unwrap_or_else(|| "/".into());
 
     Ok(ContainerSpec {
         id,
@@ -54,10 +55,14 @@ pub fn build(args: &RunArgs, image: &ResolvedImage) -> Result<ContainerSpec, Cli
                 .transpose()?,
         },
         process: ProcessSpec {
-            args: process_args,
+            args: launch.args,
             env,
-            cwd,
-            user: user.ids,
+            cwd: launch.cwd,
+            user: User {
+                uid: launch.uid,
+                gid: launch.gid,
+                additional_gids: launch.additional_gids,
+            },
             rlimits: args
                 .ulimit
                 .iter()
@@ -93,52 +98,20 @@ fn random_id() -> ContainerId {
     ContainerId::new(hex).expect("hex is a valid container id")
 }
 
-/// Docker's rule: explicit args replace the image's cmd; the entrypoint
-/// (from the image, or --entrypoint) stays in front.
-fn command(args: &RunArgs, image: &ResolvedImage) -> Result<Vec<String>, CliError> {
-    let entrypoint = match &args.entrypoint {
-        Some(e) if e.is_empty() => vec![],
-        Some(e) => vec![e.clone()],
-        None => image.config.entrypoint.clone(),
-    };
-    let cmd = if !args.command.is_empty() {
-        args.command.clone()
-    } else if args.entrypoint.is_some() {
-        vec![]
-    } else {
-        image.config.cmd.clone()
-    };
-    let full: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if full.is_empty() {
-        return Err(invalid(format!(
-            "no command given and image {} has no default command",
-            image.reference
-        )));
-    }
-    Ok(full)
-}
-
-fn merge_env(image_env: &[String], overrides: &[String]) -> Result<Vec<String>, CliError> {
-    let mut env: Vec<String> = image_env.to_vec();
-    for o in overrides {
-        let Some((key, _)) = o.split_once('=') else {
-            // Docker's `-e KEY` copies the variable from the caller.
-            match std::env::var(o) {
-                Ok(v) => {
-                    env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(o.as_str()));
-                    env.push(format!("{o}={v}"));
-                    continue;
-                }
-                Err(_) => return Err(invalid(format!("-e {o:?}: expected KEY=VALUE"))),
+/// Docker's `-e KEY` (no `=`) copies `KEY` from berth's own environment;
+/// `KEY=VALUE` entries pass through, to be checked with the image's env.
+fn expand_env(entries: &[String]) -> Result<Vec<String>, CliError> {
+    entries
+        .iter()
+        .map(|entry| {
+            if entry.contains('=') {
+                return Ok(entry.clone());
             }
-        };
-        if key.is_empty() {
-            return Err(invalid(format!("-e {o:?}: empty variable name")));
-        }
-        env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
-        env.push(o.clone());
-    }
-    Ok(env)
+            std::env::var(entry)
+                .map(|value| format!("{entry}={value}"))
+                .map_err(|_| invalid(format!("-e {entry:?}: expected KEY=VALUE")))
+        })
+        .collect()
 }
 
 fn parse_volume(text: &str) -> Result<BindMount, CliError> {
@@ -254,10 +227,19 @@ mod tests {
     }
 
     #[test]
-    fn env_overrides_replace_image_values() {
-        let image = vec!["PATH=/bin".to_owned(), "A=1".to_owned()];
-        let env = merge_env(&image, &["A=2".to_owned(), "B=3".to_owned()]).unwrap();
-        assert_eq!(env, vec!["PATH=/bin", "A=2", "B=3"]);
-        assert!(merge_env(&image, &["=x".to_owned()]).is_err());
+    fn env_keys_alone_copy_from_our_environment() {
+        // PATH is set wherever tests run; if not, `-e PATH` must be refused.
+        let copied = expand_env(&["A=1".to_owned(), "PATH".to_owned()]);
+        match std::env::var("PATH") {
+            Ok(path) => assert_eq!(
+                copied.unwrap(),
+                vec!["A=1".to_owned(), format!("PATH={path}")]
+            ),
+            Err(_) => assert!(copied.is_err()),
+        }
+        let unset = "BERTH_TEST_SURELY_NOT_SET_ANYWHERE";
+        assert!(std::env::var(unset).is_err());
+        assert!(expand_env(&[unset.to_owned()]).is_err());
+        assert!(expand_env(&[String::new()]).is_err());
     }
 }

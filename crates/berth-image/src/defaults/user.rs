@@ -1,15 +1,17 @@
-//! Resolving `--user` (numeric, or names from the image's /etc/passwd and
+//! Resolving a user (numeric, or names from the image's /etc/passwd and
 //! /etc/group) to ids, reading the image files safely inside their layer.
 
-use crate::cmd::invalid;
-use crate::CliError;
-use berth_runtime::User;
+use crate::error::ImageError;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-pub struct ResolvedUser {
-    pub ids: User,
+/// Who the process runs as, and the home directory that goes into `HOME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
     pub home: String,
 }
 
@@ -26,10 +28,13 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
-pub fn resolve(user: Option<&str>, layers: &[PathBuf]) -> Result<ResolvedUser, CliError> {
+/// `user` is `name|uid[:group|gid]`; `None` (or empty) means root.
+pub(crate) fn resolve(user: Option<&str>, layers: &[PathBuf]) -> Result<ResolvedUser, ImageError> {
     let Some(user) = user.filter(|u| !u.is_empty()) else {
         return Ok(ResolvedUser {
-            ids: User::default(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
             home: "/root".into(),
         });
     };
@@ -53,7 +58,7 @@ pub fn resolve(user: Option<&str>, layers: &[PathBuf]) -> Result<ResolvedUser, C
         ),
         (Err(_), Some(e)) => (e.uid, e.gid, e.home.clone(), Some(e.name.clone())),
         (Err(_), None) => {
-            return Err(invalid(format!(
+            return Err(ImageError::invalid_argument(format!(
                 "user {user_part:?} is not in the image's /etc/passwd"
             )))
         }
@@ -66,7 +71,11 @@ pub fn resolve(user: Option<&str>, layers: &[PathBuf]) -> Result<ResolvedUser, C
                 .as_ref()
                 .and_then(|gs| gs.iter().find(|e| e.name == g))
                 .map(|e| e.gid)
-                .ok_or_else(|| invalid(format!("group {g:?} is not in the image's /etc/group")))?,
+                .ok_or_else(|| {
+                    ImageError::invalid_argument(format!(
+                        "group {g:?} is not in the image's /etc/group"
+                    ))
+                })?,
         },
     };
     let additional_gids = match (&name, &groups) {
@@ -78,11 +87,9 @@ pub fn resolve(user: Option<&str>, layers: &[PathBuf]) -> Result<ResolvedUser, C
         _ => vec![],
     };
     Ok(ResolvedUser {
-        ids: User {
-            uid,
-            gid,
-            additional_gids,
-        },
+        uid,
+        gid,
+        additional_gids,
         home,
     })
 }

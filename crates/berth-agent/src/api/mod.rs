@@ -1,0 +1,220 @@
+//! The HTTP API: routes, request extraction with JSON errors, bearer-token
+//! checking for TCP, and serving on the unix socket and TCP.
+
+mod containers;
+mod system;
+
+use crate::error::ApiError;
+use crate::Agent;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use berth_core::ErrorCode;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+
+/// The API's routes, without authentication (the unix socket's view).
+pub fn router(agent: Agent) -> Router {
+    let json_limit = agent.config.max_json_bytes;
+    Router::new()
+        .route("/v1/ping", get(system::ping))
+        .route("/v1/openapi.json", get(system::openapi))
+        .route(
+            "/v1/containers",
+            get(containers::list).post(containers::create),
+        )
+        .route(
+            "/v1/containers/{id}",
+            get(containers::inspect).delete(containers::delete),
+        )
+        .route("/v1/containers/{id}/wait", get(containers::wait))
+        .route("/v1/containers/{id}/logs", get(containers::logs))
+        .route("/v1/containers/{id}/stop", post(containers::stop))
+        .route("/v1/containers/{id}/kill", post(containers::kill))
+        .route("/v1/containers/{id}/metrics", get(containers::metrics))
+        .route("/v1/images", get(system::list_images))
+        .route(
+            "/v1/images",
+            post(system::import_image).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/images/{reference}",
+            axum::routing::delete(system::remove_image),
+        )
+        .route("/v1/node", get(system::node))
+        .route("/v1/events", get(system::events))
+        .route("/metrics", get(system::prometheus))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(json_limit))
+        .with_state(agent)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such API route")
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = axum::response::IntoResponse::into_response(ApiError::new(
+        ErrorCode::InvalidArgument,
+        "method not allowed on this route",
+    ));
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// A JSON body: malformed JSON, unknown fields and bodies over the limit
+/// become API errors (400 / 413) with the parser's explanation.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+            } else {
+                ApiError::invalid(format!("reading the request body: {}", r.body_text()))
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Query parameters, with unknown or malformed ones answered as 400.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| Params(q))
+            .map_err(|r| ApiError::invalid(format!("invalid query: {}", r.body_text())))
+    }
+}
+
+/// Rejects TCP requests without `Authorization: Bearer <token>`.
+async fn require_token(
+    axum::extract::State(token): axum::extract::State<std::sync::Arc<String>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(next.run(request).await),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "invalid bearer token",
+        )),
+        None => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "this endpoint requires Authorization: Bearer <token>",
+        )),
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves the API on the unix socket (and TCP when configured) until
+/// `shutdown` completes. Containers are not touched by shutting down.
+pub async fn serve(
+    agent: Agent,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    let config = &agent.config;
+    let unix = bind_unix(&config.socket)?;
+    let tcp = match config.tcp_listen {
+        Some(addr) => {
+            let token = config
+                .token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid("a TCP listener requires a bearer token (--token-file)")
+                })?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ApiError::io(format!("binding {addr}"), e))?;
+            Some((listener, std::sync::Arc::new(token)))
+        }
+        None => None,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        stop_tx.send_replace(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let local =
+        axum::serve(unix, router(agent.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
+    match tcp {
+        Some((listener, token)) => {
+            let remote =
+                router(agent.clone()).layer(middleware::from_fn_with_state(token, require_token));
+            let remote = axum::serve(listener, remote).with_graceful_shutdown(stopped(stop_rx));
+            let (a, b) = tokio::join!(local, remote);
+            a.and(b).map_err(|e| ApiError::io("serving", e))
+        }
+        None => local.await.map_err(|e| ApiError::io("serving", e)),
+    }
+}
+
+/// Binds the socket (mode 0600), replacing a stale one but never one that
+/// another agent still serves.
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, ApiError> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!("another agent is serving {}", path.display()),
+        ));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ApiError::io(format!("removing {}", path.display()), e)),
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| ApiError::io(format!("creating {}", parent.display()), e))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| ApiError::io(format!("binding {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ApiError::io(format!("chmod {}", path.display()), e))?;
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison_needs_an_exact_match() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

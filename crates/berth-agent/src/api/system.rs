@@ -1,0 +1,199 @@
+//! Images, node, events, metrics, and the API's own description.
+
+use super::Params;
+use crate::error::ApiError;
+use crate::events::Event;
+use crate::Agent;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_core::{ErrorCode, ImageRef};
+use berth_image::ImageSummary;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+pub async fn ping() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// The OpenAPI 3 document of this API.
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+        .into_response()
+}
+
+pub async fn node(State(agent): State<Agent>) -> Result<Json<crate::node::NodeView>, ApiError> {
+    tokio::task::spawn_blocking(move || Json(crate::node::view(&agent)))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+pub async fn prometheus(State(agent): State<Agent>) -> Result<Response, ApiError> {
+    let text = tokio::task::spawn_blocking(move || crate::metrics::render(&agent))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+pub async fn list_images(State(agent): State<Agent>) -> Result<Json<Vec<ImageSummary>>, ApiError> {
+    tokio::task::spawn_blocking(move || agent.images.list())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map(Json)
+        .map_err(|e| ApiError::from_lib(&e))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// `name[:tag]` to give the image.
+    reference: String,
+}
+
+/// Streams the body (any format `berth image import` takes) to a temp file
+/// in the data dir, then imports it. The store is unchanged on any error.
+pub async fn import_image(
+    State(agent): State<Agent>,
+    Params(query): Params<ImportQuery>,
+    request: Request,
+) -> Result<(StatusCode, Json<ImageSummary>), ApiError> {
+    let reference = ImageRef::parse(&query.reference)
+        .map_err(|e| ApiError::invalid(format!("reference: {e}")))?;
+    let uploads = agent.config.agent_dir().join("uploads");
+    tokio::fs::create_dir_all(&uploads)
+        .await
+        .map_err(|e| ApiError::io("creating the uploads dir", e))?;
+    let upload = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(&uploads)
+        .map_err(|e| ApiError::io("creating an upload file", e))?;
+    let (file, path) = upload.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let max = agent.config.max_image_bytes;
+    let mut received: u64 = 0;
+    let mut body = request.into_body().into_data_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::invalid(format!("reading the upload: {e}")))?;
+        received += chunk.len() as u64;
+        if received > max {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("image uploads are limited to {max} bytes"),
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::io("writing the upload", e))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::io("writing the upload", e))?;
+    drop(file);
+    let _guard = agent.image_lock.lock().await;
+    let this = agent.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        // `path` (a TempPath) removes the upload when dropped here.
+        this.images.import(&reference, &path, &mut |_| {})
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::from_lib(&e))?;
+    Ok((StatusCode::CREATED, Json(summary)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+pub async fn remove_image(
+    State(agent): State<Agent>,
+    Path(reference): Path<String>,
+    Params(query): Params<RemoveQuery>,
+) -> Result<StatusCode, ApiError> {
+    let reference =
+        ImageRef::parse(&reference).map_err(|e| ApiError::invalid(format!("reference: {e}")))?;
+    let _guard = agent.image_lock.lock().await;
+    let this = agent.clone();
+    tokio::task::spawn_blocking(move || this.images.remove(&reference, query.force))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::from_lib(&e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only events after this sequence number.
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    follow: bool,
+    container: Option<String>,
+}
+
+/// Newline-delimited JSON events; with `follow`, the stream stays open and
+/// carries new events as they happen.
+pub async fn events(State(agent): State<Agent>, Params(query): Params<EventsQuery>) -> Response {
+    struct Cursor {
+        agent: Agent,
+        since: u64,
+        follow: bool,
+        container: Option<String>,
+        rx: tokio::sync::watch::Receiver<u64>,
+    }
+    let rx = agent.events.subscribe();
+    let cursor = Cursor {
+        agent,
+        since: query.since,
+        follow: query.follow,
+        container: query.container,
+        rx,
+    };
+    let stream = futures_util::stream::unfold(cursor, |mut c| async move {
+        loop {
+            // Marks the current value seen before reading, so an event
+            // appended after the read wakes us.
+            c.rx.borrow_and_update();
+            let batch: Vec<Event> = c.agent.events.after(c.since, c.container.as_deref(), 1000);
+            if let Some(last) = batch.last() {
+                c.since = last.seq;
+                let mut bytes = Vec::new();
+                for event in &batch {
+                    if serde_json::to_writer(&mut bytes, event).is_ok() {
+                        bytes.push(b'\n');
+                    }
+                }
+                return Some((Ok::<_, std::io::Error>(bytes), c));
+            }
+            if !c.follow {
+                return None;
+            }
+            // A periodic wake-up also notices a client that went away.
+            let _ = tokio::time::timeout(Duration::from_secs(30), c.rx.changed()).await;
+        }
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}

@@ -1,0 +1,73 @@
+//! What an agent is started with.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The agent's settings; `berth agent` fills them from flags and env.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// berth's data dir (images, runtime containers, the agent's state).
+    pub data_dir: PathBuf,
+    /// The runtime's cgroup parent, shared with the shims.
+    pub cgroup_parent: String,
+    /// The `berth-shim` binary to launch per container.
+    pub shim_binary: PathBuf,
+    /// The local API socket (mode 0600).
+    pub socket: PathBuf,
+    /// Optional remote API address; requires `token`.
+    pub tcp_listen: Option<SocketAddr>,
+    /// The bearer token remote callers must present.
+    pub token: Option<String>,
+    /// Free-form labels reported by `/v1/node` (zone, rack, …).
+    pub labels: BTreeMap<String, String>,
+    /// Memory all containers together may use (bytes).
+    pub memory_ceiling: u64,
+    /// Fraction of the ceiling at which the agent starts killing the
+    /// container that exceeds its request the most.
+    pub memory_pressure: f64,
+    /// How often the memory policy samples usage.
+    pub memory_interval: Duration,
+    /// Cap on each container's output log, unless its request names one.
+    pub log_max_bytes: u64,
+    /// Largest JSON request body accepted.
+    pub max_json_bytes: usize,
+    /// Largest image upload accepted.
+    pub max_image_bytes: u64,
+}
+
+impl AgentConfig {
+    /// Defaults for `data_dir`: socket `<data>/agent.sock`, ceiling = 90% of
+    /// the host's RAM, pressure at 90% of it, sampled every 250 ms.
+    pub fn new(data_dir: PathBuf, shim_binary: PathBuf) -> AgentConfig {
+        let ram = crate::node::total_memory().unwrap_or(1 << 30);
+        AgentConfig {
+            socket: data_dir.join("agent.sock"),
+            data_dir,
+            cgroup_parent: "berth".into(),
+            shim_binary,
+            tcp_listen: None,
+            token: None,
+            labels: BTreeMap::new(),
+            memory_ceiling: ram / 10 * 9,
+            memory_pressure: 0.9,
+            memory_interval: Duration::from_millis(250),
+            log_max_bytes: berth_shim::DEFAULT_LOG_MAX_BYTES,
+            max_json_bytes: 1024 * 1024,
+            max_image_bytes: 16 << 30,
+        }
+    }
+
+    pub(crate) fn agent_dir(&self) -> PathBuf {
+        self.data_dir.join("agent")
+    }
+
+    pub(crate) fn state_root(&self) -> PathBuf {
+        self.agent_dir().join("containers")
+    }
+
+    pub(crate) fn runtime_containers_dir(&self) -> PathBuf {
+        self.data_dir.join("containers")
+    }
+}

@@ -1,0 +1,192 @@
+//! The lifecycle event log: `<agent dir>/events.log`, one JSON event per line.
+//!
+//! Lines are appended without fsync: a killed agent loses nothing (the page
+//! cache keeps what `write` returned), and after a host crash a restarted
+//! agent re-derives missing events from the state dirs, whose records the
+//! shims write durably ([`EventLog::ensure`]). Delivery is therefore
+//! at-least-once: a consumer keys events on `(container, kind)`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use tokio::sync::watch;
+
+/// What happened to a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    Started,
+    /// The container ended (its result or error is in `detail`).
+    Exited,
+    /// The kernel's OOM killer killed a process at the container's limit.
+    Oom,
+    /// The agent's memory policy killed it (node under memory pressure).
+    MemoryKilled,
+    /// Its timeout expired and it was killed.
+    TimedOut,
+    Deleted,
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log, from 1, strictly increasing.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub time: u64,
+    pub container: String,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
+}
+
+/// The log in memory and on disk.
+pub struct EventLog {
+    inner: Mutex<Inner>,
+    last_seq: watch::Sender<u64>,
+}
+
+struct Inner {
+    file: File,
+    events: Vec<Event>,
+    seen: HashSet<(String, EventKind)>,
+}
+
+impl EventLog {
+    /// Opens (creating) the log and reads what it holds. A torn last line
+    /// (a crash mid-write) is dropped.
+    pub fn open(path: &Path) -> io::Result<EventLog> {
+        let mut events = Vec::new();
+        if let Ok(file) = File::open(path) {
+            for line in BufReader::new(file).lines() {
+                let line = line?;
+                if let Ok(event) = serde_json::from_str::<Event>(&line) {
+                    events.push(event);
+                }
+            }
+        }
+        let mut file = OpenOptions::new().append(true).create(true).open(path)?;
+        // Terminate a torn line so the next event starts on its own.
+        if std::fs::metadata(path)?.len() > 0 {
+            let text = std::fs::read(path)?;
+            if text.last() != Some(&b'\n') {
+                file.write_all(b"\n")?;
+            }
+        }
+        let seen = events
+            .iter()
+            .map(|e| (e.container.clone(), e.kind))
+            .collect();
+        let last = events.last().map_or(0, |e| e.seq);
+        Ok(EventLog {
+            inner: Mutex::new(Inner { file, events, seen }),
+            last_seq: watch::channel(last).0,
+        })
+    }
+
+    /// Appends an event and wakes followers.
+    pub fn push(&self, container: &str, kind: EventKind, detail: serde_json::Value) {
+        let mut inner = self.lock();
+        let seq = inner.events.last().map_or(0, |e| e.seq) + 1;
+        let event = Event {
+            seq,
+            time: crate::registry::now_ms(),
+            container: container.to_owned(),
+            kind,
+            detail,
+        };
+        match serde_json::to_vec(&event) {
+            Ok(mut line) => {
+                line.push(b'\n');
+                if let Err(e) = inner.file.write_all(&line) {
+                    // The event stays served from memory; a restart
+                    // re-derives it from the state dir.
+                    tracing::warn!("appending to the event log: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("encoding an event: {e}"),
+        }
+        inner.seen.insert((event.container.clone(), kind));
+        inner.events.push(event);
+        drop(inner);
+        self.last_seq.send_replace(seq);
+    }
+
+    /// Appends the event unless the log already has one of this kind for
+    /// this container (used when rediscovering state after a restart).
+    pub fn ensure(&self, container: &str, kind: EventKind, detail: serde_json::Value) {
+        if !self.has(container, kind) {
+            self.push(container, kind, detail);
+        }
+    }
+
+    pub fn has(&self, container: &str, kind: EventKind) -> bool {
+        self.lock().seen.contains(&(container.to_owned(), kind))
+    }
+
+    /// Events after `since`, optionally of one container, at most `limit`.
+    pub fn after(&self, since: u64, container: Option<&str>, limit: usize) -> Vec<Event> {
+        let inner = self.lock();
+        let start = inner.events.partition_point(|e| e.seq <= since);
+        inner.events[start..]
+            .iter()
+            .filter(|e| container.is_none_or(|c| e.container == c))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Changes whenever an event is appended.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.last_seq.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave Inner inconsistent in
+        // a way that matters more than losing the agent, so go on.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_survive_reopening_and_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.log");
+        {
+            let log = EventLog::open(&path).expect("open");
+            log.push("a", EventKind::Created, serde_json::Value::Null);
+            log.push("a", EventKind::Started, serde_json::json!({"pid": 7}));
+        }
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(br#"{"seq":3,"time":1,"contai"#)
+            .expect("torn write");
+        let log = EventLog::open(&path).expect("reopen");
+        assert_eq!(log.after(0, None, 100).len(), 2);
+        assert!(log.has("a", EventKind::Started));
+        log.ensure("a", EventKind::Started, serde_json::Value::Null);
+        log.ensure("a", EventKind::Exited, serde_json::Value::Null);
+        let all = log.after(0, None, 100);
+        assert_eq!(
+            all.iter().map(|e| (e.seq, e.kind)).collect::<Vec<_>>(),
+            vec![
+                (1, EventKind::Created),
+                (2, EventKind::Started),
+                (3, EventKind::Exited)
+            ]
+        );
+        assert_eq!(log.after(2, Some("a"), 100).len(), 1);
+        assert!(log.after(0, Some("b"), 100).is_empty());
+        drop(log);
+        // The torn line is gone for good: the file parses line by line.
+        let reopened = EventLog::open(&path).expect("reopen again");
+        assert_eq!(reopened.after(0, None, 100).len(), 3);
+    }
+}

@@ -1,0 +1,821 @@
+//! The agent's containers: creation through a shim, the exit watchers, the
+//! on-disk records, and the rediscovery that makes restarts lossless.
+
+use crate::config::AgentConfig;
+use crate::error::ApiError;
+use crate::events::{EventKind, EventLog};
+use crate::shim::{self, Launcher, Ready};
+use berth_core::{ByteSize, ContainerId, ErrorCode, ErrorReport, ImageRef};
+use berth_image::{ImageStore, LaunchOverrides};
+use berth_runtime::{
+    BindMount, ContainerResult, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit,
+    RootfsSpec, Runtime, RuntimeConfig, Scratch, User,
+};
+use berth_shim::{ExitRecord, Request, Response, ShimSpec, StateDir, Status};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// `POST /v1/containers`: the engine's container settings, the image to
+/// take defaults from, and the memory request.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateContainer {
+    /// Generated when absent.
+    #[serde(default)]
+    pub id: Option<ContainerId>,
+    pub image: ImageRef,
+    /// Replaces the image's entrypoint (`[]` removes it).
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's cmd.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// `KEY=VALUE` pairs over the image's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// `user[:group]`, by name (from the image) or number.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub network: NetworkMode,
+    #[serde(default)]
+    pub mounts: Vec<BindMount>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub scratch: Scratch,
+    #[serde(default)]
+    pub scratch_size: Option<ByteSize>,
+    /// Memory the container is promised (bytes); it may burst above it up to
+    /// `limits.memory`. Defaults to the memory limit, or 0 without one.
+    #[serde(default)]
+    pub memory_request: Option<ByteSize>,
+    /// Cap on the output log (bytes).
+    #[serde(default)]
+    pub log_max_bytes: Option<u64>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Why the agent (not the container itself) ended a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillReason {
+    /// `memory_pressure`, `stopped` or `killed`.
+    pub reason: String,
+    pub message: String,
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// `agent.json`: what the agent knows of a container beyond the shim's files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub image: String,
+    pub image_id: String,
+    pub created_at: u64,
+    pub memory_request: u64,
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
+    #[serde(default)]
+    pub cpus_millis: Option<u32>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub kill_reason: Option<KillReason>,
+}
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    /// Its shim is starting it.
+    Creating,
+    Running,
+    /// It ran and ended: `result` says how.
+    Exited,
+    /// It never ran, or its shim died with it: `error` says why.
+    Failed,
+}
+
+/// A container as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerView {
+    pub id: String,
+    pub state: ContainerState,
+    pub image: String,
+    pub image_id: String,
+    pub created_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exited_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shim_pid: Option<u32>,
+    pub memory_request: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<u64>,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<ContainerResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_reason: Option<KillReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_dropped_bytes: Option<u64>,
+}
+
+/// The live part of a container's state.
+#[derive(Debug, Clone)]
+pub enum Phase {
+    Creating,
+    Running {
+        pid: i32,
+        shim_pid: u32,
+        started_at: u64,
+    },
+    Exited {
+        record: ExitRecord,
+        started_at: Option<u64>,
+        exited_at: Option<u64>,
+    },
+}
+
+/// One container the agent knows.
+pub struct Entry {
+    pub id: String,
+    pub dir: StateDir,
+    pub record: Mutex<ContainerRecord>,
+    pub phase: watch::Sender<Phase>,
+}
+
+impl Entry {
+    pub fn phase(&self) -> Phase {
+        self.phase.borrow().clone()
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(*self.phase.borrow(), Phase::Running { .. })
+    }
+
+    pub fn record(&self) -> ContainerRecord {
+        lock(&self.record).clone()
+    }
+
+    pub fn view(&self) -> ContainerView {
+        let record = self.record();
+        let mut view = ContainerView {
+            id: record.id,
+            state: ContainerState::Creating,
+            image: record.image,
+            image_id: record.image_id,
+            created_at: record.created_at,
+            started_at: None,
+            exited_at: None,
+            pid: None,
+            shim_pid: None,
+            memory_request: record.memory_request,
+            memory_limit: record.memory_limit,
+            labels: record.labels,
+            result: None,
+            error: None,
+            kill_reason: record.kill_reason,
+            log_bytes: None,
+            log_dropped_bytes: None,
+        };
+        match self.phase() {
+            Phase::Creating => {}
+            Phase::Running {
+                pid,
+                shim_pid,
+                started_at,
+            } => {
+                view.state = ContainerState::Running;
+                view.pid = Some(pid);
+                view.shim_pid = Some(shim_pid);
+                view.started_at = Some(started_at);
+            }
+            Phase::Exited {
+                record,
+                started_at,
+                exited_at,
+            } => {
+                view.started_at = started_at;
+                view.exited_at = exited_at;
+                match record {
+                    ExitRecord::Finished {
+                        result,
+                        log_bytes,
+                        log_dropped_bytes,
+                        error,
+                    } => {
+                        view.state = ContainerState::Exited;
+                        view.result = Some(result);
+                        view.error = error;
+                        view.log_bytes = Some(log_bytes);
+                        view.log_dropped_bytes = Some(log_dropped_bytes);
+                    }
+                    ExitRecord::Failed { error } => {
+                        view.state = ContainerState::Failed;
+                        view.error = Some(error);
+                    }
+                }
+            }
+        }
+        view
+    }
+
+    /// Records why the agent is ending the container, before it does.
+    pub fn set_kill_reason(&self, reason: KillReason) -> Result<(), ApiError> {
+        let mut record = lock(&self.record);
+        if record.kill_reason.is_some() {
+            return Ok(());
+        }
+        record.kill_reason = Some(reason);
+        write_json(&self.dir.path().join(AGENT_FILE), &*record)
+            .map_err(|e| ApiError::io("writing agent.json", e))
+    }
+}
+
+const AGENT_FILE: &str = "agent.json";
+
+/// Everything the API handlers share.
+pub struct AgentState {
+    pub config: AgentConfig,
+    pub runtime: Runtime,
+    pub images: ImageStore,
+    pub events: EventLog,
+    containers: RwLock<BTreeMap<String, Arc<Entry>>>,
+    /// Image imports and removals one at a time (the store is safe across
+    /// processes; this keeps one agent's uploads from racing its removals).
+    pub image_lock: tokio::sync::Mutex<()>,
+}
+
+impl AgentState {
+    pub async fn open(config: AgentConfig) -> Result<Arc<AgentState>, ApiError> {
+        raise_fd_limit();
+        fs::create_dir_all(config.state_root())
+            .map_err(|e| ApiError::io(format!("creating {}", config.state_root().display()), e))?;
+        let runtime = Runtime::new(RuntimeConfig {
+            containers_dir: config.runtime_containers_dir(),
+            cgroup_parent: config.cgroup_parent.clone(),
+        })
+        .map_err(|e| ApiError::from_lib(&e))?;
+        let images = ImageStore::open(&config.data_dir).map_err(|e| ApiError::from_lib(&e))?;
+        let events = EventLog::open(&config.agent_dir().join("events.log"))
+            .map_err(|e| ApiError::io("opening events.log", e))?;
+        let agent = Arc::new(AgentState {
+            config,
+            runtime,
+            images,
+            events,
+            containers: RwLock::new(BTreeMap::new()),
+            image_lock: tokio::sync::Mutex::new(()),
+        });
+        agent.rediscover().await?;
+        crate::memory::spawn_policy(agent.clone());
+        Ok(agent)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Entry>, ApiError> {
+        read(&self.containers)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::no_container(id))
+    }
+
+    pub fn list(&self) -> Vec<Arc<Entry>> {
+        read(&self.containers).values().cloned().collect()
+    }
+
+    /// Sum of the memory requests of containers that are not finished.
+    pub fn allocated_memory(&self) -> u64 {
+        read(&self.containers)
+            .values()
+            .filter(|e| !matches!(*e.phase.borrow(), Phase::Exited { .. }))
+            .map(|e| lock(&e.record).memory_request)
+            .sum()
+    }
+
+    /// Creates and starts a container; returns once it runs.
+    pub async fn create(
+        self: &Arc<Self>,
+        request: CreateContainer,
+    ) -> Result<ContainerView, ApiError> {
+        let id = match &request.id {
+            Some(id) => id.clone(),
+            None => random_id(),
+        };
+        let this = self.clone();
+        let prepare_id = id.clone();
+        let entry = tokio::task::spawn_blocking(move || this.prepare(&prepare_id, &request))
+            .await
+            .map_err(|e| ApiError::internal(format!("create task: {e}")))??;
+        let launcher = Launcher {
+            binary: &self.config.shim_binary,
+            containers_dir: &self.runtime.config().containers_dir,
+            cgroup_parent: &self.config.cgroup_parent,
+        };
+        let launched = launcher.launch(&entry.dir).await;
+        let outcome = match launched {
+            Ok((Ready::Running { pid }, shim_pid)) => Ok((pid, shim_pid)),
+            Ok((Ready::Failed, _)) => Err(match entry.dir.read_exit() {
+                Ok(Some(record)) => match record.error() {
+                    Some(error) => ApiError::from(error.clone()),
+                    None => ApiError::internal("the shim failed without an error"),
+                },
+                Ok(None) => {
+                    // No record at all: the shim says why on its stderr.
+                    let said =
+                        fs::read_to_string(entry.dir.path().join("shim.log")).unwrap_or_default();
+                    ApiError::internal(format!(
+                        "the shim exited without an exit record: {}",
+                        said.trim()
+                    ))
+                }
+                Err(e) => ApiError::io("reading exit.json", e),
+            }),
+            Err(e) => Err(e),
+        };
+        let (pid, shim_pid) = match outcome {
+            Ok(started) => started,
+            Err(error) => {
+                self.forget(&entry);
+                return Err(error);
+            }
+        };
+        let started_at = entry
+            .dir
+            .read_state()
+            .ok()
+            .flatten()
+            .map_or_else(now_ms, |s| s.started_at);
+        entry.phase.send_replace(Phase::Running {
+            pid,
+            shim_pid,
+            started_at,
+        });
+        self.events
+            .push(&entry.id, EventKind::Created, serde_json::Value::Null);
+        self.events.push(
+            &entry.id,
+            EventKind::Started,
+            serde_json::json!({ "pid": pid, "shim_pid": shim_pid }),
+        );
+        spawn_watcher(self.clone(), entry.clone(), shim_pid);
+        Ok(entry.view())
+    }
+
+    /// The blocking half of create: resolve the image, build and check the
+    /// spec, admit the request, reserve the id, write the state dir.
+    fn prepare(&self, id: &ContainerId, request: &CreateContainer) -> Result<Arc<Entry>, ApiError> {
+        let image = self
+            .images
+            .resolve(&request.image)
+            .map_err(|e| ApiError::from_lib(&e))?;
+        let launch = image
+            .launch(&LaunchOverrides {
+                entrypoint: request.entrypoint.clone(),
+                command: request.command.clone(),
+                env: request.env.clone(),
+                user: request.user.clone(),
+                working_dir: request.working_dir.clone(),
+            })
+            .map_err(|e| ApiError::from_lib(&e))?;
+        let spec = ContainerSpec {
+            id: id.clone(),
+            rootfs: RootfsSpec {
+                layers: image.layers.clone(),
+                read_only: request.read_only,
+                scratch: request.scratch,
+                scratch_size: request.scratch_size,
+            },
+            process: ProcessSpec {
+                args: launch.args,
+                env: launch.env,
+                cwd: launch.cwd,
+                user: User {
+                    uid: launch.uid,
+                    gid: launch.gid,
+                    additional_gids: launch.additional_gids,
+                },
+                rlimits: request.rlimits.clone(),
+                terminal: false,
+            },
+            hostname: request.hostname.clone(),
+            network: request.network,
+            mounts: request.mounts.clone(),
+            limits: request.limits,
+        };
+        self.runtime
+            .validate(&spec)
+            .map_err(|e| ApiError::from_lib(&e))?;
+        let memory_limit = request.limits.memory.map(ByteSize::bytes);
+        let memory_request = request
+            .memory_request
+            .map(ByteSize::bytes)
+            .or(memory_limit)
+            .unwrap_or(0);
+        if let Some(limit) = memory_limit {
+            if memory_request > limit {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidLimit,
+                    format!("memory_request {memory_request} is above the memory limit {limit}"),
+                ));
+            }
+        }
+        let record = ContainerRecord {
+            id: id.to_string(),
+            image: image.reference.to_string(),
+            image_id: image.id.clone(),
+            created_at: now_ms(),
+            memory_request,
+            memory_limit,
+            cpus_millis: request.limits.cpus.map(|c| c.millicpus()),
+            labels: request.labels.clone(),
+            kill_reason: None,
+        };
+        let dir = StateDir::new(self.config.state_root().join(id.as_str()));
+        let entry = Arc::new(Entry {
+            id: id.to_string(),
+            dir: dir.clone(),
+            record: Mutex::new(record.clone()),
+            phase: watch::channel(Phase::Creating).0,
+        });
+        self.reserve(&entry, memory_request)?;
+        let written = self.write_state_dir(&dir, &record, &spec, request, &image);
+        if let Err(e) = written {
+            self.forget(&entry);
+            return Err(e);
+        }
+        Ok(entry)
+    }
+
+    /// Takes the id and the memory, atomically with respect to other creates.
+    fn reserve(&self, entry: &Arc<Entry>, memory_request: u64) -> Result<(), ApiError> {
+        let mut containers = write(&self.containers);
+        if containers.contains_key(&entry.id) || entry.dir.path().exists() {
+            return Err(ApiError::new(
+                ErrorCode::ContainerExists,
+                format!("a container with id {:?} already exists", entry.id),
+            ));
+        }
+        let allocated: u64 = containers
+            .values()
+            .filter(|e| !matches!(*e.phase.borrow(), Phase::Exited { .. }))
+            .map(|e| lock(&e.record).memory_request)
+            .sum();
+        let ceiling = self.config.memory_ceiling;
+        if allocated.saturating_add(memory_request) > ceiling {
+            return Err(ApiError::new(
+                ErrorCode::InsufficientResources,
+                format!(
+                    "memory_request {memory_request} does not fit: {allocated} of the node's {ceiling} bytes are already requested"
+                ),
+            ));
+        }
+        containers.insert(entry.id.clone(), entry.clone());
+        Ok(())
+    }
+
+    fn write_state_dir(
+        &self,
+        dir: &StateDir,
+        record: &ContainerRecord,
+        spec: &ContainerSpec,
+        request: &CreateContainer,
+        image: &berth_image::ResolvedImage,
+    ) -> Result<(), ApiError> {
+        fs::create_dir(dir.path()).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => ApiError::new(
+                ErrorCode::ContainerExists,
+                format!("a container with id {:?} already exists", record.id),
+            ),
+            _ => ApiError::io(format!("creating {}", dir.path().display()), e),
+        })?;
+        // agent.json first: a dir without it is a create that never got
+        // as far as a shim, and rediscovery removes it.
+        write_json(&dir.path().join(AGENT_FILE), record)
+            .map_err(|e| ApiError::io("writing agent.json", e))?;
+        let mut shim_spec = ShimSpec::new(spec.clone());
+        shim_spec.log_max_bytes = request.log_max_bytes.unwrap_or(self.config.log_max_bytes);
+        write_json(&dir.spec_file(), &shim_spec)
+            .map_err(|e| ApiError::io("writing spec.json", e))?;
+        self.images
+            .lease(&record.id, image)
+            .map_err(|e| ApiError::from_lib(&e))
+    }
+
+    /// Drops a container that never started: its dir, lease and entry.
+    fn forget(&self, entry: &Entry) {
+        if let Err(e) = fs::remove_dir_all(entry.dir.path()) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(id = %entry.id, "removing the state dir: {e}");
+            }
+        }
+        if let Err(e) = self.images.release(&entry.id) {
+            tracing::warn!(id = %entry.id, "releasing the image lease: {e}");
+        }
+        write(&self.containers).remove(&entry.id);
+    }
+
+    /// Removes a finished container: its state dir, lease and entry.
+    pub fn delete(&self, entry: &Arc<Entry>) -> Result<(), ApiError> {
+        if !matches!(entry.phase(), Phase::Exited { .. }) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "container {} is still running; stop it first or use force=true",
+                    entry.id
+                ),
+            ));
+        }
+        self.forget(entry);
+        self.events
+            .push(&entry.id, EventKind::Deleted, serde_json::Value::Null);
+        Ok(())
+    }
+
+    /// Records a container's end and its events.
+    fn finish(&self, entry: &Entry, record: ExitRecord) {
+        let (started_at, exited_at) = match entry.dir.read_state() {
+            Ok(Some(state)) => (Some(state.started_at), state.exited_at),
+            _ => (None, None),
+        };
+        let exited_at = exited_at.or_else(|| Some(now_ms()));
+        let detail = match &record {
+            ExitRecord::Finished { result, error, .. } => serde_json::json!({
+                "exit_code": result.exit_code,
+                "signal": result.signal,
+                "oom_killed": result.oom_killed,
+                "timed_out": result.timed_out,
+                "error": error,
+            }),
+            ExitRecord::Failed { error } => serde_json::json!({ "error": error }),
+        };
+        let events = &self.events;
+        if let Some(result) = record.result() {
+            if result.oom_killed {
+                events.ensure(&entry.id, EventKind::Oom, serde_json::Value::Null);
+            }
+            if result.timed_out {
+                events.ensure(&entry.id, EventKind::TimedOut, serde_json::Value::Null);
+            }
+        }
+        if let Some(reason) = &lock(&entry.record).kill_reason {
+            if reason.reason == "memory_pressure" {
+                events.ensure(
+                    &entry.id,
+                    EventKind::MemoryKilled,
+                    serde_json::json!(reason),
+                );
+            }
+        }
+        events.ensure(&entry.id, EventKind::Exited, detail);
+        entry.phase.send_replace(Phase::Exited {
+            record,
+            started_at,
+            exited_at,
+        });
+    }
+
+    /// Rebuilds the registry from the state dirs and the shims.
+    async fn rediscover(self: &Arc<Self>) -> Result<(), ApiError> {
+        let root = self.config.state_root();
+        let dirs = fs::read_dir(&root)
+            .map_err(|e| ApiError::io(format!("listing {}", root.display()), e))?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for dir in dirs.flatten() {
+            let this = self.clone();
+            tasks.spawn(async move { this.recover(&dir.path()).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::warn!("recovering a container: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn recover(self: Arc<Self>, path: &Path) {
+        let dir = StateDir::new(path);
+        let record: ContainerRecord = match fs::read(path.join(AGENT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            Some(r) => r,
+            None => {
+                // A create that died before its shim existed.
+                tracing::info!("removing the unfinished state dir {}", path.display());
+                let _ = fs::remove_dir_all(path);
+                return;
+            }
+        };
+        let entry = Arc::new(Entry {
+            id: record.id.clone(),
+            dir: dir.clone(),
+            record: Mutex::new(record),
+            phase: watch::channel(Phase::Creating).0,
+        });
+        write(&self.containers).insert(entry.id.clone(), entry.clone());
+        self.events
+            .ensure(&entry.id, EventKind::Created, serde_json::Value::Null);
+        if let Ok(Some(state)) = dir.read_state() {
+            self.events.ensure(
+                &entry.id,
+                EventKind::Started,
+                serde_json::json!({ "pid": state.container_pid, "shim_pid": state.shim_pid }),
+            );
+        }
+        // A shim the previous agent launched may still be starting its
+        // container: give it a moment to report, as the launch would have.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            if let Ok(Some(record)) = dir.read_exit() {
+                self.finish(&entry, record);
+                return;
+            }
+            let state = dir.read_state().ok().flatten();
+            let reply = shim::request(&dir, &Request::State, Some(Duration::from_secs(2))).await;
+            let running = matches!(
+                reply,
+                Ok(Response::State {
+                    status: Status::Running,
+                    ..
+                })
+            );
+            if let (true, Some(state)) = (running, &state) {
+                self.events.ensure(
+                    &entry.id,
+                    EventKind::Started,
+                    serde_json::json!({ "pid": state.container_pid, "shim_pid": state.shim_pid }),
+                );
+                entry.phase.send_replace(Phase::Running {
+                    pid: state.container_pid,
+                    shim_pid: state.shim_pid,
+                    started_at: state.started_at,
+                });
+                spawn_watcher(self.clone(), entry.clone(), state.shim_pid);
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // Neither running nor finished: the watcher decides whether
+                // the shim is alive, and records the loss if it is not.
+                let shim_pid = state.as_ref().map_or(0, |s| s.shim_pid);
+                spawn_watcher(self.clone(), entry.clone(), shim_pid);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The shim died without an exit record: its container died with it
+    /// (parent-death signal). Record that and clean up what it left.
+    async fn mark_lost(self: &Arc<Self>, entry: &Entry, shim_pid: u32) {
+        let error = ErrorReport::new(
+            ErrorCode::HostIo,
+            format!("the container's shim (pid {shim_pid}) died; the container died with it"),
+        );
+        let record = ExitRecord::Failed { error };
+        if let Err(e) = write_json(&entry.dir.exit_file(), &record) {
+            tracing::warn!(id = %entry.id, "writing exit.json for a lost container: {e}");
+        }
+        let _ = fs::remove_file(entry.dir.socket());
+        let this = self.clone();
+        let gc = tokio::task::spawn_blocking(move || this.runtime.gc()).await;
+        match gc {
+            Ok(Ok(removed)) if !removed.is_empty() => {
+                tracing::info!(?removed, "cleaned up after a dead shim")
+            }
+            Ok(Err(e)) => tracing::warn!("gc after a dead shim: {e}"),
+            _ => {}
+        }
+        self.finish(entry, record);
+    }
+}
+
+/// Follows a running container until it ends, then records the end.
+fn spawn_watcher(agent: Arc<AgentState>, entry: Arc<Entry>, shim_pid: u32) {
+    tokio::spawn(async move {
+        let mut shim_pid = shim_pid;
+        let mut misses = 0u32;
+        loop {
+            let reply = shim::request(&entry.dir, &Request::Wait, None).await;
+            if let Ok(Some(record)) = entry.dir.read_exit() {
+                agent.finish(&entry, record);
+                return;
+            }
+            match reply {
+                Ok(Response::State {
+                    status: Status::Exited,
+                    ..
+                })
+                | Ok(Response::Error { .. }) => {
+                    // The shim answers wait only once exit.json is durable;
+                    // reaching here means it vanished in between: re-read.
+                }
+                Ok(_) => {}
+                Err(e) if !shim::is_gone(&e) => {
+                    tracing::warn!(id = %entry.id, "waiting on the shim: {e}");
+                }
+                Err(_) => {}
+            }
+            if shim_pid == 0 {
+                shim_pid = entry
+                    .dir
+                    .read_state()
+                    .ok()
+                    .flatten()
+                    .map_or(0, |s| s.shim_pid);
+            }
+            misses += 1;
+            // A shim that is starting has no state.json and no socket yet;
+            // give it a few seconds before calling it dead.
+            let starting = shim_pid == 0 && misses < 50;
+            if !starting && !shim::shim_alive(shim_pid) {
+                if let Ok(Some(record)) = entry.dir.read_exit() {
+                    agent.finish(&entry, record);
+                } else {
+                    agent.mark_lost(&entry, shim_pid).await;
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// Writes `value` as JSON to `path` via a temp file and a rename, so a
+/// reader never sees half of it. No fsync: a killed agent loses nothing
+/// the kernel accepted, and the shim's exit records are the durable ones.
+fn write_json(path: &Path, value: &impl Serialize) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    let temp = path.with_extension("tmp");
+    let mut file = fs::File::create(&temp)?;
+    file.write_all(&bytes)?;
+    drop(file);
+    fs::rename(&temp, path)
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64)
+}
+
+fn random_id() -> ContainerId {
+    let mut bytes = [0u8; 8];
+    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (t ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    ContainerId::new(hex).unwrap_or_else(|_| unreachable!("16 hex digits are a valid id"))
+}
+
+/// Every container on one host needs a socket to its shim: lift the soft
+/// open-files limit to the hard one.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("raising the open-files limit: {e}");
+        }
+    }
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,190 @@
+//! Launching shims and talking to them.
+//!
+//! A shim is spawned (never forked from this multi-threaded process) with a
+//! pipe on its stdout and `--ready-fd 1`: it writes one line once the
+//! container runs (or has failed, its exit record written) and then lets go
+//! of the pipe. It leads its own session, so it outlives the agent.
+
+use crate::error::ApiError;
+use berth_core::ErrorCode;
+use berth_shim::{Request, Response, StateDir};
+use serde::Deserialize;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::process::Command;
+
+/// The ready line.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Ready {
+    Running { pid: i32 },
+    Failed,
+}
+
+/// What the agent passes to every shim.
+pub struct Launcher<'a> {
+    pub binary: &'a Path,
+    pub containers_dir: &'a Path,
+    pub cgroup_parent: &'a str,
+}
+
+impl Launcher<'_> {
+    /// Starts a shim on `dir` (whose spec.json is written) and returns once
+    /// it reports. The shim's stderr goes to `shim.log` in the state dir.
+    pub async fn launch(&self, dir: &StateDir) -> Result<(Ready, u32), ApiError> {
+        let stderr = std::fs::File::create(dir.path().join("shim.log"))
+            .map_err(|e| ApiError::io("creating shim.log", e))?;
+        let mut child = Command::new(self.binary)
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--containers-dir")
+            .arg(self.containers_dir)
+            .arg("--cgroup-parent")
+            .arg(self.cgroup_parent)
+            .arg("--ready-fd")
+            .arg("1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::SpawnFailed,
+                    format!("starting {}: {e}", self.binary.display()),
+                )
+            })?;
+        let shim_pid = child.id().unwrap_or(0);
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| ApiError::internal("the shim's stdout pipe is missing"))?;
+        // The shim is our child until we exit: reap it whenever it ends.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line).await;
+        match read {
+            Ok(n) if n > 0 => serde_json::from_str::<Ready>(&line)
+                .map(|ready| (ready, shim_pid))
+                .map_err(|e| ApiError::internal(format!("the shim said {line:?}: {e}"))),
+            Ok(_) => Ok((Ready::Failed, shim_pid)),
+            Err(e) => Err(ApiError::io("reading the shim's ready line", e)),
+        }
+    }
+}
+
+/// One request to the shim of `dir` and its reply. `timeout` bounds the
+/// whole exchange (`None` for `wait`).
+pub async fn request(
+    dir: &StateDir,
+    request: &Request,
+    timeout: Option<Duration>,
+) -> std::io::Result<Response> {
+    let exchange = async {
+        let mut stream = UnixStream::connect(dir.socket()).await?;
+        let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        stream.write_all(&line).await?;
+        let mut reply = String::new();
+        if BufReader::new(&mut stream).read_line(&mut reply).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        serde_json::from_str(&reply)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    };
+    match timeout {
+        Some(limit) => tokio::time::timeout(limit, exchange)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?,
+        None => exchange.await,
+    }
+}
+
+/// Sends `signal` to the container through its shim.
+pub async fn kill(dir: &StateDir, signal: i32) -> Result<(), ApiError> {
+    match request(dir, &Request::Kill { signal }, Some(Duration::from_secs(5))).await {
+        Ok(Response::Ok { .. }) => Ok(()),
+        Ok(Response::Error { error }) => Err(error.into()),
+        Ok(other) => Err(ApiError::internal(format!(
+            "unexpected reply to kill: {other:?}"
+        ))),
+        Err(e) if is_gone(&e) => Err(ApiError::new(
+            ErrorCode::InvalidState,
+            "the container is not running",
+        )),
+        Err(e) => Err(ApiError::io("asking the shim to kill", e)),
+    }
+}
+
+/// Whether an error means nobody serves the socket any more.
+pub fn is_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        NotFound | ConnectionRefused | ConnectionReset | UnexpectedEof | BrokenPipe
+    )
+}
+
+/// Whether `pid` is a live berth-shim (and not a recycled pid).
+pub fn shim_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => {
+            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            argv0.ends_with(b"berth-shim")
+                && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|stat| !stat.contains(") Z "))
+                    .unwrap_or(false)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Parses a signal given as a number or a name (`TERM`, `SIGTERM`, `9`).
+pub fn parse_signal(text: &str) -> Result<i32, ApiError> {
+    if let Ok(n) = text.parse::<i32>() {
+        if (1..=libc::SIGRTMAX()).contains(&n) {
+            return Ok(n);
+        }
+        return Err(ApiError::invalid(format!("{n} is not a signal number")));
+    }
+    let name = text.trim_start_matches("SIG").to_ascii_uppercase();
+    let signal = match name.as_str() {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "WINCH" => libc::SIGWINCH,
+        "ALRM" => libc::SIGALRM,
+        _ => return Err(ApiError::invalid(format!("unknown signal {text:?}"))),
+    };
+    Ok(signal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("TERM").ok(), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("SIGKILL").ok(), Some(libc::SIGKILL));
+        assert_eq!(parse_signal("usr1").ok(), Some(libc::SIGUSR1));
+        assert_eq!(parse_signal("15").ok(), Some(15));
+        assert!(parse_signal("0").is_err());
+        assert!(parse_signal("SIGNOPE").is_err());
+        assert!(parse_signal("999").is_err());
+    }
+}
