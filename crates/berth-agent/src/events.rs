@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Mutex;
 use tokio::sync::watch;
@@ -53,37 +53,50 @@ pub struct EventLog {
 struct Inner {
     file: File,
     events: Vec<Event>,
+    /// What each container's current incarnation has had (`deleted`
+    /// clears it, so a reused id starts afresh).
     seen: HashSet<(String, EventKind)>,
+    /// The last write may have been partial: start the next on a new line.
+    torn: bool,
+}
+
+fn note(seen: &mut HashSet<(String, EventKind)>, event: &Event) {
+    if event.kind == EventKind::Deleted {
+        seen.retain(|(id, _)| *id != event.container);
+    } else {
+        seen.insert((event.container.clone(), event.kind));
+    }
 }
 
 impl EventLog {
     /// Opens (creating) the log and reads what it holds. A torn last line
     /// (a crash mid-write) is dropped.
     pub fn open(path: &Path) -> io::Result<EventLog> {
-        let mut events = Vec::new();
-        if let Ok(file) = File::open(path) {
-            for line in BufReader::new(file).lines() {
-                let line = line?;
-                if let Ok(event) = serde_json::from_str::<Event>(&line) {
-                    events.push(event);
-                }
-            }
-        }
-        let mut file = OpenOptions::new().append(true).create(true).open(path)?;
-        // Terminate a torn line so the next event starts on its own.
-        if std::fs::metadata(path)?.len() > 0 {
-            let text = std::fs::read(path)?;
-            if text.last() != Some(&b'\n') {
-                file.write_all(b"\n")?;
-            }
-        }
-        let seen = events
-            .iter()
-            .map(|e| (e.container.clone(), e.kind))
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        // Line by line as bytes: a torn or garbled line (a crash, a full
+        // disk) is skipped, never fatal.
+        let events: Vec<Event> = bytes
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice(line).ok())
             .collect();
+        let file = OpenOptions::new().append(true).create(true).open(path)?;
+        let mut seen = HashSet::new();
+        for e in &events {
+            note(&mut seen, e);
+        }
         let last = events.last().map_or(0, |e| e.seq);
         Ok(EventLog {
-            inner: Mutex::new(Inner { file, events, seen }),
+            inner: Mutex::new(Inner {
+                file,
+                events,
+                seen,
+                // Start on a fresh line if the last write was torn.
+                torn: bytes.last().is_some_and(|b| *b != b'\n'),
+            }),
             last_seq: watch::channel(last).0,
         })
     }
@@ -102,15 +115,19 @@ impl EventLog {
         match serde_json::to_vec(&event) {
             Ok(mut line) => {
                 line.push(b'\n');
-                if let Err(e) = inner.file.write_all(&line) {
+                if inner.torn {
+                    line.insert(0, b'\n');
+                }
+                inner.torn = inner.file.write_all(&line).is_err();
+                if inner.torn {
                     // The event stays served from memory; a restart
                     // re-derives it from the state dir.
-                    tracing::warn!("appending to the event log: {e}");
+                    tracing::warn!("appending to the event log failed");
                 }
             }
             Err(e) => tracing::warn!("encoding an event: {e}"),
         }
-        inner.seen.insert((event.container.clone(), kind));
+        note(&mut inner.seen, &event);
         inner.events.push(event);
         drop(inner);
         self.last_seq.send_replace(seq);
@@ -188,5 +205,36 @@ mod tests {
         // The torn line is gone for good: the file parses line by line.
         let reopened = EventLog::open(&path).expect("reopen again");
         assert_eq!(reopened.after(0, None, 100).len(), 3);
+    }
+
+    #[test]
+    fn a_reused_id_gets_its_own_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.log");
+        let log = EventLog::open(&path).expect("open");
+        log.ensure("c", EventKind::Exited, serde_json::Value::Null);
+        log.push("c", EventKind::Deleted, serde_json::Value::Null);
+        assert!(!log.has("c", EventKind::Exited));
+        log.ensure("c", EventKind::Exited, serde_json::Value::Null);
+        assert_eq!(log.after(0, Some("c"), 10).len(), 3);
+        drop(log);
+        // The same holds when the log is read back after a restart.
+        let reopened = EventLog::open(&path).expect("reopen");
+        assert!(reopened.has("c", EventKind::Exited));
+        reopened.push("c", EventKind::Deleted, serde_json::Value::Null);
+        assert!(!reopened.has("c", EventKind::Exited));
+    }
+
+    #[test]
+    fn garbage_in_the_log_is_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.log");
+        std::fs::write(&path, b"\xff\xfe not json\n{\"seq\":1,\"time\":1,\"container\":\"a\",\"kind\":\"created\"}\n\x80").expect("write");
+        let log = EventLog::open(&path).expect("open despite garbage");
+        assert_eq!(log.after(0, None, 10).len(), 1);
+        log.push("a", EventKind::Started, serde_json::Value::Null);
+        drop(log);
+        let reopened = EventLog::open(&path).expect("reopen");
+        assert_eq!(reopened.after(0, None, 10).len(), 2);
     }
 }

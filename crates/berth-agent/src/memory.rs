@@ -13,6 +13,12 @@ use crate::registry::{now_ms, AgentState, Entry, KillReason};
 use berth_core::ContainerId;
 use std::sync::Arc;
 
+/// The `kill_reason.reason` of the policy's kills.
+pub const MEMORY_PRESSURE: &str = "memory_pressure";
+/// A condemned container still running this long after its kill is
+/// killed again.
+const RETRY_KILL_AFTER_MS: u64 = 5_000;
+
 /// One container's standing at a sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -96,7 +102,11 @@ fn sample(agent: &AgentState, entry: &Entry) -> Option<Sample> {
             .memory_working_set_bytes
             .or(metrics.memory_usage_bytes)?,
         request: record.memory_request,
-        condemned: record.kill_reason.is_some(),
+        condemned: record.kill_reason.as_ref().is_some_and(|r| {
+            // A kill that has not taken effect within the window is
+            // retried: the container counts (and can be chosen) again.
+            r.reason == MEMORY_PRESSURE && now_ms().saturating_sub(r.at) < RETRY_KILL_AFTER_MS
+        }),
     })
 }
 
@@ -105,22 +115,22 @@ async fn enforce(agent: &Arc<AgentState>, verdict: Verdict) {
         return;
     };
     let reason = KillReason {
-        reason: "memory_pressure".into(),
+        reason: MEMORY_PRESSURE.into(),
         message: verdict.message,
         at: now_ms(),
     };
     tracing::warn!(id = %entry.id, "{}", reason.message);
     // The reason is on disk before the kill, so no restart can lose it.
-    if let Err(e) = entry.set_kill_reason(reason.clone()) {
+    if let Err(e) = entry.set_kill_reason(reason) {
         tracing::warn!(id = %entry.id, "{e}");
     }
-    agent.events.ensure(
-        &entry.id,
-        EventKind::MemoryKilled,
-        serde_json::json!(reason),
-    );
-    if let Err(e) = crate::shim::kill(&entry.dir, libc::SIGKILL).await {
-        tracing::warn!(id = %entry.id, "killing for memory pressure: {e}");
+    match crate::shim::kill(&entry.dir, libc::SIGKILL).await {
+        Ok(()) => agent.events.ensure(
+            &entry.id,
+            EventKind::MemoryKilled,
+            serde_json::json!(entry.record().kill_reason),
+        ),
+        Err(e) => tracing::warn!(id = %entry.id, "killing for memory pressure: {e}"),
     }
 }
 

@@ -258,6 +258,9 @@ impl Entry {
 
 const AGENT_FILE: &str = "agent.json";
 
+/// The largest output log a container may ask for: 16 GiB.
+pub const MAX_LOG_BYTES: u64 = 16 << 30;
+
 /// Everything the API handlers share.
 pub struct AgentState {
     pub config: AgentConfig,
@@ -268,6 +271,8 @@ pub struct AgentState {
     /// Image imports and removals one at a time (the store is safe across
     /// processes; this keeps one agent's uploads from racing its removals).
     pub image_lock: tokio::sync::Mutex<()>,
+    /// Held for the agent's life: one agent per data dir.
+    _agent_lock: fs::File,
 }
 
 impl AgentState {
@@ -275,6 +280,9 @@ impl AgentState {
         raise_fd_limit();
         fs::create_dir_all(config.state_root())
             .map_err(|e| ApiError::io(format!("creating {}", config.state_root().display()), e))?;
+        // Before anything is read or changed: a second agent on the same
+        // data dir would fight the first over every container.
+        let agent_lock = lock_agent_dir(&config.agent_dir())?;
         let runtime = Runtime::new(RuntimeConfig {
             containers_dir: config.runtime_containers_dir(),
             cgroup_parent: config.cgroup_parent.clone(),
@@ -290,6 +298,7 @@ impl AgentState {
             events,
             containers: RwLock::new(BTreeMap::new()),
             image_lock: tokio::sync::Mutex::new(()),
+            _agent_lock: agent_lock,
         });
         agent.rediscover().await?;
         crate::memory::spawn_policy(agent.clone());
@@ -317,7 +326,20 @@ impl AgentState {
     }
 
     /// Creates and starts a container; returns once it runs.
+    ///
+    /// The work runs in its own task, so a caller that goes away mid-create
+    /// cannot leave a half-created container behind.
     pub async fn create(
+        self: &Arc<Self>,
+        request: CreateContainer,
+    ) -> Result<ContainerView, ApiError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.create_to_the_end(request).await })
+            .await
+            .map_err(|e| ApiError::internal(format!("create task: {e}")))?
+    }
+
+    async fn create_to_the_end(
         self: &Arc<Self>,
         request: CreateContainer,
     ) -> Result<ContainerView, ApiError> {
@@ -336,30 +358,23 @@ impl AgentState {
             cgroup_parent: &self.config.cgroup_parent,
         };
         let launched = launcher.launch(&entry.dir).await;
-        let outcome = match launched {
-            Ok((Ready::Running { pid }, shim_pid)) => Ok((pid, shim_pid)),
-            Ok((Ready::Failed, _)) => Err(match entry.dir.read_exit() {
+        let shim_pid = launched.shim_pid;
+        let outcome = match launched.ready {
+            Ok(Ready::Running { pid }) => Ok(pid),
+            Ok(Ready::Failed) => Err(match entry.dir.read_exit() {
                 Ok(Some(record)) => match record.error() {
                     Some(error) => ApiError::from(error.clone()),
                     None => ApiError::internal("the shim failed without an error"),
                 },
-                Ok(None) => {
-                    // No record at all: the shim says why on its stderr.
-                    let said =
-                        fs::read_to_string(entry.dir.path().join("shim.log")).unwrap_or_default();
-                    ApiError::internal(format!(
-                        "the shim exited without an exit record: {}",
-                        said.trim()
-                    ))
-                }
+                Ok(None) => ApiError::internal("the shim reported a failure without a record"),
                 Err(e) => ApiError::io("reading exit.json", e),
             }),
             Err(e) => Err(e),
         };
-        let (pid, shim_pid) = match outcome {
-            Ok(started) => started,
+        let pid = match outcome {
+            Ok(pid) => pid,
             Err(error) => {
-                self.forget(&entry);
+                self.abort_create(&entry, shim_pid, &error).await;
                 return Err(error);
             }
         };
@@ -383,6 +398,35 @@ impl AgentState {
         );
         spawn_watcher(self.clone(), entry.clone(), shim_pid);
         Ok(entry.view())
+    }
+
+    /// Undoes a create whose shim did not report a running container: the
+    /// shim (if somehow still alive) is killed, its container dies with it,
+    /// the runtime's leftovers are collected, and waiters are released.
+    async fn abort_create(self: &Arc<Self>, entry: &Entry, shim_pid: u32, error: &ApiError) {
+        if shim::shim_alive(shim_pid, &entry.dir) {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(shim_pid as i32)
+                    .unwrap_or(rustix::process::Pid::INIT),
+                rustix::process::Signal::KILL,
+            );
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while shim::shim_alive(shim_pid, &entry.dir) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let this = self.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || this.runtime.gc()).await {
+                tracing::warn!("gc after an aborted create: {e}");
+            }
+        }
+        entry.phase.send_replace(Phase::Exited {
+            record: ExitRecord::Failed {
+                error: error.report.clone(),
+            },
+            started_at: None,
+            exited_at: Some(now_ms()),
+        });
+        let _ = self.forget(entry);
     }
 
     /// The blocking half of create: resolve the image, build and check the
@@ -429,6 +473,13 @@ impl AgentState {
         self.runtime
             .validate(&spec)
             .map_err(|e| ApiError::from_lib(&e))?;
+        if let Some(cap) = request.log_max_bytes {
+            if cap == 0 || cap > MAX_LOG_BYTES {
+                return Err(ApiError::invalid(format!(
+                    "log_max_bytes must be between 1 and {MAX_LOG_BYTES}"
+                )));
+            }
+        }
         let memory_limit = request.limits.memory.map(ByteSize::bytes);
         let memory_request = request
             .memory_request
@@ -464,7 +515,7 @@ impl AgentState {
         self.reserve(&entry, memory_request)?;
         let written = self.write_state_dir(&dir, &record, &spec, request, &image);
         if let Err(e) = written {
-            self.forget(&entry);
+            let _ = self.forget(&entry);
             return Err(e);
         }
         Ok(entry)
@@ -525,8 +576,20 @@ impl AgentState {
             .map_err(|e| ApiError::from_lib(&e))
     }
 
-    /// Drops a container that never started: its dir, lease and entry.
-    fn forget(&self, entry: &Entry) {
+    /// Drops a container: its entry, state dir and image lease. False if
+    /// this incarnation was already gone (a concurrent delete won).
+    fn forget(&self, entry: &Entry) -> bool {
+        {
+            let mut containers = write(&self.containers);
+            // Only this incarnation: a new container may have taken the id.
+            let current = containers
+                .get(&entry.id)
+                .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), entry));
+            if !current {
+                return false;
+            }
+            containers.remove(&entry.id);
+        }
         if let Err(e) = fs::remove_dir_all(entry.dir.path()) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(id = %entry.id, "removing the state dir: {e}");
@@ -535,7 +598,7 @@ impl AgentState {
         if let Err(e) = self.images.release(&entry.id) {
             tracing::warn!(id = %entry.id, "releasing the image lease: {e}");
         }
-        write(&self.containers).remove(&entry.id);
+        true
     }
 
     /// Removes a finished container: its state dir, lease and entry.
@@ -549,7 +612,9 @@ impl AgentState {
                 ),
             ));
         }
-        self.forget(entry);
+        if !self.forget(entry) {
+            return Err(ApiError::no_container(&entry.id));
+        }
         self.events
             .push(&entry.id, EventKind::Deleted, serde_json::Value::Null);
         Ok(())
@@ -582,7 +647,7 @@ impl AgentState {
             }
         }
         if let Some(reason) = &lock(&entry.record).kill_reason {
-            if reason.reason == "memory_pressure" {
+            if reason.reason == crate::memory::MEMORY_PRESSURE {
                 events.ensure(
                     &entry.id,
                     EventKind::MemoryKilled,
@@ -624,9 +689,7 @@ impl AgentState {
         {
             Some(r) => r,
             None => {
-                // A create that died before its shim existed.
-                tracing::info!("removing the unfinished state dir {}", path.display());
-                let _ = fs::remove_dir_all(path);
+                forget_unfinished_create(path);
                 return;
             }
         };
@@ -646,46 +709,30 @@ impl AgentState {
                 serde_json::json!({ "pid": state.container_pid, "shim_pid": state.shim_pid }),
             );
         }
-        // A shim the previous agent launched may still be starting its
-        // container: give it a moment to report, as the launch would have.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        loop {
-            if let Ok(Some(record)) = dir.read_exit() {
-                self.finish(&entry, record);
-                return;
-            }
-            let state = dir.read_state().ok().flatten();
-            let reply = shim::request(&dir, &Request::State, Some(Duration::from_secs(2))).await;
-            let running = matches!(
-                reply,
-                Ok(Response::State {
-                    status: Status::Running,
-                    ..
-                })
-            );
-            if let (true, Some(state)) = (running, &state) {
-                self.events.ensure(
-                    &entry.id,
-                    EventKind::Started,
-                    serde_json::json!({ "pid": state.container_pid, "shim_pid": state.shim_pid }),
-                );
-                entry.phase.send_replace(Phase::Running {
-                    pid: state.container_pid,
-                    shim_pid: state.shim_pid,
-                    started_at: state.started_at,
-                });
-                spawn_watcher(self.clone(), entry.clone(), state.shim_pid);
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                // Neither running nor finished: the watcher decides whether
-                // the shim is alive, and records the loss if it is not.
-                let shim_pid = state.as_ref().map_or(0, |s| s.shim_pid);
-                spawn_watcher(self.clone(), entry.clone(), shim_pid);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(Some(record)) = dir.read_exit() {
+            self.finish(&entry, record);
+            return;
         }
+        // The common case, settled here so a restarted agent serves with
+        // its containers already known as running; everything else (a shim
+        // still starting, one that died) is the watcher's to sort out.
+        let reply = shim::request(&dir, &Request::State, Some(Duration::from_secs(2))).await;
+        let running = matches!(
+            reply,
+            Ok(Response::State {
+                status: Status::Running,
+                ..
+            })
+        );
+        let state = dir.read_state().ok().flatten();
+        if let (true, Some(state)) = (running, &state) {
+            entry.phase.send_replace(Phase::Running {
+                pid: state.container_pid,
+                shim_pid: state.shim_pid,
+                started_at: state.started_at,
+            });
+        }
+        spawn_watcher(self.clone(), entry.clone(), state.map_or(0, |s| s.shim_pid));
     }
 
     /// The shim died without an exit record: its container died with it
@@ -713,55 +760,102 @@ impl AgentState {
     }
 }
 
-/// Follows a running container until it ends, then records the end.
+/// Follows a container until it ends, then records the end. A container
+/// still `Creating` (found so by a restarted agent) is promoted to
+/// `Running` once its shim has written its state.
 fn spawn_watcher(agent: Arc<AgentState>, entry: Arc<Entry>, shim_pid: u32) {
     tokio::spawn(async move {
-        let mut shim_pid = shim_pid;
-        let mut misses = 0u32;
+        let started = tokio::time::Instant::now();
         loop {
-            let reply = shim::request(&entry.dir, &Request::Wait, None).await;
             if let Ok(Some(record)) = entry.dir.read_exit() {
                 agent.finish(&entry, record);
                 return;
             }
-            match reply {
-                Ok(Response::State {
-                    status: Status::Exited,
-                    ..
-                })
-                | Ok(Response::Error { .. }) => {
-                    // The shim answers wait only once exit.json is durable;
-                    // reaching here means it vanished in between: re-read.
+            let pid = match shim_pid {
+                0 => shim::recorded_pid(&entry.dir),
+                pid => pid,
+            };
+            let pid = match pid {
+                0 => shim::find_shim(&entry.dir).unwrap_or(0),
+                pid => pid,
+            };
+            if !shim::shim_alive(pid, &entry.dir) {
+                // Gone without a record (re-read: it may have just written
+                // one), or never found: give an unregistered shim a few
+                // seconds, then call the container lost.
+                if let Ok(Some(record)) = entry.dir.read_exit() {
+                    agent.finish(&entry, record);
+                } else if pid == 0 && started.elapsed() < Duration::from_secs(5) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                } else {
+                    agent.mark_lost(&entry, pid).await;
                 }
-                Ok(_) => {}
+                return;
+            }
+            if matches!(entry.phase(), Phase::Creating) {
+                match entry.dir.read_state() {
+                    Ok(Some(state)) => {
+                        agent.events.ensure(
+                            &entry.id,
+                            EventKind::Started,
+                            serde_json::json!({ "pid": state.container_pid, "shim_pid": state.shim_pid }),
+                        );
+                        entry.phase.send_replace(Phase::Running {
+                            pid: state.container_pid,
+                            shim_pid: state.shim_pid,
+                            started_at: state.started_at,
+                        });
+                    }
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+            }
+            match shim::request(&entry.dir, &Request::Wait, None).await {
+                // Answered once exit.json is durable.
+                Ok(_) => {
+                    if let Ok(Some(record)) = entry.dir.read_exit() {
+                        agent.finish(&entry, record);
+                        return;
+                    }
+                }
                 Err(e) if !shim::is_gone(&e) => {
                     tracing::warn!(id = %entry.id, "waiting on the shim: {e}");
                 }
                 Err(_) => {}
             }
-            if shim_pid == 0 {
-                shim_pid = entry
-                    .dir
-                    .read_state()
-                    .ok()
-                    .flatten()
-                    .map_or(0, |s| s.shim_pid);
-            }
-            misses += 1;
-            // A shim that is starting has no state.json and no socket yet;
-            // give it a few seconds before calling it dead.
-            let starting = shim_pid == 0 && misses < 50;
-            if !starting && !shim::shim_alive(shim_pid) {
-                if let Ok(Some(record)) = entry.dir.read_exit() {
-                    agent.finish(&entry, record);
-                } else {
-                    agent.mark_lost(&entry, shim_pid).await;
-                }
-                return;
-            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+}
+
+/// A state dir without a readable agent.json is a create that died before
+/// its shim existed, and is removed, but only if nothing but the spec is in
+/// it: anything a shim wrote is kept (and reported) rather than destroyed.
+fn forget_unfinished_create(path: &Path) {
+    let names: Vec<String> = fs::read_dir(path)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let only_inputs = names
+        .iter()
+        .all(|n| n == "spec.json" || n.ends_with(".tmp"));
+    if only_inputs {
+        tracing::info!("removing the unfinished state dir {}", path.display());
+        if let Err(e) = fs::remove_dir_all(path) {
+            tracing::warn!("removing {}: {e}", path.display());
+        }
+    } else {
+        tracing::warn!(
+            "{} has no readable agent.json but holds {names:?}; left alone for an operator",
+            path.display()
+        );
+    }
 }
 
 /// Writes `value` as JSON to `path` via a temp file and a rename, so a
@@ -793,6 +887,26 @@ fn random_id() -> ContainerId {
     }
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     ContainerId::new(hex).unwrap_or_else(|_| unreachable!("16 hex digits are a valid id"))
+}
+
+/// Takes `<agent dir>/lock` exclusively, or says which agent holds it.
+fn lock_agent_dir(dir: &Path) -> Result<fs::File, ApiError> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ApiError::io(format!("opening {}", path.display()), e))?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!("another agent is running on {}", dir.display()),
+        )),
+        Err(e) => Err(ApiError::io(format!("locking {}", path.display()), e)),
+    }
 }
 
 /// Every container on one host needs a socket to its shim: lift the soft

@@ -31,13 +31,32 @@ pub struct Launcher<'a> {
     pub cgroup_parent: &'a str,
 }
 
+/// How long a shim may take to report: container setup takes milliseconds;
+/// this only bounds a shim stuck in the kernel.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What became of a launch: the shim's pid (0 if it never started) and
+/// its report.
+pub struct Launched {
+    pub shim_pid: u32,
+    pub ready: Result<Ready, ApiError>,
+}
+
 impl Launcher<'_> {
     /// Starts a shim on `dir` (whose spec.json is written) and returns once
-    /// it reports. The shim's stderr goes to `shim.log` in the state dir.
-    pub async fn launch(&self, dir: &StateDir) -> Result<(Ready, u32), ApiError> {
-        let stderr = std::fs::File::create(dir.path().join("shim.log"))
-            .map_err(|e| ApiError::io("creating shim.log", e))?;
-        let mut child = Command::new(self.binary)
+    /// it reports. The shim's stderr goes to `shim.log` and its pid to
+    /// `shim.pid` in the state dir (so a restarted agent can tell whether a
+    /// shim that has not reported yet is alive).
+    pub async fn launch(&self, dir: &StateDir) -> Launched {
+        let failed = |error| Launched {
+            shim_pid: 0,
+            ready: Err(error),
+        };
+        let stderr = match std::fs::File::create(dir.path().join("shim.log")) {
+            Ok(f) => f,
+            Err(e) => return failed(ApiError::io("creating shim.log", e)),
+        };
+        let spawned = Command::new(self.binary)
             .arg("--dir")
             .arg(dir.path())
             .arg("--containers-dir")
@@ -50,31 +69,54 @@ impl Launcher<'_> {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| {
-                ApiError::new(
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                return failed(ApiError::new(
                     ErrorCode::SpawnFailed,
                     format!("starting {}: {e}", self.binary.display()),
-                )
-            })?;
+                ))
+            }
+        };
         let shim_pid = child.id().unwrap_or(0);
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| ApiError::internal("the shim's stdout pipe is missing"))?;
+        let stdout = child.stdout.take();
         // The shim is our child until we exit: reap it whenever it ends.
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line).await;
-        match read {
-            Ok(n) if n > 0 => serde_json::from_str::<Ready>(&line)
-                .map(|ready| (ready, shim_pid))
-                .map_err(|e| ApiError::internal(format!("the shim said {line:?}: {e}"))),
-            Ok(_) => Ok((Ready::Failed, shim_pid)),
-            Err(e) => Err(ApiError::io("reading the shim's ready line", e)),
+        if let Err(e) = std::fs::write(dir.path().join("shim.pid"), format!("{shim_pid}\n")) {
+            tracing::warn!("writing shim.pid: {e}");
         }
+        let Some(stdout) = stdout else {
+            return Launched {
+                shim_pid,
+                ready: Err(ApiError::internal("the shim's stdout pipe is missing")),
+            };
+        };
+        let mut line = String::new();
+        let read =
+            tokio::time::timeout(READY_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+        let ready = match read {
+            Err(_) => Err(ApiError::new(
+                ErrorCode::SpawnFailed,
+                format!("the shim did not report within {READY_TIMEOUT:?}"),
+            )),
+            Ok(Ok(n)) if n > 0 => serde_json::from_str::<Ready>(&line)
+                .map_err(|e| ApiError::internal(format!("the shim said {line:?}: {e}"))),
+            // EOF: the shim ended without writing any exit record.
+            Ok(Ok(_)) => Err(ApiError::new(
+                ErrorCode::HostIo,
+                format!(
+                    "the shim exited without an exit record: {}",
+                    std::fs::read_to_string(dir.path().join("shim.log"))
+                        .unwrap_or_default()
+                        .trim()
+                ),
+            )),
+            Ok(Err(e)) => Err(ApiError::io("reading the shim's ready line", e)),
+        };
+        Launched { shim_pid, ready }
     }
 }
 
@@ -130,21 +172,42 @@ pub fn is_gone(e: &std::io::Error) -> bool {
     )
 }
 
-/// Whether `pid` is a live berth-shim (and not a recycled pid).
-pub fn shim_alive(pid: u32) -> bool {
+/// Whether `pid` is a live shim serving `dir`: its command line names the
+/// state dir (so a recycled pid or another shim never passes).
+pub fn shim_alive(pid: u32, dir: &StateDir) -> bool {
     if pid == 0 {
         return false;
     }
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => {
-            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-            argv0.ends_with(b"berth-shim")
-                && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|stat| !stat.contains(") Z "))
-                    .unwrap_or(false)
-        }
-        Err(_) => false,
-    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let want = dir.path().as_os_str().as_encoded_bytes();
+    let mut args = cmdline.split(|b| *b == 0);
+    let serves_dir = args.any(|a| a == b"--dir") && args.next() == Some(want);
+    serves_dir
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| !stat.contains(") Z "))
+            .unwrap_or(false)
+}
+
+/// Scans /proc for the shim serving `dir` (for when no pid was recorded:
+/// an agent killed between spawning a shim and writing `shim.pid`).
+pub fn find_shim(dir: &StateDir) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| shim_alive(*pid, dir))
+}
+
+/// The shim's pid as recorded at launch (`shim.pid`) or by the shim itself
+/// (`state.json`); 0 if neither says.
+pub fn recorded_pid(dir: &StateDir) -> u32 {
+    std::fs::read_to_string(dir.path().join("shim.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .or_else(|| dir.read_state().ok().flatten().map(|s| s.shim_pid))
+        .unwrap_or(0)
 }
 
 /// Parses a signal given as a number or a name (`TERM`, `SIGTERM`, `9`).

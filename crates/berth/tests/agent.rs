@@ -928,3 +928,127 @@ fn events_can_be_followed_live() {
     assert_eq!(kinds, ["created", "started", "exited"]);
     agent.delete_all_and_check_clean();
 }
+
+/// Sends a request on a raw connection and hangs up without reading.
+fn send_and_hang_up(api: &Endpoint, request: &str) {
+    use std::io::Write;
+    let Endpoint::Unix(path) = api else {
+        panic!("unix endpoint expected")
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(path).expect("connect");
+    stream.write_all(request.as_bytes()).expect("send");
+    std::thread::sleep(Duration::from_millis(50));
+    drop(stream);
+}
+
+#[test]
+fn requests_abandoned_by_their_caller_still_finish() {
+    let agent = Agent::start(&[]);
+    // A create whose caller hangs up at once still ends with a managed
+    // container.
+    let id = unique("orphan");
+    let body = json!({"id": id, "image": "busybox", "command": sh("trap '' TERM; while true; do usleep 10000; done")}).to_string();
+    send_and_hang_up(
+        &agent.api,
+        &format!(
+            "POST /v1/containers HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = agent.api.get(&format!("/v1/containers/{id}"));
+        if r.status == 200 && r.json()["state"] == "running" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned create never finished: {}",
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A stop whose caller hangs up during the grace period still ends in
+    // SIGKILL.
+    send_and_hang_up(
+        &agent.api,
+        &format!("POST /v1/containers/{id}/stop?grace=0.5 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"),
+    );
+    let view = agent.wait(&id);
+    assert_eq!(view["result"]["signal"], libc::SIGKILL, "{view}");
+    agent.delete_all_and_check_clean();
+}
+
+#[test]
+fn a_reused_id_gets_fresh_events() {
+    let agent = Agent::start(&[]);
+    let id = unique("again");
+    for code in [0, 3] {
+        agent.create(json!({"id": id, "image": "busybox", "command": sh(&format!("exit {code}"))}));
+        assert_eq!(agent.wait(&id)["result"]["exit_code"], code);
+        assert_eq!(
+            agent.api.delete(&format!("/v1/containers/{id}")).status,
+            204
+        );
+    }
+    let kinds: Vec<String> = agent
+        .events()
+        .iter()
+        .filter(|e| e["container"] == id.as_str())
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let once = ["created", "started", "exited", "deleted"];
+    assert_eq!(kinds, [once, once].concat());
+    agent.delete_all_and_check_clean();
+}
+
+#[test]
+fn one_agent_per_data_dir_and_sigterm_leaves_containers_running() {
+    let mut agent = Agent::start(&[]);
+    let out = agent
+        .berth
+        .command()
+        .args(["agent", "--shim"])
+        .arg(shim_binary())
+        .output()
+        .expect("second agent");
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another agent is running"), "{stderr}");
+    assert_eq!(agent.api.get("/v1/ping").status, 200);
+
+    let id = unique("survivor");
+    let pid = agent.create(json!({"id": id, "image": "busybox", "command": ["sleep", "1000"]}))
+        ["pid"]
+        .as_i64()
+        .expect("pid");
+    // A follower that never hangs up must not hold the shutdown.
+    let Endpoint::Unix(socket) = agent.api.clone() else {
+        panic!("unix endpoint expected")
+    };
+    let mut follower = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    use std::io::Write;
+    follower
+        .write_all(b"GET /v1/events?follow=true HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut child = agent.child.take().expect("agent process");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the agent ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container died with the agent"
+    );
+    drop(follower);
+    agent.spawn();
+    assert_eq!(agent.inspect(&id)["state"], "running");
+    agent.delete_all_and_check_clean();
+}

@@ -79,9 +79,11 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let entry = entry(&agent, &id)?;
     if query.force && !matches!(entry.phase(), Phase::Exited { .. }) {
-        stop_container(&entry, libc::SIGKILL, Duration::ZERO).await?;
+        stop_detached(&entry, libc::SIGKILL, Duration::ZERO).await?;
     }
-    agent.delete(&entry)?;
+    tokio::task::spawn_blocking(move || agent.delete(&entry))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -145,9 +147,18 @@ pub async fn stop(
     let signal = parse_signal(query.signal.as_deref().unwrap_or("TERM"))?;
     let grace = seconds(query.grace, 10.0, 3600.0, "grace")?;
     if entry.is_running() {
-        stop_container(&entry, signal, grace).await?;
+        stop_detached(&entry, signal, grace).await?;
     }
     Ok(Json(entry.view()))
+}
+
+/// Runs a stop in its own task: a caller that goes away mid-grace must not
+/// leave the escalation to SIGKILL undone.
+async fn stop_detached(entry: &Arc<Entry>, signal: i32, grace: Duration) -> Result<(), ApiError> {
+    let entry = entry.clone();
+    tokio::spawn(async move { stop_container(&entry, signal, grace).await })
+        .await
+        .map_err(|e| ApiError::internal(format!("stop task: {e}")))?
 }
 
 async fn stop_container(entry: &Entry, signal: i32, grace: Duration) -> Result<(), ApiError> {
@@ -228,8 +239,9 @@ pub struct LogsQuery {
 }
 
 /// The output log from `offset`; with `follow`, streams until the
-/// container has ended and everything it wrote has been sent. The
-/// `X-Berth-Log-Offset` header echoes where the body starts.
+/// container has ended and everything it wrote has been sent (or until it
+/// has been silent for five minutes: the client then resumes from its
+/// offset). The `X-Berth-Log-Offset` header echoes where the body starts.
 pub async fn logs(
     State(agent): State<Agent>,
     Path(id): Path<String>,
@@ -248,6 +260,7 @@ pub async fn logs(
         entry,
         seeked: false,
         done: false,
+        idle_since: tokio::time::Instant::now(),
     };
     let stream = futures_util::stream::unfold(state, |mut tail| async move {
         tail.next_chunk().await.map(|chunk| (chunk, tail))
@@ -269,7 +282,11 @@ struct LogTail {
     entry: Arc<Entry>,
     seeked: bool,
     done: bool,
+    idle_since: tokio::time::Instant,
 }
+
+/// A follow stream with no new output for this long ends.
+const FOLLOW_IDLE_LIMIT: Duration = Duration::from_secs(300);
 
 impl LogTail {
     async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, std::io::Error>> {
@@ -303,6 +320,7 @@ impl LogTail {
                     Ok(n) => {
                         buf.truncate(n);
                         self.offset += n as u64;
+                        self.idle_since = tokio::time::Instant::now();
                         return Some(Ok(buf));
                     }
                     Err(e) => {
@@ -313,6 +331,12 @@ impl LogTail {
             }
             // At the end of what is written so far.
             if !self.follow || ended_before_read {
+                return None;
+            }
+            // A silent container would keep a vanished client's stream
+            // (and its file) open forever: end idle streams; the client
+            // resumes from its offset.
+            if self.idle_since.elapsed() >= FOLLOW_IDLE_LIMIT {
                 return None;
             }
             let changed = phase.changed();

@@ -135,6 +135,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// How long a shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves the API on the unix socket (and TCP when configured) until
 /// `shutdown` completes. Containers are not touched by shutting down.
 pub async fn serve(
@@ -160,24 +163,37 @@ pub async fn serve(
         None => None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop_deadline = stop_rx.clone();
     tokio::spawn(async move {
         shutdown.await;
         stop_tx.send_replace(true);
     });
+    // Open follow streams would hold a graceful shutdown forever: give
+    // requests in flight a moment, then go (containers are not affected).
+    let bounded = async move {
+        let _ = stop_deadline.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let local =
         axum::serve(unix, router(agent.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
-    match tcp {
-        Some((listener, token)) => {
-            let remote =
-                router(agent.clone()).layer(middleware::from_fn_with_state(token, require_token));
-            let remote = axum::serve(listener, remote).with_graceful_shutdown(stopped(stop_rx));
-            let (a, b) = tokio::join!(local, remote);
-            a.and(b).map_err(|e| ApiError::io("serving", e))
+    let serving = async move {
+        match tcp {
+            Some((listener, token)) => {
+                let remote = router(agent.clone())
+                    .layer(middleware::from_fn_with_state(token, require_token));
+                let remote = axum::serve(listener, remote).with_graceful_shutdown(stopped(stop_rx));
+                let (a, b) = tokio::join!(local, remote);
+                a.and(b)
+            }
+            None => local.await,
         }
-        None => local.await.map_err(|e| ApiError::io("serving", e)),
+    };
+    tokio::select! {
+        served = serving => served.map_err(|e| ApiError::io("serving", e)),
+        () = bounded => Ok(()),
     }
 }
 

@@ -149,8 +149,12 @@ pub struct EventsQuery {
     container: Option<String>,
 }
 
+/// How often a quiet event stream sends an empty line.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
 /// Newline-delimited JSON events; with `follow`, the stream stays open and
-/// carries new events as they happen.
+/// carries new events as they happen (and an empty line every 30 s while
+/// nothing happens).
 pub async fn events(State(agent): State<Agent>, Params(query): Params<EventsQuery>) -> Response {
     struct Cursor {
         agent: Agent,
@@ -186,8 +190,13 @@ pub async fn events(State(agent): State<Agent>, Params(query): Params<EventsQuer
             if !c.follow {
                 return None;
             }
-            // A periodic wake-up also notices a client that went away.
-            let _ = tokio::time::timeout(Duration::from_secs(30), c.rx.changed()).await;
+            // A quiet stream sends an empty line every 30 s: a heartbeat
+            // for the client, and the write that reveals a client that
+            // went away (the stream then ends).
+            let woke = tokio::time::timeout(HEARTBEAT, c.rx.changed()).await;
+            if woke.is_err() {
+                return Some((Ok(b"\n".to_vec()), c));
+            }
         }
     });
     let mut response = Body::from_stream(stream).into_response();

@@ -109,8 +109,12 @@ fn read_image_file(layers: &[PathBuf], path: &str) -> Option<String> {
 /// host device. The file is first opened as a mere path, checked, then read.
 fn read_in_root(root: &Path, path: &str) -> Option<String> {
     use rustix::fs::{fstat, openat2, FileType, Mode, OFlags, ResolveFlags};
-    let dir: OwnedFd =
-        rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).ok()?;
+    let dir: OwnedFd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
     let handle = openat2(
         &dir,
         path,

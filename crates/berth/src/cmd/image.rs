@@ -115,9 +115,13 @@ pub fn release_stale_leases(
 ) -> Result<Vec<String>, crate::CliError> {
     let runtime = open_runtime(global)?;
     let containers = runtime.config().containers_dir.clone();
+    // The agent's containers hold their lease from create until delete,
+    // including while they start and after they exit.
+    let agent_containers = global.data_dir.join("agent").join("containers");
     let mut released = Vec::new();
     for holder in store.lease_holders()? {
-        if !containers.join(&holder).exists() {
+        let live = containers.join(&holder).exists() || agent_containers.join(&holder).exists();
+        if !live {
             store.release(&holder)?;
             released.push(holder);
         }
