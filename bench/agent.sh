@@ -271,7 +271,9 @@ has_agent "$berth" || { echo "$berth has no 'agent' command (too old?)" >&2; exi
 # System limits for COUNT containers: each is a shim plus its `sleep`, and
 # the agent holds a socket to every shim (two while it rediscovers them).
 echo "==> limits"
-ulimit -n "$(ulimit -Hn)" # the agent raises its own soft limit too
+hard_nofile=$(ulimit -Hn)
+[[ $hard_nofile != unlimited ]] || hard_nofile=$(</proc/sys/fs/nr_open)
+ulimit -n "$hard_nofile" # the agent raises its own soft limit too
 nofile=$(ulimit -n)
 pid_max=$(</proc/sys/kernel/pid_max)
 threads_max=$(</proc/sys/kernel/threads-max)
@@ -289,7 +291,14 @@ if ((tasks_now + need_tasks > pid_max || tasks_now + need_tasks > threads_max));
 fi
 pids_cg=$(awk -F: '$2 == "pids" { print $3 }' /proc/self/cgroup)
 if [[ -n $pids_cg && -r /sys/fs/cgroup/pids$pids_cg/pids.max ]]; then
-    echo "our pids cgroup ($pids_cg) pids.max: $(</sys/fs/cgroup/pids"$pids_cg"/pids.max)"
+    # The shims and their containers are counted in our pids cgroup (the
+    # containers' own cgroups are under the parent, outside it).
+    pids_limit=$(</sys/fs/cgroup/pids"$pids_cg"/pids.max)
+    echo "our pids cgroup ($pids_cg): pids.max $pids_limit"
+    if [[ $pids_limit =~ ^[0-9]+$ ]] && ((pids_limit < need_tasks)); then
+        echo "agent.sh: our pids cgroup allows $pids_limit tasks, $count containers need ~$need_tasks" >&2
+        exit 1
+    fi
 fi
 
 # ---------------------------------------------------------------------------
@@ -331,6 +340,7 @@ start_agent() {
 jf() { jq -r "$2" <<<"$1"; }            # jf JSON FILTER
 fmt() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; } # 2 decimals
 
+load_start=$(cut -d ' ' -f 1-3 /proc/loadavg)
 echo "==> agent (empty)"
 start_agent 0
 empty_start_ms=$(fmt "$(jf "$start_json" .ping_ms)")
@@ -393,6 +403,7 @@ if [[ -n $save_dir ]]; then
     printf '%s\n' "$lc" "$cm" "$mem" >"$save_dir/results.jsonl"
 fi
 
+load_end=$(cut -d ' ' -f 1-3 /proc/loadavg)
 echo "==> cleanup"
 cleanup_all
 verify_clean
@@ -413,6 +424,7 @@ fi
 echo
 echo "===== bench/agent.sh summary ====="
 echo "machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), cgroup $cgmode"
+echo "load average (1/5/15 min): $load_start at the start, $load_end at the end (other work on the machine shows here)"
 echo "command: bash bench/agent.sh -n $runs -k $count -m $restarts --berth $berth --shim $shim"
 echo
 echo "1. create+start overhead, $runs lifecycles of busybox true each, interleaved (ms):"

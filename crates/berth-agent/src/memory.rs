@@ -74,6 +74,9 @@ pub fn spawn_policy(agent: Arc<AgentState>) {
             ticker.tick().await;
             let this = agent.clone();
             let verdict = tokio::task::spawn_blocking(move || {
+                if !node_near_threshold(&this) {
+                    return None;
+                }
                 let running: Vec<Arc<Entry>> =
                     this.list().into_iter().filter(|e| e.is_running()).collect();
                 let samples: Vec<Sample> =
@@ -90,6 +93,21 @@ pub fn spawn_policy(agent: Arc<AgentState>) {
             }
         }
     });
+}
+
+/// One read of the cgroup parent (all containers together) decides
+/// whether the per-container sample is needed: reading every container's
+/// files each tick costs a third of a CPU with 1,000 containers. Within
+/// 5% of the threshold, or when the parent cannot be read, sample all.
+fn node_near_threshold(agent: &AgentState) -> bool {
+    let threshold = agent.config.memory_ceiling as f64 * agent.config.memory_pressure;
+    match agent.runtime.node_metrics() {
+        Ok(node) => match node.memory_working_set_bytes.or(node.memory_usage_bytes) {
+            Some(total) => total as f64 >= threshold * 0.95,
+            None => true,
+        },
+        Err(_) => true,
+    }
 }
 
 fn sample(agent: &AgentState, entry: &Entry) -> Option<Sample> {

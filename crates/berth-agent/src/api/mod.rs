@@ -145,7 +145,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
     let config = &agent.config;
-    let unix = bind_unix(&config.socket)?;
+    let socket = config.socket.clone();
+    let unix = bind_unix(&socket)?;
     let tcp = match config.tcp_listen {
         Some(addr) => {
             let token = config
@@ -191,10 +192,13 @@ pub async fn serve(
             None => local.await,
         }
     };
-    tokio::select! {
+    let result = tokio::select! {
         served = serving => served.map_err(|e| ApiError::io("serving", e)),
         () = bounded => Ok(()),
-    }
+    };
+    // Clients of a stopped agent find no socket rather than a refusal.
+    let _ = std::fs::remove_file(&socket);
+    result
 }
 
 /// Binds the socket (mode 0600), replacing a stale one but never one that
