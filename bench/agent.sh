@@ -79,10 +79,6 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 # shellcheck source=bench/common.sh disable=SC1091 # followed with shellcheck -x
 source bench/common.sh
-if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
-    # shellcheck disable=SC1091
-    source "$HOME/.cargo/env"
-fi
 client=("python3" "$repo/bench/agent_client.py")
 
 # ---------------------------------------------------------------------------
@@ -350,7 +346,7 @@ echo "agent $agent_pid serving after $empty_start_ms ms"
 echo "==> part 1: $runs lifecycles of busybox true, agent and engine interleaved"
 times_file=$work/lifecycle-times.txt
 lc=$("${client[@]}" --socket "$sock" lifecycle -n "$runs" --warmup 5 --times "$times_file" -- \
-    "$berth" --data-dir "$data" --cgroup-parent "$cgroup_parent" run busybox true)
+    "$berth" --data-dir "$data" --cgroup-parent "$cgroup_parent" run --json busybox true)
 left=$("${client[@]}" --socket "$sock" states)
 if [[ $(jf "$left" .total) != 0 ]]; then
     echo "after part 1 the agent still lists containers: $left" >&2
@@ -435,6 +431,8 @@ printf '   %-44s %8s %8s\n' "  GET wait (until exited)" "$(m "$lc" .agent_wait.m
 printf '   %-44s %8s %8s\n' "  DELETE" "$(m "$lc" .agent_delete.median)" "$(m "$lc" .agent_delete.p90)"
 printf '   %-44s %8s %8s\n' "engine: berth run busybox true" "$(m "$lc" .engine.median)" "$(m "$lc" .engine.p90)"
 echo "   agent - engine: $(fmt "$(jq -r '.agent_total.median - .engine.median' <<<"$lc")" ) ms (difference of medians), $(m "$lc" .paired_diff.median) ms (median of paired differences)"
+printf '   %-44s %8s %8s\n' "engine until running (total - wall - teardown)" "$(m "$lc" .engine_until_running.median)" "$(m "$lc" .engine_until_running.p90)"
+echo "   create+start, POST - engine until running: $(m "$lc" .create_start_paired_diff.median) ms (median of paired differences)"
 echo
 echo "2. recovery with $count running containers (SIGKILL, new agent; ms from its spawn):"
 for ((r = 0; r < restarts; r++)); do

@@ -234,14 +234,28 @@ def agent_lifecycle(client, cid):
 
 
 def engine_run(cmd):
+    """(total, until_running) in s. With `--json`, berth run reports how
+    long its container ran (wall_time_ms) and its teardown (teardown_ms):
+    what is left of the total is process start, create and start, the
+    comparable part of a POST."""
     t0 = time.perf_counter()
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     t1 = time.perf_counter()
     if p.returncode != 0:
         raise ApiError(f"{' '.join(cmd)} exited with {p.returncode}: "
                        f"{p.stderr.decode(errors='replace')[:500]}")
-    return t1 - t0
+    total = t1 - t0
+    until_running = None
+    lines = p.stdout.decode(errors="replace").strip().splitlines()
+    if lines:
+        try:
+            result = json.loads(lines[-1])
+            until_running = total - (result["wall_time_ms"]
+                                     + result["teardown_ms"]) / 1000.0
+        except (ValueError, KeyError, TypeError):
+            pass
+    return total, until_running
 
 
 def cmd_lifecycle(args):
@@ -261,7 +275,7 @@ def cmd_lifecycle(args):
     for _ in range(args.warmup):
         agent_once()
         engine_run(engine)
-    create, wait, delete, total, eng = [], [], [], [], []
+    create, wait, delete, total, eng, eng_start = [], [], [], [], [], []
     t_start = time.perf_counter()
     for i in range(args.n):
         # Alternate which goes first, so that neither always follows the
@@ -276,7 +290,9 @@ def cmd_lifecycle(args):
         wait.append(ms(a[1]))
         delete.append(ms(a[2]))
         total.append(ms(a[3]))
-        eng.append(ms(e))
+        eng.append(ms(e[0]))
+        if e[1] is not None:
+            eng_start.append(ms(e[1]))
         if (i + 1) % 50 == 0 or i + 1 == args.n:
             log(f"  {i + 1}/{args.n}")
     elapsed = time.perf_counter() - t_start
@@ -288,6 +304,7 @@ def cmd_lifecycle(args):
             for row in zip(create, wait, delete, total, eng):
                 f.write(" ".join(f"{x:.3f}" for x in row) + "\n")
     diffs = [a - e for a, e in zip(total, eng)]
+    start_diffs = [a - e for a, e in zip(create, eng_start)]
     out({
         "n": args.n,
         "warmup": args.warmup,
@@ -298,6 +315,8 @@ def cmd_lifecycle(args):
         "agent_delete": summary(delete),
         "engine": summary(eng),
         "paired_diff": summary(diffs),
+        "engine_until_running": summary(eng_start) if eng_start else None,
+        "create_start_paired_diff": summary(start_diffs) if start_diffs else None,
     })
     return 0
 

@@ -40,3 +40,9 @@ remove_berth_work() {
         rm -rf --one-file-system "$d"
     done
 }
+
+# cargo may be installed by rustup without being on PATH yet.
+if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
+    # shellcheck disable=SC1091
+    source "$HOME/.cargo/env"
+fi

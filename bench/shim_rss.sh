@@ -56,10 +56,6 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 # shellcheck source=bench/common.sh disable=SC1091 # followed with shellcheck -x
 source bench/common.sh
-if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
-    # shellcheck disable=SC1091
-    source "$HOME/.cargo/env"
-fi
 
 work=""
 cgroup_parent="berth-shimrss-$$"

@@ -64,10 +64,6 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 # shellcheck source=bench/common.sh
 source bench/common.sh
-if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
-    # shellcheck disable=SC1091
-    source "$HOME/.cargo/env"
-fi
 
 # ---------------------------------------------------------------------------
 # Scratch space and cleanup. Disk-backed things (berth's data dir with its
