@@ -349,15 +349,23 @@ impl AgentState {
         };
         let this = self.clone();
         let prepare_id = id.clone();
+        let began = std::time::Instant::now();
         let entry = tokio::task::spawn_blocking(move || this.prepare(&prepare_id, &request))
             .await
             .map_err(|e| ApiError::internal(format!("create task: {e}")))??;
+        let prepared = began.elapsed();
         let launcher = Launcher {
             binary: &self.config.shim_binary,
             containers_dir: &self.runtime.config().containers_dir,
             cgroup_parent: &self.config.cgroup_parent,
         };
         let launched = launcher.launch(&entry.dir).await;
+        tracing::debug!(
+            id = %entry.id,
+            prepare_us = prepared.as_micros() as u64,
+            launch_us = (began.elapsed() - prepared).as_micros() as u64,
+            "create"
+        );
         let shim_pid = launched.shim_pid;
         let outcome = match launched.ready {
             Ok(Ready::Running { pid }) => Ok(pid),
