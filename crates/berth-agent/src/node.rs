@@ -72,7 +72,7 @@ pub fn view(agent: &AgentState) -> NodeView {
         },
         allocated: Allocated {
             containers: live.len(),
-            memory_request_bytes: live.iter().map(|e| e.record().memory_request).sum(),
+            memory_request_bytes: agent.allocated_memory(),
             cpus_millis: live
                 .iter()
                 .filter_map(|e| e.record().cpus_millis)

@@ -11,7 +11,7 @@ use berth_runtime::{
     BindMount, ContainerResult, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit,
     RootfsSpec, Runtime, RuntimeConfig, Scratch, User,
 };
-use berth_shim::{ExitRecord, Request, Response, ShimSpec, StateDir, Status};
+use berth_shim::{ExitRecord, Request, Response, ShimSpec, ShimState, StateDir, Status};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -318,11 +318,7 @@ impl AgentState {
 
     /// Sum of the memory requests of containers that are not finished.
     pub fn allocated_memory(&self) -> u64 {
-        read(&self.containers)
-            .values()
-            .filter(|e| !matches!(*e.phase.borrow(), Phase::Exited { .. }))
-            .map(|e| lock(&e.record).memory_request)
-            .sum()
+        requested_memory(&read(&self.containers))
     }
 
     /// Creates and starts a container; returns once it runs.
@@ -345,7 +341,7 @@ impl AgentState {
     ) -> Result<ContainerView, ApiError> {
         let id = match &request.id {
             Some(id) => id.clone(),
-            None => random_id(),
+            None => berth_runtime::random_container_id(),
         };
         let this = self.clone();
         let prepare_id = id.clone();
@@ -386,24 +382,18 @@ impl AgentState {
                 return Err(error);
             }
         };
-        let started_at = entry
-            .dir
-            .read_state()
-            .ok()
-            .flatten()
-            .map_or_else(now_ms, |s| s.started_at);
-        entry.phase.send_replace(Phase::Running {
-            pid,
+        // The shim writes state.json before its ready line.
+        let state = entry.dir.read_state().ok().flatten().unwrap_or(ShimState {
+            id: entry.id.clone(),
             shim_pid,
-            started_at,
+            container_pid: pid,
+            status: Status::Running,
+            started_at: now_ms(),
+            exited_at: None,
         });
         self.events
             .push(&entry.id, EventKind::Created, serde_json::Value::Null);
-        self.events.push(
-            &entry.id,
-            EventKind::Started,
-            serde_json::json!({ "pid": pid, "shim_pid": shim_pid }),
-        );
+        self.mark_running(&entry, &state);
         spawn_watcher(self.clone(), entry.clone(), shim_pid);
         Ok(entry.view())
     }
@@ -538,11 +528,7 @@ impl AgentState {
                 format!("a container with id {:?} already exists", entry.id),
             ));
         }
-        let allocated: u64 = containers
-            .values()
-            .filter(|e| !matches!(*e.phase.borrow(), Phase::Exited { .. }))
-            .map(|e| lock(&e.record).memory_request)
-            .sum();
+        let allocated = requested_memory(&containers);
         let ceiling = self.config.memory_ceiling;
         if allocated.saturating_add(memory_request) > ceiling {
             return Err(ApiError::new(
@@ -711,11 +697,7 @@ impl AgentState {
         self.events
             .ensure(&entry.id, EventKind::Created, serde_json::Value::Null);
         if let Ok(Some(state)) = dir.read_state() {
-            self.events.ensure(
-                &entry.id,
-                EventKind::Started,
-                serde_json::json!({ "pid": state.container_pid, "shim_pid": state.shim_pid }),
-            );
+            self.note_started(&entry, &state);
         }
         if let Ok(Some(record)) = dir.read_exit() {
             self.finish(&entry, record);
@@ -734,13 +716,29 @@ impl AgentState {
         );
         let state = dir.read_state().ok().flatten();
         if let (true, Some(state)) = (running, &state) {
-            entry.phase.send_replace(Phase::Running {
-                pid: state.container_pid,
-                shim_pid: state.shim_pid,
-                started_at: state.started_at,
-            });
+            self.mark_running(&entry, state);
         }
         spawn_watcher(self.clone(), entry.clone(), state.map_or(0, |s| s.shim_pid));
+    }
+
+    /// The `started` event for the container the shim's state describes
+    /// (once per incarnation).
+    fn note_started(&self, entry: &Entry, state: &ShimState) {
+        self.events.ensure(
+            &entry.id,
+            EventKind::Started,
+            serde_json::json!({ "pid": state.container_pid, "shim_pid": state.shim_pid }),
+        );
+    }
+
+    /// Records that the container runs, as its shim's state says.
+    fn mark_running(&self, entry: &Entry, state: &ShimState) {
+        self.note_started(entry, state);
+        entry.phase.send_replace(Phase::Running {
+            pid: state.container_pid,
+            shim_pid: state.shim_pid,
+            started_at: state.started_at,
+        });
     }
 
     /// The shim died without an exit record: its container died with it
@@ -766,6 +764,14 @@ impl AgentState {
         }
         self.finish(entry, record);
     }
+}
+
+fn requested_memory(containers: &BTreeMap<String, Arc<Entry>>) -> u64 {
+    containers
+        .values()
+        .filter(|e| !matches!(*e.phase.borrow(), Phase::Exited { .. }))
+        .map(|e| lock(&e.record).memory_request)
+        .sum()
 }
 
 /// Follows a container until it ends, then records the end. A container
@@ -803,18 +809,7 @@ fn spawn_watcher(agent: Arc<AgentState>, entry: Arc<Entry>, shim_pid: u32) {
             }
             if matches!(entry.phase(), Phase::Creating) {
                 match entry.dir.read_state() {
-                    Ok(Some(state)) => {
-                        agent.events.ensure(
-                            &entry.id,
-                            EventKind::Started,
-                            serde_json::json!({ "pid": state.container_pid, "shim_pid": state.shim_pid }),
-                        );
-                        entry.phase.send_replace(Phase::Running {
-                            pid: state.container_pid,
-                            shim_pid: state.shim_pid,
-                            started_at: state.started_at,
-                        });
-                    }
+                    Ok(Some(state)) => agent.mark_running(&entry, &state),
                     _ => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
@@ -883,18 +878,6 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64)
-}
-
-fn random_id() -> ContainerId {
-    let mut bytes = [0u8; 8];
-    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        bytes = (t ^ u64::from(std::process::id())).to_le_bytes();
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    ContainerId::new(hex).unwrap_or_else(|_| unreachable!("16 hex digits are a valid id"))
 }
 
 /// Takes `<agent dir>/lock` exclusively, or says which agent holds it.

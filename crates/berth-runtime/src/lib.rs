@@ -23,6 +23,6 @@ pub use container::{Container, ContainerResult, ExitStatus, Runtime, RuntimeConf
 pub use error::{Result, RuntimeError};
 pub use process::plan::StdioFds;
 pub use spec::{
-    BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit, RlimitResource, RootfsSpec,
-    Scratch, SwapLimit, User, MIN_MEMORY,
+    random_container_id, BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit,
+    RlimitResource, RootfsSpec, Scratch, SwapLimit, User, MIN_MEMORY,
 };

@@ -27,6 +27,35 @@ pub struct ContainerSpec {
     pub limits: Limits,
 }
 
+impl ContainerSpec {
+    /// A container running `args` on `layers` (bottom first) with every
+    /// other setting at its default: no limits, network `none`, root user,
+    /// cwd `/`, an empty environment.
+    pub fn new(id: ContainerId, layers: Vec<PathBuf>, args: Vec<String>) -> ContainerSpec {
+        ContainerSpec {
+            id,
+            rootfs: RootfsSpec {
+                layers,
+                read_only: false,
+                scratch: Scratch::default(),
+                scratch_size: None,
+            },
+            process: ProcessSpec {
+                args,
+                env: Vec::new(),
+                cwd: default_cwd(),
+                user: User::default(),
+                rlimits: Vec::new(),
+                terminal: false,
+            },
+            hostname: None,
+            network: NetworkMode::default(),
+            mounts: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// The image layers the root file system is made of.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -358,6 +387,22 @@ impl ContainerSpec {
             .clone()
             .unwrap_or_else(|| self.id.as_str().chars().take(12).collect())
     }
+}
+
+/// A fresh random container id (16 hex digits), for callers that were not
+/// given one.
+pub fn random_container_id() -> ContainerId {
+    let mut bytes = [0u8; 8];
+    // getrandom never fails for 8 bytes on Linux ≥ 3.17 once the pool is
+    // initialised; fall back to time and pid if it somehow does.
+    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (t ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    ContainerId::new(hex).unwrap_or_else(|_| unreachable!("16 hex digits are a valid id"))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use berth_core::ContainerId;
-use berth_runtime::{ContainerSpec, Limits, ProcessSpec, RootfsSpec};
+use berth_runtime::ContainerSpec;
 use berth_shim::{ExitRecord, ShimSpec, ShimState, StateDir};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -44,27 +44,13 @@ impl Env {
     }
 
     pub fn spec(&self, args: &[&str]) -> ContainerSpec {
-        ContainerSpec {
-            id: ContainerId::new(unique("c")).unwrap(),
-            rootfs: RootfsSpec {
-                layers: vec![self.layer.clone()],
-                read_only: false,
-                scratch: Default::default(),
-                scratch_size: None,
-            },
-            process: ProcessSpec {
-                args: args.iter().map(|s| s.to_string()).collect(),
-                env: vec!["PATH=/bin".into()],
-                cwd: "/".into(),
-                user: Default::default(),
-                rlimits: vec![],
-                terminal: false,
-            },
-            hostname: None,
-            network: Default::default(),
-            mounts: vec![],
-            limits: Limits::default(),
-        }
+        let mut spec = ContainerSpec::new(
+            ContainerId::new(unique("c")).unwrap(),
+            vec![self.layer.clone()],
+            args.iter().map(|s| s.to_string()).collect(),
+        );
+        spec.process.env = vec!["PATH=/bin".into()];
+        spec
     }
 
     /// A `sh -c SCRIPT` spec.

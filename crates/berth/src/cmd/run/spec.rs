@@ -14,7 +14,7 @@ use std::time::Duration;
 pub fn build(args: &RunArgs, image: &ResolvedImage) -> Result<ContainerSpec, CliError> {
     let id = match &args.name {
         Some(name) => ContainerId::new(name.clone()).map_err(|e| invalid(e.to_string()))?,
-        None => random_id(),
+        None => berth_runtime::random_container_id(),
     };
     // The image's defaults and the flags that override them go through the
     // same rules as every other way of starting a container (berth-image).
@@ -82,20 +82,6 @@ pub fn build(args: &RunArgs, image: &ResolvedImage) -> Result<ContainerSpec, Cli
             .collect::<Result<_, _>>()?,
         limits: limits(args)?,
     })
-}
-
-fn random_id() -> ContainerId {
-    let mut bytes = [0u8; 8];
-    // getrandom never fails for 8 bytes on Linux ≥ 3.17 once the pool is
-    // initialised; fall back to time and pid if it somehow does.
-    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        bytes = (t ^ u64::from(std::process::id())).to_le_bytes();
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    ContainerId::new(hex).expect("hex is a valid container id")
 }
 
 /// Docker's `-e KEY` (no `=`) copies `KEY` from berth's own environment;
