@@ -43,6 +43,8 @@ done
 #   jq               editing runc's config.json, reading `berth run --json`
 #   zstd, gzip, tar  building and checking .tar.zst / .tar.gz test images
 #   ca-certificates  cargo fetching from crates.io over https
+#   postgresql       the control plane's store tests run against PostgreSQL too
+#                    (scripts/postgres.sh starts it)
 packages=(
     build-essential
     pkg-config
@@ -57,6 +59,7 @@ packages=(
     gzip
     tar
     ca-certificates
+    postgresql
 )
 if ((with_docker)); then
     # docker.io pulls containerd, iptables and tini; its postinst may try to

@@ -2,10 +2,14 @@
 # The single-quoted commands below are expanded by the container's shell.
 # shellcheck disable=SC2016
 # berth's main job on its embedded defaults, from a fresh Debian machine:
-# install what is missing, build berth, make a small busybox stack, import
-# it, run containers in it and show what they did.
+# install what is missing, build berth, start `berth up` (the task API, a
+# local agent, SQLite and a default busybox stack it makes itself) in the
+# background, push a classic shell-script package, queue tasks, and show
+# their results and logs. berth up keeps running afterwards, with the CLI
+# configured to use it.
 #
-# Uses the default data dir (/var/lib/berth, or $BERTH_DATA_DIR). Run as root.
+# Uses the default data dir (/var/lib/berth, or $BERTH_DATA_DIR) and
+# 127.0.0.1:8380 (or $BERTH_LISTEN). Run as root.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -20,29 +24,51 @@ say "building berth (static release binary)"
 bash scripts/build.sh
 berth="$repo/target/dist/berth"
 
-say "making the busybox stack"
-stack="$repo/target/test-assets/busybox.tar.gz"
-mkdir -p "$(dirname "$stack")"
-bash scripts/make-busybox-rootfs.sh "$stack"
+say "berth up: the task API, a local agent, SQLite and a default stack, in one process"
+data_dir=${BERTH_DATA_DIR:-/var/lib/berth}
+listen=${BERTH_LISTEN:-127.0.0.1:8380}
+mkdir -p "$data_dir"
+log="$data_dir/up.log"
+if (exec 3<>"/dev/tcp/${listen%:*}/${listen##*:}") 2>/dev/null; then
+    echo "something already answers on $listen: using it (a berth up from an earlier run?)"
+    up_pid=""
+else
+    setsid "$berth" up --listen "$listen" >"$log" 2>&1 </dev/null &
+    up_pid=$!
+    for _ in $(seq 200); do
+        grep -q "berth is up" "$log" 2>/dev/null && break
+        kill -0 "$up_pid" 2>/dev/null || { cat "$log"; echo "berth up failed" >&2; exit 1; }
+        sleep 0.05
+    done
+    cat "$log"
+fi
 
-say "importing it"
-show "$berth" image import busybox "$stack"
-show "$berth" image ls
+say "a classic IronWorker package: a shell script that reads its payload and config"
+pkg=$(mktemp -d)
+trap 'rm -rf "$pkg"' EXIT
+cat >"$pkg/hello.sh" <<'SCRIPT'
+echo "hello from task $TASK_ID, running in $(pwd) on $(hostname)"
+echo "payload: $(cat "$PAYLOAD_FILE")"
+echo "config:  $(cat "$CONFIG_FILE")"
+echo "my arguments: $*"
+SCRIPT
+show "$berth" code push hello --runtime sh --file hello.sh --dir "$pkg" --config '{"greeting":"ahoy"}'
 
-say "a container: its own pids, hostname, network and files"
-show "$berth" run busybox sh -c 'echo "pid $$ on $(hostname)"; ps; ls /sys/class/net; id'
+say "one task, waited for, and its log"
+id=$("$berth" task queue hello --payload '{"name":"berth"}' --wait --json | sed -n 's/.*"id":"\([0-9a-f]*\)".*/\1/p' | head -1)
+show "$berth" task show "$id"
+show "$berth" task log "$id"
 
-say "limits are enforced, and the result says so"
-show "$berth" run --json --memory 16m busybox sh -c 'dd if=/dev/zero of=/dev/null bs=64M count=1' || true
-show "$berth" run --json --timeout 300ms busybox sleep 10 || true
-show "$berth" run --json --pids-limit 8 busybox sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do sleep 1 & done; echo forked what it could' || true
-show "$berth" run busybox sh -c 'exit 42' || echo "exit code: $?"
-
-say "100 containers, one after another"
+say "200 tasks, each in its own fresh container"
 start=$(date +%s%N)
-for _ in $(seq 100); do "$berth" run busybox true; done
+show "$berth" task queue hello --payload '{"name":"many"}' --count 200 --wait
 end=$(date +%s%N)
-echo "100 containers in $(((end - start) / 1000000)) ms"
+echo "200 tasks queued, run and recorded in $(((end - start) / 1000000)) ms"
+show "$berth" code stats hello
+show "$berth" task ls --code hello --per-page 5
 
-say "nothing left behind"
-show "$berth" gc
+say "done"
+if [[ -n $up_pid ]]; then
+    echo "berth up keeps running (pid $up_pid, log $log); the berth CLI is configured to use it."
+    echo "Stop it with: kill $up_pid"
+fi

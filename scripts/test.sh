@@ -3,7 +3,8 @@
 #
 #   1. install missing system packages (scripts/ensure-deps.sh)
 #   2. build the busybox test image into target/test-assets/ and export it as
-#      BERTH_TEST_BUSYBOX_TAR for the integration tests
+#      BERTH_TEST_BUSYBOX_TAR for the integration tests; start PostgreSQL
+#      (scripts/postgres.sh) and export BERTH_TEST_POSTGRES_URL
 #   3. cargo fmt --check, cargo clippy -D warnings, cargo test
 #   4. check that the test suite left no mounts, cgroups, processes or netns
 #      behind (scripts/check-leaks.sh, counting only what appeared during the
@@ -57,6 +58,12 @@ else
     echo "cached $busybox_tar"
 fi
 export BERTH_TEST_BUSYBOX_TAR="$busybox_tar"
+
+step "PostgreSQL"
+# The store and API suites run against PostgreSQL as well as SQLite.
+BERTH_TEST_POSTGRES_URL=$(bash scripts/postgres.sh)
+export BERTH_TEST_POSTGRES_URL
+echo "$BERTH_TEST_POSTGRES_URL"
 
 # Plain, greppable output in CI logs.
 if [[ -n ${CI:-} ]]; then

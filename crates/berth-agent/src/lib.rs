@@ -34,7 +34,7 @@ pub use api::{router, serve};
 pub use config::AgentConfig;
 pub use error::ApiError;
 pub use events::{Event, EventKind};
-pub use registry::{ContainerState, ContainerView, CreateContainer, KillReason};
+pub use registry::{ContainerState, ContainerView, CreateContainer, InlineFile, KillReason};
 
 use std::sync::Arc;
 

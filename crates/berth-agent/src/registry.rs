@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -69,7 +69,37 @@ pub struct CreateContainer {
     pub log_max_bytes: Option<u64>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Images whose layers go on top of `image`'s, first one lowest (for
+    /// example a task's code package imported as a one-layer image). Their
+    /// configs are ignored: defaults come from `image`.
+    #[serde(default)]
+    pub extra_images: Vec<ImageRef>,
+    /// Small files placed in the container's root file system, above every
+    /// image layer (a task's payload and config). Read-only to nobody: the
+    /// container may change them in its own upper dir.
+    #[serde(default)]
+    pub files: Vec<InlineFile>,
 }
+
+/// One file of [`CreateContainer::files`].
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineFile {
+    /// Absolute path inside the container, without `..`.
+    pub path: String,
+    pub content: String,
+    /// Permission bits (default 0644).
+    #[serde(default = "default_file_mode")]
+    pub mode: u32,
+}
+
+fn default_file_mode() -> u32 {
+    0o644
+}
+
+/// Inline files together may hold at most this much (they travel in the
+/// JSON request, and belong in an image when larger).
+const MAX_INLINE_BYTES: usize = 512 * 1024;
 
 /// Why the agent (not the container itself) ended a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -430,10 +460,20 @@ impl AgentState {
     /// The blocking half of create: resolve the image, build and check the
     /// spec, admit the request, reserve the id, write the state dir.
     fn prepare(&self, id: &ContainerId, request: &CreateContainer) -> Result<Arc<Entry>, ApiError> {
-        let image = self
+        let mut image = self
             .images
             .resolve(&request.image)
             .map_err(|e| ApiError::from_lib(&e))?;
+        for extra in &request.extra_images {
+            let extra = self
+                .images
+                .resolve(extra)
+                .map_err(|e| ApiError::from_lib(&e))?;
+            // overlayfs refuses a directory twice; the topmost copy wins.
+            image.layers.retain(|layer| !extra.layers.contains(layer));
+            image.layers.extend(extra.layers);
+        }
+        let files = plan_inline_files(&request.files)?;
         let launch = image
             .launch(&LaunchOverrides {
                 entrypoint: request.entrypoint.clone(),
@@ -446,7 +486,13 @@ impl AgentState {
         let spec = ContainerSpec {
             id: id.clone(),
             rootfs: RootfsSpec {
-                layers: image.layers.clone(),
+                layers: if files.is_empty() {
+                    image.layers.clone()
+                } else {
+                    let mut layers = image.layers.clone();
+                    layers.push(self.config.state_root().join(id.as_str()).join(FILES_DIR));
+                    layers
+                },
                 read_only: request.read_only,
                 scratch: request.scratch,
                 scratch_size: request.scratch_size,
@@ -511,7 +557,9 @@ impl AgentState {
             phase: watch::channel(Phase::Creating).0,
         });
         self.reserve(&entry, memory_request)?;
-        let written = self.write_state_dir(&dir, &record, &spec, request, &image);
+        let written = self
+            .write_state_dir(&dir, &record, &spec, request, &image)
+            .and_then(|()| write_inline_files(&dir.path().join(FILES_DIR), &files));
         if let Err(e) = written {
             let _ = self.forget(&entry);
             return Err(e);
@@ -864,6 +912,86 @@ fn forget_unfinished_create(path: &Path) {
 /// Writes `value` as JSON to `path` via a temp file and a rename, so a
 /// reader never sees half of it. No fsync: a killed agent loses nothing
 /// the kernel accepted, and the shim's exit records are the durable ones.
+/// The layer directory of a container's inline files, in its state dir.
+const FILES_DIR: &str = "files";
+
+/// Checks inline files and turns their paths into relative ones.
+fn plan_inline_files(files: &[InlineFile]) -> Result<Vec<(PathBuf, &InlineFile)>, ApiError> {
+    let total: usize = files.iter().map(|f| f.content.len()).sum();
+    if total > MAX_INLINE_BYTES {
+        return Err(ApiError::invalid(format!(
+            "inline files hold {total} bytes; at most {MAX_INLINE_BYTES} are allowed (put larger files in an image)"
+        )));
+    }
+    let mut planned: Vec<(PathBuf, &InlineFile)> = Vec::with_capacity(files.len());
+    for file in files {
+        let path = Path::new(&file.path);
+        let relative = path.strip_prefix("/").map_err(|_| {
+            ApiError::invalid(format!("inline file path {:?} must be absolute", file.path))
+        })?;
+        let clean = relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !clean || relative.as_os_str().is_empty() {
+            return Err(ApiError::invalid(format!(
+                "inline file path {:?} must name a file without `.` or `..` components",
+                file.path
+            )));
+        }
+        if file.mode & !0o7777 != 0 || file.mode & 0o7000 != 0 {
+            return Err(ApiError::invalid(format!(
+                "inline file mode {:o} must be permission bits only (no setuid, setgid or sticky)",
+                file.mode
+            )));
+        }
+        if planned
+            .iter()
+            .any(|(p, _)| p == relative || p.starts_with(relative) || relative.starts_with(p))
+        {
+            return Err(ApiError::invalid(format!(
+                "inline file path {:?} collides with another inline file",
+                file.path
+            )));
+        }
+        planned.push((relative.to_owned(), file));
+    }
+    Ok(planned)
+}
+
+/// Writes the inline files as a layer directory (world-readable dirs, so
+/// any container user can reach them).
+fn write_inline_files(root: &Path, files: &[(PathBuf, &InlineFile)]) -> Result<(), ApiError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if files.is_empty() {
+        return Ok(());
+    }
+    let io_err = |e| ApiError::io("writing inline files", e);
+    for (relative, file) in files {
+        let path = root.join(relative);
+        if let Some(parent) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(io_err)?;
+        }
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(file.mode)
+            .open(&path)
+            .map_err(io_err)?;
+        out.write_all(file.content.as_bytes()).map_err(io_err)?;
+        // The umask may have trimmed the mode.
+        fs::set_permissions(
+            &path,
+            std::os::unix::fs::PermissionsExt::from_mode(file.mode),
+        )
+        .map_err(io_err)?;
+    }
+    Ok(())
+}
+
 fn write_json(path: &Path, value: &impl Serialize) -> io::Result<()> {
     let mut bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
     bytes.push(b'\n');

@@ -171,3 +171,59 @@ fn read_response(stream: Box<dyn Stream>) -> io::Result<Response> {
         body,
     })
 }
+
+/// One part of a `multipart/form-data` body.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub name: String,
+    /// The part's `filename` (file uploads have one).
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+}
+
+impl Part {
+    /// A form field.
+    pub fn field(name: &str, data: impl Into<Vec<u8>>) -> Part {
+        Part {
+            name: name.to_owned(),
+            filename: None,
+            content_type: None,
+            data: data.into(),
+        }
+    }
+
+    /// A file.
+    pub fn file(name: &str, filename: &str, content_type: &str, data: impl Into<Vec<u8>>) -> Part {
+        Part {
+            name: name.to_owned(),
+            filename: Some(filename.to_owned()),
+            content_type: Some(content_type.to_owned()),
+            data: data.into(),
+        }
+    }
+}
+
+/// Encodes `parts` as a `multipart/form-data` body; returns the
+/// `Content-Type` header value (with its boundary) and the body.
+pub fn multipart(parts: &[Part]) -> (String, Vec<u8>) {
+    let boundary = "berth-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let mut disposition = format!("Content-Disposition: form-data; name=\"{}\"", part.name);
+        if let Some(filename) = &part.filename {
+            disposition.push_str(&format!("; filename=\"{filename}\""));
+        }
+        body.extend_from_slice(disposition.as_bytes());
+        body.extend_from_slice(b"\r\n");
+        if let Some(content_type) = &part.content_type {
+            body.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(&part.data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}

@@ -5,6 +5,7 @@
 //! that every crate's tests can use it without a cycle.
 
 pub mod http;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

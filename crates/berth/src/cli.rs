@@ -4,6 +4,12 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+mod operator;
+mod platform;
+
+pub use operator::*;
+pub use platform::*;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",
@@ -33,7 +39,13 @@ impl Cli {
             Command::Image(a) => a.json(),
             Command::Gc(a) => a.json,
             Command::Info(a) => a.json,
-            Command::Agent(_) => false,
+            Command::Project(a) => a.json(),
+            Command::Token(a) => a.json(),
+            Command::Stack(a) => a.json(),
+            Command::Code(a) => a.json(),
+            Command::Task(a) => a.json(),
+            Command::Schedule(a) => a.json(),
+            Command::Agent(_) | Command::Server(_) | Command::Up(_) => false,
         }
     }
 }
@@ -73,6 +85,22 @@ pub enum Command {
     Info(InfoArgs),
     /// Run the host agent: the HTTP API that runs containers for the control plane.
     Agent(AgentArgs),
+    /// Run the control plane: the IronWorker-compatible task API and the dispatcher.
+    Server(ServerArgs),
+    /// Run everything on this machine: server, local agent, SQLite and a default stack.
+    Up(UpArgs),
+    /// Manage projects (operator; opens the server's database).
+    Project(ProjectArgs),
+    /// Manage a project's API tokens (operator; opens the server's database).
+    Token(TokenArgs),
+    /// Map classic runtimes (sh, python, …) to images (operator; opens the server's database).
+    Stack(StackArgs),
+    /// Push and manage codes on a berth server.
+    Code(CodeArgs),
+    /// Queue, list, follow, cancel and retry tasks on a berth server.
+    Task(TaskArgs),
+    /// Create, list and cancel schedules on a berth server.
+    Schedule(ScheduleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +141,61 @@ pub struct AgentArgs {
     /// The berth-shim binary [default: berth-shim next to this binary].
     #[arg(long, env = "BERTH_SHIM")]
     pub shim: Option<PathBuf>,
+}
+
+/// Where the control plane keeps its state.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// sqlite://PATH or postgres://USER:PASSWORD@HOST/DB
+    /// [default: sqlite://<data dir>/server/berth.db].
+    #[arg(long, env = "BERTH_DATABASE")]
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Runs the control plane in the foreground: the IronWorker v2 task API under \
+/2/projects/{project_id}/, the dispatcher that runs queued tasks on the agents given with \
+--agent, and the schedule runner. State lives in SQLite (default) or PostgreSQL; the server \
+can be killed and restarted while tasks run.",
+    after_help = "Examples:\n  berth server --agent unix:///var/lib/berth/agent.sock\n  \
+berth server --listen 0.0.0.0:8380 --database postgres://berth@db/berth \\\n    \
+--agent http://host-a:7420 --agent-token-file /etc/berth/agent.token"
+)]
+pub struct ServerArgs {
+    /// Address of the task API.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8380")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// An agent to run tasks on: unix:///PATH/agent.sock or http://HOST:PORT (repeatable).
+    #[arg(long = "agent", env = "BERTH_AGENTS", value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// File holding the bearer token of agents reached over TCP.
+    #[arg(long, env = "BERTH_AGENT_TOKEN_FILE")]
+    pub agent_token_file: Option<PathBuf>,
+    /// Shortest run_every a schedule may have, in seconds (IronWorker: 60).
+    #[arg(long, env = "BERTH_MIN_SCHEDULE_INTERVAL", default_value_t = 60)]
+    pub min_schedule_interval: i64,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Starts berth's whole stack on this machine in the foreground: the task API, \
+a local agent, a SQLite store under the data dir, and a default stack (a small image the \
+runtimes `sh` and `binary` map to). Prints the URL, a project id and a token, and writes the \
+client config so that `berth code push`, `berth task queue` and friends need no flags.",
+    after_help = "Examples:\n  berth up\n  berth up --listen 0.0.0.0:8380 --data-dir /srv/berth"
+)]
+pub struct UpArgs {
+    /// Address of the task API.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8380")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Shortest run_every a schedule may have, in seconds (IronWorker: 60).
+    #[arg(long, env = "BERTH_MIN_SCHEDULE_INTERVAL", default_value_t = 60)]
+    pub min_schedule_interval: i64,
 }
 
 #[derive(Debug, Args)]
@@ -296,5 +379,78 @@ mod tests {
         assert_eq!(args.memory.as_deref(), Some("64m"));
         assert!(args.interactive && args.tty);
         assert_eq!(args.command, ["sh", "-c", "x"]);
+    }
+
+    #[test]
+    fn client_flags_go_anywhere_and_push_keeps_its_config() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "code",
+            "--url",
+            "h:1",
+            "push",
+            "app",
+            "--image",
+            "busybox",
+            "--config",
+            "x: 1",
+            "--client-config",
+            "/c.json",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let Command::Code(args) = cli.command else {
+            panic!("not code")
+        };
+        assert_eq!(args.client.url.as_deref(), Some("h:1"));
+        assert_eq!(args.client.token.as_deref(), Some("t"));
+        assert_eq!(args.client.config, Some(PathBuf::from("/c.json")));
+        let CodeCommand::Push(push) = args.command else {
+            panic!("not push")
+        };
+        assert_eq!(push.config.as_deref(), Some("x: 1"));
+    }
+
+    #[test]
+    fn code_push_needs_one_form() {
+        for argv in [
+            &["berth", "code", "push", "app"][..],
+            &[
+                "berth",
+                "code",
+                "push",
+                "app",
+                "--image",
+                "i",
+                "--runtime",
+                "sh",
+                "--file",
+                "f",
+            ],
+            &["berth", "code", "push", "app", "--runtime", "sh"],
+            &["berth", "task", "queue", "app", "--priority", "3"],
+            &["berth", "task", "ls", "--per-page", "101"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} parsed");
+        }
+        let cli = Cli::try_parse_from([
+            "berth",
+            "task",
+            "queue",
+            "app",
+            "--timeout",
+            "5m",
+            "--count",
+            "3",
+        ])
+        .unwrap();
+        let Command::Task(args) = cli.command else {
+            panic!("not task")
+        };
+        let TaskCommand::Queue(queue) = args.command else {
+            panic!("not queue")
+        };
+        assert_eq!((queue.timeout, queue.count), (Some(300), 3));
     }
 }

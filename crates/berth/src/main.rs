@@ -5,8 +5,10 @@
 //! terminal, exit codes); it must not implement engine logic itself.
 
 mod cli;
+mod client;
 mod cmd;
 mod output;
+mod when;
 
 use berth_core::{ErrorCode, ErrorReport};
 use clap::Parser;
@@ -92,5 +94,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Gc(args) => cmd::gc::run(&cli.global, args),
         Command::Info(args) => cmd::info::run(&cli.global, args),
         Command::Agent(args) => cmd::agent::run(&cli.global, args),
+        Command::Server(args) => cmd::server::run(&cli.global, args),
+        Command::Up(args) => cmd::up::run(&cli.global, args),
+        Command::Project(args) => cmd::project::run(&cli.global, args),
+        Command::Token(args) => cmd::token::run(&cli.global, args),
+        Command::Stack(args) => cmd::stack::run(&cli.global, args),
+        Command::Code(args) => cmd::code::run(args),
+        Command::Task(args) => cmd::task::run(args),
+        Command::Schedule(args) => cmd::schedule::run(args),
     }
 }

@@ -38,7 +38,7 @@ async fn serve(config: AgentConfig) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -108,7 +108,7 @@ fn config(global: &Global, args: AgentArgs) -> Result<AgentConfig, CliError> {
 
 /// `berth-shim` next to this binary (as `cargo build` and `scripts/build.sh`
 /// lay them out).
-fn default_shim() -> Result<PathBuf, CliError> {
+pub fn default_shim() -> Result<PathBuf, CliError> {
     let me = std::env::current_exe().map_err(|e| invalid(format!("locating this binary: {e}")))?;
     let shim = me.with_file_name("berth-shim");
     if shim.is_file() {

@@ -1,0 +1,482 @@
+//! What goes over the wire: the JSON shapes of codes, revisions, tasks and
+//! schedules, times as RFC 3339, and a strict reader of request objects.
+//!
+//! Shapes follow IronWorker v2 where it was specific. Where it was not, the
+//! rules are: every documented key is always present (a value that does not
+//! exist is `null`, never an omitted key, so clients see one shape), times
+//! are RFC 3339 UTC with milliseconds (`2026-11-21T10:00:00.123Z`), and
+//! durations are in milliseconds.
+
+use super::error::ApiError;
+use berth_store::{Code, CodeRevision, CodeStats, Millis, Schedule, Task};
+use serde_json::{json, Map, Value};
+
+// ----- times -------------------------------------------------------------
+
+/// Formats milliseconds since the epoch as RFC 3339 UTC with milliseconds.
+pub fn format_time(millis: Millis) -> String {
+    let secs = millis.div_euclid(1000);
+    let ms = millis.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// An optional time as JSON (`null` when absent).
+pub fn time(millis: Option<Millis>) -> Value {
+    millis.map_or(Value::Null, |m| Value::String(format_time(m)))
+}
+
+/// Parses an RFC 3339 time (`2026-11-21T10:00:00Z`, with optional fraction
+/// and a `Z` or `±HH:MM` offset; a space instead of `T` and `±HHMM` are
+/// accepted too because some clients' ISO 8601 writers produce them) into
+/// milliseconds since the epoch. Fractions below a millisecond are dropped.
+pub fn parse_time(text: &str) -> Option<Millis> {
+    let b = text.trim().as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(range)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let mut frac: String = String::from_utf8_lossy(&b[start..i.min(start + 3)]).into_owned();
+        while frac.len() < 3 {
+            frac.push('0');
+        }
+        millis = frac.parse().ok()?;
+    }
+    let offset_secs = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) => {
+            let rest = &b[i + 1..];
+            let (h, m) = match rest.len() {
+                5 if rest[2] == b':' => (digits(i + 1..i + 3)?, digits(i + 4..i + 6)?),
+                4 => (digits(i + 1..i + 3)?, digits(i + 3..i + 5)?),
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let secs = h * 3600 + m * 60;
+            if *sign == b'+' {
+                secs
+            } else {
+                -secs
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset_secs;
+    Some(secs * 1000 + millis)
+}
+
+fn is_leap(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The inverse of [`days_from_civil`].
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+// ----- strict request objects ---------------------------------------------
+
+/// A JSON object read field by field, so that each error names the field it
+/// is about and fields nobody read are refused: a misspelt option must not
+/// be silently ignored (`"priorty": 2` would otherwise queue at priority 0).
+///
+/// `null` counts as absent, because many clients serialise unset options as
+/// `null`.
+pub struct Fields {
+    /// How errors name the object, e.g. `tasks[2]`.
+    what: String,
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    pub fn new(what: impl Into<String>, value: Value) -> Result<Fields, ApiError> {
+        let what = what.into();
+        match value {
+            Value::Object(map) => Ok(Fields { what, map }),
+            other => Err(ApiError::bad(format!(
+                "{what} must be a JSON object, not {}",
+                kind(&other)
+            ))),
+        }
+    }
+
+    /// The raw value of a field (absent or `null` → `None`).
+    pub fn take(&mut self, key: &str) -> Option<Value> {
+        self.map.remove(key).filter(|v| !v.is_null())
+    }
+
+    fn wrong(&self, key: &str, expected: &str, got: &Value) -> ApiError {
+        ApiError::bad(format!(
+            "{}.{key} must be {expected}, not {}",
+            self.what,
+            kind(got)
+        ))
+    }
+
+    pub fn string(&mut self, key: &str) -> Result<Option<String>, ApiError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(self.wrong(key, "a string", &other)),
+        }
+    }
+
+    /// An integer. A number with a zero fraction (`3.0`, as some JSON
+    /// writers emit integers) is accepted; anything else is refused.
+    pub fn int(&mut self, key: &str) -> Result<Option<i64>, ApiError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) => Ok(Some(i)),
+                None => match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+                    _ => Err(ApiError::bad(format!(
+                        "{}.{key} must be an integer, not {n}",
+                        self.what
+                    ))),
+                },
+            },
+            Some(other) => Err(self.wrong(key, "an integer", &other)),
+        }
+    }
+
+    /// An integer within `range` (inclusive), or `None`.
+    pub fn int_in(
+        &mut self,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<Option<i64>, ApiError> {
+        match self.int(key)? {
+            Some(i) if !range.contains(&i) => Err(ApiError::bad(format!(
+                "{}.{key} must be between {} and {}, not {i}",
+                self.what,
+                range.start(),
+                range.end()
+            ))),
+            other => Ok(other),
+        }
+    }
+
+    /// A string of at most `max` bytes (names, labels).
+    pub fn short_string(&mut self, key: &str, max: usize) -> Result<Option<String>, ApiError> {
+        match self.string(key)? {
+            Some(s) if s.len() > max => Err(ApiError::bad(format!(
+                "{}.{key} is {} bytes long; at most {max} are allowed",
+                self.what,
+                s.len()
+            ))),
+            other => Ok(other),
+        }
+    }
+
+    /// The name this object is known by in errors.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// Refuses any field that was not read.
+    pub fn finish(self) -> Result<(), ApiError> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(ApiError::bad(format!(
+                "unknown field {key:?} in {}",
+                self.what
+            ))),
+        }
+    }
+}
+
+/// A JSON value's kind, for error messages.
+pub fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+// ----- response shapes ------------------------------------------------------
+
+/// `max_concurrency` as IronWorker showed it: `-1` means unlimited.
+fn concurrency(max: Option<i64>) -> i64 {
+    max.unwrap_or(-1)
+}
+
+/// A code: IronWorker's code object, with berth's image-form fields
+/// (`image`, `command`, `env_vars`) beside the classic ones. `rev` is the
+/// latest revision's number and `latest_history_id` its id, as IronWorker
+/// named them; `latest_checksum` is the package's SHA-256 (empty without a
+/// package).
+pub fn code(code: &Code) -> Value {
+    let latest = &code.latest;
+    let spec = &latest.spec;
+    json!({
+        "id": code.id,
+        "project_id": code.project_id,
+        "name": code.name,
+        "runtime": spec.runtime,
+        "image": spec.image,
+        "command": spec.command,
+        "file_name": spec.file_name,
+        "config": spec.config,
+        "env_vars": spec.env_vars,
+        "rev": latest.rev,
+        "latest_history_id": latest.id,
+        "latest_checksum": latest.package_sha256.clone().unwrap_or_default(),
+        "latest_change": format_time(latest.created_at),
+        "package_size": latest.package_size,
+        "created_at": format_time(code.created_at),
+        "max_concurrency": concurrency(spec.max_concurrency),
+        "retries": spec.retries,
+        "retries_delay": spec.retries_delay,
+        "default_priority": spec.default_priority,
+        "paused": code.paused,
+    })
+}
+
+/// One revision of a code (IronWorker's "code history" entry).
+pub fn revision(rev: &CodeRevision) -> Value {
+    let spec = &rev.spec;
+    json!({
+        "id": rev.id,
+        "code_id": rev.code_id,
+        "project_id": rev.project_id,
+        "name": spec.name,
+        "rev": rev.rev,
+        "runtime": spec.runtime,
+        "image": spec.image,
+        "command": spec.command,
+        "file_name": spec.file_name,
+        "config": spec.config,
+        "env_vars": spec.env_vars,
+        "checksum": rev.package_sha256.clone().unwrap_or_default(),
+        "package_size": rev.package_size,
+        "max_concurrency": concurrency(spec.max_concurrency),
+        "retries": spec.retries,
+        "retries_delay": spec.retries_delay,
+        "default_priority": spec.default_priority,
+        "created_at": format_time(rev.created_at),
+    })
+}
+
+pub fn stats(stats: &CodeStats) -> Value {
+    json!({
+        "queued": stats.queued,
+        "preparing": stats.preparing,
+        "running": stats.running,
+        "complete": stats.complete,
+        "error": stats.error,
+        "cancelled": stats.cancelled,
+        "killed": stats.killed,
+        "timeout": stats.timeout,
+    })
+}
+
+/// A task. `duration` is milliseconds between `start_time` and `end_time`
+/// (`null` until both exist); `timeout` and `delay` are seconds.
+pub fn task(task: &Task) -> Value {
+    let duration = match (task.start_time, task.end_time) {
+        (Some(start), Some(end)) => Value::from((end - start).max(0)),
+        _ => Value::Null,
+    };
+    json!({
+        "id": task.id,
+        "project_id": task.project_id,
+        "code_id": task.code_id,
+        "code_name": task.code_name,
+        "code_rev": task.code_rev,
+        "status": task.status.as_str(),
+        "msg": task.msg,
+        "retry_count": task.retry_count,
+        "exit_code": task.exit_code,
+        "start_time": time(task.start_time),
+        "end_time": time(task.end_time),
+        "duration": duration,
+        "priority": task.priority,
+        "timeout": task.timeout,
+        "delay": task.delay,
+        "payload": task.payload,
+        "label": task.label,
+        "cluster": task.cluster,
+        "schedule_id": task.schedule_id,
+        "original_task_id": task.original_task_id,
+        "percent": task.percent,
+        "created_at": format_time(task.created_at),
+        "updated_at": format_time(task.updated_at),
+    })
+}
+
+/// A schedule. `run_every` is seconds; `timeout` seconds.
+pub fn schedule(s: &Schedule) -> Value {
+    let spec = &s.spec;
+    json!({
+        "id": s.id,
+        "project_id": s.project_id,
+        "code_name": spec.code_name,
+        "status": s.status.as_str(),
+        "payload": spec.payload,
+        "start_at": format_time(spec.start_at),
+        "end_at": time(spec.end_at),
+        "next_start": time(s.next_start),
+        "last_run_time": time(s.last_run_time),
+        "run_every": spec.run_every,
+        "run_times": spec.run_times,
+        "run_count": s.run_count,
+        "priority": spec.priority,
+        "timeout": spec.timeout,
+        "label": spec.label,
+        "cluster": spec.cluster,
+        "created_at": format_time(s.created_at),
+        "updated_at": format_time(s.updated_at),
+    })
+}
+
+/// `{"msg": …}`, the answer of every action without other content.
+pub fn msg(text: &str) -> Value {
+    json!({ "msg": text })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_in_utc_with_milliseconds() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_time(1_795_255_200_123), "2026-11-21T10:00:00.123Z");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_time(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn times_parse_back() {
+        for m in [0, 1_795_255_200_123, 951_782_400_000, 4_102_444_799_999] {
+            assert_eq!(parse_time(&format_time(m)), Some(m));
+        }
+        assert_eq!(
+            parse_time("2026-11-21T11:30:00+01:30"),
+            Some(1_795_255_200_000)
+        );
+        assert_eq!(
+            parse_time("2026-11-21 05:00:00-0500"),
+            Some(1_795_255_200_000)
+        );
+        assert_eq!(
+            parse_time("2026-11-21T10:00:00.5Z"),
+            Some(1_795_255_200_500)
+        );
+        assert_eq!(
+            parse_time("2026-11-21T10:00:00.123456Z"),
+            Some(1_795_255_200_123)
+        );
+    }
+
+    #[test]
+    fn bad_times_are_refused() {
+        for bad in [
+            "",
+            "2026-11-21",
+            "2026-11-21T10:00:00",
+            "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-11-21T24:00:00Z",
+            "2026-11-21T10:00:00.Z",
+            "2026-11-21T10:00:00+1:00",
+            "2026-11-21T10:00:00Zjunk",
+            "tomorrow",
+            "2026-11-21T10:0a:00Z",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn fields_refuse_unknown_and_mistyped_values() {
+        let mut f = Fields::new("task", json!({"a": "x", "b": 3.0, "c": null, "d": 1})).unwrap();
+        assert_eq!(f.string("a").unwrap().as_deref(), Some("x"));
+        assert_eq!(f.int("b").unwrap(), Some(3));
+        assert_eq!(f.int("c").unwrap(), None);
+        let err = f.finish().unwrap_err().to_string();
+        assert!(err.contains("\"d\""), "{err}");
+
+        let mut f = Fields::new("task", json!({"a": 1, "b": 1.5, "c": 9})).unwrap();
+        assert!(f.string("a").unwrap_err().to_string().contains("task.a"));
+        assert!(f.int("b").is_err());
+        assert!(f.int_in("c", 0..=2).unwrap_err().to_string().contains("9"));
+        assert!(Fields::new("x", json!([])).is_err());
+    }
+}

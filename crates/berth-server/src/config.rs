@@ -1,0 +1,79 @@
+//! The server's settings.
+
+use std::time::Duration;
+
+/// Settings of `berth server` (flags and `BERTH_*` variables map onto them).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest task payload in bytes (IronWorker: 64 KB).
+    pub max_payload_bytes: usize,
+    /// Largest code package (zip) in bytes.
+    pub max_package_bytes: usize,
+    /// Largest JSON request body in bytes (a batch of tasks).
+    pub max_json_bytes: usize,
+    /// Tasks in one `POST /tasks`.
+    pub max_tasks_per_request: usize,
+    /// Longest task timeout, and the default (seconds).
+    pub max_timeout_secs: i64,
+    /// Longest task delay (seconds; IronWorker: 7 days).
+    pub max_delay_secs: i64,
+    /// Shortest `run_every` of a schedule (seconds; IronWorker: 60).
+    pub min_schedule_interval_secs: i64,
+    /// What every task's container gets.
+    pub task: TaskDefaults,
+    /// Tasks one agent runs at once.
+    pub max_tasks_per_agent: usize,
+    /// Infrastructure faults a task may meet before it ends in `error`.
+    pub max_infra_retries: i64,
+    /// How long an agent may stay unreachable before the tasks it was
+    /// running are run again elsewhere.
+    pub agent_lost_after: Duration,
+}
+
+/// Limits and sizes of task containers.
+#[derive(Debug, Clone)]
+pub struct TaskDefaults {
+    /// Memory limit (bytes); the container is OOM-killed above it.
+    pub memory: u64,
+    /// Memory the agent reserves for it (bytes).
+    pub memory_request: u64,
+    /// Processes and threads.
+    pub pids: u64,
+    /// Cap on the task log (bytes).
+    pub log_max_bytes: u64,
+}
+
+impl Default for TaskDefaults {
+    fn default() -> Self {
+        TaskDefaults {
+            memory: 512 * 1024 * 1024,
+            memory_request: 32 * 1024 * 1024,
+            pids: 1024,
+            log_max_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_payload_bytes: 64 * 1024,
+            max_package_bytes: 64 * 1024 * 1024,
+            max_json_bytes: 8 * 1024 * 1024,
+            max_tasks_per_request: 1000,
+            max_timeout_secs: 3600,
+            max_delay_secs: 7 * 24 * 3600,
+            min_schedule_interval_secs: 60,
+            task: TaskDefaults::default(),
+            max_tasks_per_agent: 256,
+            max_infra_retries: 5,
+            agent_lost_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn max_timeout(&self) -> Duration {
+        Duration::from_secs(self.max_timeout_secs as u64)
+    }
+}

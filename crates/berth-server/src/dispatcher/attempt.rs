@@ -1,0 +1,398 @@
+//! One attempt of one task: create its container on the agent, watch it to
+//! its end, record the end exactly once, remove the container.
+
+use super::bundle::zip_to_layer_tar;
+use super::outcome::{decide, infra, Decision};
+use super::request::{create_request, package_image};
+use super::Shared;
+use crate::agent_client::{AgentError, Body};
+use crate::dispatch::AgentHandle;
+use berth_agent::{ContainerState, ContainerView};
+use berth_store::{container_name, now_millis, AttemptEnd, ClaimedTask, Millis, Task};
+use hyper::Method;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long one wait long-poll lasts on the agent.
+const WAIT_POLL: Duration = Duration::from_secs(30);
+
+/// Why an attempt could not start.
+enum StartError {
+    /// The task's own fault: it ends in `error`.
+    Task(String),
+    /// Not the task's fault: run it again.
+    Infra(String),
+}
+
+/// Runs the attempt to its recorded end. With `resume`, the container may
+/// already exist (a restarted server picking up where it left off).
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    agent: Arc<AgentHandle>,
+    claimed: ClaimedTask,
+    resume: bool,
+) {
+    let container = container_name(&claimed.task.id, claimed.task.attempt);
+    shared.in_flight_insert(&container);
+    let result = drive(&shared, &agent, &claimed, &container, resume).await;
+    if let Err(e) = result {
+        // The store was unreachable: the task stays active and the next
+        // start of the server (or the sweep) reconciles it.
+        tracing::error!(task = %claimed.task.id, "recording the attempt: {e}");
+    }
+    remove_container(&agent, &container).await;
+    shared.in_flight_remove(&container);
+    shared.dispatch.tasks_changed();
+}
+
+async fn drive(
+    shared: &Shared,
+    agent: &AgentHandle,
+    claimed: &ClaimedTask,
+    container: &str,
+    resume: bool,
+) -> Result<(), berth_store::StoreError> {
+    let task = &claimed.task;
+    let started = match begin(shared, agent, claimed, container, resume).await {
+        Ok(view) => view,
+        Err(StartError::Task(msg)) => {
+            let end = AttemptEnd::Finished {
+                status: berth_store::TaskStatus::Error,
+                msg: Some(msg),
+                exit_code: None,
+                end_time: now_millis(),
+                log: Vec::new(),
+            };
+            shared
+                .store
+                .end_attempt(&task.id, task.attempt, end, now_millis())
+                .await?;
+            return Ok(());
+        }
+        Err(StartError::Infra(msg)) => {
+            let decision = infra(task, shared.config.max_infra_retries, msg);
+            return record(shared, task, decision, Vec::new(), None).await;
+        }
+    };
+    if let Some(view) = &started {
+        let start_time = view
+            .started_at
+            .map(|ms| ms as Millis)
+            .unwrap_or_else(now_millis);
+        if task.status == berth_store::TaskStatus::Preparing {
+            shared
+                .store
+                .mark_running(&task.id, task.attempt, start_time)
+                .await?;
+        }
+        // A cancel that came while the container was being created found
+        // nothing to stop.
+        if let Some(now) = shared.store.task(&task.project_id, &task.id).await? {
+            if now.cancel_requested {
+                let _ = shared.dispatch.stop(&agent.name, container).await;
+            }
+        }
+    }
+    let view = match watch(shared, agent, container).await {
+        Ok(view) => view,
+        Err(lost) => {
+            let decision = infra(task, shared.config.max_infra_retries, lost);
+            return record(shared, task, decision, Vec::new(), None).await;
+        }
+    };
+    if task.status == berth_store::TaskStatus::Preparing && started.is_none() {
+        let start_time = view
+            .started_at
+            .map(|ms| ms as Millis)
+            .unwrap_or_else(now_millis);
+        shared
+            .store
+            .mark_running(&task.id, task.attempt, start_time)
+            .await?;
+    }
+    let log = match agent
+        .client
+        .request(
+            Method::GET,
+            &format!("/v1/containers/{container}/logs"),
+            Body::Empty,
+            None,
+        )
+        .await
+    {
+        Ok(bytes) => bytes.to_vec(),
+        Err(e) => {
+            tracing::warn!(task = %task.id, "reading the log: {e}");
+            format!("[berth: the task's output could not be read: {e}]\n").into_bytes()
+        }
+    };
+    // The task as it is now: a cancel may have come, counts moved.
+    let current = shared
+        .store
+        .task(&task.project_id, &task.id)
+        .await?
+        .unwrap_or_else(|| task.clone());
+    let decision = decide(
+        &view,
+        &current,
+        &claimed.code,
+        shared.config.max_infra_retries,
+    );
+    let end_time = view.exited_at.map(|ms| ms as Millis);
+    record(shared, &current, decision, log, end_time).await
+}
+
+/// Stores the decision (conditional on the attempt: a second report of the
+/// same end changes nothing).
+async fn record(
+    shared: &Shared,
+    task: &Task,
+    decision: Decision,
+    log: Vec<u8>,
+    end_time: Option<Millis>,
+) -> Result<(), berth_store::StoreError> {
+    let now = now_millis();
+    let end = match decision {
+        Decision::Finish {
+            status,
+            msg,
+            exit_code,
+        } => AttemptEnd::Finished {
+            status,
+            msg,
+            exit_code,
+            end_time: end_time.unwrap_or(now),
+            log,
+        },
+        Decision::RetryTask { delay_secs, msg } => AttemptEnd::Requeue {
+            eligible_at: now + delay_secs * 1000,
+            infra: false,
+            msg: Some(msg),
+            log: Some(log),
+        },
+        Decision::RetryInfra { msg } => {
+            tracing::warn!(task = %task.id, attempt = task.attempt, "infrastructure fault, running it again: {msg}");
+            // 0.2 s, 0.4 s, 0.8 s … up to 10 s.
+            let backoff = (200i64 << task.infra_failures.clamp(0, 6)).min(10_000);
+            AttemptEnd::Requeue {
+                eligible_at: now + backoff,
+                infra: true,
+                msg: None,
+                log: None,
+            }
+        }
+    };
+    let recorded = shared
+        .store
+        .end_attempt(&task.id, task.attempt, end, now)
+        .await?;
+    if !recorded {
+        tracing::debug!(task = %task.id, attempt = task.attempt, "the attempt's end was already recorded");
+    }
+    Ok(())
+}
+
+/// Starts the attempt, or (`resume`) finds its container from before a
+/// restart: `None` when the agent cannot say now (the watch decides).
+async fn begin(
+    shared: &Shared,
+    agent: &AgentHandle,
+    claimed: &ClaimedTask,
+    container: &str,
+    resume: bool,
+) -> Result<Option<ContainerView>, StartError> {
+    if !resume {
+        return start(shared, agent, claimed, container).await.map(Some);
+    }
+    let path = format!("/v1/containers/{container}");
+    match agent.client.get_json::<ContainerView>(&path).await {
+        Ok(view) => Ok(Some(view)),
+        // The create never reached the agent: make it now.
+        Err(e) if e.is_not_found() && claimed.task.status == berth_store::TaskStatus::Preparing => {
+            start(shared, agent, claimed, container).await.map(Some)
+        }
+        Err(e) if e.is_not_found() => Err(StartError::Infra(format!(
+            "container {container} vanished from agent {}",
+            agent.name
+        ))),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Creates and starts the container (a container that already exists is
+/// this attempt's, from before a restart).
+async fn start(
+    shared: &Shared,
+    agent: &AgentHandle,
+    claimed: &ClaimedTask,
+    container: &str,
+) -> Result<ContainerView, StartError> {
+    let task = &claimed.task;
+    let code = &claimed.code;
+    let stack = match &code.spec.runtime {
+        Some(runtime) => shared
+            .store
+            .stack(runtime)
+            .await
+            .map_err(|e| StartError::Infra(format!("reading the stack: {e}")))?,
+        None => None,
+    };
+    let request = create_request(task, code, stack.as_ref(), &shared.config.task)
+        .map_err(|e| StartError::Task(e.0))?;
+    if let Some(sha) = &code.package_sha256 {
+        ensure_package(shared, agent, sha, code.spec.file_name.as_deref()).await?;
+    }
+    let body = serde_json::to_value(&request)
+        .map_err(|e| StartError::Infra(format!("encoding the request: {e}")))?;
+    let created = agent
+        .client
+        .send_json::<ContainerView>(Method::POST, "/v1/containers", Body::Json(body), None)
+        .await;
+    match created {
+        Ok(view) => Ok(view),
+        Err(e) if e.code() == Some("container_exists") => {
+            let path = format!("/v1/containers/{container}");
+            agent
+                .client
+                .get_json::<ContainerView>(&path)
+                .await
+                .map_err(|e| StartError::Infra(e.to_string()))
+        }
+        Err(e) if e.code() == Some("image_not_found") && code.package_sha256.is_some() => {
+            // Removed behind our back: import it again next time.
+            agent.images_forget();
+            Err(StartError::Infra(e.to_string()))
+        }
+        Err(e) if e.is_retryable() => Err(StartError::Infra(e.to_string())),
+        Err(AgentError::Api { code, message, .. }) => {
+            Err(StartError::Task(format!("[{code}] {message}")))
+        }
+        Err(e) => Err(StartError::Infra(e.to_string())),
+    }
+}
+
+/// Imports the code package on the agent as a one-layer image, once.
+async fn ensure_package(
+    shared: &Shared,
+    agent: &AgentHandle,
+    sha: &str,
+    file_name: Option<&str>,
+) -> Result<(), StartError> {
+    let reference = package_image(sha);
+    if agent.has_image(&reference) {
+        return Ok(());
+    }
+    let _one_at_a_time = agent.uploads.lock().await;
+    if agent.has_image(&reference) {
+        return Ok(());
+    }
+    // A restarted server: the agent may have it from before.
+    if let Ok(images) = agent
+        .client
+        .get_json::<Vec<serde_json::Value>>("/v1/images")
+        .await
+    {
+        agent.images_remember(images.iter().filter_map(|image| {
+            image
+                .get("reference")
+                .and_then(|r| r.as_str())
+                .map(str::to_owned)
+        }));
+        if agent.has_image(&reference) {
+            return Ok(());
+        }
+    }
+    let zip = shared
+        .store
+        .package_by_sha256(sha)
+        .await
+        .map_err(|e| StartError::Infra(format!("reading the package: {e}")))?
+        .ok_or_else(|| {
+            StartError::Task(format!("the code package {sha} is missing from the store"))
+        })?;
+    let executable = file_name.map(str::to_owned);
+    let tar = tokio::task::spawn_blocking(move || zip_to_layer_tar(&zip, executable.as_deref()))
+        .await
+        .map_err(|e| StartError::Infra(format!("converting the package: {e}")))?
+        .map_err(|e| StartError::Task(e.to_string()))?;
+    let path = format!("/v1/images?reference={reference}");
+    agent
+        .client
+        .request(
+            Method::POST,
+            &path,
+            Body::Bytes {
+                data: tar.into(),
+                content_type: "application/x-tar",
+            },
+            Some(Duration::from_secs(300)),
+        )
+        .await
+        .map_err(|e| StartError::Infra(format!("importing the code package: {e}")))?;
+    agent.images_remember([reference]);
+    Ok(())
+}
+
+/// Waits for the container to end. An error means it is lost: gone from
+/// its agent, or the agent unreachable for longer than the server allows.
+async fn watch(
+    shared: &Shared,
+    agent: &AgentHandle,
+    container: &str,
+) -> Result<ContainerView, String> {
+    let path = format!(
+        "/v1/containers/{container}/wait?timeout={}",
+        WAIT_POLL.as_secs()
+    );
+    let mut unreachable_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match agent
+            .client
+            .send_json::<ContainerView>(
+                Method::GET,
+                &path,
+                Body::Empty,
+                Some(WAIT_POLL + Duration::from_secs(10)),
+            )
+            .await
+        {
+            Ok(view) if matches!(view.state, ContainerState::Exited | ContainerState::Failed) => {
+                return Ok(view)
+            }
+            Ok(_) => unreachable_since = None,
+            Err(e) if e.is_not_found() => {
+                return Err(format!(
+                    "container {container} vanished from agent {}",
+                    agent.name
+                ))
+            }
+            Err(e) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= shared.config.agent_lost_after {
+                    return Err(format!(
+                        "agent {} unreachable for {:?}: {e}",
+                        agent.name, shared.config.agent_lost_after
+                    ));
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Removes the container and its files from the agent. A failure is left
+/// to the sweep.
+pub(super) async fn remove_container(agent: &AgentHandle, container: &str) {
+    let path = format!("/v1/containers/{container}?force=true");
+    match agent
+        .client
+        .request(Method::DELETE, &path, Body::Empty, None)
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => tracing::warn!(container, "removing the container: {e}"),
+    }
+}

@@ -1,0 +1,166 @@
+//! How a task becomes a container: the agent request for one attempt.
+//!
+//! Inside the container (IronWorker's contract):
+//! - `TASK_ID`, `PAYLOAD_FILE`, `CONFIG_FILE`, and the code's `env_vars`;
+//! - with a code package: `TASK_DIR=/task`, the unpacked package, which is
+//!   also the working directory (writable: changes go to the container's
+//!   own upper layer);
+//! - for classic runtime packages the stack's command for `file_name`,
+//!   followed by `-id ID -d /task -payload FILE -config FILE`;
+//! - stdout and stderr together form the task log.
+
+use crate::config::TaskDefaults;
+use berth_agent::{CreateContainer, InlineFile};
+use berth_core::{ByteSize, ContainerId, ImageRef};
+use berth_runtime::Limits;
+use berth_store::{container_name, CodeRevision, Stack, Task};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where the package is unpacked inside the container.
+pub const TASK_DIR: &str = "/task";
+/// The payload and config files.
+pub const PAYLOAD_FILE: &str = "/.berth/payload.json";
+pub const CONFIG_FILE: &str = "/.berth/config.json";
+
+/// Labels that tie a container to its task (the orphan sweep reads them).
+pub const TASK_LABEL: &str = "berth.task";
+pub const ATTEMPT_LABEL: &str = "berth.attempt";
+
+/// The image a code package is imported as on agents.
+pub fn package_image(sha256: &str) -> String {
+    let short = sha256.get(..32).unwrap_or(sha256);
+    format!("berth-code/{short}:latest")
+}
+
+/// Why a task cannot be turned into a container (its own fault: the task
+/// ends in `error` with this message).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct BadTask(pub String);
+
+/// The agent request for the task's current attempt. `stack` is the
+/// classic runtime's stack (required when the code has a `runtime`).
+pub fn create_request(
+    task: &Task,
+    code: &CodeRevision,
+    stack: Option<&Stack>,
+    defaults: &TaskDefaults,
+) -> Result<CreateContainer, BadTask> {
+    let id = ContainerId::new(container_name(&task.id, task.attempt))
+        .map_err(|e| BadTask(format!("container name: {e}")))?;
+    let spec = &code.spec;
+    let (image, entrypoint, command) = match (&spec.runtime, &spec.image) {
+        (Some(runtime), _) => {
+            let stack = stack.ok_or_else(|| {
+                BadTask(format!(
+                    "runtime {runtime:?} is not mapped to a stack (berth stack map {runtime} IMAGE)"
+                ))
+            })?;
+            let file = spec
+                .file_name
+                .as_deref()
+                .ok_or_else(|| BadTask("the code has a runtime but no file_name".into()))?;
+            let mut argv: Vec<String> = stack
+                .command
+                .iter()
+                .map(|part| part.replace("{file}", file))
+                .collect();
+            argv.extend([
+                "-id".to_owned(),
+                task.id.clone(),
+                "-d".to_owned(),
+                TASK_DIR.to_owned(),
+                "-payload".to_owned(),
+                PAYLOAD_FILE.to_owned(),
+                "-config".to_owned(),
+                CONFIG_FILE.to_owned(),
+            ]);
+            (stack.image.as_str(), Some(argv), Vec::new())
+        }
+        (None, Some(image)) => {
+            let command = match &spec.command {
+                Some(line) if !line.trim().is_empty() => shell_words::split(line)
+                    .map_err(|e| BadTask(format!("the code's command {line:?}: {e}")))?,
+                _ => Vec::new(),
+            };
+            (image.as_str(), None, command)
+        }
+        (None, None) => {
+            return Err(BadTask(
+                "the code names neither an image nor a runtime".into(),
+            ))
+        }
+    };
+    let image = ImageRef::parse(image).map_err(|e| BadTask(format!("image {image:?}: {e}")))?;
+
+    let mut env: Vec<String> = spec
+        .env_vars
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    env.push(format!("TASK_ID={}", task.id));
+    env.push(format!("PAYLOAD_FILE={PAYLOAD_FILE}"));
+    env.push(format!("CONFIG_FILE={CONFIG_FILE}"));
+    let mut extra_images = Vec::new();
+    let mut working_dir = None;
+    if let Some(sha) = &code.package_sha256 {
+        let package = ImageRef::parse(&package_image(sha))
+            .map_err(|e| BadTask(format!("package image: {e}")))?;
+        extra_images.push(package);
+        env.push(format!("TASK_DIR={TASK_DIR}"));
+        working_dir = Some(TASK_DIR.to_owned());
+    }
+
+    let mut labels = BTreeMap::new();
+    labels.insert(TASK_LABEL.to_owned(), task.id.clone());
+    labels.insert(ATTEMPT_LABEL.to_owned(), task.attempt.to_string());
+    let timeout = u64::try_from(task.timeout)
+        .ok()
+        .filter(|secs| *secs > 0)
+        .ok_or_else(|| {
+            BadTask(format!(
+                "timeout {} is not a positive number of seconds",
+                task.timeout
+            ))
+        })?;
+
+    Ok(CreateContainer {
+        id: Some(id),
+        image,
+        entrypoint,
+        command,
+        env,
+        working_dir,
+        user: None,
+        hostname: None,
+        network: Default::default(),
+        mounts: Vec::new(),
+        limits: Limits {
+            memory: Some(ByteSize(defaults.memory)),
+            pids: Some(defaults.pids),
+            timeout: Some(Duration::from_secs(timeout)),
+            ..Limits::default()
+        },
+        rlimits: Vec::new(),
+        read_only: false,
+        scratch: Default::default(),
+        scratch_size: None,
+        memory_request: Some(ByteSize(defaults.memory_request)),
+        log_max_bytes: Some(defaults.log_max_bytes),
+        labels,
+        extra_images,
+        files: vec![
+            InlineFile {
+                path: PAYLOAD_FILE.to_owned(),
+                content: task.payload.clone(),
+                mode: 0o644,
+            },
+            InlineFile {
+                path: CONFIG_FILE.to_owned(),
+                content: spec.config.clone().unwrap_or_default(),
+                mode: 0o644,
+            },
+        ],
+    })
+}

@@ -1,0 +1,67 @@
+//! berth-server: the control plane.
+//!
+//! It owns the IronWorker v2 task API (`/2/projects/{project_id}/…`), the
+//! dispatcher that hands queued tasks to agents and records how they end,
+//! and the schedule runner. State lives in [`berth_store`]; containers are
+//! the agents' (spoken to over their HTTP API, never touched directly).
+//!
+//! It must not run containers, read cgroups or fork: everything that
+//! happens on a host goes through an agent, so that the server can be
+//! killed and restarted while tasks run, and tasks survive it.
+
+mod agent_client;
+mod api;
+mod config;
+mod dispatch;
+mod dispatcher;
+mod scheduler;
+
+pub use agent_client::{AgentClient, AgentEndpoint, AgentError};
+pub use api::router;
+pub use config::{ServerConfig, TaskDefaults};
+pub use dispatch::{AgentHandle, Dispatch};
+pub use dispatcher::{Dispatcher, CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};
+pub use scheduler::run as run_schedules;
+
+use berth_store::Store;
+use std::sync::Arc;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub dispatch: Arc<Dispatch>,
+    pub config: Arc<ServerConfig>,
+}
+
+/// Serves the task API on `listener` and runs the dispatcher and the
+/// schedule runner over `agents`, until `shutdown` completes. Attempts
+/// under way are left to the agents' shims; the next start resumes them.
+pub async fn serve(
+    store: Store,
+    agents: Vec<AgentClient>,
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handles = agents
+        .into_iter()
+        .map(|client| Arc::new(AgentHandle::new(client, config.max_tasks_per_agent)))
+        .collect();
+    let dispatch = Arc::new(Dispatch::new(handles));
+    let config = Arc::new(config);
+    let dispatcher =
+        tokio::spawn(Dispatcher::new(store.clone(), dispatch.clone(), config.clone()).run());
+    let schedules = tokio::spawn(run_schedules(store.clone(), dispatch.clone()));
+    let state = AppState {
+        store,
+        dispatch,
+        config,
+    };
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    dispatcher.abort();
+    schedules.abort();
+    served
+}

@@ -1,0 +1,9 @@
+//! The client side of the task platform: settings and the HTTP API client.
+
+mod config;
+mod http;
+mod multipart;
+
+pub use config::{default_path, load, save, ClientConfig, Resolved};
+pub use http::{encode, Api};
+pub use multipart::Multipart;

@@ -1,0 +1,99 @@
+//! `berth server`: the control plane in the foreground.
+
+use crate::cli::{Global, ServerArgs};
+use crate::cmd::agent::shutdown_signal;
+use crate::cmd::{database_url, invalid};
+use crate::CliError;
+use berth_core::{ErrorCode, ErrorReport};
+use berth_server::{AgentClient, AgentEndpoint, ServerConfig};
+use berth_store::Store;
+
+pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
+    let url = database_url(global, &args.database);
+    let token = match &args.agent_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| invalid(format!("--agent-token-file {}: {e}", path.display())))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let mut agents = Vec::new();
+    for url in &args.agents {
+        let endpoint = AgentEndpoint::parse(url).map_err(invalid)?;
+        let token = match endpoint {
+            AgentEndpoint::Tcp(_) => token.clone(),
+            AgentEndpoint::Unix(_) => None,
+        };
+        agents.push(AgentClient::new(endpoint, token));
+    }
+    let config = server_config(args.min_schedule_interval)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = open_database(&url).await?;
+        let listener = bind(args.listen).await?;
+        eprintln!(
+            "berth server: serving http://{} (database {}, {} agent{})",
+            args.listen,
+            redact(&url),
+            agents.len(),
+            if agents.len() == 1 { "" } else { "s" }
+        );
+        berth_server::serve(store.clone(), agents, config, listener, shutdown_signal())
+            .await
+            .map_err(|e| CliError(ErrorReport::new(ErrorCode::HostIo, format!("serving: {e}"))))?;
+        store.close().await;
+        eprintln!(
+            "berth server: stopped; running tasks continue and are picked up at the next start"
+        );
+        Ok::<_, CliError>(())
+    })?;
+    Ok(0)
+}
+
+/// The server's settings from flags.
+pub fn server_config(min_schedule_interval: i64) -> Result<ServerConfig, CliError> {
+    if min_schedule_interval < 1 {
+        return Err(invalid("--min-schedule-interval must be at least 1 second"));
+    }
+    Ok(ServerConfig {
+        min_schedule_interval_secs: min_schedule_interval,
+        ..ServerConfig::default()
+    })
+}
+
+/// Opens the store, with an error that says which database failed.
+pub async fn open_database(url: &str) -> Result<Store, CliError> {
+    Store::open(url).await.map_err(|e| {
+        CliError(ErrorReport::new(
+            ErrorCode::HostIo,
+            format!("opening the database {}: {e}", redact(url)),
+        ))
+    })
+}
+
+pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, CliError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        CliError(ErrorReport::new(
+            ErrorCode::HostIo,
+            format!("listening on {addr}: {e}"),
+        ))
+    })
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

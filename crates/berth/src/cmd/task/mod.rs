@@ -1,0 +1,170 @@
+//! `berth task …`: queue, list, show, follow, cancel and retry tasks.
+
+mod log;
+mod queue;
+
+use crate::cli::{TaskArgs, TaskCommand, TaskLsArgs};
+use crate::client::{encode, Api};
+use crate::cmd::remote::{
+    clip, connect, created_id, details, list, print_json, text, unwrap, when, when_long,
+};
+use crate::output::table;
+use crate::CliError;
+use serde_json::{json, Value};
+
+/// The statuses a task ends in.
+pub const TERMINAL: [&str; 5] = ["complete", "error", "cancelled", "timeout", "killed"];
+
+pub fn run(args: TaskArgs) -> anyhow::Result<u8> {
+    let api = connect(&args.client)?;
+    match args.command {
+        TaskCommand::Queue(queue_args) => return Ok(queue::run(&api, *queue_args)?),
+        TaskCommand::Ls(ls_args) => ls(&api, ls_args)?,
+        TaskCommand::Show { id, json } => {
+            let task = get(&api, &id)?;
+            if json {
+                print_json(&task);
+            } else {
+                show(&task);
+            }
+        }
+        TaskCommand::Log { id, follow } => log::run(&api, &id, follow)?,
+        TaskCommand::Cancel { id, json } => {
+            let answer = api.post(&format!("/tasks/{}/cancel", encode(&id)), &json!({}))?;
+            if json {
+                print_json(&answer);
+            } else {
+                match answer.get("msg").and_then(Value::as_str) {
+                    Some(msg) if !msg.is_empty() => println!("task {id}: {msg}"),
+                    _ => println!("cancelled task {id}"),
+                }
+            }
+        }
+        TaskCommand::Retry { id, delay, json } => {
+            let answer = api.post(
+                &format!("/tasks/{}/retry", encode(&id)),
+                &json!({ "delay": delay.unwrap_or(0) }),
+            )?;
+            if json {
+                print_json(&answer);
+            } else {
+                println!("{}", created_id(&answer, "tasks")?);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// A task by id.
+pub fn get(api: &Api, id: &str) -> Result<Value, CliError> {
+    let answer = api.get(&format!("/tasks/{}", encode(id)), &[])?;
+    Ok(unwrap(&answer, "task").clone())
+}
+
+/// Whether a task object has ended.
+pub fn ended(task: &Value) -> bool {
+    task.get("status")
+        .and_then(Value::as_str)
+        .is_some_and(|s| TERMINAL.contains(&s))
+}
+
+fn ls(api: &Api, args: TaskLsArgs) -> Result<(), CliError> {
+    let mut query: Vec<(&str, String)> = vec![
+        ("page", args.page.to_string()),
+        ("per_page", args.per_page.to_string()),
+    ];
+    if let Some(code) = &args.code {
+        query.push(("code_name", code.clone()));
+    }
+    for status in &args.status {
+        query.push((status_key(status), "1".into()));
+    }
+    if let Some(from) = args.from {
+        query.push(("from_time", from.to_string()));
+    }
+    if let Some(to) = args.to {
+        query.push(("to_time", to.to_string()));
+    }
+    let answer = api.get("/tasks", &query)?;
+    if args.json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list(&answer, "tasks")
+        .iter()
+        .map(|t| {
+            vec![
+                text(t, "id"),
+                text(t, "code_name"),
+                text(t, "status"),
+                when(t, "created_at"),
+                duration(t),
+                clip(&text(t, "label"), 20),
+                clip(&text(t, "msg"), 50),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "CODE", "STATUS", "CREATED", "DURATION", "LABEL", "MSG",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// The query key of a status filter (the value parser allows only these).
+fn status_key(status: &str) -> &'static str {
+    match status {
+        "queued" => "queued",
+        "preparing" => "preparing",
+        "running" => "running",
+        "complete" => "complete",
+        "error" => "error",
+        "cancelled" => "cancelled",
+        "killed" => "killed",
+        _ => "timeout",
+    }
+}
+
+/// `duration` (ms) as `1.2s`, or "-".
+fn duration(task: &Value) -> String {
+    match task.get("duration").and_then(Value::as_i64) {
+        Some(ms) if ms > 0 || ended(task) => crate::when::elapsed_ms(ms),
+        _ => "-".to_owned(),
+    }
+}
+
+/// A field in seconds as `90s`, or "-".
+fn seconds(task: &Value, key: &str) -> String {
+    task.get(key)
+        .and_then(Value::as_i64)
+        .map_or_else(|| "-".to_owned(), |s| format!("{s}s"))
+}
+
+fn show(task: &Value) {
+    let percent = match task.get("percent").and_then(Value::as_i64) {
+        Some(p) => format!("{p}%"),
+        None => "-".to_owned(),
+    };
+    details(&[
+        ("id", text(task, "id")),
+        ("code", text(task, "code_name")),
+        ("revision", text(task, "code_rev")),
+        ("status", text(task, "status")),
+        ("msg", text(task, "msg")),
+        ("progress", percent),
+        ("priority", text(task, "priority")),
+        ("timeout", seconds(task, "timeout")),
+        ("delay", seconds(task, "delay")),
+        ("label", text(task, "label")),
+        ("schedule", text(task, "schedule_id")),
+        ("retry of", text(task, "original_task_id")),
+        ("retries", text(task, "retry_count")),
+        ("created", when_long(task, "created_at")),
+        ("started", when_long(task, "start_time")),
+        ("ended", when_long(task, "end_time")),
+        ("duration", duration(task)),
+        ("payload", clip(&text(task, "payload"), 200)),
+    ]);
+}

@@ -1,0 +1,77 @@
+//! `berth token create|ls|revoke` (operator).
+
+use crate::cli::{Global, TokenArgs, TokenCommand};
+use crate::cmd::operator::{ago, not_found, with_store};
+use crate::output::table;
+use serde_json::json;
+
+pub fn run(global: &Global, args: TokenArgs) -> anyhow::Result<u8> {
+    match args.command {
+        TokenCommand::Create {
+            project_id,
+            name,
+            json,
+            db,
+        } => {
+            let (info, secret) = with_store(global, &db, |store| async move {
+                store.create_token(&project_id, &name).await
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "id": info.id,
+                        "project_id": info.project_id,
+                        "name": info.name,
+                        "token": secret,
+                    })
+                );
+            } else {
+                println!("created token {} ({})", info.id, info.name);
+                println!("  token   {secret}   (shown only now)");
+            }
+        }
+        TokenCommand::Ls {
+            project_id,
+            json,
+            db,
+        } => {
+            let tokens = with_store(global, &db, |store| async move {
+                store.tokens(&project_id).await
+            })?;
+            if json {
+                println!("{}", json!({ "tokens": tokens }));
+            } else {
+                let rows: Vec<Vec<String>> = tokens
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.id.clone(),
+                            t.name.clone(),
+                            ago(t.created_at),
+                            t.revoked_at.map_or_else(|| "-".to_owned(), ago),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "NAME", "CREATED", "REVOKED"], &rows);
+            }
+        }
+        TokenCommand::Revoke { token_id, json, db } => {
+            let id = token_id.clone();
+            let revoked = with_store(
+                global,
+                &db,
+                |store| async move { store.revoke_token(&id).await },
+            )?;
+            if !revoked {
+                return Err(not_found(format!("no live token with id {token_id}")).into());
+            }
+            if json {
+                println!("{}", json!({ "revoked": token_id }));
+            } else {
+                println!("revoked token {token_id}");
+            }
+        }
+    }
+    Ok(0)
+}

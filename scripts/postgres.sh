@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Start the local PostgreSQL cluster (Debian's postgresql package) and make
+# sure the role berth's tests use exists. Prints the URL tests connect with.
+#
+# Usage: scripts/postgres.sh        (prints e.g. postgres://berth_test:…@127.0.0.1:5432/postgres)
+#
+# Idempotent. The role may create databases: each test makes its own
+# uniquely named database and drops it (berth_testkit::postgres).
+set -euo pipefail
+
+role=berth_test
+password=berth_test
+
+version=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+if [[ -z $version ]]; then
+    echo "postgres.sh: PostgreSQL is not installed (scripts/ensure-deps.sh installs it)" >&2
+    exit 1
+fi
+cluster=main
+if ! pg_lsclusters -h 2>/dev/null | awk -v v="$version" -v c="$cluster" '$1 == v && $2 == c { found = 1 } END { exit !found }'; then
+    pg_createcluster "$version" "$cluster" >/dev/null
+fi
+port=$(pg_lsclusters -h | awk -v v="$version" -v c="$cluster" '$1 == v && $2 == c { print $3 }')
+if ! pg_lsclusters -h | awk -v v="$version" -v c="$cluster" '$1 == v && $2 == c && $4 == "online" { found = 1 } END { exit !found }'; then
+    pg_ctlcluster "$version" "$cluster" start
+fi
+# Many tests run at once, each with its own pool.
+current=$(su postgres -c "psql -p $port -Atqc 'SHOW max_connections'" </dev/null)
+if ((current < 500)); then
+    su postgres -c "psql -p $port -qc 'ALTER SYSTEM SET max_connections = 500'" </dev/null >/dev/null
+    pg_ctlcluster "$version" "$cluster" restart
+fi
+for _ in $(seq 50); do
+    su postgres -c "psql -p $port -Atqc 'SELECT 1'" </dev/null >/dev/null 2>&1 && break
+    sleep 0.2
+done
+su postgres -c "psql -p $port -v ON_ERROR_STOP=1 -q" </dev/null >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') THEN
+    CREATE ROLE $role LOGIN CREATEDB PASSWORD '$password';
+  END IF;
+END \$\$;
+SQL
+echo "postgres://$role:$password@127.0.0.1:$port/postgres"
