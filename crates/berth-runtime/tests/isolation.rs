@@ -146,7 +146,9 @@ fn default_network_is_only_loopback() {
     assert!(ifaces.iter().all(|i| *i == "lo"), "{ifaces:?}");
     // Loopback works: a listener and a client inside the container.
     let out = env.run(&env.sh(
-        "nc -l -p 7777 > /tmp/got & sleep 0.2; echo ping | nc -w 1 127.0.0.1 7777; sleep 0.2; cat /tmp/got",
+        // Retry until the listener is up (a loaded machine may take a
+        // while to schedule it); it exits after one connection.
+        "nc -l -p 7777 > /tmp/got & for i in $(seq 100); do echo ping | nc -w 1 127.0.0.1 7777 && break; sleep 0.05; done; wait; cat /tmp/got",
     ));
     assert_eq!(out.stdout.trim(), "ping", "stderr: {}", out.stderr);
     env.assert_clean();
