@@ -110,6 +110,13 @@ async fn migrations_fresh_and_reopen(db: Db) -> Db {
         .await
         .unwrap();
     assert_eq!(rows, version, "one row per migration");
+    if db.is_sqlite() {
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
     raw.close().await;
     db
 }
@@ -1290,16 +1297,19 @@ async fn requeue(store: Store) {
         Some(b"partial".to_vec())
     );
 
-    // Not before its new eligible_at; then its sort key is eligible_at -
-    // 30 s, so it goes ahead of the priority-0 task still waiting since T?
-    // No: T + 45 s - 30 s = T + 15 s > T.
+    // Not before its new eligible_at (the priority-0 task waiting since T
+    // goes meanwhile); its sort key is recomputed from the new eligible_at.
     assert_eq!(claim_ids(&store, 10, T + 44_999).await, vec![other.clone()]);
     assert!(store
         .end_attempt(&other, 1, finished(TaskStatus::Complete, b"", T), T)
         .await
         .unwrap());
+    // Its new sort key, T + 45 s - 30 s, puts it ahead of a priority-0 task
+    // eligible since T + 16 s.
+    let later = queue_one(&store, &project, with_priority("c", 0), T + 16_000).await;
     let claimed = store.claim_tasks("agent-2", 10, T + 45_000).await.unwrap();
-    assert_eq!(claimed.len(), 1);
+    let order: Vec<&str> = claimed.iter().map(|c| c.task.id.as_str()).collect();
+    assert_eq!(order, vec![id.as_str(), later.as_str()]);
     assert_eq!(claimed[0].task.attempt, 2);
     assert_eq!(claimed[0].task.agent.as_deref(), Some("agent-2"));
 
