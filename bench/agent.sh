@@ -94,48 +94,8 @@ berth=""
 cleaned=0
 leftovers=""
 
-# alive PID: true while PID runs (a zombie waiting for its reaper does not
-# count: an orphaned agent is reaped by init only a moment later).
-alive() {
-    local stat state
-    read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-    state=${stat##*) }
-    state=${state%% *}
-    [[ -n $state && $state != Z && $state != X ]]
-}
 
-# wait_gone SECONDS PID...: until none of the PIDs is alive; false on timeout.
-wait_gone() {
-    local limit=$1 i p any
-    shift
-    for ((i = 0; i < limit * 10; i++)); do
-        any=0
-        for p in "$@"; do
-            if alive "$p"; then any=1; break; fi
-        done
-        ((any)) || return 0
-        sleep 0.1
-    done
-    return 1
-}
 
-# our_processes: pids of live processes whose command line names the scratch
-# dir (the agents and shims: the shim's --dir, the agent's --data-dir).
-our_processes() {
-    local f pid files
-    [[ -n $work ]] || return 0
-    # One grep over every command line (NUL-separated arguments; -a reads
-    # them as text). The list is taken here, before grep is spawned: grep,
-    # whose own arguments name the dir, is never in it.
-    files=(/proc/[0-9]*/cmdline)
-    while IFS= read -r f; do
-        pid=${f#/proc/}
-        pid=${pid%/cmdline}
-        ((pid == $$ || pid == BASHPID)) && continue
-        alive "$pid" && echo "$pid"
-    done < <(grep -laF -- "$work/" "${files[@]}" 2>/dev/null)
-    return 0
-}
 
 stop_agent() {
     [[ -n $agent_pid ]] || return 0
@@ -150,13 +110,6 @@ stop_agent() {
     agent_pid=""
 }
 
-cgroup_dirs() {
-    local d
-    for d in /sys/fs/cgroup/*/"$cgroup_parent" /sys/fs/cgroup/"$cgroup_parent"; do
-        [[ -d $d ]] && echo "$d"
-    done
-    return 0
-}
 
 # cleanup_all: stop every container and the agent, gc, and remove the
 # cgroup parents, mounts and scratch dirs. Idempotent; never fails.

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by bench/startup.sh and bench/churn.sh (sourced, not run).
+# Shared by the bench scripts (sourced, not run).
 
 # unmount_below DIR: lazily unmount every mount at or below DIR, deepest first,
 # so that the rm -rf that follows can never reach into a mounted filesystem.
@@ -46,3 +46,59 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
     # shellcheck disable=SC1091
     source "$HOME/.cargo/env"
 fi
+
+# The process and cgroup checks of the scripts that run a long-lived berth
+# (agent.sh, tasks.sh). They read $work (the scratch dir) and
+# $cgroup_parent, which the sourcing script sets.
+
+# alive PID: true while PID runs (a zombie waiting for its reaper does not
+# count: an orphaned agent is reaped by init only a moment later).
+alive() {
+    local stat state
+    read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
+    state=${stat##*) }
+    state=${state%% *}
+    [[ -n $state && $state != Z && $state != X ]]
+}
+
+# wait_gone SECONDS PID...: until none of the PIDs is alive; false on timeout.
+wait_gone() {
+    local limit=$1 i p any
+    shift
+    for ((i = 0; i < limit * 10; i++)); do
+        any=0
+        for p in "$@"; do
+            if alive "$p"; then any=1; break; fi
+        done
+        ((any)) || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# our_processes: pids of live processes whose command line names the scratch
+# dir (agents, berth up and shims: --data-dir, the shim's --dir).
+our_processes() {
+    local f pid files
+    [[ -n $work ]] || return 0
+    # One grep over every command line (NUL-separated arguments; -a reads
+    # them as text). The list is taken here, before grep is spawned: grep,
+    # whose own arguments name the dir, is never in it.
+    files=(/proc/[0-9]*/cmdline)
+    while IFS= read -r f; do
+        pid=${f#/proc/}
+        pid=${pid%/cmdline}
+        ((pid == $$ || pid == BASHPID)) && continue
+        alive "$pid" && echo "$pid"
+    done < <(grep -laF -- "$work/" "${files[@]}" 2>/dev/null)
+    return 0
+}
+
+# shellcheck disable=SC2154 # cgroup_parent: set by the sourcing script
+cgroup_dirs() {
+    local d
+    for d in /sys/fs/cgroup/*/"$cgroup_parent" /sys/fs/cgroup/"$cgroup_parent"; do
+        [[ -d $d ]] && echo "$d"
+    done
+    return 0
+}

@@ -163,50 +163,9 @@ cleaned=0
 leftovers=""
 containers_at_stop=""
 
-alive() {
-    local stat state
-    read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-    state=${stat##*) }
-    state=${state%% *}
-    [[ -n $state && $state != Z && $state != X ]]
-}
 
-wait_gone() {
-    local limit=$1 i p any
-    shift
-    for ((i = 0; i < limit * 10; i++)); do
-        any=0
-        for p in "$@"; do
-            if alive "$p"; then any=1; break; fi
-        done
-        ((any)) || return 0
-        sleep 0.1
-    done
-    return 1
-}
 
-# our_processes: live processes whose command line names the scratch dir
-# (berth up's --data-dir, the shims' state dirs).
-our_processes() {
-    local f pid files
-    [[ -n $work ]] || return 0
-    files=(/proc/[0-9]*/cmdline)
-    while IFS= read -r f; do
-        pid=${f#/proc/}
-        pid=${pid%/cmdline}
-        ((pid == $$ || pid == BASHPID)) && continue
-        alive "$pid" && echo "$pid"
-    done < <(grep -laF -- "$work/" "${files[@]}" 2>/dev/null)
-    return 0
-}
 
-cgroup_dirs() {
-    local d
-    for d in /sys/fs/cgroup/*/"$cgroup_parent" /sys/fs/cgroup/"$cgroup_parent"; do
-        [[ -d $d ]] && echo "$d"
-    done
-    return 0
-}
 
 stop_up() {
     [[ -n $up_pid ]] || return 0
