@@ -12,7 +12,15 @@ use std::process::Command;
 /// run the PostgreSQL half of every suite.
 pub fn server_url() -> Option<String> {
     match std::env::var("BERTH_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
+        Ok(url) if !url.is_empty() => {
+            // psql takes anything else for a database name and silently
+            // falls back to the local socket as the current user.
+            assert!(
+                url.starts_with("postgres://") && !url.contains(char::is_whitespace),
+                "BERTH_TEST_POSTGRES_URL must be one postgres://… URL, got {url:?}"
+            );
+            Some(url)
+        }
         _ if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("CI=true but BERTH_TEST_POSTGRES_URL is unset: run the suite through scripts/test.sh")
         }
