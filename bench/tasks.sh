@@ -21,11 +21,10 @@
 #                   ${CARGO_TARGET_DIR:-target}/release)
 #   --berth-log F   BERTH_LOG for berth up (e.g. berth_server=debug,
 #                   berth_agent=debug; default: berth's own, warn)
-#   --state-tmpfs   diagnostic: mount a tmpfs on D/agent/containers and
-#                   D/containers (the per-container state dirs of the agent
-#                   and the runtime) before berth up starts, so that the
-#                   files each task makes and removes stay off the disk
-#                   filesystem (the store, images and logs stay on it)
+#   --state-on-disk pass --state-on-disk to berth up: the agent's
+#                   per-container state dirs stay on the data dir's file
+#                   system instead of the tmpfs berth up mounts by default
+#                   (for comparison)
 #   --wait-quiet S  on a shared machine: before each throughput run and
 #                   before part 2, wait (at most S seconds) until the CPUs
 #                   were less than 25% busy over 3 consecutive seconds; the
@@ -103,7 +102,7 @@ batch=100
 poll_ms=1
 berth_bin=""
 berth_log=""
-state_tmpfs=0
+state_on_disk=0
 wait_quiet=0
 max_concurrency=""
 save_dir=""
@@ -117,7 +116,7 @@ while (($#)); do
         --poll-ms) poll_ms=${2:?}; shift 2 ;;
         --berth) berth_bin=${2:?}; shift 2 ;;
         --berth-log) berth_log=${2:?}; shift 2 ;;
-        --state-tmpfs) state_tmpfs=1; shift ;;
+        --state-on-disk) state_on_disk=1; shift ;;
         --wait-quiet) wait_quiet=${2:?}; shift 2 ;;
         --max-concurrency) max_concurrency=${2:?}; shift 2 ;;
         --save) save_dir=${2:?}; shift 2 ;;
@@ -291,15 +290,12 @@ up_log=$work/up.log
 config=$home_dir/.config/berth/config.json
 mkdir -p "$data" "$home_dir"
 echo "scratch: $work, cgroup parent: $cgroup_parent"
-if ((state_tmpfs)); then
-    for d in "$data/agent/containers" "$data/containers"; do
-        mkdir -p "$d"
-        mount -t tmpfs -o mode=0755 berth-tasksbench-state "$d"
-    done
-    echo "per-container state dirs on tmpfs (--state-tmpfs)"
-fi
 state_fs=$(df -T "$data" | awk 'NR == 2 { print $2 }')
-((state_tmpfs)) && state_fs="$state_fs; per-container state on tmpfs"
+if ((state_on_disk)); then
+    state_fs="$state_fs, the agent's per-container state too (--state-on-disk)"
+else
+    state_fs="$state_fs; the agent's per-container state on berth up's tmpfs"
+fi
 
 jf() { jq -r "$2" <<<"$1"; }
 fmt() { awk -v v="$1" 'BEGIN { if (v == "" || v == "null") print "-"; else printf "%.1f", v }'; }
@@ -309,6 +305,7 @@ echo "==> berth up"
 up_env=()
 [[ -z $berth_log ]] || up_env=(--env "BERTH_LOG=$berth_log")
 up_cmd=("$berth" --data-dir "$data" --cgroup-parent "$cgroup_parent" up --listen @LISTEN@)
+((state_on_disk)) && up_cmd+=(--state-on-disk)
 if ! up_json=$("${client[@]}" start-up --home "$home_dir" --config "$config" --log "$up_log" \
     "${up_env[@]}" -- "${up_cmd[@]}"); then
     up_pid=$(jq -r '.pid // empty' <<<"$up_json" 2>/dev/null || true)
@@ -386,10 +383,10 @@ echo
 echo "===== bench/tasks.sh summary ====="
 echo "machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r); data dir (SQLite store) on $state_fs"
 echo "load average (1/5/15 min): $load_start at the start, $load_part1 before part 1, $load_part2 before part 2, $load_end at the end (decaying averages: after part 1 they include its own load)"
-tmpfs_flag=""
-((state_tmpfs)) && tmpfs_flag=" --state-tmpfs"
-echo "command: bash bench/tasks.sh -n $tasks -r $runs -m $singles -t $threads --batch $batch --poll-ms $poll_ms --berth $berth${berth_log:+ --berth-log $berth_log}$tmpfs_flag${max_concurrency:+ --max-concurrency $max_concurrency}$( ((wait_quiet)) && echo " --wait-quiet $wait_quiet")"
-echo "berth up: HOME=<scratch>/home $berth --data-dir <scratch>/data --cgroup-parent $cgroup_parent up --listen ${up_url#http://}"
+disk_flag=""
+((state_on_disk)) && disk_flag=" --state-on-disk"
+echo "command: bash bench/tasks.sh -n $tasks -r $runs -m $singles -t $threads --batch $batch --poll-ms $poll_ms --berth $berth${berth_log:+ --berth-log $berth_log}$disk_flag${max_concurrency:+ --max-concurrency $max_concurrency}$( ((wait_quiet)) && echo " --wait-quiet $wait_quiet")"
+echo "berth up: HOME=<scratch>/home $berth --data-dir <scratch>/data --cgroup-parent $cgroup_parent up --listen ${up_url#http://}$disk_flag"
 echo
 if [[ -n $tp ]]; then
     echo "1. throughput, $tasks tasks of 'true' per run, queue to recorded completion:"

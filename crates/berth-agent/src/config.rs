@@ -35,6 +35,11 @@ pub struct AgentConfig {
     pub max_json_bytes: usize,
     /// Largest image upload accepted.
     pub max_image_bytes: u64,
+    /// Keep the per-container state dirs (specs, records, sockets, inline
+    /// files, logs) on a private tmpfs mounted on `<data>/agent/containers`
+    /// (see `state_fs`): no disk I/O per container, but logs take RAM (up
+    /// to each container's log cap) until the container is deleted.
+    pub state_tmpfs: bool,
 }
 
 impl AgentConfig {
@@ -56,6 +61,7 @@ impl AgentConfig {
             log_max_bytes: berth_shim::DEFAULT_LOG_MAX_BYTES,
             max_json_bytes: 1024 * 1024,
             max_image_bytes: 16 << 30,
+            state_tmpfs: false,
         }
     }
 

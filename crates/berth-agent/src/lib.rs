@@ -17,6 +17,8 @@
 //!   output log, socket) plus the agent's own `agent.json`;
 //! - `events.log`: one JSON event per line.
 //!
+//! (`containers/` may be a tmpfs of its own: [`AgentConfig::state_tmpfs`].)
+//!
 //! A restarted agent rebuilds everything from these files and the shims'
 //! sockets; see [`Agent::open`].
 
@@ -29,6 +31,7 @@ mod metrics;
 mod node;
 mod registry;
 mod shim;
+mod state_fs;
 
 pub use api::{router, serve};
 pub use config::AgentConfig;
@@ -46,4 +49,11 @@ pub type Agent = Arc<registry::AgentState>;
 /// Must be called inside a tokio runtime.
 pub async fn open(config: AgentConfig) -> Result<Agent, ApiError> {
     registry::AgentState::open(config).await
+}
+
+/// `berth gc`'s part for the agent: unmounts the state tmpfs of the agent
+/// of `data_dir` once it holds no container state and no agent runs there.
+/// True if it did.
+pub fn release_idle_state(data_dir: &std::path::Path) -> Result<bool, ApiError> {
+    registry::release_idle_state(data_dir)
 }

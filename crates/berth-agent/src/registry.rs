@@ -313,6 +313,19 @@ impl AgentState {
         // Before anything is read or changed: a second agent on the same
         // data dir would fight the first over every container.
         let agent_lock = lock_agent_dir(&config.agent_dir())?;
+        if config.state_tmpfs {
+            use crate::state_fs::{ensure_tmpfs, StateFs};
+            let root = config.state_root();
+            match ensure_tmpfs(&root) {
+                Ok(StateFs::Mounted) => tracing::info!("container state on a new tmpfs at {}", root.display()),
+                Ok(StateFs::AlreadyTmpfs) => {}
+                Ok(StateFs::KeptOnDiskWithState) => tracing::warn!(
+                    "{} holds containers of an agent that kept state on disk: it stays on disk until they are deleted",
+                    root.display()
+                ),
+                Err(e) => tracing::warn!("mounting a tmpfs on {}: {e}; container state stays on disk", root.display()),
+            }
+        }
         let runtime = Runtime::new(RuntimeConfig {
             containers_dir: config.runtime_containers_dir(),
             cgroup_parent: config.cgroup_parent.clone(),
@@ -333,6 +346,17 @@ impl AgentState {
         agent.rediscover().await?;
         crate::memory::spawn_policy(agent.clone());
         Ok(agent)
+    }
+
+    /// At shutdown: takes the state tmpfs down if no container state is
+    /// left on it (running containers keep it for the next agent).
+    pub(crate) fn release_state_tmpfs(&self) {
+        let root = self.config.state_root();
+        match crate::state_fs::release_if_empty(&root) {
+            Ok(true) => tracing::info!("unmounted the state tmpfs at {}", root.display()),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("unmounting {}: {e}", root.display()),
+        }
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Entry>, ApiError> {
@@ -1006,6 +1030,23 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64)
+}
+
+/// Unmounts the state tmpfs of the agent of `data_dir` if no agent runs
+/// there and no container state is left on it.
+pub(crate) fn release_idle_state(data_dir: &Path) -> Result<bool, ApiError> {
+    let config = AgentConfig::new(data_dir.to_path_buf(), PathBuf::new());
+    if !config.agent_dir().is_dir() {
+        return Ok(false);
+    }
+    let _lock = match lock_agent_dir(&config.agent_dir()) {
+        Ok(lock) => lock,
+        Err(e) if e.report.code == ErrorCode::InvalidState => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let root = config.state_root();
+    crate::state_fs::release_if_empty(&root)
+        .map_err(|e| ApiError::io(format!("unmounting {}", root.display()), e))
 }
 
 /// Takes `<agent dir>/lock` exclusively, or says which agent holds it.

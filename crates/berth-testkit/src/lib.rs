@@ -104,3 +104,17 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// Detaches every mount at or below `dir`, deepest first: a test's last
+/// word, after a failure or a `kill -9` left a mount the code under test
+/// would have removed (e.g. the agent's state tmpfs), so that the temp dir
+/// can go.
+pub fn unmount_under(dir: &Path) {
+    let mut mounts = mounts_under(dir);
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for mount in mounts {
+        let _ = std::process::Command::new("umount")
+            .args(["--lazy", &mount])
+            .status();
+    }
+}

@@ -141,6 +141,13 @@ pub struct AgentArgs {
     /// The berth-shim binary [default: berth-shim next to this binary].
     #[arg(long, env = "BERTH_SHIM")]
     pub shim: Option<PathBuf>,
+    /// Keep per-container state (specs, records, sockets, logs) on a
+    /// private tmpfs at <data dir>/agent/containers: no disk I/O per
+    /// container, but each log takes RAM (up to its cap) until the
+    /// container is deleted. The mount outlives the agent while containers
+    /// remain; the agent (at exit) or `berth gc` removes it once empty.
+    #[arg(long, env = "BERTH_AGENT_STATE_TMPFS")]
+    pub state_tmpfs: bool,
 }
 
 /// Where the control plane keeps its state.
@@ -196,6 +203,11 @@ pub struct UpArgs {
     /// Shortest run_every a schedule may have, in seconds (IronWorker: 60).
     #[arg(long, env = "BERTH_MIN_SCHEDULE_INTERVAL", default_value_t = 60)]
     pub min_schedule_interval: i64,
+    /// Keep the local agent's per-container state on disk instead of the
+    /// private tmpfs berth up mounts at <data dir>/agent/containers (see
+    /// `berth agent --help`, --state-tmpfs).
+    #[arg(long)]
+    pub state_on_disk: bool,
 }
 
 #[derive(Debug, Args)]

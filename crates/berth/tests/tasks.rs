@@ -337,6 +337,70 @@ echo "to stderr" >&2
     up.stop_and_check_clean();
 }
 
+/// The file system type mounted exactly at `dir`, if anything is.
+fn fs_type_at(dir: &Path) -> Option<String> {
+    let target = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.split(' ').nth(4) == Some(target.as_str()))
+        .filter_map(|line| line.split(" - ").nth(1))
+        .filter_map(|tail| tail.split(' ').next().map(str::to_owned))
+        .next_back()
+}
+
+#[test]
+fn container_state_lives_on_a_tmpfs_that_outlives_a_crash_and_goes_once_empty() {
+    let mut up = Up::start(&[]);
+    let state = up.berth.data_dir().join("agent/containers");
+    assert_eq!(fs_type_at(&state).as_deref(), Some("tmpfs"), "{}", up.log());
+    up.push_code(
+        &json!({"name": "sleeper", "runtime": "sh", "file_name": "run.sh"}),
+        Some(&zip_of(&[("run.sh", "echo started; sleep 2; echo done")])),
+    );
+    let id = up.queue(vec![json!({"code_name": "sleeper"})]).remove(0);
+    up.wait_for(&id, &["running"], Duration::from_secs(30));
+
+    // A crash keeps the mount: the running task's state is on it.
+    up.kill9();
+    assert_eq!(fs_type_at(&state).as_deref(), Some("tmpfs"));
+    let gc = up.berth.run(&["gc", "--json"]);
+    assert_eq!(gc.code, 0, "{}", gc.stderr);
+    assert_eq!(gc.json()["agent_state_unmounted"], false, "{}", gc.stdout);
+
+    // The next berth up finds the task on it and finishes it.
+    up.spawn();
+    let task = up.wait_for(&id, &["complete", "error"], Duration::from_secs(60));
+    assert_eq!(task["status"], "complete", "{task}");
+    assert!(
+        up.log_of(&id).contains("started\ndone"),
+        "{}",
+        up.log_of(&id)
+    );
+
+    // Once the container is deleted and no agent runs, gc takes it down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !up
+        .agent()
+        .get("/v1/containers")
+        .json()
+        .as_array()
+        .is_some_and(|l| l.is_empty())
+    {
+        assert!(Instant::now() < deadline, "the container was never deleted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    up.kill9();
+    let gc = up.berth.run(&["gc", "--json"]);
+    assert_eq!(gc.json()["agent_state_unmounted"], true, "{}", gc.stdout);
+    assert_eq!(fs_type_at(&state), None);
+
+    // And a clean stop of berth up takes down the one it mounted itself.
+    up.spawn();
+    assert_eq!(fs_type_at(&state).as_deref(), Some("tmpfs"));
+    up.stop_and_check_clean();
+}
+
 #[test]
 fn exit_codes_retries_timeouts_and_cancels_end_in_the_right_status() {
     let up = Up::start(&[]);

@@ -163,6 +163,7 @@ pub async fn serve(
         }
         None => None,
     };
+    let state = agent.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_deadline = stop_rx.clone();
     tokio::spawn(async move {
@@ -198,6 +199,9 @@ pub async fn serve(
     };
     // Clients of a stopped agent find no socket rather than a refusal.
     let _ = std::fs::remove_file(&socket);
+    if state.config.state_tmpfs {
+        state.release_state_tmpfs();
+    }
     result
 }
 

@@ -64,6 +64,7 @@ fn config(global: &Global, args: AgentArgs) -> Result<AgentConfig, CliError> {
         config.socket = socket;
     }
     config.tcp_listen = args.listen;
+    config.state_tmpfs = args.state_tmpfs;
     if let Some(path) = args.token_file {
         let token = std::fs::read_to_string(&path)
             .map_err(|e| invalid(format!("--token-file {}: {e}", path.display())))?;

@@ -8,12 +8,18 @@ pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
     let containers = runtime.gc().map_err(crate::CliError::from)?;
     let store = open_store(global)?;
     let leases = release_stale_leases(global, &store)?;
+    let state_unmounted =
+        berth_agent::release_idle_state(&global.data_dir).map_err(|e| crate::CliError(e.report))?;
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "containers_removed": containers, "leases_released": leases })
+            serde_json::json!({
+                "containers_removed": containers,
+                "leases_released": leases,
+                "agent_state_unmounted": state_unmounted,
+            })
         );
-    } else if containers.is_empty() && leases.is_empty() {
+    } else if containers.is_empty() && leases.is_empty() && !state_unmounted {
         println!("nothing to clean up");
     } else {
         for id in &containers {
@@ -21,6 +27,9 @@ pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
         }
         for holder in &leases {
             println!("released lease of {holder}");
+        }
+        if state_unmounted {
+            println!("unmounted the idle agent state tmpfs");
         }
     }
     Ok(0)

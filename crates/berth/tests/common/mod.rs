@@ -154,6 +154,7 @@ impl Berth {
 impl Drop for Berth {
     fn drop(&mut self) {
         berth_testkit::remove_cgroup_parent(&self.cgroup_parent);
+        berth_testkit::unmount_under(self.dir.path());
     }
 }
 
