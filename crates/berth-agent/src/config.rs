@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The agent's settings; `berth agent` fills them from flags and env.
@@ -35,10 +35,11 @@ pub struct AgentConfig {
     pub max_json_bytes: usize,
     /// Largest image upload accepted.
     pub max_image_bytes: u64,
-    /// Keep the per-container state dirs (specs, records, sockets, inline
-    /// files, logs) on a private tmpfs mounted on `<data>/agent/containers`
-    /// (see `state_fs`): no disk I/O per container, but logs take RAM (up
-    /// to each container's log cap) until the container is deleted.
+    /// Keep the per-container state (specs, records, sockets, inline
+    /// files, logs, and the runtime dirs of memory-scratch containers) on a
+    /// private tmpfs mounted on `<data>/agent/run` (see `state_fs`): no disk
+    /// I/O per container, but logs take RAM (up to each container's log
+    /// cap) until the container is deleted.
     pub state_tmpfs: bool,
 }
 
@@ -69,11 +70,36 @@ impl AgentConfig {
         self.data_dir.join("agent")
     }
 
-    pub(crate) fn state_root(&self) -> PathBuf {
-        self.agent_dir().join("containers")
+    /// What lives only while the host is up: the state tmpfs when
+    /// [`AgentConfig::state_tmpfs`] is set.
+    pub(crate) fn run_dir(&self) -> PathBuf {
+        run_dir(&self.data_dir)
     }
 
+    /// One state dir per container.
+    pub(crate) fn state_root(&self) -> PathBuf {
+        self.run_dir().join("containers")
+    }
+
+    /// The runtime's dirs of memory-scratch containers (a lock and a mount
+    /// point each), beside their state.
+    pub(crate) fn volatile_runtime_dir(&self) -> PathBuf {
+        volatile_runtime_dir(&self.data_dir)
+    }
+
+    /// The runtime's dirs of disk-scratch containers (their writable
+    /// layer), shared with `berth run`.
     pub(crate) fn runtime_containers_dir(&self) -> PathBuf {
         self.data_dir.join("containers")
     }
+}
+
+pub(crate) fn run_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("agent").join("run")
+}
+
+/// Where the agent of `data_dir` keeps the runtime dirs of its
+/// memory-scratch containers (for `berth gc`).
+pub fn volatile_runtime_dir(data_dir: &Path) -> PathBuf {
+    run_dir(data_dir).join("runtime")
 }

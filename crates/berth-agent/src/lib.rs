@@ -13,11 +13,13 @@
 //! isolation the runtime's; the agent only wires them together.
 //!
 //! State on disk, under `<data dir>/agent/`:
-//! - `containers/<id>/`: the shim's state dir (spec, state, exit record,
-//!   output log, socket) plus the agent's own `agent.json`;
+//! - `run/containers/<id>/`: the shim's state dir (spec, state, exit
+//!   record, output log, socket) plus the agent's own `agent.json`;
+//! - `run/runtime/<id>/`: the runtime's dir of a memory-scratch container
+//!   (disk-scratch ones use `<data dir>/containers/`, as `berth run` does);
 //! - `events.log`: one JSON event per line.
 //!
-//! (`containers/` may be a tmpfs of its own: [`AgentConfig::state_tmpfs`].)
+//! (`run/` may be a tmpfs of its own: [`AgentConfig::state_tmpfs`].)
 //!
 //! A restarted agent rebuilds everything from these files and the shims'
 //! sockets; see [`Agent::open`].
@@ -34,7 +36,7 @@ mod shim;
 mod state_fs;
 
 pub use api::{router, serve};
-pub use config::AgentConfig;
+pub use config::{volatile_runtime_dir, AgentConfig};
 pub use error::ApiError;
 pub use events::{Event, EventKind};
 pub use registry::{ContainerState, ContainerView, CreateContainer, InlineFile, KillReason};

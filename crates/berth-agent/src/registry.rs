@@ -308,23 +308,27 @@ pub struct AgentState {
 impl AgentState {
     pub async fn open(config: AgentConfig) -> Result<Arc<AgentState>, ApiError> {
         raise_fd_limit();
-        fs::create_dir_all(config.state_root())
-            .map_err(|e| ApiError::io(format!("creating {}", config.state_root().display()), e))?;
+        let run = config.run_dir();
+        fs::create_dir_all(&run)
+            .map_err(|e| ApiError::io(format!("creating {}", run.display()), e))?;
         // Before anything is read or changed: a second agent on the same
         // data dir would fight the first over every container.
         let agent_lock = lock_agent_dir(&config.agent_dir())?;
         if config.state_tmpfs {
             use crate::state_fs::{ensure_tmpfs, StateFs};
-            let root = config.state_root();
-            match ensure_tmpfs(&root) {
-                Ok(StateFs::Mounted) => tracing::info!("container state on a new tmpfs at {}", root.display()),
+            match ensure_tmpfs(&run) {
+                Ok(StateFs::Mounted) => tracing::info!("container state on a new tmpfs at {}", run.display()),
                 Ok(StateFs::AlreadyTmpfs) => {}
                 Ok(StateFs::KeptOnDiskWithState) => tracing::warn!(
                     "{} holds containers of an agent that kept state on disk: it stays on disk until they are deleted",
-                    root.display()
+                    run.display()
                 ),
-                Err(e) => tracing::warn!("mounting a tmpfs on {}: {e}; container state stays on disk", root.display()),
+                Err(e) => tracing::warn!("mounting a tmpfs on {}: {e}; container state stays on disk", run.display()),
             }
+        }
+        for dir in [config.state_root(), config.volatile_runtime_dir()] {
+            fs::create_dir_all(&dir)
+                .map_err(|e| ApiError::io(format!("creating {}", dir.display()), e))?;
         }
         let runtime = Runtime::new(RuntimeConfig {
             containers_dir: config.runtime_containers_dir(),
@@ -349,14 +353,40 @@ impl AgentState {
     }
 
     /// At shutdown: takes the state tmpfs down if no container state is
-    /// left on it (running containers keep it for the next agent).
-    pub(crate) fn release_state_tmpfs(&self) {
-        let root = self.config.state_root();
+    /// left on it (running containers keep it for the next agent). Shims
+    /// of containers deleted just now may still be removing their runtime
+    /// dirs: give them a moment, and clean up after any that died.
+    pub(crate) async fn release_state_tmpfs(self: &Arc<Self>) {
+        let root = self.config.run_dir();
+        let no_containers = fs::read_dir(self.config.state_root())
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if no_containers {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            loop {
+                let this = self.clone();
+                let _ = tokio::task::spawn_blocking(move || this.gc_runtime_dirs()).await;
+                let drained = fs::read_dir(self.config.volatile_runtime_dir())
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(true);
+                if drained || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         match crate::state_fs::release_if_empty(&root) {
             Ok(true) => tracing::info!("unmounted the state tmpfs at {}", root.display()),
             Ok(false) => {}
             Err(e) => tracing::warn!("unmounting {}: {e}", root.display()),
         }
+    }
+
+    /// Cleans up after dead shims in both runtime dirs.
+    fn gc_runtime_dirs(&self) -> berth_runtime::Result<Vec<String>> {
+        let mut removed = self.runtime.gc_dir(&self.config.volatile_runtime_dir())?;
+        removed.extend(self.runtime.gc()?);
+        Ok(removed)
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Entry>, ApiError> {
@@ -400,13 +430,18 @@ impl AgentState {
         let this = self.clone();
         let prepare_id = id.clone();
         let began = std::time::Instant::now();
+        let scratch = request.scratch;
         let entry = tokio::task::spawn_blocking(move || this.prepare(&prepare_id, &request))
             .await
             .map_err(|e| ApiError::internal(format!("create task: {e}")))??;
         let prepared = began.elapsed();
+        let containers_dir = match scratch {
+            Scratch::Memory => self.config.volatile_runtime_dir(),
+            Scratch::Disk => self.config.runtime_containers_dir(),
+        };
         let launcher = Launcher {
             binary: &self.config.shim_binary,
-            containers_dir: &self.runtime.config().containers_dir,
+            containers_dir: &containers_dir,
             cgroup_parent: &self.config.cgroup_parent,
         };
         let launched = launcher.launch(&entry.dir).await;
@@ -467,7 +502,7 @@ impl AgentState {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let this = self.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || this.runtime.gc()).await {
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || this.gc_runtime_dirs()).await {
                 tracing::warn!("gc after an aborted create: {e}");
             }
         }
@@ -826,7 +861,7 @@ impl AgentState {
         }
         let _ = fs::remove_file(entry.dir.socket());
         let this = self.clone();
-        let gc = tokio::task::spawn_blocking(move || this.runtime.gc()).await;
+        let gc = tokio::task::spawn_blocking(move || this.gc_runtime_dirs()).await;
         match gc {
             Ok(Ok(removed)) if !removed.is_empty() => {
                 tracing::info!(?removed, "cleaned up after a dead shim")
@@ -1044,7 +1079,7 @@ pub(crate) fn release_idle_state(data_dir: &Path) -> Result<bool, ApiError> {
         Err(e) if e.report.code == ErrorCode::InvalidState => return Ok(false),
         Err(e) => return Err(e),
     };
-    let root = config.state_root();
+    let root = config.run_dir();
     crate::state_fs::release_if_empty(&root)
         .map_err(|e| ApiError::io(format!("unmounting {}", root.display()), e))
 }

@@ -9,8 +9,9 @@
 //! last minute, which grows with the container churn.
 //!
 //! With [`AgentConfig::state_tmpfs`](crate::AgentConfig::state_tmpfs) the
-//! agent mounts a private tmpfs on its state root unless that already is
-//! one. The mount outlives the agent (running containers keep their state
+//! agent mounts a private tmpfs on `<data>/agent/run` (container state
+//! dirs and the runtime dirs of memory-scratch containers) unless that
+//! already is on one. The mount outlives the agent (running containers keep their state
 //! across a restart) and is taken down once no container state is left: by
 //! the agent when it stops, or by `berth gc`.
 
@@ -19,7 +20,7 @@ use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `TMPFS_MAGIC` from linux/magic.h.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -41,7 +42,7 @@ pub(crate) fn ensure_tmpfs(dir: &Path) -> io::Result<StateFs> {
     if is_tmpfs(dir)? {
         return Ok(StateFs::AlreadyTmpfs);
     }
-    if fs::read_dir(dir)?.next().is_some() {
+    if first_state(dir)?.is_some() {
         return Ok(StateFs::KeptOnDiskWithState);
     }
     // Not noexec: inline files are a lower layer of containers' rootfs and
@@ -57,17 +58,37 @@ pub(crate) fn ensure_tmpfs(dir: &Path) -> io::Result<StateFs> {
 }
 
 /// Unmounts the tmpfs on `dir` if it is a mount point of its own holding no
-/// container state; true if it did. A tmpfs the dir merely lies on (the
+/// container state (nothing but empty dirs); true if it did. A tmpfs the dir merely lies on (the
 /// host's /run) is left alone.
 pub(crate) fn release_if_empty(dir: &Path) -> io::Result<bool> {
     if !dir.exists() || !is_tmpfs(dir)? || !is_mount_point(dir)? {
         return Ok(false);
     }
-    if fs::read_dir(dir)?.next().is_some() {
+    if let Some(state) = first_state(dir)? {
+        tracing::info!(
+            "the state tmpfs at {} stays: it holds {}",
+            dir.display(),
+            state.display()
+        );
         return Ok(false);
     }
     unmount(dir, UnmountFlags::empty())?;
     Ok(true)
+}
+
+/// Anything in `dir` but empty dirs (`containers/`, `runtime/`) is state:
+/// the first such path.
+fn first_state(dir: &Path) -> io::Result<Option<PathBuf>> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !fs::symlink_metadata(&path)?.is_dir() {
+            return Ok(Some(path));
+        }
+        if let Some(inner) = fs::read_dir(&path)?.next() {
+            return Ok(Some(inner?.path()));
+        }
+    }
+    Ok(None)
 }
 
 fn is_tmpfs(dir: &Path) -> io::Result<bool> {

@@ -446,9 +446,16 @@ impl Runtime {
     /// with another data dir may share the cgroup parent, and its
     /// containers are none of our business.
     pub fn gc(&self) -> Result<Vec<String>> {
+        self.gc_dir(&self.config.containers_dir)
+    }
+
+    /// [`Runtime::gc`] of another containers dir sharing this runtime's
+    /// cgroup parent (the agent keeps memory-scratch containers apart, on
+    /// a tmpfs).
+    pub fn gc_dir(&self, containers_dir: &Path) -> Result<Vec<String>> {
         let mut cleaned = Vec::new();
         let mut first_error = None;
-        let entries = match fs::read_dir(&self.config.containers_dir) {
+        let entries = match fs::read_dir(containers_dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(cleaned),
             Err(e) => return Err(RuntimeError::host_io("reading the containers dir", e)),

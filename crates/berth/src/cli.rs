@@ -142,7 +142,7 @@ pub struct AgentArgs {
     #[arg(long, env = "BERTH_SHIM")]
     pub shim: Option<PathBuf>,
     /// Keep per-container state (specs, records, sockets, logs) on a
-    /// private tmpfs at <data dir>/agent/containers: no disk I/O per
+    /// private tmpfs at <data dir>/agent/run: no disk I/O per
     /// container, but each log takes RAM (up to its cap) until the
     /// container is deleted. The mount outlives the agent while containers
     /// remain; the agent (at exit) or `berth gc` removes it once empty.
@@ -204,7 +204,7 @@ pub struct UpArgs {
     #[arg(long, env = "BERTH_MIN_SCHEDULE_INTERVAL", default_value_t = 60)]
     pub min_schedule_interval: i64,
     /// Keep the local agent's per-container state on disk instead of the
-    /// private tmpfs berth up mounts at <data dir>/agent/containers (see
+    /// private tmpfs berth up mounts at <data dir>/agent/run (see
     /// `berth agent --help`, --state-tmpfs).
     #[arg(long)]
     pub state_on_disk: bool,

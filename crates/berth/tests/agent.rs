@@ -124,7 +124,7 @@ impl Agent {
         }
         let shims = self.shims();
         assert!(shims.is_empty(), "shims left: {shims:?}");
-        let states: Vec<_> = std::fs::read_dir(self.berth.data_dir().join("agent/containers"))
+        let states: Vec<_> = std::fs::read_dir(self.berth.data_dir().join("agent/run/containers"))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         assert!(states.is_empty(), "state dirs left: {states:?}");
@@ -133,7 +133,7 @@ impl Agent {
 
     /// Live shim processes serving this agent's data dir.
     fn shims(&self) -> Vec<u32> {
-        let marker = self.berth.data_dir().join("agent/containers");
+        let marker = self.berth.data_dir().join("agent/run/containers");
         let marker = marker.to_string_lossy().into_owned();
         let mut found = vec![];
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -691,7 +691,7 @@ fn a_killed_agent_loses_nothing_and_kills_nothing() {
         let exit = agent
             .berth
             .data_dir()
-            .join(format!("agent/containers/{id}/exit.json"));
+            .join(format!("agent/run/containers/{id}/exit.json"));
         while !exit.exists() {
             assert!(Instant::now() < deadline, "{id} never finished");
             std::thread::sleep(Duration::from_millis(50));

@@ -247,10 +247,17 @@ impl Up {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.stop();
-        let states: Vec<_> = std::fs::read_dir(self.berth.data_dir().join("agent/containers"))
+        let states: Vec<_> = std::fs::read_dir(self.berth.data_dir().join("agent/run/containers"))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         assert!(states.is_empty(), "state dirs left: {states:?}");
+        let run = self.berth.data_dir().join("agent/run");
+        assert!(
+            berth_testkit::mounts_under(&run).is_empty(),
+            "the state tmpfs is still mounted; it holds {:?}\n{}",
+            walk(&run),
+            self.log()
+        );
         self.berth.assert_clean();
     }
 }
@@ -260,7 +267,7 @@ impl Drop for Up {
         self.kill9();
         // Containers a failed test left: force them out through a fresh
         // agent so that no shim or cgroup outlives the test.
-        if self.berth.data_dir().join("agent/containers").exists() {
+        if self.berth.data_dir().join("agent/run/containers").exists() {
             let _ = Command::new(env!("CARGO_BIN_EXE_berth"))
                 .arg("--data-dir")
                 .arg(self.berth.data_dir())
@@ -337,6 +344,19 @@ echo "to stderr" >&2
     up.stop_and_check_clean();
 }
 
+/// Every path below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        found.push(path.clone());
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+    }
+    found
+}
+
 /// The file system type mounted exactly at `dir`, if anything is.
 fn fs_type_at(dir: &Path) -> Option<String> {
     let target = dir.to_string_lossy().into_owned();
@@ -352,7 +372,7 @@ fn fs_type_at(dir: &Path) -> Option<String> {
 #[test]
 fn container_state_lives_on_a_tmpfs_that_outlives_a_crash_and_goes_once_empty() {
     let mut up = Up::start(&[]);
-    let state = up.berth.data_dir().join("agent/containers");
+    let state = up.berth.data_dir().join("agent/run");
     assert_eq!(fs_type_at(&state).as_deref(), Some("tmpfs"), "{}", up.log());
     up.push_code(
         &json!({"name": "sleeper", "runtime": "sh", "file_name": "run.sh"}),

@@ -200,7 +200,7 @@ pub async fn serve(
     // Clients of a stopped agent find no socket rather than a refusal.
     let _ = std::fs::remove_file(&socket);
     if state.config.state_tmpfs {
-        state.release_state_tmpfs();
+        state.release_state_tmpfs().await;
     }
     result
 }

@@ -5,7 +5,14 @@ use crate::cmd::{image::release_stale_leases, open_runtime, open_store};
 
 pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
     let runtime = open_runtime(global)?;
-    let containers = runtime.gc().map_err(crate::CliError::from)?;
+    let mut containers = runtime.gc().map_err(crate::CliError::from)?;
+    // The agent keeps its memory-scratch containers apart.
+    let agent_containers = berth_agent::volatile_runtime_dir(&global.data_dir);
+    containers.extend(
+        runtime
+            .gc_dir(&agent_containers)
+            .map_err(crate::CliError::from)?,
+    );
     let store = open_store(global)?;
     let leases = release_stale_leases(global, &store)?;
     let state_unmounted =

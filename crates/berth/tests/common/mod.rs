@@ -108,11 +108,17 @@ impl Berth {
 
     /// Everything of every container is gone: dirs, cgroups, mounts.
     pub fn assert_clean(&self) {
-        let containers = self.data_dir().join("containers");
-        let left: Vec<_> = std::fs::read_dir(&containers)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "container dirs left: {left:?}");
+        // The runtime's dirs: berth run's and an agent's disk-scratch
+        // containers, and an agent's memory-scratch ones.
+        for containers in [
+            self.data_dir().join("containers"),
+            self.data_dir().join("agent/run/runtime"),
+        ] {
+            let left: Vec<_> = std::fs::read_dir(&containers)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "container dirs left: {left:?}");
+        }
         let cgroups = self.leftover_cgroups();
         assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
         let mounts = berth_testkit::mounts_under(self.dir.path());
