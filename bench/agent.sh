@@ -94,22 +94,11 @@ berth=""
 cleaned=0
 leftovers=""
 
-
-
-
 stop_agent() {
     [[ -n $agent_pid ]] || return 0
-    if alive "$agent_pid"; then
-        kill -TERM "$agent_pid" 2>/dev/null || true
-        if ! wait_gone 10 "$agent_pid"; then
-            echo "the agent ($agent_pid) did not stop within 10 s of SIGTERM; SIGKILL" >&2
-            kill -KILL "$agent_pid" 2>/dev/null || true
-            wait_gone 5 "$agent_pid" || true
-        fi
-    fi
+    stop_gracefully "$agent_pid" 10 "the agent"
     agent_pid=""
 }
-
 
 # cleanup_all: stop every container and the agent, gc, and remove the
 # cgroup parents, mounts and scratch dirs. Idempotent; never fails.

@@ -102,3 +102,16 @@ cgroup_dirs() {
     done
     return 0
 }
+
+# stop_gracefully PID SECONDS NAME: SIGTERM, then SIGKILL if PID is still
+# alive after SECONDS (saying so on stderr). Never fails.
+stop_gracefully() {
+    local pid=$1 grace=$2 name=$3
+    alive "$pid" || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$grace" "$pid"; then
+        echo "$name ($pid) did not stop within $grace s of SIGTERM; SIGKILL" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone 5 "$pid" || true
+    fi
+}

@@ -162,20 +162,9 @@ cleaned=0
 leftovers=""
 containers_at_stop=""
 
-
-
-
-
 stop_up() {
     [[ -n $up_pid ]] || return 0
-    if alive "$up_pid"; then
-        kill -TERM "$up_pid" 2>/dev/null || true
-        if ! wait_gone 20 "$up_pid"; then
-            echo "berth up ($up_pid) did not stop within 20 s of SIGTERM; SIGKILL" >&2
-            kill -KILL "$up_pid" 2>/dev/null || true
-            wait_gone 5 "$up_pid" || true
-        fi
-    fi
+    stop_gracefully "$up_pid" 20 "berth up"
     up_pid=""
 }
 
