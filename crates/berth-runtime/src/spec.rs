@@ -132,6 +132,13 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
+/// The C type `setrlimit` takes its resource as: glibc declares an enum,
+/// musl a plain int.
+#[cfg(target_env = "gnu")]
+pub(crate) type RawRlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+pub(crate) type RawRlimitResource = libc::c_int;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RlimitResource {
@@ -160,7 +167,7 @@ impl RlimitResource {
         })
     }
 
-    pub(crate) fn as_raw(self) -> libc::__rlimit_resource_t {
+    pub(crate) fn as_raw(self) -> RawRlimitResource {
         match self {
             RlimitResource::Nofile => libc::RLIMIT_NOFILE,
             RlimitResource::Nproc => libc::RLIMIT_NPROC,

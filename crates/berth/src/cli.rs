@@ -73,7 +73,10 @@ pub struct Global {
     pub verbose: u8,
 }
 
+// `defer`: a subcommand's arguments are only built when it is the one
+// being run, so `berth run` does not pay for the rest of the CLI.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Run a command in a new container, then remove the container.
     Run(Box<RunArgs>),
@@ -315,6 +318,7 @@ impl ImageArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ImageCommand {
     /// Import an image from a rootfs tarball (plain, gzip, zstd), a `docker save`
     /// archive, or an OCI image layout (directory or tar).

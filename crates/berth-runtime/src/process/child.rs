@@ -582,14 +582,14 @@ fn loopback_up(ch: &Channels) {
             ch,
             Stage::Loopback,
             0,
-            libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr)
+            libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut ifr)
         );
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         check!(
             ch,
             Stage::Loopback,
             0,
-            libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr)
+            libc::ioctl(s, libc::SIOCSIFFLAGS as _, &ifr)
         );
         libc::close(s);
     }
@@ -609,11 +609,11 @@ fn send_fd(sock: RawFd, fd: RawFd) -> i32 {
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
         libc::sendmsg(sock, &msg, 0) as i32
     }

@@ -108,7 +108,7 @@ pub struct Plan {
     pub scratch_tmpfs: Option<ScratchTmpfs>,
     pub steps: Vec<Step>,
     pub read_only_root: bool,
-    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    pub rlimits: Vec<(crate::spec::RawRlimitResource, libc::rlimit)>,
     /// Working directory components, created one by one if missing.
     pub cwd: CString,
     pub cwd_parts: Vec<CString>,

@@ -18,6 +18,7 @@ pub struct ProjectArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ProjectCommand {
     /// Create a project and its first token (the secret is shown once).
     Create {
@@ -54,6 +55,7 @@ pub struct TokenArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum TokenCommand {
     /// Create a token for a project and print its secret (once).
     Create {
@@ -104,6 +106,7 @@ pub struct StackArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum StackCommand {
     /// Map a runtime name to an image (replacing an existing mapping).
     Map {

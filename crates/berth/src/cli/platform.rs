@@ -80,6 +80,7 @@ pub struct CodeArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum CodeCommand {
     /// Upload a code (a new revision if the name exists).
     Push(Box<CodePushArgs>),
@@ -221,6 +222,7 @@ pub struct TaskArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum TaskCommand {
     /// Queue tasks of a code (prints their ids).
     Queue(Box<TaskQueueArgs>),
@@ -338,6 +340,7 @@ pub struct ScheduleArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ScheduleCommand {
     /// Create a schedule (prints its id).
     Create(Box<ScheduleCreateArgs>),
