@@ -10,9 +10,8 @@
 #                     measurement (default 1)
 #   --detail          also print the first shim's mappings (from smaps)
 #
-# Without --shim, the release binary is built as scripts/build.sh builds it
-# (static, non-PIE, the same packages and flags), into $CARGO_TARGET_DIR or
-# else target/static, so that what is measured is what ships.
+# Without --shim, scripts/build.sh builds the binary that ships
+# (target/dist/berth-shim: static, non-PIE, against musl when available).
 #
 # Each shim is started as the agent starts it: a state dir holding
 # spec.json, its own containers dir and cgroup parent for this run, and
@@ -122,14 +121,9 @@ bash scripts/ensure-deps.sh
 if [[ -n $shim_bin ]]; then
     shim=$(realpath "$shim_bin")
 else
-    # As scripts/build.sh: see there why static and non-PIE. Both packages,
-    # as it builds them, so that features unify the same way.
-    host=$(rustc -vV | sed -n 's/^host: //p')
-    target_dir=${CARGO_TARGET_DIR:-$repo/target/static}
-    RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static ${RUSTFLAGS:-}" \
-        cargo build --release --locked -p berth -p berth-shim --target "$host" \
-        --target-dir "$target_dir"
-    shim=$target_dir/$host/release/berth-shim
+    # What ships: scripts/build.sh's static build (musl when available).
+    bash scripts/build.sh
+    shim=$repo/target/dist/berth-shim
 fi
 [[ -x $shim ]] || { echo "no berth-shim binary at $shim" >&2; exit 1; }
 
