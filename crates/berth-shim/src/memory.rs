@@ -10,6 +10,8 @@
 //! - **Free heap pages** (`malloc_trim(0)`). glibc gives memory back on its
 //!   own only from the top of the heap and only past 128 KiB; what startup
 //!   freed below live allocations would otherwise stay resident for good.
+//!   (glibc only: musl, which `scripts/build.sh` builds the shim against
+//!   when it can, unmaps freed memory by itself and has no `malloc_trim`.)
 //!
 //! - **Its mappings of the program's read-only segments** (code, rodata),
 //!   with `MADV_DONTNEED`. These are clean page-cache pages of the binary
