@@ -4,7 +4,7 @@
 #
 # Usage: bench/tasks.sh [-n TASKS] [-r RUNS] [-m SINGLES] [-t THREADS]
 #                       [--batch B] [--poll-ms P] [--berth PATH]
-#                       [--berth-log FILTER] [--state-tmpfs] [--wait-quiet S]
+#                       [--berth-log FILTER] [--state-on-disk] [--wait-quiet S]
 #                       [--max-concurrency K] [--save DIR]
 #
 #   -n TASKS        tasks per throughput run (default 2000)
@@ -16,9 +16,8 @@
 #   --batch B       tasks per POST /tasks in part 1 (default 100)
 #   --poll-ms P     GET /tasks/{id} interval of the client-side figure in
 #                   part 2 (default 1)
-#   --berth PATH    berth binary, with berth-shim beside it (default: built
-#                   with `cargo build --release -p berth -p berth-shim` into
-#                   ${CARGO_TARGET_DIR:-target}/release)
+#   --berth PATH    berth binary, with berth-shim beside it (default:
+#                   target/dist/berth, built by scripts/build.sh)
 #   --berth-log F   BERTH_LOG for berth up (e.g. berth_server=debug,
 #                   berth_agent=debug; default: berth's own, warn)
 #   --state-on-disk pass --state-on-disk to berth up: the agent's
@@ -258,10 +257,8 @@ trap 'exit 143' TERM
 echo "==> dependencies and binaries"
 bash scripts/ensure-deps.sh
 if [[ -z $berth_bin ]]; then
-    target=${CARGO_TARGET_DIR:-$repo/target}
-    echo "cargo build --release -p berth -p berth-shim (target dir $target)"
-    cargo build --release -p berth -p berth-shim
-    berth_bin=$target/release/berth
+    bash scripts/build.sh # what ships: static, the shim against musl
+    berth_bin=$repo/target/dist/berth
 fi
 berth=$(realpath "$berth_bin")
 [[ -x $berth ]] || { echo "no berth binary at $berth" >&2; exit 1; }
