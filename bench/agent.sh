@@ -105,7 +105,6 @@ stop_agent() {
 cleanup_all() {
     ((cleaned)) && return 0
     cleaned=1
-    local pids p d
     # 1. Through the agent while it serves: it stops each container
     #    (SIGKILL) and removes its state.
     if [[ -n $agent_pid ]] && alive "$agent_pid" &&
@@ -115,50 +114,12 @@ cleanup_all() {
     stop_agent
     # 2. Shims still running (the agent was dead or failed): SIGTERM stops
     #    each container (SIGKILL after the shim's 10 s grace) and records it.
-    mapfile -t pids < <(our_processes)
-    if ((${#pids[@]} > 0)); then
-        echo "cleanup: stopping ${#pids[@]} leftover processes with SIGTERM" >&2
-        kill -TERM "${pids[@]}" 2>/dev/null || true
-        if ! wait_gone 30 "${pids[@]}"; then
-            for p in "${pids[@]}"; do
-                alive "$p" && kill -KILL "$p" 2>/dev/null
-            done
-            wait_gone 5 "${pids[@]}" || true
-        fi
-    fi
+    stop_leftover_processes
     # 3. What the runtime may have left (container dirs, cgroups of killed
     #    containers), then our own cgroup parents (rmdir: empty ones only).
-    if [[ -n $berth && -n $data && -d $data ]]; then
-        "$berth" --data-dir "$data" --cgroup-parent "$cgroup_parent" gc >/dev/null 2>&1 || true
-    fi
-    while IFS= read -r d; do
-        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    done < <(cgroup_dirs)
+    gc_leftovers
     # 4. Mounts and files.
-    if [[ -n $work && -d $work ]]; then
-        unmount_below "$work"
-        rm -rf --one-file-system "$work"
-    fi
-}
-
-# verify_clean: sets $leftovers to what is still there ("" when nothing).
-verify_clean() {
-    local what=() p n=0
-    mapfile -t p < <(our_processes)
-    ((${#p[@]} == 0)) || what+=("${#p[@]} processes naming $work: ${p[*]}")
-    for p in "${shim_pids[@]}" "${agent_pids[@]}"; do
-        alive "$p" && n=$((n + 1))
-    done
-    ((n == 0)) || what+=("$n of the shims/agents still alive")
-    mapfile -t p < <(cgroup_dirs)
-    ((${#p[@]} == 0)) || what+=("cgroups: ${p[*]}")
-    if [[ -n $work ]]; then
-        n=$(awk -v d="$work" '$2 == d || index($2, d "/") == 1' /proc/mounts | wc -l)
-        ((n == 0)) || what+=("$n mounts under $work")
-        [[ ! -e $work ]] || what+=("$work still exists")
-    fi
-    leftovers=$(printf '%s; ' "${what[@]}")
-    leftovers=${leftovers%; }
+    remove_tree "$work"
 }
 
 on_exit() {
@@ -175,7 +136,7 @@ on_exit() {
         fi
         echo "==> cleanup" >&2
         cleanup_all
-        verify_clean
+        verify_clean "of the shims/agents" "${shim_pids[@]}" "${agent_pids[@]}"
         if [[ -n $leftovers ]]; then
             echo "cleanup: LEFT BEHIND: $leftovers" >&2
             ((rc != 0)) || rc=1
@@ -344,7 +305,7 @@ fi
 load_end=$(cut -d ' ' -f 1-3 /proc/loadavg)
 echo "==> cleanup"
 cleanup_all
-verify_clean
+verify_clean "of the shims/agents" "${shim_pids[@]}" "${agent_pids[@]}"
 if [[ -n $leftovers ]]; then
     clean_line="LEFT BEHIND: $leftovers"
 else

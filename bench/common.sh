@@ -35,10 +35,16 @@ remove_berth_work() {
     fi
     local d
     for d in "${work:-}" "${runroot:-}"; do
-        [[ -n $d && -d $d ]] || continue
-        unmount_below "$d"
-        rm -rf --one-file-system "$d"
+        remove_tree "$d"
     done
+}
+
+# remove_tree DIR: unmounts everything at or below DIR, then removes it
+# (never through a mount). Nothing to do for an empty or missing DIR.
+remove_tree() {
+    [[ -n ${1:-} && -d $1 ]] || return 0
+    unmount_below "$1"
+    rm -rf --one-file-system "$1"
 }
 
 # cargo may be installed by rustup without being on PATH yet.
@@ -114,4 +120,58 @@ stop_gracefully() {
         kill -KILL "$pid" 2>/dev/null || true
         wait_gone 5 "$pid" || true
     fi
+}
+
+# stop_leftover_processes: SIGTERM every process still naming the scratch dir
+# (a shim stops its container and records it), SIGKILL what is alive 30 s on.
+stop_leftover_processes() {
+    local pids p
+    mapfile -t pids < <(our_processes)
+    ((${#pids[@]} > 0)) || return 0
+    echo "cleanup: stopping ${#pids[@]} leftover processes with SIGTERM" >&2
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    if ! wait_gone 30 "${pids[@]}"; then
+        for p in "${pids[@]}"; do
+            alive "$p" && kill -KILL "$p" 2>/dev/null
+        done
+        wait_gone 5 "${pids[@]}" || true
+    fi
+}
+
+# gc_leftovers: what the runtime may have left (container dirs, cgroups of
+# killed containers) through `berth gc` on the private data dir, then our own
+# cgroup parents (rmdir: empty ones only). Reads $berth, $data, $cgroup_parent.
+# shellcheck disable=SC2154 # berth, data: set by the sourcing script
+gc_leftovers() {
+    local d
+    if [[ -n $berth && -n $data && -d $data ]]; then
+        "$berth" --data-dir "$data" --cgroup-parent "$cgroup_parent" gc >/dev/null 2>&1 || true
+    fi
+    while IFS= read -r d; do
+        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done < <(cgroup_dirs)
+}
+
+# verify_clean WHAT PID...: sets $leftovers to what is still there ("" when
+# nothing): processes naming the scratch dir, which of the PIDs (the WHAT,
+# e.g. "berth up processes") still run, cgroups under our parent, mounts
+# under the scratch dir and the dir itself.
+verify_clean() {
+    local label=$1 what=() p n=0
+    shift
+    mapfile -t p < <(our_processes)
+    ((${#p[@]} == 0)) || what+=("${#p[@]} processes naming $work: ${p[*]}")
+    for p in "$@"; do
+        alive "$p" && n=$((n + 1))
+    done
+    ((n == 0)) || what+=("$n $label still alive")
+    mapfile -t p < <(cgroup_dirs)
+    ((${#p[@]} == 0)) || what+=("cgroups: ${p[*]}")
+    if [[ -n $work ]]; then
+        n=$(awk -v d="$work" '$2 == d || index($2, d "/") == 1' /proc/mounts | wc -l)
+        ((n == 0)) || what+=("$n mounts under $work")
+        [[ ! -e $work ]] || what+=("$work still exists")
+    fi
+    leftovers=$(printf '%s; ' "${what[@]}")
+    leftovers=${leftovers%; }
 }

@@ -106,10 +106,7 @@ cleanup() {
     set +e
     ((${#pids[@]} == 0)) || stop_shims
     remove_cgroup_parents
-    if [[ -n $work && -d $work ]]; then
-        unmount_below "$work"
-        rm -rf --one-file-system "$work"
-    fi
+    remove_tree "$work"
     exit "$rc"
 }
 trap cleanup EXIT

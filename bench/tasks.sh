@@ -171,7 +171,6 @@ stop_up() {
 cleanup_all() {
     ((cleaned)) && return 0
     cleaned=1
-    local pids p d
     # 1. The dispatcher removes each task's container after recording its
     #    end: wait for that while berth up still serves.
     if [[ -n $up_pid ]] && alive "$up_pid" && [[ -S $sock ]]; then
@@ -182,51 +181,14 @@ cleanup_all() {
     stop_up
     # 2. Shims still running (berth up died with tasks under way): SIGTERM
     #    stops each container and records it; SIGKILL what stays.
-    mapfile -t pids < <(our_processes)
-    if ((${#pids[@]} > 0)); then
-        echo "cleanup: stopping ${#pids[@]} leftover processes with SIGTERM" >&2
-        kill -TERM "${pids[@]}" 2>/dev/null || true
-        if ! wait_gone 30 "${pids[@]}"; then
-            for p in "${pids[@]}"; do
-                alive "$p" && kill -KILL "$p" 2>/dev/null
-            done
-            wait_gone 5 "${pids[@]}" || true
-        fi
-    fi
+    stop_leftover_processes
     # 3. What the runtime may have left, then our cgroup parents.
-    if [[ -n $berth && -n $data && -d $data ]]; then
-        "$berth" --data-dir "$data" --cgroup-parent "$cgroup_parent" gc >/dev/null 2>&1 || true
-    fi
-    while IFS= read -r d; do
-        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    done < <(cgroup_dirs)
+    gc_leftovers
     # 4. Mounts and files (berth up's log is kept with --save).
     if [[ -n $save_dir && -n $up_log && -f $up_log ]]; then
         mkdir -p "$save_dir" && cp "$up_log" "$save_dir/up.log"
     fi
-    if [[ -n $work && -d $work ]]; then
-        unmount_below "$work"
-        rm -rf --one-file-system "$work"
-    fi
-}
-
-verify_clean() {
-    local what=() p n=0
-    mapfile -t p < <(our_processes)
-    ((${#p[@]} == 0)) || what+=("${#p[@]} processes naming $work: ${p[*]}")
-    for p in "${up_pids[@]}"; do
-        alive "$p" && n=$((n + 1))
-    done
-    ((n == 0)) || what+=("$n berth up processes still alive")
-    mapfile -t p < <(cgroup_dirs)
-    ((${#p[@]} == 0)) || what+=("cgroups: ${p[*]}")
-    if [[ -n $work ]]; then
-        n=$(awk -v d="$work" '$2 == d || index($2, d "/") == 1' /proc/mounts | wc -l)
-        ((n == 0)) || what+=("$n mounts under $work")
-        [[ ! -e $work ]] || what+=("$work still exists")
-    fi
-    leftovers=$(printf '%s; ' "${what[@]}")
-    leftovers=${leftovers%; }
+    remove_tree "$work"
 }
 
 on_exit() {
@@ -239,7 +201,7 @@ on_exit() {
         fi
         echo "==> cleanup" >&2
         cleanup_all
-        verify_clean
+        verify_clean "berth up processes" "${up_pids[@]}"
         if [[ -n $leftovers ]]; then
             echo "cleanup: LEFT BEHIND: $leftovers" >&2
             ((rc != 0)) || rc=1
@@ -339,7 +301,7 @@ fi
 load_end=$(cut -d ' ' -f 1-3 /proc/loadavg)
 echo "==> cleanup"
 cleanup_all
-verify_clean
+verify_clean "berth up processes" "${up_pids[@]}"
 if [[ -n $leftovers ]]; then
     clean_line="LEFT BEHIND: $leftovers"
 else
