@@ -420,47 +420,37 @@ fn classic_code_from_a_directory() {
     std::fs::write(&config, "answer: 42\n").expect("write");
     let config_arg = config.to_str().expect("utf-8");
 
-    let out = server.run(
-        &p,
-        &[
+    // `berth code push report --runtime sh --dir PKG` and then `extra`.
+    let push_report = |extra: &[&str]| {
+        let mut args = vec![
             "code",
             "push",
             "report",
             "--runtime",
             "sh",
-            "--file",
-            "nope.sh",
             "--dir",
             pkg_arg,
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        server.run(&p, &args)
+    };
+    let out = push_report(&["--file", "nope.sh"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("nope.sh"), "{}", out.stderr);
 
-    let pushed = server
-        .run(
-            &p,
-            &[
-                "code",
-                "push",
-                "report",
-                "--runtime",
-                "sh",
-                "--file",
-                "run.sh",
-                "--dir",
-                pkg_arg,
-                "--config-file",
-                config_arg,
-                "--retries",
-                "2",
-                "--retries-delay",
-                "30s",
-                "--json",
-            ],
-        )
-        .ok()
-        .json();
+    let pushed = push_report(&[
+        "--file",
+        "run.sh",
+        "--config-file",
+        config_arg,
+        "--retries",
+        "2",
+        "--retries-delay",
+        "30s",
+        "--json",
+    ])
+    .ok()
+    .json();
     assert_eq!(pushed["rev"], 1, "{pushed}");
     let code = server
         .run(&p, &["code", "show", "report", "--json"])
@@ -498,20 +488,7 @@ fn classic_code_from_a_directory() {
 
     // A link out of the directory is refused before anything is sent.
     std::os::unix::fs::symlink("/etc/passwd", pkg.join("passwd")).expect("symlink");
-    let out = server.run(
-        &p,
-        &[
-            "code",
-            "push",
-            "report",
-            "--runtime",
-            "sh",
-            "--file",
-            "run.sh",
-            "--dir",
-            pkg_arg,
-        ],
-    );
+    let out = push_report(&["--file", "run.sh"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("leads out"), "{}", out.stderr);
     let out = server.run(&p, &["code", "download", "report", "--revision", "9"]);
