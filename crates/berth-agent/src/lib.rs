@@ -35,7 +35,7 @@ mod registry;
 mod shim;
 mod state_fs;
 
-pub use api::{router, serve};
+pub use api::{listen, router, serve, Listening};
 pub use config::{volatile_runtime_dir, AgentConfig};
 pub use error::ApiError;
 pub use events::{Event, EventKind};

@@ -138,15 +138,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// How long a shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Serves the API on the unix socket (and TCP when configured) until
-/// `shutdown` completes. Containers are not touched by shutting down.
-pub async fn serve(
+/// The agent's sockets, bound: clients can connect (and queue) from here on,
+/// before [`Listening::serve`] answers them.
+pub struct Listening {
     agent: Agent,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ApiError> {
+    unix: tokio::net::UnixListener,
+    tcp: Option<(tokio::net::TcpListener, std::sync::Arc<String>)>,
+}
+
+/// Binds the unix socket (and TCP when configured). Separate from serving
+/// so that a caller can report "up" only once the socket exists, and fail
+/// before it starts anything else when another agent holds the socket.
+pub async fn listen(agent: Agent) -> Result<Listening, ApiError> {
     let config = &agent.config;
-    let socket = config.socket.clone();
-    let unix = bind_unix(&socket)?;
+    let unix = bind_unix(&config.socket)?;
     let tcp = match config.tcp_listen {
         Some(addr) => {
             let token = config
@@ -163,46 +168,68 @@ pub async fn serve(
         }
         None => None,
     };
-    let state = agent.clone();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut stop_deadline = stop_rx.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stop_tx.send_replace(true);
-    });
-    // Open follow streams would hold a graceful shutdown forever: give
-    // requests in flight a moment, then go (containers are not affected).
-    let bounded = async move {
-        let _ = stop_deadline.wait_for(|s| *s).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let local =
-        axum::serve(unix, router(agent.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let serving = async move {
-        match tcp {
-            Some((listener, token)) => {
-                let remote = router(agent.clone())
-                    .layer(middleware::from_fn_with_state(token, require_token));
-                let remote = axum::serve(listener, remote).with_graceful_shutdown(stopped(stop_rx));
-                let (a, b) = tokio::join!(local, remote);
-                a.and(b)
+    Ok(Listening { agent, unix, tcp })
+}
+
+/// Binds and serves: [`listen`], then [`Listening::serve`].
+pub async fn serve(
+    agent: Agent,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    listen(agent).await?.serve(shutdown).await
+}
+
+impl Listening {
+    /// Serves the API until `shutdown` completes, then removes the socket.
+    /// Containers are not touched by shutting down.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ApiError> {
+        let Listening { agent, unix, tcp } = self;
+        let socket = agent.config.socket.clone();
+        let state = agent.clone();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut stop_deadline = stop_rx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop_tx.send_replace(true);
+        });
+        // Open follow streams would hold a graceful shutdown forever: give
+        // requests in flight a moment, then go (containers are not affected).
+        let bounded = async move {
+            let _ = stop_deadline.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let local = axum::serve(unix, router(agent.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let serving = async move {
+            match tcp {
+                Some((listener, token)) => {
+                    let remote = router(agent.clone())
+                        .layer(middleware::from_fn_with_state(token, require_token));
+                    let remote =
+                        axum::serve(listener, remote).with_graceful_shutdown(stopped(stop_rx));
+                    let (a, b) = tokio::join!(local, remote);
+                    a.and(b)
+                }
+                None => local.await,
             }
-            None => local.await,
+        };
+        let result = tokio::select! {
+            served = serving => served.map_err(|e| ApiError::io("serving", e)),
+            () = bounded => Ok(()),
+        };
+        // Clients of a stopped agent find no socket rather than a refusal.
+        let _ = std::fs::remove_file(&socket);
+        if state.config.state_tmpfs {
+            state.release_state_tmpfs().await;
         }
-    };
-    let result = tokio::select! {
-        served = serving => served.map_err(|e| ApiError::io("serving", e)),
-        () = bounded => Ok(()),
-    };
-    // Clients of a stopped agent find no socket rather than a refusal.
-    let _ = std::fs::remove_file(&socket);
-    if state.config.state_tmpfs {
-        state.release_state_tmpfs().await;
+        result
     }
-    result
 }
 
 /// Binds the socket (mode 0600), replacing a stale one but never one that

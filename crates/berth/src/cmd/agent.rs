@@ -25,13 +25,18 @@ async fn serve(config: AgentConfig) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError(e.report))?;
     let running = agent.list().iter().filter(|e| e.is_running()).count();
+    let known = agent.list().len();
+    let listening = berth_agent::listen(agent)
+        .await
+        .map_err(|e| CliError(e.report))?;
     eprintln!(
         "berth agent: serving unix:{}{} ({} containers known, {running} running)",
         socket.display(),
         tcp.map(|a| format!(" and tcp:{a}")).unwrap_or_default(),
-        agent.list().len(),
+        known,
     );
-    berth_agent::serve(agent, shutdown_signal())
+    listening
+        .serve(shutdown_signal())
         .await
         .map_err(|e| CliError(e.report))?;
     eprintln!("berth agent: stopped; containers keep running under their shims");

@@ -50,10 +50,15 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
         let agent = berth_agent::open(agent_config)
             .await
             .map_err(|e| CliError(e.report))?;
+        // Bound before the task API answers: whoever sees berth up answer
+        // finds the agent's socket too.
+        let agent = berth_agent::listen(agent)
+            .await
+            .map_err(|e| CliError(e.report))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let agent_stopped = {
             let mut stop = stop_rx.clone();
-            tokio::spawn(berth_agent::serve(agent, async move {
+            tokio::spawn(agent.serve(async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             }))
         };
