@@ -88,6 +88,13 @@ impl Up {
                 .request("GET", "/2/projects/x/tasks", &[], b"")
             {
                 if r.status == 401 || r.status == 403 || r.status == 200 {
+                    // berth up answers only once its agent's socket is bound.
+                    let socket = self.berth.data_dir().join("agent.sock");
+                    assert!(
+                        socket.exists(),
+                        "berth up answers but {} does not exist yet",
+                        socket.display()
+                    );
                     return;
                 }
             }
