@@ -24,8 +24,9 @@ async fn serve(config: AgentConfig) -> Result<(), CliError> {
     let agent = berth_agent::open(config)
         .await
         .map_err(|e| CliError(e.report))?;
-    let running = agent.list().iter().filter(|e| e.is_running()).count();
-    let known = agent.list().len();
+    let containers = agent.list();
+    let running = containers.iter().filter(|e| e.is_running()).count();
+    let known = containers.len();
     let listening = berth_agent::listen(agent)
         .await
         .map_err(|e| CliError(e.report))?;
