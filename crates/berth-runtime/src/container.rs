@@ -2,7 +2,10 @@
 
 use crate::cgroup::{CgroupHost, CgroupMetrics, CgroupStats, ContainerCgroup};
 use crate::error::{Result, RuntimeError};
+use crate::process::affinity::CpuSpread;
 use crate::process::child::{monotonic_ns, Channels, Report, Stage, StageClock};
+use crate::process::fdpass::{recv_fd, send_fd};
+use crate::process::network;
 use crate::process::plan::{search_path, HostFeatures, Plan, RootfsDirs, StdioFds};
 use crate::process::spawn::{spawn, Spawned};
 use crate::spec::{ContainerSpec, Scratch};
@@ -12,7 +15,7 @@ use rustix::fs::{flock, FlockOperation};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,6 +36,7 @@ pub struct Runtime {
     cgroups: CgroupHost,
     features: HostFeatures,
     online_cpus: u32,
+    cpus: Option<CpuSpread>,
 }
 
 /// How a container's process ended.
@@ -161,6 +165,7 @@ impl Runtime {
             cgroups,
             features,
             online_cpus: online_cpus(),
+            cpus: CpuSpread::current(),
         })
     }
 
@@ -323,7 +328,8 @@ impl Runtime {
 
         let spawned = (|| {
             let (report_r, report_w) = cloexec_pipe()?;
-            let (start_r, start_w) = cloexec_pipe()?;
+            // A socket, not a pipe: it also carries the network namespace.
+            let (start_w, start_r) = socket_pair()?;
             let pty_pair = if plan.terminal {
                 Some(socket_pair()?)
             } else {
@@ -361,6 +367,18 @@ impl Runtime {
                 return Err(e);
             }
         };
+        // The child builds its mounts on another CPU while this one makes
+        // its network namespace and cgroups (see process::affinity).
+        if let Some(cpus) = &self.cpus {
+            cpus.move_away(pid);
+        }
+        // A failure is reported once the container exists: if the child
+        // already failed (the usual reason the send breaks), its own report
+        // is the better error.
+        let network_error = plan
+            .new_network
+            .then(|| send_network_namespace(&start).err())
+            .flatten();
         let cgroup = match early_cgroup {
             Some(cgroup) => cgroup,
             None => match self.cgroups.create(spec.id.as_str(), &spec.limits) {
@@ -392,6 +410,9 @@ impl Runtime {
             deleted: false,
             stage_clock,
         };
+        if let Some(e) = network_error {
+            return Err(container.abort(e, &plan));
+        }
         // Every v1 hierarchy is joined by pid (all of them on v1 hosts, the
         // v1 part of mixed hosts), before the child may go on to exec.
         if let Err(e) = container.cgroup.add_process(pid) {
@@ -400,6 +421,9 @@ impl Runtime {
         if autostart {
             container.started_at = Some(Instant::now());
             container.state = State::Running;
+            if let Err(e) = self.restore_cpus(pid) {
+                return Err(container.abort(e, &plan));
+            }
             if let Some(start) = container.start.take() {
                 if let Err(e) = rustix::io::write(&start, &[1]) {
                     // Most likely the child already failed: prefer its report.
@@ -426,6 +450,9 @@ impl Runtime {
             let _ = container.teardown();
             return Err(e);
         }
+        if let Err(e) = self.restore_cpus(pid) {
+            return Err(container.abort(e, &plan));
+        }
         if let Some(sock) = pty_parent {
             match receive_fd(&sock) {
                 Ok(master) => container.pty_master = Some(master),
@@ -436,6 +463,16 @@ impl Runtime {
             }
         }
         Ok(container)
+    }
+
+    /// Gives the child back every CPU it may use, before its command runs.
+    fn restore_cpus(&self, pid: libc::pid_t) -> Result<()> {
+        match &self.cpus {
+            Some(cpus) => cpus
+                .restore(pid)
+                .map_err(|e| RuntimeError::spawn("restoring the container's CPU set", e)),
+            None => Ok(()),
+        }
     }
 
     /// Removes what crashed supervisors left behind: container directories
@@ -510,6 +547,20 @@ fn remove_tree(id: &str, dir: &Path) -> Result<()> {
     }
 }
 
+/// Makes the container's network namespace and sends it to the child,
+/// which joins it before mounting `/sys`.
+fn send_network_namespace(start: &OwnedFd) -> Result<()> {
+    let ns = network::new_loopback_namespace()
+        .map_err(|e| RuntimeError::spawn("creating the network namespace", e))?;
+    if send_fd(start.as_raw_fd(), ns.as_raw_fd()) < 0 {
+        return Err(RuntimeError::spawn(
+            "sending the network namespace to the container process",
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// Kills and reaps a child that must not run (its setup failed in the parent).
 fn abort_child(pidfd: &OwnedFd) {
     // SAFETY: signalling and reaping our own child through its pidfd.
@@ -570,31 +621,10 @@ fn read_report(fd: &OwnedFd) -> io::Result<Option<Report>> {
 }
 
 fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut control = [0u64; 4];
-    // SAFETY: recvmsg into local buffers sized for one fd.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        if libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no file descriptor received",
-            ));
-        }
-        let fd: RawFd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-        Ok(OwnedFd::from_raw_fd(fd))
+    match recv_fd(sock.as_raw_fd()) {
+        -1 => Err(io::Error::last_os_error()),
+        // SAFETY: recv_fd returned a new fd that we now own.
+        fd => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
     }
 }
 

@@ -143,7 +143,8 @@ fn default_network_is_only_loopback() {
     let env = common::Env::new();
     let out = env.run(&env.sh("ls /sys/class/net; cat /proc/net/dev | tail -n +3 | cut -d: -f1"));
     let ifaces: Vec<&str> = out.stdout.split_whitespace().collect();
-    assert!(ifaces.iter().all(|i| *i == "lo"), "{ifaces:?}");
+    // /sys shows the namespace of whoever mounted it, /proc/net the reader's.
+    assert_eq!(ifaces, ["lo", "lo"], "stderr: {}", out.stderr);
     // Loopback works: a listener and a client inside the container.
     let out = env.run(&env.sh(
         // Retry until the listener is up (a loaded machine may take a
@@ -151,6 +152,21 @@ fn default_network_is_only_loopback() {
         "nc -l -p 7777 > /tmp/got & for i in $(seq 100); do echo ping | nc -w 1 127.0.0.1 7777 && break; sleep 0.05; done; wait; cat /tmp/got",
     ));
     assert_eq!(out.stdout.trim(), "ping", "stderr: {}", out.stderr);
+    env.assert_clean();
+}
+
+/// Created, then started (the agent's path): the setup ran pinned to another
+/// CPU than the caller's; the command gets every CPU back.
+#[test]
+fn the_command_may_use_every_cpu_its_supervisor_may() {
+    let env = common::Env::new();
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let allowed = status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc/thread-self/status");
+    let out = env.run(&env.sh("grep Cpus_allowed_list: /proc/self/status"));
+    assert_eq!(out.stdout.trim(), allowed.trim(), "stderr: {}", out.stderr);
     env.assert_clean();
 }
 

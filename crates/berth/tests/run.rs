@@ -17,6 +17,29 @@ fn runs_a_command_and_mirrors_its_exit_code() {
     b.assert_clean();
 }
 
+/// The container's setup runs pinned to another CPU than berth's; its
+/// command must get every CPU back.
+#[test]
+fn the_command_may_use_every_cpu_berth_may() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc/self/status");
+    let out = b.run(&[
+        "run",
+        "busybox",
+        "grep",
+        "Cpus_allowed_list:",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), allowed.trim());
+    b.assert_clean();
+}
+
 #[test]
 fn json_result_reports_times_and_memory() {
     let b = Berth::new();

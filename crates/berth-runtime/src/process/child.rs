@@ -5,6 +5,7 @@
 //! parent prepared in a [`Plan`]. Any failure is written to the report pipe
 //! as a [`Report`] and the child exits.
 
+use super::fdpass::{recv_fd, send_fd};
 use super::plan::{proc_fd_path, Create, Plan, Step};
 use std::ffi::CStr;
 use std::os::fd::RawFd;
@@ -46,7 +47,7 @@ stages! {
     Remount,
     DevNodes,
     Hostname,
-    Loopback,
+    JoinNetwork,
     PivotRoot,
     ReadOnlyRoot,
     Rlimit,
@@ -438,6 +439,16 @@ fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step) {
             }
         }
         Step::DevNodes => make_dev_nodes(ch, root, index),
+        Step::JoinNetwork => {
+            // The parent sends the namespace once made; EOF means it gave up.
+            let ns = check!(ch, Stage::JoinNetwork, index, recv_fd(ch.start));
+            // SAFETY: setns to the fd just received.
+            check!(ch, Stage::JoinNetwork, index, unsafe {
+                libc::setns(ns, libc::CLONE_NEWNET)
+            });
+            close(ns);
+            ch.mark(Stage::JoinNetwork);
+        }
         Step::Mask { target } => {
             let fd = open_in_root(root, target, libc::O_PATH);
             if fd < 0 {
@@ -566,59 +577,6 @@ fn make_dev_nodes(ch: &Channels, root: RawFd, index: usize) {
     close(dev);
 }
 
-fn loopback_up(ch: &Channels) {
-    // SAFETY: plain socket and ioctl calls on a local ifreq.
-    unsafe {
-        let s = check!(
-            ch,
-            Stage::Loopback,
-            0,
-            libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
-        );
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        ifr.ifr_name[0] = b'l' as libc::c_char;
-        ifr.ifr_name[1] = b'o' as libc::c_char;
-        check!(
-            ch,
-            Stage::Loopback,
-            0,
-            libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut ifr)
-        );
-        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        check!(
-            ch,
-            Stage::Loopback,
-            0,
-            libc::ioctl(s, libc::SIOCSIFFLAGS as _, &ifr)
-        );
-        libc::close(s);
-    }
-}
-
-/// Sends `fd` over the unix socket `sock` (SCM_RIGHTS), without allocating.
-fn send_fd(sock: RawFd, fd: RawFd) -> i32 {
-    // SAFETY: building a msghdr over local buffers sized for one fd.
-    unsafe {
-        let mut byte = [0u8; 1];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        let mut control = [0u64; 4]; // CMSG_SPACE(sizeof(int)) fits, 8-aligned
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        libc::sendmsg(sock, &msg, 0) as i32
-    }
-}
-
 fn setup_terminal(ch: &Channels) {
     // SAFETY: pty calls on fds this process owns.
     unsafe {
@@ -657,7 +615,7 @@ fn setup_terminal(ch: &Channels) {
         if slave > 2 {
             libc::close(slave);
         }
-        check!(ch, Stage::Terminal, 4, send_fd(ch.pty, master));
+        check!(ch, Stage::Terminal, 4, send_fd(ch.pty, master) as i32);
         libc::close(master);
         libc::close(ch.pty);
     }
@@ -776,11 +734,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             0,
             libc::sethostname(plan.hostname.as_ptr(), plan.hostname.as_bytes().len())
         );
-        if plan.loopback_up {
-            loopback_up(ch);
-        }
-
-        ch.mark(Stage::Loopback);
+        ch.mark(Stage::Hostname);
         // pivot_root(".", ".") stacks the old root on the new one; detaching
         // it leaves only the container's tree.
         check!(ch, Stage::PivotRoot, 0, libc::fchdir(root));

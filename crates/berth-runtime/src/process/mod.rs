@@ -8,6 +8,9 @@
 //! safe even though it runs in a copy of the parent's address space. Progress
 //! and failures travel back through a pipe as fixed-size records.
 
+pub mod affinity;
 pub mod child;
+pub mod fdpass;
+pub mod network;
 pub mod plan;
 pub mod spawn;

@@ -33,6 +33,9 @@ pub enum Step {
     },
     /// Device nodes and symlinks in the fresh `/dev` tmpfs.
     DevNodes,
+    /// Join the network namespace the parent made (see
+    /// [`super::network`]); comes before `/sys` is mounted.
+    JoinNetwork,
     /// Hide a path (Docker's masked paths): `/dev/null` over files, an empty
     /// read-only tmpfs over directories. Missing paths are skipped.
     Mask { target: CString },
@@ -45,6 +48,7 @@ impl Step {
         match self {
             Step::Mount { target, .. } => format!("mounting /{}", target.to_string_lossy()),
             Step::DevNodes => "creating device nodes in /dev".into(),
+            Step::JoinNetwork => "joining the network namespace".into(),
             Step::Mask { target } => format!("masking /{}", target.to_string_lossy()),
             Step::ReadOnly { target } => {
                 format!("making /{} read-only", target.to_string_lossy())
@@ -98,7 +102,8 @@ pub struct Plan {
     /// On cgroup v2 the child is cloned straight into this directory.
     pub v2_cgroup_dir: Option<OwnedFd>,
     pub hostname: CString,
-    pub loopback_up: bool,
+    /// The parent makes a network namespace and sends it to the child.
+    pub new_network: bool,
     /// Directory the overlay's relative lowerdirs are named from.
     pub layers_dir: CString,
     pub rootfs: CString,
@@ -181,10 +186,8 @@ impl Plan {
         stdio: StdioFds,
     ) -> Result<Plan> {
         let clone_flags = libc::CLONE_NEWPID as u64;
-        let mut unshare_flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-        if spec.network == NetworkMode::None {
-            unshare_flags |= libc::CLONE_NEWNET;
-        }
+        // The network namespace comes from the parent (Step::JoinNetwork).
+        let unshare_flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
 
         let (layers_dir, overlay_data) = overlay_options(spec, dirs, features)?;
         let scratch_tmpfs = match spec.rootfs.scratch {
@@ -286,7 +289,7 @@ impl Plan {
             unshare_flags,
             v2_cgroup_dir: None,
             hostname: cstring("hostname", spec.effective_hostname())?,
-            loopback_up: spec.network == NetworkMode::None,
+            new_network: spec.network == NetworkMode::None,
             layers_dir,
             rootfs: path_cstring("rootfs", dirs.rootfs)?,
             overlay_data,
@@ -404,12 +407,9 @@ fn base_steps(spec: &ContainerSpec) -> Result<Vec<Step>> {
         })
     };
     let secure = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    let mut sys_flags = secure | libc::MS_RDONLY;
-    if spec.network == NetworkMode::Host {
-        // sysfs of the host's network namespace: still read-only.
-        sys_flags |= libc::MS_RDONLY;
-    }
-    Ok(vec![
+    // Read-only always; with the host network it shows the host's devices.
+    let sys_flags = secure | libc::MS_RDONLY;
+    let mut steps = vec![
         mount("proc", "proc", "proc", secure, None)?,
         mount(
             "dev",
@@ -434,8 +434,12 @@ fn base_steps(spec: &ContainerSpec) -> Result<Vec<Step>> {
             Some("mode=1777,size=65536k"),
         )?,
         mount("dev/mqueue", "mqueue", "mqueue", secure, None)?,
-        mount("sys", "sysfs", "sysfs", sys_flags, None)?,
-    ])
+    ];
+    if spec.network == NetworkMode::None {
+        steps.push(Step::JoinNetwork);
+    }
+    steps.push(mount("sys", "sysfs", "sysfs", sys_flags, None)?);
+    Ok(steps)
 }
 
 /// execvp semantics, decided in the parent: a name with `/` is used as is,
