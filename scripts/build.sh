@@ -8,17 +8,19 @@
 # relocating itself (measured on the 2-core VM this project builds on);
 # a static non-PIE binary does neither, and has no runtime dependencies.
 #
-# Why against musl (when the Rust target is installed, or can be added with
-# rustup): berth and berth-shim are started once per container. Static glibc
-# probes the CPU's caches with dozens of `cpuid` instructions before main,
-# and each one traps to the hypervisor in a VM: ~0.4 ms per start here
-# (berth-shim: 0.92 ms to print its usage against glibc, 0.53 ms against
-# musl). musl's own allocator would give that back in berth (it returns
-# memory to the kernel between bursts), so berth's first MiB of
-# allocations comes from a static arena and the rest from jemalloc (see
-# crates/berth/src/arena.rs); the shim is single-threaded and allocates
-# little, so it keeps musl's allocator, which also halves its memory.
-
+# Why berth-shim against musl (when the Rust target is installed, or can be
+# added with rustup): a shim is started for every container the agent
+# creates. Static glibc probes the CPU's caches with dozens of `cpuid`
+# instructions before main, and each one traps to the hypervisor in a VM:
+# ~0.4 ms per start here (berth-shim: 0.92 ms to print its usage against
+# glibc, 0.53 ms against musl). The shim is single-threaded and allocates
+# little, so musl's simple allocator costs nothing there; musl also halves
+# its resident memory. berth itself stays on glibc: it runs the server and
+# the agent, whose threads need glibc's allocator. Against musl its `berth
+# run` was 0.5-0.8 ms faster (with a start-up arena, and jemalloc beyond
+# it), but the task server then cost ~0.5 ms more CPU per task and
+# bench/tasks.sh fell from 206-217 to 179 tasks/s.
+#
 # The explicit --target keeps these flags away from build scripts and proc
 # macros, which must stay dynamic.
 set -euo pipefail
@@ -32,21 +34,14 @@ fi
 host=$(rustc -vV | sed -n 's/^host: //p')
 musl=${host%%-*}-unknown-linux-musl
 
-# The musl build needs the Rust target and a musl C compiler for the -sys
-# crates (zstd, jemalloc): Debian's musl-tools (scripts/ensure-deps.sh).
-static_target=$host
-why_not_musl=
-if ! command -v "${host%%-*}-linux-musl-gcc" >/dev/null 2>&1; then
-    why_not_musl="no musl C compiler (Debian package musl-tools)"
-elif rustup target list --installed 2>/dev/null | grep -qx "$musl" ||
-    timeout 300 rustup target add "$musl" >/dev/null 2>&1; then
-    static_target=$musl
+shim_target=$host
+if rustup target list --installed 2>/dev/null | grep -qx "$musl"; then
+    shim_target=$musl
+elif timeout 300 rustup target add "$musl" >/dev/null 2>&1; then
+    shim_target=$musl
 else
-    why_not_musl="Rust target $musl unavailable (rustup target add $musl failed)"
-fi
-if [[ -n $why_not_musl ]]; then
-    echo "build: $why_not_musl; berth and berth-shim are built against glibc" \
-        "and start ~0.5 ms slower" >&2
+    echo "build: Rust target $musl unavailable (rustup target add $musl failed);" \
+        "berth-shim is built against glibc and starts ~0.4 ms slower" >&2
 fi
 
 static_build() { # PACKAGE TARGET [cargo args...]
@@ -56,14 +51,14 @@ static_build() { # PACKAGE TARGET [cargo args...]
         cargo build --release --locked -p "$package" --target "$target" \
         --target-dir target/static "$@"
 }
-static_build berth "$static_target" "$@"
-static_build berth-shim "$static_target" "$@"
+static_build berth "$host" "$@"
+static_build berth-shim "$shim_target" "$@"
 
 mkdir -p target/dist
 install_bin() { # NAME TARGET
     cp "target/static/$2/release/$1" "target/dist/$1.tmp"
     mv "target/dist/$1.tmp" "target/dist/$1"
 }
-install_bin berth "$static_target"
-install_bin berth-shim "$static_target"
-echo "built target/dist/berth and target/dist/berth-shim ($static_target)"
+install_bin berth "$host"
+install_bin berth-shim "$shim_target"
+echo "built target/dist/berth ($host) and target/dist/berth-shim ($shim_target)"

@@ -5,8 +5,7 @@
 #   2. build the busybox test image into target/test-assets/ and export it as
 #      BERTH_TEST_BUSYBOX_TAR for the integration tests; start PostgreSQL
 #      (scripts/postgres.sh) and export BERTH_TEST_POSTGRES_URL
-#   3. cargo fmt --check, cargo clippy -D warnings (also berth and berth-shim for
-#      musl,
+#   3. cargo fmt --check, cargo clippy -D warnings (also berth-shim for musl,
 #      as scripts/build.sh ships it), cargo test
 #   4. check that the test suite left no mounts, cgroups, processes or netns
 #      behind (scripts/check-leaks.sh, counting only what appeared during the
@@ -86,18 +85,17 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-# scripts/build.sh ships berth and berth-shim built against musl when it
-# can: keep that build compiling (berth has musl-only code: its allocator).
-# CI adds the target as build.sh would; elsewhere a missing target only
-# earns a note.
+# scripts/build.sh ships berth-shim built against musl when it can: keep that
+# build compiling. CI adds the target as build.sh would; elsewhere a missing
+# target only earns a note.
 musl=$(rustc -vV | sed -n 's/^host: //p')
 musl=${musl%%-*}-unknown-linux-musl
 if rustup target list --installed 2>/dev/null | grep -qx "$musl" ||
     { [[ ${CI:-} == true ]] && timeout 300 rustup target add "$musl" >/dev/null 2>&1; }; then
-    step "cargo clippy -p berth -p berth-shim --target $musl"
-    cargo clippy -p berth -p berth-shim --target "$musl" -- -D warnings
+    step "cargo clippy -p berth-shim --target $musl"
+    cargo clippy -p berth-shim --target "$musl" -- -D warnings
 else
-    echo "note: Rust target $musl not installed: the musl build is not checked"
+    echo "note: Rust target $musl not installed: berth-shim's musl build is not checked"
 fi
 
 step "cargo test"

@@ -16,17 +16,9 @@ use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
 
-/// What outgrows the start-up arena: glibc's allocator where berth is built
-/// against glibc. Against musl, jemalloc: musl's allocator serialises
-/// threads and returns memory to the kernel eagerly, which cost the task
-/// server 1.1 ms of CPU per task (bench/tasks.sh: 183 tasks/s against 201).
-#[cfg(target_env = "musl")]
-type GeneralAllocator = tikv_jemallocator::Jemalloc;
-#[cfg(not(target_env = "musl"))]
-type GeneralAllocator = std::alloc::System;
-
 #[global_allocator]
-static ALLOCATOR: arena::StartArena<GeneralAllocator> = arena::StartArena::new(GeneralAllocator {});
+static ALLOCATOR: arena::StartArena<std::alloc::System> =
+    arena::StartArena::new(std::alloc::System);
 
 /// Exit codes of berth itself (the container's own code passes through).
 pub mod exit {
