@@ -8,18 +8,22 @@
 # relocating itself (measured on the 2-core VM this project builds on);
 # a static non-PIE binary does neither, and has no runtime dependencies.
 #
-# Why berth-shim against musl (when the Rust target is installed, or can be
-# added with rustup): a shim is started for every container the agent
-# creates. Static glibc probes the CPU's caches with dozens of `cpuid`
-# instructions before main, and each one traps to the hypervisor in a VM:
-# ~0.4 ms per start here (berth-shim: 0.92 ms to print its usage against
-# glibc, 0.53 ms against musl). The shim is single-threaded and allocates
-# little, so musl's simple allocator costs nothing there; musl also halves
-# its resident memory. berth itself stays on glibc: it runs the server and
-# the agent, whose threads need glibc's allocator. Against musl its `berth
-# run` was 0.5-0.8 ms faster (with a start-up arena, and jemalloc beyond
-# it), but the task server then cost ~0.5 ms more CPU per task and
-# bench/tasks.sh fell from 206-217 to 179 tasks/s.
+# Why musl (when the Rust target is installed, or can be added with rustup):
+# berth-shim is started for every container the agent creates and berth for
+# every `berth run`. Static glibc probes the CPU's caches with dozens of
+# `cpuid` instructions before main, and each one traps to the hypervisor in
+# a VM: ~0.4 ms per start here (berth-shim: 0.92 ms to print its usage
+# against glibc, 0.53 ms against musl; `berth run`: 0.5-0.8 ms faster).
+# The shim is single-threaded and allocates little, so musl's simple
+# allocator costs nothing there; musl also halves its resident memory.
+#
+# Why berth twice: the long-running, multi-threaded commands (up, server,
+# agent) are faster against glibc (bench/tasks.sh: 206-217 tasks/s, 179 on
+# musl even with jemalloc). So target/dist/berth is the musl build and
+# target/dist/berth-daemon the same program against glibc; the musl build
+# hands those commands to it (crates/berth/src/handoff.rs). berth's musl
+# build compiles C (zstd, SQLite), hence the musl C compiler from Debian's
+# musl-tools; without it both builds are glibc and berth-daemon is not made.
 #
 # The explicit --target keeps these flags away from build scripts and proc
 # macros, which must stay dynamic.
@@ -41,7 +45,16 @@ elif timeout 300 rustup target add "$musl" >/dev/null 2>&1; then
     shim_target=$musl
 else
     echo "build: Rust target $musl unavailable (rustup target add $musl failed);" \
-        "berth-shim is built against glibc and starts ~0.4 ms slower" >&2
+        "berth and berth-shim are built against glibc and start ~0.4 ms slower" >&2
+fi
+berth_target=$host
+if [[ $shim_target == "$musl" ]]; then
+    if command -v "${host%%-*}-linux-musl-gcc" >/dev/null 2>&1; then
+        berth_target=$musl
+    else
+        echo "build: no musl C compiler (Debian package musl-tools): berth is" \
+            "built against glibc only and starts ~0.5 ms slower" >&2
+    fi
 fi
 
 static_build() { # PACKAGE TARGET [cargo args...]
@@ -52,13 +65,22 @@ static_build() { # PACKAGE TARGET [cargo args...]
         --target-dir target/static "$@"
 }
 static_build berth "$host" "$@"
+[[ $berth_target == "$host" ]] || static_build berth "$berth_target" "$@"
 static_build berth-shim "$shim_target" "$@"
 
 mkdir -p target/dist
-install_bin() { # NAME TARGET
-    cp "target/static/$2/release/$1" "target/dist/$1.tmp"
-    mv "target/dist/$1.tmp" "target/dist/$1"
+install_bin() { # NAME TARGET [INSTALLED_NAME]
+    cp "target/static/$2/release/$1" "target/dist/${3:-$1}.tmp"
+    mv "target/dist/${3:-$1}.tmp" "target/dist/${3:-$1}"
 }
-install_bin berth "$host"
 install_bin berth-shim "$shim_target"
-echo "built target/dist/berth ($host) and target/dist/berth-shim ($shim_target)"
+if [[ $berth_target == "$host" ]]; then
+    rm -f target/dist/berth-daemon
+    install_bin berth "$host"
+    echo "built target/dist/berth ($host) and target/dist/berth-shim ($shim_target)"
+else
+    install_bin berth "$host" berth-daemon
+    install_bin berth "$berth_target"
+    echo "built target/dist/berth ($berth_target), target/dist/berth-daemon ($host)" \
+        "and target/dist/berth-shim ($shim_target)"
+fi

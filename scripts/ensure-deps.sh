@@ -33,6 +33,8 @@ done
 # Why each package is here:
 #   build-essential  cc/ar for -sys crates (zstd-sys compiles C)
 #   pkg-config       -sys crates probe system libraries with it
+#   musl-tools       musl C compiler: scripts/build.sh builds berth against
+#                    musl (faster process start; its -sys crates compile C)
 #   busybox-static   the test/bench image: one static binary, no libc needed
 #                    (the dynamic 'busybox' package would not work in a rootfs)
 #   runc             reference runtime for bench/startup.sh
@@ -48,6 +50,7 @@ done
 packages=(
     build-essential
     pkg-config
+    musl-tools
     busybox-static
     runc
     hyperfine

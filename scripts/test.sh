@@ -6,7 +6,8 @@
 #      BERTH_TEST_BUSYBOX_TAR for the integration tests; start PostgreSQL
 #      (scripts/postgres.sh) and export BERTH_TEST_POSTGRES_URL
 #   3. cargo fmt --check, cargo clippy -D warnings (also berth-shim for musl,
-#      as scripts/build.sh ships it), cargo test
+#      as scripts/build.sh ships it), cargo test, then (on a full run) the
+#      shipped binaries of scripts/build.sh (scripts/check-dist.sh)
 #   4. check that the test suite left no mounts, cgroups, processes or netns
 #      behind (scripts/check-leaks.sh, counting only what appeared during the
 #      tests; skip with BERTH_SKIP_LEAK_CHECK=1, e.g. while other berth work
@@ -100,6 +101,11 @@ fi
 
 step "cargo test"
 cargo test --workspace "$@"
+
+if (($# == 0)); then
+    step "shipped binaries (scripts/check-dist.sh)"
+    bash scripts/check-dist.sh "$BERTH_TEST_BUSYBOX_TAR"
+fi
 
 if [[ ${BERTH_SKIP_LEAK_CHECK:-0} != 1 ]]; then
     step "leak check after the test suite"

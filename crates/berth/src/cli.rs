@@ -106,6 +106,16 @@ pub enum Command {
     Schedule(ScheduleArgs),
 }
 
+impl Command {
+    /// The commands that serve until stopped (see `handoff`).
+    pub fn is_long_running(&self) -> bool {
+        matches!(
+            self,
+            Command::Agent(_) | Command::Server(_) | Command::Up(_)
+        )
+    }
+}
+
 #[derive(Debug, Args)]
 #[command(
     long_about = "Runs the host agent in the foreground. It serves the /v1 API on a unix \

@@ -8,6 +8,7 @@ mod arena;
 mod cli;
 mod client;
 mod cmd;
+mod handoff;
 mod output;
 mod when;
 
@@ -53,6 +54,11 @@ impl<E: berth_core::HasErrorCode> From<E> for CliError {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
+    if cli.command.is_long_running() {
+        if let Some(e) = handoff::to_daemon_build() {
+            tracing::warn!(error = %e, "could not start {}; running here", handoff::DAEMON_BUILD);
+        }
+    }
     let json = cli.wants_json();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
