@@ -138,6 +138,24 @@ fn volumes_bind_host_paths_read_write_or_read_only() {
     env.assert_clean();
 }
 
+/// Docker's masked paths win over volumes, even one mounted inside /proc
+/// (the masks then come after the volumes).
+#[test]
+fn masked_paths_hide_a_volume_mounted_over_them() {
+    let env = common::Env::new();
+    let file = env.dir.path().join("fake-interrupts");
+    std::fs::write(&file, "FROM THE HOST").unwrap();
+    let mut spec = env.sh("wc -c < /proc/interrupts; echo done");
+    spec.mounts = vec![BindMount {
+        source: file,
+        destination: "/proc/interrupts".into(),
+        read_only: true,
+    }];
+    let out = env.run(&spec);
+    assert_eq!(out.stdout, "0\ndone\n", "stderr: {}", out.stderr);
+    env.assert_clean();
+}
+
 #[test]
 fn default_network_is_only_loopback() {
     let env = common::Env::new();

@@ -44,6 +44,18 @@ pub enum Step {
 }
 
 impl Step {
+    /// Whether the step's target lies under `prefix` (relative, with its
+    /// trailing slash).
+    fn target_is_under(&self, prefix: &[u8]) -> bool {
+        let target = match self {
+            Step::Mount { target, .. } | Step::Mask { target } | Step::ReadOnly { target } => {
+                target
+            }
+            Step::DevNodes | Step::JoinNetwork => return false,
+        };
+        target.as_bytes().starts_with(prefix)
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Step::Mount { target, .. } => format!("mounting /{}", target.to_string_lossy()),
@@ -209,7 +221,29 @@ impl Plan {
             }),
         };
 
-        let mut steps = base_steps(spec)?;
+        // Order: the mounts that do not depend on the network namespace,
+        // then Docker's guards over /proc (work the child does while the
+        // parent still makes the namespace), then /sys, the volumes and the
+        // guards over /sys. Guards win over volumes: with a volume inside
+        // /proc, the /proc guards wait until after the volumes.
+        let volume_in_proc = spec
+            .mounts
+            .iter()
+            .any(|m| Path::new(&m.destination).starts_with("/proc"));
+        let (proc_guards, sys_guards): (Vec<Step>, Vec<Step>) = guard_steps()?
+            .into_iter()
+            .partition(|step| step.target_is_under(b"proc/"));
+        let mut steps = first_mounts()?;
+        let mut late_proc_guards = Vec::new();
+        if volume_in_proc {
+            late_proc_guards = proc_guards;
+        } else {
+            steps.extend(proc_guards);
+        }
+        if spec.network == NetworkMode::None {
+            steps.push(Step::JoinNetwork);
+        }
+        steps.push(sys_mount()?);
         for m in &spec.mounts {
             let ro = m.read_only;
             let create = if m.source.is_dir() {
@@ -227,16 +261,8 @@ impl Plan {
                 read_only: ro,
             });
         }
-        for target in MASKED_PATHS {
-            steps.push(Step::Mask {
-                target: cstring("path", *target)?,
-            });
-        }
-        for target in READONLY_PATHS {
-            steps.push(Step::ReadOnly {
-                target: cstring("path", *target)?,
-            });
-        }
+        steps.extend(late_proc_guards);
+        steps.extend(sys_guards);
 
         let rlimits = spec
             .process
@@ -389,29 +415,31 @@ fn overlay_options(
     ))
 }
 
-fn base_steps(spec: &ContainerSpec) -> Result<Vec<Step>> {
-    let mount = |target: &str,
-                 source: &str,
-                 fstype: &str,
-                 flags: libc::c_ulong,
-                 data: Option<&str>|
-     -> Result<Step> {
-        Ok(Step::Mount {
-            target: cstring("target", target)?,
-            create: Create::Dir,
-            source: cstring("source", source)?,
-            fstype: Some(cstring("fstype", fstype)?),
-            flags,
-            data: data.map(|d| cstring("data", d)).transpose()?,
-            read_only: false,
-        })
-    };
-    let secure = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    // Read-only always; with the host network it shows the host's devices.
-    let sys_flags = secure | libc::MS_RDONLY;
-    let mut steps = vec![
-        mount("proc", "proc", "proc", secure, None)?,
-        mount(
+fn mount_step(
+    target: &str,
+    source: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<Step> {
+    Ok(Step::Mount {
+        target: cstring("target", target)?,
+        create: Create::Dir,
+        source: cstring("source", source)?,
+        fstype: Some(cstring("fstype", fstype)?),
+        flags,
+        data: data.map(|d| cstring("data", d)).transpose()?,
+        read_only: false,
+    })
+}
+
+const SECURE: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+
+/// /proc and /dev.
+fn first_mounts() -> Result<Vec<Step>> {
+    Ok(vec![
+        mount_step("proc", "proc", "proc", SECURE, None)?,
+        mount_step(
             "dev",
             "tmpfs",
             "tmpfs",
@@ -419,27 +447,42 @@ fn base_steps(spec: &ContainerSpec) -> Result<Vec<Step>> {
             Some("mode=755,size=65536k"),
         )?,
         Step::DevNodes,
-        mount(
+        mount_step(
             "dev/pts",
             "devpts",
             "devpts",
             libc::MS_NOSUID | libc::MS_NOEXEC,
             Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
         )?,
-        mount(
+        mount_step(
             "dev/shm",
             "shm",
             "tmpfs",
-            secure,
+            SECURE,
             Some("mode=1777,size=65536k"),
         )?,
-        mount("dev/mqueue", "mqueue", "mqueue", secure, None)?,
-    ];
-    if spec.network == NetworkMode::None {
-        steps.push(Step::JoinNetwork);
-    }
-    steps.push(mount("sys", "sysfs", "sysfs", sys_flags, None)?);
-    Ok(steps)
+        mount_step("dev/mqueue", "mqueue", "mqueue", SECURE, None)?,
+    ])
+}
+
+/// /sys, read-only (with the host network it shows the host's devices).
+fn sys_mount() -> Result<Step> {
+    mount_step("sys", "sysfs", "sysfs", SECURE | libc::MS_RDONLY, None)
+}
+
+/// Docker's masked and read-only paths.
+fn guard_steps() -> Result<Vec<Step>> {
+    let masks = MASKED_PATHS.iter().map(|target| {
+        Ok(Step::Mask {
+            target: cstring("path", *target)?,
+        })
+    });
+    let read_only = READONLY_PATHS.iter().map(|target| {
+        Ok(Step::ReadOnly {
+            target: cstring("path", *target)?,
+        })
+    });
+    masks.chain(read_only).collect()
 }
 
 /// execvp semantics, decided in the parent: a name with `/` is used as is,
