@@ -6,6 +6,17 @@ use std::os::fd::RawFd;
 /// Room for one fd's control message, 8-byte aligned.
 type Control = [u64; 4];
 
+/// A message header over a one-byte payload and a control buffer.
+fn header(iov: &mut libc::iovec, control: &mut Control, control_len: usize) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control_len as _;
+    msg
+}
+
 /// Sends `fd` with one byte of payload. Returns `sendmsg`'s result: negative
 /// with `errno` set on failure.
 pub fn send_fd(sock: RawFd, fd: RawFd) -> isize {
@@ -15,13 +26,11 @@ pub fn send_fd(sock: RawFd, fd: RawFd) -> isize {
         iov_len: 1,
     };
     let mut control: Control = [0; 4];
-    // SAFETY: a msghdr over local buffers sized for one fd.
+    // SAFETY: CMSG_SPACE is a size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let msg = header(&mut iov, &mut control, space);
+    // SAFETY: the header points at local buffers sized for one fd.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -41,13 +50,10 @@ pub fn recv_fd(sock: RawFd) -> RawFd {
         iov_len: 1,
     };
     let mut control: Control = [0; 4];
+    let len = std::mem::size_of_val(&control);
+    let mut msg = header(&mut iov, &mut control, len);
     // SAFETY: recvmsg into local buffers sized for one fd.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
         let n = loop {
             let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
             if n >= 0 || *libc::__errno_location() != libc::EINTR {
