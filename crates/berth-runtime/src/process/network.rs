@@ -60,11 +60,11 @@ fn bring_loopback_up() -> io::Result<OwnedFd> {
         let mut ifr: libc::ifreq = std::mem::zeroed();
         ifr.ifr_name[0] = b'l' as libc::c_char;
         ifr.ifr_name[1] = b'o' as libc::c_char;
-        if libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut ifr) < 0 {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut ifr) < 0 {
             return Err(io::Error::last_os_error());
         }
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        if libc::ioctl(s, libc::SIOCSIFFLAGS as _, &ifr) < 0 {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &ifr) < 0 {
             return Err(io::Error::last_os_error());
         }
         let ns = libc::ioctl(sock.as_raw_fd(), SIOCGSKNS as _);

@@ -44,18 +44,6 @@ pub enum Step {
 }
 
 impl Step {
-    /// Whether the step's target lies under `prefix` (relative, with its
-    /// trailing slash).
-    fn target_is_under(&self, prefix: &[u8]) -> bool {
-        let target = match self {
-            Step::Mount { target, .. } | Step::Mask { target } | Step::ReadOnly { target } => {
-                target
-            }
-            Step::DevNodes | Step::JoinNetwork => return false,
-        };
-        target.as_bytes().starts_with(prefix)
-    }
-
     pub fn describe(&self) -> String {
         match self {
             Step::Mount { target, .. } => format!("mounting /{}", target.to_string_lossy()),
@@ -230,16 +218,14 @@ impl Plan {
             .mounts
             .iter()
             .any(|m| Path::new(&m.destination).starts_with("/proc"));
-        let (proc_guards, sys_guards): (Vec<Step>, Vec<Step>) = guard_steps()?
-            .into_iter()
-            .partition(|step| step.target_is_under(b"proc/"));
-        let mut steps = first_mounts()?;
-        let mut late_proc_guards = Vec::new();
-        if volume_in_proc {
-            late_proc_guards = proc_guards;
+        let proc_guards = guard_steps("proc/")?;
+        let (early_proc_guards, late_proc_guards) = if volume_in_proc {
+            (Vec::new(), proc_guards)
         } else {
-            steps.extend(proc_guards);
-        }
+            (proc_guards, Vec::new())
+        };
+        let mut steps = first_mounts()?;
+        steps.extend(early_proc_guards);
         if spec.network == NetworkMode::None {
             steps.push(Step::JoinNetwork);
         }
@@ -262,7 +248,7 @@ impl Plan {
             });
         }
         steps.extend(late_proc_guards);
-        steps.extend(sys_guards);
+        steps.extend(guard_steps("sys/")?);
 
         let rlimits = spec
             .process
@@ -470,19 +456,20 @@ fn sys_mount() -> Result<Step> {
     mount_step("sys", "sysfs", "sysfs", SECURE | libc::MS_RDONLY, None)
 }
 
-/// Docker's masked and read-only paths.
-fn guard_steps() -> Result<Vec<Step>> {
-    let masks = MASKED_PATHS.iter().map(|target| {
-        Ok(Step::Mask {
+/// Docker's masked and read-only paths under `under` ("proc/" or "sys/").
+fn guard_steps(under: &str) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    for target in MASKED_PATHS.iter().filter(|p| p.starts_with(under)) {
+        steps.push(Step::Mask {
             target: cstring("path", *target)?,
-        })
-    });
-    let read_only = READONLY_PATHS.iter().map(|target| {
-        Ok(Step::ReadOnly {
+        });
+    }
+    for target in READONLY_PATHS.iter().filter(|p| p.starts_with(under)) {
+        steps.push(Step::ReadOnly {
             target: cstring("path", *target)?,
-        })
-    });
-    masks.chain(read_only).collect()
+        });
+    }
+    Ok(steps)
 }
 
 /// execvp semantics, decided in the parent: a name with `/` is used as is,
@@ -542,6 +529,12 @@ pub fn proc_fd_path(fd: RawFd, buf: &mut [u8; 32]) -> &CStr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_guard_is_under_proc_or_sys() {
+        let placed = guard_steps("proc/").unwrap().len() + guard_steps("sys/").unwrap().len();
+        assert_eq!(placed, MASKED_PATHS.len() + READONLY_PATHS.len());
+    }
 
     #[test]
     fn proc_fd_paths_format_without_allocation() {
