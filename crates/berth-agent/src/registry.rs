@@ -851,10 +851,14 @@ impl AgentState {
     /// The shim died without an exit record: its container died with it
     /// (parent-death signal). Record that and clean up what it left.
     async fn mark_lost(self: &Arc<Self>, entry: &Entry, shim_pid: u32) {
-        let error = ErrorReport::new(
-            ErrorCode::HostIo,
-            format!("the container's shim (pid {shim_pid}) died; the container died with it"),
-        );
+        let message = match shim_pid {
+            // A create the previous agent never finished: no shim recorded
+            // its pid, none was found.
+            0 => "no shim of the container was found (its agent stopped while creating it); it is not running"
+                .to_owned(),
+            pid => format!("the container's shim (pid {pid}) died; the container died with it"),
+        };
+        let error = ErrorReport::new(ErrorCode::HostIo, message);
         let record = ExitRecord::Failed { error };
         if let Err(e) = write_json(&entry.dir.exit_file(), &record) {
             tracing::warn!(id = %entry.id, "writing exit.json for a lost container: {e}");

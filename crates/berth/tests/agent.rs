@@ -1052,3 +1052,37 @@ fn one_agent_per_data_dir_and_sigterm_leaves_containers_running() {
     assert_eq!(agent.inspect(&id)["state"], "running");
     agent.delete_all_and_check_clean();
 }
+
+/// A SIGTERM the moment the agent's socket appears, before it has answered
+/// anything, still takes the graceful path: the stop handlers are in place
+/// before the socket is bound, so the agent exits 0 and removes its socket.
+#[test]
+fn sigterm_as_soon_as_the_socket_appears_still_stops_the_agent_cleanly() {
+    let berth = Berth::new();
+    let socket = berth.data_dir().join("agent.sock");
+    for round in 1..=3 {
+        let child = berth
+            .command()
+            .args(["agent", "--shim"])
+            .arg(shim_binary())
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start berth agent");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "round {round}: no socket");
+            std::hint::spin_loop();
+        }
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().expect("reap the agent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "round {round}: {stderr}");
+        assert!(
+            stderr.contains("berth agent: stopped"),
+            "round {round}: {stderr}"
+        );
+        assert!(!socket.exists(), "round {round}: the socket stays");
+    }
+    berth.assert_clean();
+}

@@ -28,15 +28,20 @@ fn free_port() -> u16 {
 }
 
 impl Up {
-    fn start(extra: &[&str]) -> Up {
-        let mut up = Up {
+    /// An `Up` whose process is not started yet.
+    fn new(extra: &[&str]) -> Up {
+        Up {
             berth: Berth::new(),
             child: None,
             port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             project: String::new(),
             token: String::new(),
-        };
+        }
+    }
+
+    fn start(extra: &[&str]) -> Up {
+        let mut up = Up::new(extra);
         up.spawn();
         let config: Value = serde_json::from_slice(
             &std::fs::read(up.config_path()).expect("berth up writes the client config"),
@@ -58,29 +63,9 @@ impl Up {
         self.home().join(".config/berth/config.json")
     }
 
+    /// Starts berth up and waits until it answers.
     fn spawn(&mut self) {
-        std::fs::create_dir_all(self.home()).expect("home");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.berth.dir.path().join("up.log"))
-            .expect("log");
-        let child = self
-            .berth
-            .command()
-            .env("HOME", self.home())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("BERTH_URL")
-            .env_remove("BERTH_TOKEN")
-            .env_remove("BERTH_PROJECT_ID")
-            .args(["up", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start berth up");
-        self.child = Some(child);
+        self.launch();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = self
@@ -114,6 +99,32 @@ impl Up {
         }
     }
 
+    /// Starts the berth up process without waiting for it.
+    fn launch(&mut self) {
+        std::fs::create_dir_all(self.home()).expect("home");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.berth.dir.path().join("up.log"))
+            .expect("log");
+        let child = self
+            .berth
+            .command()
+            .env("HOME", self.home())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("BERTH_URL")
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_PROJECT_ID")
+            .args(["up", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start berth up");
+        self.child = Some(child);
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.berth.dir.path().join("up.log")).unwrap_or_default()
     }
@@ -125,11 +136,18 @@ impl Up {
         }
     }
 
+    /// SIGTERMs berth up and checks that it took the graceful path.
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            child.wait().expect("reap berth up");
+            let status = child.wait().expect("reap berth up");
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "berth up on SIGTERM: {}",
+                self.log()
+            );
         }
     }
 
@@ -374,6 +392,37 @@ fn fs_type_at(dir: &Path) -> Option<String> {
         .filter_map(|line| line.split(" - ").nth(1))
         .filter_map(|tail| tail.split(' ').next().map(str::to_owned))
         .next_back()
+}
+
+/// A SIGTERM the moment berth up's agent socket appears, before anything
+/// has answered, still takes the graceful path (the stop handlers are in
+/// place before anything is bound): exit 0, the state tmpfs unmounted.
+#[test]
+fn sigterm_as_soon_as_up_listens_still_stops_it_cleanly() {
+    let mut up = Up::new(&[]);
+    let socket = up.berth.data_dir().join("agent.sock");
+    let run = up.berth.data_dir().join("agent/run");
+    for round in 1..=3 {
+        up.launch();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "no agent socket: {}", up.log());
+            std::hint::spin_loop();
+        }
+        up.stop();
+        let log = up.log();
+        assert_eq!(
+            log.matches("berth up: stopped").count(),
+            round,
+            "round {round}: {log}"
+        );
+        assert!(!socket.exists(), "round {round}: the socket stays");
+        assert!(
+            berth_testkit::mounts_under(&run).is_empty(),
+            "round {round}: the state tmpfs stays mounted: {log}"
+        );
+    }
+    up.berth.assert_clean();
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use crate::cli::{AgentArgs, Global};
 use crate::cmd::invalid;
+use crate::cmd::stop_signal::StopSignal;
 use crate::CliError;
 use berth_agent::AgentConfig;
 use berth_core::ByteSize;
@@ -19,6 +20,7 @@ pub fn run(global: &Global, args: AgentArgs) -> anyhow::Result<u8> {
 }
 
 async fn serve(config: AgentConfig) -> Result<(), CliError> {
+    let stop = StopSignal::catch()?;
     let socket = config.socket.clone();
     let tcp = config.tcp_listen;
     let agent = berth_agent::open(config)
@@ -37,26 +39,11 @@ async fn serve(config: AgentConfig) -> Result<(), CliError> {
         known,
     );
     listening
-        .serve(shutdown_signal())
+        .serve(stop.received())
         .await
         .map_err(|e| CliError(e.report))?;
     eprintln!("berth agent: stopped; containers keep running under their shims");
     Ok(())
-}
-
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handling the default action still ends us.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 fn config(global: &Global, args: AgentArgs) -> Result<AgentConfig, CliError> {

@@ -12,6 +12,7 @@ pub mod run;
 pub mod schedule;
 pub mod server;
 pub mod stack;
+pub mod stop_signal;
 pub mod task;
 pub mod token;
 pub mod up;

@@ -1,7 +1,7 @@
 //! `berth server`: the control plane in the foreground.
 
 use crate::cli::{Global, ServerArgs};
-use crate::cmd::agent::shutdown_signal;
+use crate::cmd::stop_signal::StopSignal;
 use crate::cmd::{database_url, invalid};
 use crate::CliError;
 use berth_core::{ErrorCode, ErrorReport};
@@ -33,6 +33,7 @@ pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let stop = StopSignal::catch()?;
         let store = open_database(&url).await?;
         let listener = bind(args.listen).await?;
         eprintln!(
@@ -42,7 +43,7 @@ pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
             agents.len(),
             if agents.len() == 1 { "" } else { "s" }
         );
-        berth_server::serve(store.clone(), agents, config, listener, shutdown_signal())
+        berth_server::serve(store.clone(), agents, config, listener, stop.received())
             .await
             .map_err(|e| CliError(ErrorReport::new(ErrorCode::HostIo, format!("serving: {e}"))))?;
         store.close().await;

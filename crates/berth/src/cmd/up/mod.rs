@@ -6,8 +6,9 @@ mod stack;
 
 use crate::cli::{Global, UpArgs};
 use crate::client::{self, ClientConfig};
-use crate::cmd::agent::{default_shim, shutdown_signal};
+use crate::cmd::agent::default_shim;
 use crate::cmd::server::{bind, open_database, redact, server_config};
+use crate::cmd::stop_signal::StopSignal;
 use crate::cmd::{database_url, open_store};
 use crate::CliError;
 use berth_agent::AgentConfig;
@@ -41,6 +42,7 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let stop_signal = StopSignal::catch()?;
         let store = open_database(&url).await?;
         map_default_runtimes(&store).await?;
         let api_url = format!("http://{}", args.listen);
@@ -79,7 +81,7 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
             let _ = stop.wait_for(|stopped| *stopped).await;
         });
         let served = tokio::spawn(served);
-        shutdown_signal().await;
+        stop_signal.received().await;
         let _ = stop_tx.send(true);
         let _ = served.await;
         let _ = agent_stopped.await;
