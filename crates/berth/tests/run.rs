@@ -277,12 +277,22 @@ fn signals_to_berth_are_forwarded_to_the_container() {
 
 #[test]
 fn a_crashed_berth_leaves_nothing_that_gc_cannot_remove() {
+    // Memory scratch claims the container with a lock file, disk scratch
+    // with a directory holding its writable layer.
+    for scratch in ["memory", "disk"] {
+        crash_then_gc(scratch);
+    }
+}
+
+fn crash_then_gc(scratch: &str) {
     let b = Berth::new();
     b.import_busybox("busybox");
     let mut child = b
         .command()
         .args([
             "run",
+            "--scratch",
+            scratch,
             "--name",
             "crashme",
             "busybox",
@@ -313,13 +323,36 @@ fn a_crashed_berth_leaves_nothing_that_gc_cannot_remove() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // ...and gc removes its cgroups, directory and image lease.
-    assert!(containers.join("crashme").exists());
+    // ...and gc removes its cgroups, claim and image lease.
+    let claim = containers.join("crashme");
+    assert_eq!(claim.is_dir(), scratch == "disk", "{}", claim.display());
+    assert!(claim.exists());
     let out = b.run(&["gc", "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let report = out.json();
     assert_eq!(report["containers_removed"][0], "crashme");
     assert_eq!(report["leases_released"][0], "crashme");
+    b.assert_clean();
+}
+
+#[test]
+fn a_volume_from_inside_the_containers_dir_is_refused_with_memory_scratch() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let inside = b.data_dir().join("containers/not-a-container");
+    std::fs::create_dir_all(&inside).unwrap();
+    let volume = format!("{}:/mnt", inside.display());
+    let out = b.run(&["run", "--json", "-v", &volume, "busybox", "true"]);
+    assert_eq!(out.code, 2, "{} {}", out.stdout, out.stderr);
+    let error = &out.json()["error"];
+    assert_eq!(error["code"], "invalid_argument", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("lies inside the runtime's containers dir")),
+        "{error}"
+    );
+    std::fs::remove_dir(&inside).unwrap();
     b.assert_clean();
 }
 
