@@ -1,9 +1,11 @@
 //! Times each phase of the container lifecycle through the library API:
-//! `cargo run --release -p berth-runtime --example lifecycle_timing -- LAYER_DIR [RUNS] [host]`
+//! `cargo run --release -p berth-runtime --example lifecycle_timing -- LAYER_DIR [RUNS] [host|none] [autostart]`
 //!
 //! LAYER_DIR is an unpacked root file system (for example a busybox layer
 //! from `berth image inspect`). Prints medians of create, start, wait,
-//! delete (teardown) and the total, in milliseconds.
+//! delete (teardown) and the total, in milliseconds. With `autostart`,
+//! create and start are one step (`create_and_start`, as `berth run`
+//! does) and `start` reads zero.
 
 use berth_core::{ByteSize, ContainerId};
 use berth_runtime::{
@@ -23,6 +25,7 @@ fn main() {
         Some("host") => berth_runtime::NetworkMode::Host,
         _ => berth_runtime::NetworkMode::None,
     };
+    let autostart = args.next().as_deref() == Some("autostart");
     let dir = std::env::temp_dir().join(format!("berth-timing-{}", std::process::id()));
     let runtime = Runtime::new(RuntimeConfig {
         containers_dir: dir.join("containers"),
@@ -58,9 +61,16 @@ fn main() {
             },
         };
         let t0 = Instant::now();
-        let mut c = runtime.create(&spec, StdioFds::default()).expect("create");
+        let mut c = if autostart {
+            runtime.create_and_start(&spec, StdioFds::default())
+        } else {
+            runtime.create(&spec, StdioFds::default())
+        }
+        .expect("create");
         let t1 = Instant::now();
-        c.start().expect("start");
+        if !autostart {
+            c.start().expect("start");
+        }
         let t2 = Instant::now();
         c.wait(None).expect("wait");
         for (i, (stage, ns)) in c.setup_timings().into_iter().enumerate() {

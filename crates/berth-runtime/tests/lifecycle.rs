@@ -151,3 +151,39 @@ fn create_and_start_runs_at_once_and_reports_exec_errors() {
     assert_eq!(err.code(), ErrorCode::CommandNotFound);
     env.assert_clean();
 }
+
+/// The command is searched in `PATH` as execvp does: a candidate that
+/// exists but cannot be executed is passed over for a later one, and is
+/// reported only when nothing later runs.
+#[test]
+fn path_search_passes_over_files_that_cannot_be_executed() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = common::Env::new();
+    let tools = env.dir.path().join("tools");
+    for (dir, mode) in [("first", 0o644), ("second", 0o755)] {
+        let file = tools.join(dir).join("greet");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, format!("#!/bin/sh\necho {dir}\n")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let volume = berth_runtime::BindMount {
+        source: tools.clone(),
+        destination: "/tools".into(),
+        read_only: true,
+    };
+    let mut spec = env.spec(&["greet"]);
+    spec.process.env = vec!["PATH=/missing:/tools/first:/tools/second:/bin".into()];
+    spec.mounts = vec![volume.clone()];
+    let out = env.run(&spec);
+    assert_eq!(out.stdout, "second\n", "{}", out.stderr);
+
+    let mut spec = env.spec(&["greet"]);
+    spec.process.env = vec!["PATH=/missing:/tools/first:/bin".into()];
+    spec.mounts = vec![volume];
+    let e = env
+        .try_run(&spec)
+        .err()
+        .expect("a file without x bits must not run");
+    assert_eq!(e.code(), ErrorCode::CommandNotExecutable, "{e}");
+    env.assert_clean();
+}

@@ -401,6 +401,30 @@ fn close(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
+/// Makes `root` the root: pivot_root(".", ".") stacks the old root on the
+/// new one, and detaching it leaves only the container's tree. `root`
+/// stays valid for the steps that follow.
+fn pivot_into(ch: &Channels, root: RawFd) {
+    // SAFETY: plain system calls on an fd we hold and static strings.
+    unsafe {
+        check!(ch, Stage::PivotRoot, 0, libc::fchdir(root));
+        check!(
+            ch,
+            Stage::PivotRoot,
+            1,
+            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as i32
+        );
+        check!(
+            ch,
+            Stage::PivotRoot,
+            2,
+            libc::umount2(c".".as_ptr(), libc::MNT_DETACH)
+        );
+        check!(ch, Stage::PivotRoot, 3, libc::chdir(c"/".as_ptr()));
+    }
+    ch.mark(Stage::PivotRoot);
+}
+
 fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step) {
     match step {
         Step::Mount {
@@ -449,6 +473,7 @@ fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step) {
             close(ns);
             ch.mark(Stage::JoinNetwork);
         }
+        Step::PivotRoot => pivot_into(ch, root),
         Step::Mask { target } => {
             let fd = open_in_root(root, target, libc::O_PATH);
             if fd < 0 {
@@ -723,11 +748,6 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
                 libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
             )
         );
-        for (i, step) in plan.steps.iter().enumerate() {
-            run_step(ch, root, i, step);
-        }
-
-        ch.mark(Stage::Mount);
         check!(
             ch,
             Stage::Hostname,
@@ -735,23 +755,12 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             libc::sethostname(plan.hostname.as_ptr(), plan.hostname.as_bytes().len())
         );
         ch.mark(Stage::Hostname);
-        // pivot_root(".", ".") stacks the old root on the new one; detaching
-        // it leaves only the container's tree.
-        check!(ch, Stage::PivotRoot, 0, libc::fchdir(root));
-        check!(
-            ch,
-            Stage::PivotRoot,
-            1,
-            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as i32
-        );
-        check!(
-            ch,
-            Stage::PivotRoot,
-            2,
-            libc::umount2(c".".as_ptr(), libc::MNT_DETACH)
-        );
-        check!(ch, Stage::PivotRoot, 3, libc::chdir(c"/".as_ptr()));
+        for (i, step) in plan.steps.iter().enumerate() {
+            run_step(ch, root, i, step);
+        }
+        ch.mark(Stage::Mount);
         libc::close(root);
+        // Every mount target exists by now: the root may turn read-only.
         if plan.read_only_root {
             check!(
                 ch,
@@ -767,7 +776,6 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             );
         }
 
-        ch.mark(Stage::PivotRoot);
         for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
             check!(ch, Stage::Rlimit, i, libc::setrlimit(*resource, limit));
         }
@@ -802,6 +810,17 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             }
             check!(ch, Stage::Session, 0, libc::setsid());
         }
+
+        // execvp's search, done here while the parent still works rather
+        // than by failing execve calls after the go (each costs tens of
+        // microseconds). Candidates before the first that exists for root
+        // do not exist for the command's user either, so skipping them
+        // keeps execvp's outcome.
+        let first_existing = plan
+            .exec_candidates
+            .iter()
+            .position(|c| libc::access(c.as_ptr(), libc::F_OK) == 0)
+            .unwrap_or(0);
 
         // Tell the parent we are set up (unless asked to run at once), then
         // wait for the go: by then the parent has put us in our cgroups.
@@ -906,7 +925,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
         ch.mark(Stage::Seccomp);
         // execvp: try each candidate; remember EACCES but keep looking.
         let mut error = libc::ENOENT;
-        for candidate in &plan.exec_candidates {
+        for candidate in &plan.exec_candidates[first_existing..] {
             libc::execve(
                 candidate.as_ptr(),
                 plan.argv_ptrs.as_ptr(),

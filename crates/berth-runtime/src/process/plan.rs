@@ -36,6 +36,9 @@ pub enum Step {
     /// Join the network namespace the parent made (see
     /// [`super::network`]); comes before `/sys` is mounted.
     JoinNetwork,
+    /// Make the container's tree the root and detach the host's. Steps
+    /// after it resolve no host paths (volume sources come before it).
+    PivotRoot,
     /// Hide a path (Docker's masked paths): `/dev/null` over files, an empty
     /// read-only tmpfs over directories. Missing paths are skipped.
     Mask { target: CString },
@@ -49,6 +52,7 @@ impl Step {
             Step::Mount { target, .. } => format!("mounting /{}", target.to_string_lossy()),
             Step::DevNodes => "creating device nodes in /dev".into(),
             Step::JoinNetwork => "joining the network namespace".into(),
+            Step::PivotRoot => "switching to the container's root".into(),
             Step::Mask { target } => format!("masking /{}", target.to_string_lossy()),
             Step::ReadOnly { target } => {
                 format!("making /{} read-only", target.to_string_lossy())
@@ -213,7 +217,10 @@ impl Plan {
         // then Docker's guards over /proc (work the child does while the
         // parent still makes the namespace), then /sys, the volumes and the
         // guards over /sys. Guards win over volumes: with a volume inside
-        // /proc, the /proc guards wait until after the volumes.
+        // /proc, the /proc guards wait until after the volumes. The pivot
+        // comes last, since volume sources are host paths; without volumes
+        // it comes before the join, where its wait for the old root's
+        // detach (~0.2 ms) overlaps the parent's work on the namespace.
         let volume_in_proc = spec
             .mounts
             .iter()
@@ -224,8 +231,12 @@ impl Plan {
         } else {
             (proc_guards, Vec::new())
         };
+        let early_pivot = spec.mounts.is_empty();
         let mut steps = first_mounts()?;
         steps.extend(early_proc_guards);
+        if early_pivot {
+            steps.push(Step::PivotRoot);
+        }
         if spec.network == NetworkMode::None {
             steps.push(Step::JoinNetwork);
         }
@@ -249,6 +260,9 @@ impl Plan {
         }
         steps.extend(late_proc_guards);
         steps.extend(guard_steps("sys/")?);
+        if !early_pivot {
+            steps.push(Step::PivotRoot);
+        }
 
         let rlimits = spec
             .process
@@ -534,6 +548,71 @@ mod tests {
     fn every_guard_is_under_proc_or_sys() {
         let placed = guard_steps("proc/").unwrap().len() + guard_steps("sys/").unwrap().len();
         assert_eq!(placed, MASKED_PATHS.len() + READONLY_PATHS.len());
+    }
+
+    fn plan_with_volumes(mounts: Vec<crate::spec::BindMount>) -> Plan {
+        let spec = ContainerSpec {
+            id: berth_core::ContainerId::new("plan-test").unwrap(),
+            rootfs: crate::spec::RootfsSpec {
+                layers: vec!["/layers/a".into()],
+                read_only: false,
+                scratch: Scratch::Memory,
+                scratch_size: None,
+            },
+            process: crate::spec::ProcessSpec {
+                args: vec!["true".into()],
+                env: vec![],
+                cwd: "/".into(),
+                user: Default::default(),
+                rlimits: vec![],
+                terminal: false,
+            },
+            hostname: None,
+            network: NetworkMode::None,
+            mounts,
+            limits: Default::default(),
+        };
+        let dir = Path::new("/containers");
+        let dirs = RootfsDirs {
+            dir,
+            rootfs: &dir.join("rootfs"),
+            upper: &dir.join("upper"),
+            work: &dir.join("work"),
+        };
+        let features = HostFeatures {
+            overlay_volatile: true,
+            device_cgroup: true,
+            last_cap: 40,
+        };
+        Plan::new(&spec, &dirs, features, StdioFds::default()).unwrap()
+    }
+
+    fn position(plan: &Plan, wanted: fn(&Step) -> bool) -> usize {
+        plan.steps.iter().position(wanted).unwrap()
+    }
+
+    #[test]
+    fn without_volumes_the_pivot_overlaps_the_wait_for_the_network() {
+        let plan = plan_with_volumes(vec![]);
+        let pivot = position(&plan, |s| matches!(s, Step::PivotRoot));
+        let join = position(&plan, |s| matches!(s, Step::JoinNetwork));
+        assert_eq!(pivot + 1, join);
+    }
+
+    #[test]
+    fn volume_sources_are_mounted_before_the_host_root_is_detached() {
+        let plan = plan_with_volumes(vec![crate::spec::BindMount {
+            source: "/srv/data".into(),
+            destination: "/data".into(),
+            read_only: false,
+        }]);
+        let pivot = position(&plan, |s| matches!(s, Step::PivotRoot));
+        let volume = position(
+            &plan,
+            |s| matches!(s, Step::Mount { source, .. } if source.as_bytes() == b"/srv/data"),
+        );
+        assert!(volume < pivot);
+        assert_eq!(pivot, plan.steps.len() - 1);
     }
 
     #[test]
