@@ -51,5 +51,8 @@ DO \$\$ BEGIN
     CREATE ROLE $role LOGIN CREATEDB PASSWORD '$password';
   END IF;
 END \$\$;
+-- Tests drop their databases WITH (FORCE), which must also end sessions
+-- of other roles, such as an autovacuum worker that has just connected.
+GRANT pg_signal_backend TO $role;
 SQL
 echo "postgres://$role:$password@127.0.0.1:$port/postgres"
