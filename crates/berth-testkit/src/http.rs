@@ -162,6 +162,13 @@ fn read_response(stream: Box<dyn Stream>) -> io::Result<Response> {
             let mut crlf = [0u8; 2];
             reader.read_exact(&mut crlf)?;
         }
+    } else if let Some(length) = content_length(&headers)? {
+        // Exactly the announced body, not "until EOF": a server that
+        // answered early (413, 401) and closed with part of our body unread
+        // resets the connection, and reading on past the answer would turn
+        // a complete response into ECONNRESET.
+        body.resize(length, 0);
+        reader.read_exact(&mut body)?;
     } else {
         reader.read_to_end(&mut body)?;
     }
@@ -170,6 +177,21 @@ fn read_response(stream: Box<dyn Stream>) -> io::Result<Response> {
         headers,
         body,
     })
+}
+
+fn content_length(headers: &[(String, String)]) -> io::Result<Option<usize>> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| {
+            v.parse().map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("content-length {v:?}: {e}"),
+                )
+            })
+        })
+        .transpose()
 }
 
 /// One part of a `multipart/form-data` body.

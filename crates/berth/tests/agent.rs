@@ -472,7 +472,7 @@ fn bad_requests_get_clear_json_errors_and_change_nothing() {
     for (method, path, body, status, code) in &cases {
         let r = api
             .request(method, path, &[("Content-Type", "application/json")], body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            .unwrap_or_else(|e| panic!("{method} {path} ({} bytes): {e}", body.len()));
         assert_eq!(r.status, *status, "{method} {path}: {}", r.text());
         assert_eq!(r.error_code(), *code, "{method} {path}: {}", r.text());
         assert!(r.json()["error"]["message"]
