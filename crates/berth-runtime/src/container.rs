@@ -498,12 +498,12 @@ impl Runtime {
     /// mount namespace: a layer or volume from inside it would be hidden.
     fn check_not_hidden_by_scratch(&self, spec: &ContainerSpec) -> Result<()> {
         let covered = &self.config.containers_dir;
-        let sources = spec
+        let mut sources = spec
             .rootfs
             .layers
             .iter()
             .chain(spec.mounts.iter().map(|m| &m.source));
-        match sources.into_iter().find(|p| p.starts_with(covered)) {
+        match sources.find(|p| p.starts_with(covered)) {
             Some(p) => Err(RuntimeError::InvalidSpec(format!(
                 "{} lies inside the runtime's containers dir {}, which a memory-scratch container's writable layer covers",
                 p.display(),

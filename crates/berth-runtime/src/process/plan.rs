@@ -551,27 +551,13 @@ mod tests {
     }
 
     fn plan_with_volumes(mounts: Vec<crate::spec::BindMount>) -> Plan {
-        let spec = ContainerSpec {
-            id: berth_core::ContainerId::new("plan-test").unwrap(),
-            rootfs: crate::spec::RootfsSpec {
-                layers: vec!["/layers/a".into()],
-                read_only: false,
-                scratch: Scratch::Memory,
-                scratch_size: None,
-            },
-            process: crate::spec::ProcessSpec {
-                args: vec!["true".into()],
-                env: vec![],
-                cwd: "/".into(),
-                user: Default::default(),
-                rlimits: vec![],
-                terminal: false,
-            },
-            hostname: None,
-            network: NetworkMode::None,
-            mounts,
-            limits: Default::default(),
-        };
+        let mut spec = ContainerSpec::new(
+            berth_core::ContainerId::new("plan-test").unwrap(),
+            vec!["/layers/a".into()],
+            vec!["true".into()],
+        );
+        spec.network = NetworkMode::None;
+        spec.mounts = mounts;
         let dir = Path::new("/containers");
         let dirs = RootfsDirs {
             dir,
