@@ -377,6 +377,10 @@ impl Runtime {
                         .map_or(-1, |(parent, _)| parent.as_raw_fd()),
                 ],
             };
+            // Read on this thread just before the clone: the child moves off
+            // this CPU and builds its mounts on another while this one makes
+            // the network namespace and cgroups (see process::affinity).
+            plan.cpus = self.cpus.as_ref().and_then(CpuSpread::for_child);
             let clone_at = monotonic_ns();
             let spawned = spawn(&plan, &channels)?;
             let clock = channels.clock.take().map(|c| (c, clone_at));
@@ -396,11 +400,6 @@ impl Runtime {
                 return Err(e);
             }
         };
-        // The child builds its mounts on another CPU while this one makes
-        // its network namespace and cgroups (see process::affinity).
-        if let Some(cpus) = &self.cpus {
-            cpus.move_away(pid);
-        }
         // A failure is reported once the container exists: if the child
         // already failed (the usual reason the send breaks), its own report
         // is the better error.
@@ -450,9 +449,6 @@ impl Runtime {
         if autostart {
             container.started_at = Some(Instant::now());
             container.state = State::Running;
-            if let Err(e) = self.restore_cpus(pid) {
-                return Err(container.abort(e, &plan));
-            }
             if let Some(start) = container.start.take() {
                 if let Err(e) = rustix::io::write(&start, &[1]) {
                     // Most likely the child already failed: prefer its report.
@@ -478,9 +474,6 @@ impl Runtime {
         if let Err(e) = setup {
             let _ = container.teardown();
             return Err(e);
-        }
-        if let Err(e) = self.restore_cpus(pid) {
-            return Err(container.abort(e, &plan));
         }
         if let Some(sock) = pty_parent {
             match receive_fd(&sock) {
@@ -509,16 +502,6 @@ impl Runtime {
                 p.display(),
                 covered.display()
             ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Gives the child back every CPU it may use, before its command runs.
-    fn restore_cpus(&self, pid: libc::pid_t) -> Result<()> {
-        match &self.cpus {
-            Some(cpus) => cpus
-                .restore(pid)
-                .map_err(|e| RuntimeError::spawn("restoring the container's CPU set", e)),
             None => Ok(()),
         }
     }

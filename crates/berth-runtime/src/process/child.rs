@@ -5,6 +5,7 @@
 //! parent prepared in a [`Plan`]. Any failure is written to the report pipe
 //! as a [`Report`] and the child exits.
 
+use super::affinity;
 use super::fdpass::{recv_fd, send_fd};
 use super::plan::{proc_fd_path, Create, Plan, Step};
 use std::ffi::CStr;
@@ -55,6 +56,8 @@ stages! {
     Stdio,
     Terminal,
     Session,
+    /// Widening the CPU set back to the parent's before the command runs.
+    CpuSet,
     Ready,
     WaitStart,
     CgroupNamespace,
@@ -656,6 +659,11 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
     // data; no allocation and no locks.
     unsafe {
         ch.mark(Stage::Cloned);
+        // Off the parent's CPU first (see process::affinity). Best effort:
+        // where this fails, setup merely runs on the CPU the kernel chose.
+        if let Some(cpus) = &plan.cpus {
+            affinity::set_own(&cpus.setup);
+        }
         for fd in ch.parent_ends {
             if fd >= 0 {
                 libc::close(fd);
@@ -821,6 +829,11 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             .iter()
             .position(|c| libc::access(c.as_ptr(), libc::F_OK) == 0)
             .unwrap_or(0);
+
+        // Setup is done: the command may run on any CPU the parent may.
+        if let Some(cpus) = &plan.cpus {
+            check!(ch, Stage::CpuSet, 0, affinity::set_own(&cpus.run));
+        }
 
         // Tell the parent we are set up (unless asked to run at once), then
         // wait for the go: by then the parent has put us in our cgroups.

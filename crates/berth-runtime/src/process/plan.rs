@@ -1,6 +1,7 @@
 //! Everything the child needs, prepared by the parent before `clone`.
 
 use crate::error::{Result, RuntimeError};
+use crate::process::affinity::ChildCpus;
 use crate::security::{capabilities, seccomp};
 use crate::spec::{ContainerSpec, NetworkMode, Scratch};
 use std::ffi::{CStr, CString};
@@ -126,6 +127,9 @@ pub struct Plan {
     pub terminal: bool,
     /// Exec right after setup instead of waiting for the start signal.
     pub autostart: bool,
+    /// CPU sets for the child's setup and for its command (see
+    /// `process::affinity`); `None` leaves the child where it is.
+    pub cpus: Option<ChildCpus>,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
     pub groups: Vec<libc::gid_t>,
@@ -329,6 +333,7 @@ impl Plan {
             stdio_owned: stdio,
             terminal: spec.process.terminal,
             autostart: false,
+            cpus: None,
             uid: spec.process.user.uid,
             gid: spec.process.user.gid,
             groups: spec.process.user.additional_gids.clone(),
