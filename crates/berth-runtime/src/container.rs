@@ -2,7 +2,7 @@
 
 use crate::cgroup::{CgroupHost, CgroupMetrics, CgroupStats, ContainerCgroup};
 use crate::error::{Result, RuntimeError};
-use crate::process::affinity::CpuSpread;
+use crate::process::affinity;
 use crate::process::child::{monotonic_ns, Channels, Report, Stage, StageClock};
 use crate::process::fdpass::{recv_fd, send_fd};
 use crate::process::network;
@@ -36,7 +36,6 @@ pub struct Runtime {
     cgroups: CgroupHost,
     features: HostFeatures,
     online_cpus: u32,
-    cpus: Option<CpuSpread>,
 }
 
 /// How a container's process ended.
@@ -167,7 +166,6 @@ impl Runtime {
             cgroups,
             features,
             online_cpus: online_cpus(),
-            cpus: CpuSpread::current(),
         })
     }
 
@@ -380,7 +378,7 @@ impl Runtime {
             // Read on this thread just before the clone: the child moves off
             // this CPU and builds its mounts on another while this one makes
             // the network namespace and cgroups (see process::affinity).
-            plan.cpus = self.cpus.as_ref().and_then(CpuSpread::for_child);
+            plan.cpus = affinity::for_child();
             let clone_at = monotonic_ns();
             let spawned = spawn(&plan, &channels)?;
             let clock = channels.clock.take().map(|c| (c, clone_at));
@@ -787,6 +785,7 @@ impl Container {
                 command: self.program.clone(),
                 source,
             },
+            Some(Stage::CpuSet) => RuntimeError::spawn("restoring the container's CPU set", source),
             Some(Stage::WorkingDir) => {
                 RuntimeError::InvalidSpec(format!("working directory: {source}"))
             }

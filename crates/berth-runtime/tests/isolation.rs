@@ -173,8 +173,8 @@ fn default_network_is_only_loopback() {
     env.assert_clean();
 }
 
-/// Created, then started (the agent's path): the setup ran pinned to another
-/// CPU than the caller's; the command gets every CPU back.
+/// Created, then started (the agent's path): the setup ran on the CPUs other
+/// than the caller's; the command gets every CPU back.
 #[test]
 fn the_command_may_use_every_cpu_its_supervisor_may() {
     let env = common::Env::new();

@@ -17,8 +17,8 @@ fn runs_a_command_and_mirrors_its_exit_code() {
     b.assert_clean();
 }
 
-/// The container's setup runs pinned to another CPU than berth's; its
-/// command must get every CPU back.
+/// The container's setup runs on the CPUs other than berth's; its command
+/// must get every CPU back.
 #[test]
 fn the_command_may_use_every_cpu_berth_may() {
     let b = Berth::new();

@@ -13,57 +13,6 @@
 
 use std::mem::MaybeUninit;
 
-/// The CPUs the runtime's thread may run on: what children spread over.
-pub struct CpuSpread {
-    allowed: libc::cpu_set_t,
-    count: usize,
-}
-
-impl CpuSpread {
-    /// The calling thread's CPU set; `None` if it cannot be read.
-    pub fn current() -> Option<CpuSpread> {
-        let mut allowed = MaybeUninit::<libc::cpu_set_t>::zeroed();
-        // SAFETY: sched_getaffinity fills a cpu_set_t of the size given.
-        let rc = unsafe {
-            libc::sched_getaffinity(
-                0,
-                std::mem::size_of::<libc::cpu_set_t>(),
-                allowed.as_mut_ptr(),
-            )
-        };
-        if rc != 0 {
-            return None;
-        }
-        // SAFETY: initialised (zeroed, then filled by the kernel).
-        let allowed = unsafe { allowed.assume_init() };
-        // SAFETY: CPU_COUNT reads the set.
-        let count = unsafe { libc::CPU_COUNT(&allowed) } as usize;
-        Some(CpuSpread { allowed, count })
-    }
-
-    /// The CPU sets a child cloned from this thread now should use: all
-    /// allowed CPUs but the current one while it sets up, then all of them.
-    /// `None` with a single CPU (nothing to spread over) or when the current
-    /// CPU cannot be told.
-    pub fn for_child(&self) -> Option<ChildCpus> {
-        if self.count < 2 {
-            return None;
-        }
-        // SAFETY: sched_getcpu has no preconditions.
-        let here = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
-        let mut setup = self.allowed;
-        // SAFETY: CPU_CLR within the set's size (here < CPU_SETSIZE, or it
-        // is ignored).
-        if here < 8 * std::mem::size_of::<libc::cpu_set_t>() {
-            unsafe { libc::CPU_CLR(here, &mut setup) };
-        }
-        Some(ChildCpus {
-            setup,
-            run: self.allowed,
-        })
-    }
-}
-
 /// The CPU sets the child switches between (see the module docs).
 #[derive(Clone, Copy)]
 pub struct ChildCpus {
@@ -71,6 +20,48 @@ pub struct ChildCpus {
     pub setup: libc::cpu_set_t,
     /// From the end of its setup on: the parent's whole set.
     pub run: libc::cpu_set_t,
+}
+
+/// The CPU sets for a child the calling thread is about to clone, read
+/// afresh (the caller's set may have changed since it started). `None` when
+/// there is nothing to spread over (one allowed CPU) or the set or the
+/// current CPU cannot be read: the child then stays where the kernel puts it.
+pub fn for_child() -> Option<ChildCpus> {
+    let mut allowed = MaybeUninit::<libc::cpu_set_t>::zeroed();
+    // SAFETY: sched_getaffinity fills a cpu_set_t of the size given.
+    let rc = unsafe {
+        libc::sched_getaffinity(
+            0,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            allowed.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: initialised (zeroed, then filled by the kernel).
+    let allowed = unsafe { allowed.assume_init() };
+    // SAFETY: sched_getcpu has no preconditions.
+    let here = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+    spread_from(&allowed, here)
+}
+
+/// [`ChildCpus`] for a child cloned on CPU `here` by a thread allowed on
+/// `allowed`; `None` unless at least one other allowed CPU remains.
+fn spread_from(allowed: &libc::cpu_set_t, here: usize) -> Option<ChildCpus> {
+    let mut setup = *allowed;
+    if here < 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        // SAFETY: CPU_CLR on a local set, within its size.
+        unsafe { libc::CPU_CLR(here, &mut setup) };
+    }
+    // SAFETY: CPU_COUNT reads the set.
+    if unsafe { libc::CPU_COUNT(&setup) } == 0 {
+        return None;
+    }
+    Some(ChildCpus {
+        setup,
+        run: *allowed,
+    })
 }
 
 /// Sets the calling thread's CPU set (async-signal-safe: the child calls it).
@@ -84,17 +75,59 @@ pub fn set_own(cpus: &libc::cpu_set_t) -> libc::c_int {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_setup_set_leaves_out_the_current_cpu_and_the_run_set_is_whole() {
-        let spread = CpuSpread::current().expect("reading this thread's CPU set");
-        let Some(child) = spread.for_child() else {
-            assert!(spread.count < 2, "two or more CPUs must give a spread");
-            return;
-        };
-        // SAFETY: CPU_COUNT / CPU_EQUAL read the sets.
-        unsafe {
-            assert_eq!(libc::CPU_COUNT(&child.setup) as usize, spread.count - 1);
-            assert!(libc::CPU_EQUAL(&child.run, &spread.allowed));
+    fn set_of(cpus: &[usize]) -> libc::cpu_set_t {
+        // SAFETY: building a local set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &c in cpus {
+            // SAFETY: c is within the set's size in these tests.
+            unsafe { libc::CPU_SET(c, &mut set) };
         }
+        set
+    }
+
+    fn members(set: &libc::cpu_set_t) -> Vec<usize> {
+        (0..8 * std::mem::size_of::<libc::cpu_set_t>())
+            // SAFETY: CPU_ISSET within the set's size.
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, set) })
+            .collect()
+    }
+
+    #[test]
+    fn setup_leaves_out_the_parents_cpu_and_run_is_the_whole_set() {
+        let cpus = spread_from(&set_of(&[0, 1, 3]), 1).expect("two CPUs remain");
+        assert_eq!(members(&cpus.setup), vec![0, 3]);
+        assert_eq!(members(&cpus.run), vec![0, 1, 3]);
+    }
+
+    #[test]
+    fn a_single_allowed_cpu_gives_no_spread() {
+        assert!(spread_from(&set_of(&[2]), 2).is_none());
+    }
+
+    #[test]
+    fn a_parent_cpu_outside_the_set_changes_nothing() {
+        let cpus = spread_from(&set_of(&[0, 1]), 5).expect("spread");
+        assert_eq!(members(&cpus.setup), vec![0, 1]);
+        let cpus = spread_from(&set_of(&[0, 1]), usize::MAX).expect("spread");
+        assert_eq!(members(&cpus.setup), vec![0, 1]);
+    }
+
+    #[test]
+    fn this_thread_gets_a_spread_exactly_when_it_may_use_two_cpus() {
+        // SAFETY: a zeroed cpu_set_t is an empty set.
+        let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: sched_getaffinity fills a cpu_set_t of the size given.
+        let rc = unsafe {
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed)
+        };
+        assert_eq!(
+            rc,
+            0,
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: CPU_COUNT reads the set.
+        let count = unsafe { libc::CPU_COUNT(&allowed) };
+        assert_eq!(for_child().is_some(), count >= 2, "{count} allowed CPUs");
     }
 }

@@ -660,10 +660,12 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
     unsafe {
         ch.mark(Stage::Cloned);
         // Off the parent's CPU first (see process::affinity). Best effort:
-        // where this fails, setup merely runs on the CPU the kernel chose.
-        if let Some(cpus) = &plan.cpus {
-            affinity::set_own(&cpus.setup);
-        }
+        // where this fails, setup merely runs on the CPU the kernel chose,
+        // and there is nothing to widen back afterwards.
+        let narrowed = match &plan.cpus {
+            Some(cpus) => affinity::set_own(&cpus.setup) == 0,
+            None => false,
+        };
         for fd in ch.parent_ends {
             if fd >= 0 {
                 libc::close(fd);
@@ -831,8 +833,9 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             .unwrap_or(0);
 
         // Setup is done: the command may run on any CPU the parent may.
-        if let Some(cpus) = &plan.cpus {
+        if let (true, Some(cpus)) = (narrowed, &plan.cpus) {
             check!(ch, Stage::CpuSet, 0, affinity::set_own(&cpus.run));
+            ch.mark(Stage::CpuSet);
         }
 
         // Tell the parent we are set up (unless asked to run at once), then
