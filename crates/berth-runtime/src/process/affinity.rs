@@ -27,6 +27,14 @@ pub struct ChildCpus {
 /// there is nothing to spread over (one allowed CPU) or the set or the
 /// current CPU cannot be read: the child then stays where the kernel puts it.
 pub fn for_child() -> Option<ChildCpus> {
+    let allowed = own_cpu_set()?;
+    // SAFETY: sched_getcpu has no preconditions.
+    let here = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+    spread_from(&allowed, here)
+}
+
+/// The calling thread's CPU set; `None` if it cannot be read.
+fn own_cpu_set() -> Option<libc::cpu_set_t> {
     let mut allowed = MaybeUninit::<libc::cpu_set_t>::zeroed();
     // SAFETY: sched_getaffinity fills a cpu_set_t of the size given.
     let rc = unsafe {
@@ -36,14 +44,8 @@ pub fn for_child() -> Option<ChildCpus> {
             allowed.as_mut_ptr(),
         )
     };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: initialised (zeroed, then filled by the kernel).
-    let allowed = unsafe { allowed.assume_init() };
-    // SAFETY: sched_getcpu has no preconditions.
-    let here = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
-    spread_from(&allowed, here)
+    // SAFETY: initialised (zeroed, then filled by the kernel) when rc is 0.
+    (rc == 0).then(|| unsafe { allowed.assume_init() })
 }
 
 /// [`ChildCpus`] for a child cloned on CPU `here` by a thread allowed on
@@ -114,18 +116,7 @@ mod tests {
 
     #[test]
     fn this_thread_gets_a_spread_exactly_when_it_may_use_two_cpus() {
-        // SAFETY: a zeroed cpu_set_t is an empty set.
-        let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: sched_getaffinity fills a cpu_set_t of the size given.
-        let rc = unsafe {
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed)
-        };
-        assert_eq!(
-            rc,
-            0,
-            "sched_getaffinity: {}",
-            std::io::Error::last_os_error()
-        );
+        let allowed = own_cpu_set().expect("reading this thread's CPU set");
         // SAFETY: CPU_COUNT reads the set.
         let count = unsafe { libc::CPU_COUNT(&allowed) };
         assert_eq!(for_child().is_some(), count >= 2, "{count} allowed CPUs");

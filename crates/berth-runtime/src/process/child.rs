@@ -662,10 +662,10 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
         // Off the parent's CPU first (see process::affinity). Best effort:
         // where this fails, setup merely runs on the CPU the kernel chose,
         // and there is nothing to widen back afterwards.
-        let narrowed = match &plan.cpus {
-            Some(cpus) => affinity::set_own(&cpus.setup) == 0,
-            None => false,
-        };
+        let narrowed = plan
+            .cpus
+            .as_ref()
+            .filter(|cpus| affinity::set_own(&cpus.setup) == 0);
         for fd in ch.parent_ends {
             if fd >= 0 {
                 libc::close(fd);
@@ -833,7 +833,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             .unwrap_or(0);
 
         // Setup is done: the command may run on any CPU the parent may.
-        if let (true, Some(cpus)) = (narrowed, &plan.cpus) {
+        if let Some(cpus) = narrowed {
             check!(ch, Stage::CpuSet, 0, affinity::set_own(&cpus.run));
             ch.mark(Stage::CpuSet);
         }
