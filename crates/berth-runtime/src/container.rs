@@ -3,7 +3,7 @@
 use crate::cgroup::{CgroupHost, CgroupMetrics, CgroupStats, ContainerCgroup};
 use crate::error::{Result, RuntimeError};
 use crate::process::affinity;
-use crate::process::child::{monotonic_ns, Channels, Report, Stage, StageClock};
+use crate::process::child::{go, monotonic_ns, Channels, Report, Stage, StageClock};
 use crate::process::fdpass::{recv_fd, send_fd};
 use crate::process::network;
 use crate::process::plan::{search_path, HostFeatures, Plan, RootfsDirs, StdioFds};
@@ -113,6 +113,8 @@ pub struct Container {
     _lock: OwnedFd,
     report: OwnedFd,
     start: Option<OwnedFd>,
+    /// The byte that lets the child go on (see process::child::go).
+    go: u8,
     pty_master: Option<OwnedFd>,
     state: State,
     started_at: Option<Instant>,
@@ -381,15 +383,21 @@ impl Runtime {
             plan.cpus = affinity::for_child();
             let clone_at = monotonic_ns();
             let spawned = spawn(&plan, &channels)?;
+            let go = match &plan.cpus {
+                Some(cpus) if affinity::push_child(spawned.pid, cpus) => {
+                    go::RUN | go::PARENT_NARROWED
+                }
+                _ => go::RUN,
+            };
             let clock = channels.clock.take().map(|c| (c, clone_at));
             // The child's ends must close here so that EOF means "exec'd".
             drop((report_w, start_r));
             let pty_parent = pty_pair.map(|(parent, _child)| parent);
-            Ok::<_, RuntimeError>((spawned, report_r, start_w, pty_parent, clock))
+            Ok::<_, RuntimeError>((spawned, go, report_r, start_w, pty_parent, clock))
         })();
         // The plan's stdio fds belong to the child now.
         drop(std::mem::take(&mut plan.stdio_owned));
-        let (Spawned { pid, pidfd }, report, start, pty_parent, stage_clock) = match spawned {
+        let (Spawned { pid, pidfd }, go, report, start, pty_parent, stage_clock) = match spawned {
             Ok(s) => s,
             Err(e) => {
                 if let Some(cgroup) = early_cgroup {
@@ -425,6 +433,7 @@ impl Runtime {
             _lock: lock,
             report,
             start: Some(start),
+            go,
             pty_master: None,
             state: State::Created,
             started_at: None,
@@ -448,7 +457,7 @@ impl Runtime {
             container.started_at = Some(Instant::now());
             container.state = State::Running;
             if let Some(start) = container.start.take() {
-                if let Err(e) = rustix::io::write(&start, &[1]) {
+                if let Err(e) = rustix::io::write(&start, &[go]) {
                     // Most likely the child already failed: prefer its report.
                     let e = RuntimeError::spawn("signalling the container to start", e);
                     return Err(container.abort(e, &plan));
@@ -725,7 +734,7 @@ impl Container {
             return Err(self.invalid_state("start"));
         };
         self.started_at = Some(Instant::now());
-        rustix::io::write(&start, &[1])
+        rustix::io::write(&start, &[self.go])
             .map_err(|e| RuntimeError::spawn("signalling the container to start", e))?;
         drop(start);
         self.state = State::Running;

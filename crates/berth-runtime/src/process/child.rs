@@ -56,10 +56,10 @@ stages! {
     Stdio,
     Terminal,
     Session,
-    /// Widening the CPU set back to the parent's before the command runs.
-    CpuSet,
     Ready,
     WaitStart,
+    /// Widening the CPU set back to the parent's before the command runs.
+    CpuSet,
     CgroupNamespace,
     Capabilities,
     Identity,
@@ -97,6 +97,16 @@ impl Report {
             errno: i32::from_ne_bytes(word(8)),
         }
     }
+}
+
+/// The byte the parent writes on `start` to let the child go on to exec.
+pub mod go {
+    /// Go on.
+    pub const RUN: u8 = 1;
+    /// Set together with `RUN` when the parent moved the child off its CPU
+    /// after `clone` (see process::affinity): the child widens its CPU set
+    /// back even if its own narrowing failed.
+    pub const PARENT_NARROWED: u8 = 2;
 }
 
 /// Number of stage slots in a [`StageClock`] page.
@@ -665,7 +675,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
         let narrowed = plan
             .cpus
             .as_ref()
-            .filter(|cpus| affinity::set_own(&cpus.setup) == 0);
+            .is_some_and(|cpus| affinity::set_own(&cpus.setup) == 0);
         for fd in ch.parent_ends {
             if fd >= 0 {
                 libc::close(fd);
@@ -832,12 +842,6 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             .position(|c| libc::access(c.as_ptr(), libc::F_OK) == 0)
             .unwrap_or(0);
 
-        // Setup is done: the command may run on any CPU the parent may.
-        if let Some(cpus) = narrowed {
-            check!(ch, Stage::CpuSet, 0, affinity::set_own(&cpus.run));
-            ch.mark(Stage::CpuSet);
-        }
-
         // Tell the parent we are set up (unless asked to run at once), then
         // wait for the go: by then the parent has put us in our cgroups.
         if !plan.autostart {
@@ -858,6 +862,15 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             libc::_exit(1);
         }
         ch.mark(Stage::WaitStart);
+        // Setup is done: the command may run on any CPU the parent may.
+        // Only after the go, which the parent sends after narrowing this
+        // process itself: no narrowing can come after this widening.
+        if let Some(cpus) = plan.cpus.as_ref() {
+            if narrowed || byte[0] & go::PARENT_NARROWED != 0 {
+                check!(ch, Stage::CpuSet, 0, affinity::set_own(&cpus.run));
+                ch.mark(Stage::CpuSet);
+            }
+        }
         // A cgroup namespace rooted at the container's own cgroups.
         check!(
             ch,
