@@ -368,9 +368,21 @@ fn device_nodes_made_inside_cannot_reach_host_disks() {
         assert!(out.stdout.contains("refused"), "{}", out.stdout);
         return;
     }
-    let out = env.run(&env.sh(
-        "mknod /tmp/disk b 254 0 && head -c 1 /tmp/disk >/dev/null 2>&1 && echo READ || echo denied",
-    ));
+    let try_disk = || {
+        env.run(&env.sh(
+            "mknod /tmp/disk b 254 0 && head -c 1 /tmp/disk >/dev/null 2>&1 && echo READ || echo denied",
+        ))
+    };
+    // The parent got the containers' rules before the first container was
+    // made; every container inherits them.
+    for _ in 0..2 {
+        let out = try_disk();
+        assert_eq!(out.stdout.trim(), "denied", "stderr: {}", out.stderr);
+    }
+    // A parent someone opened up to the disk must not hand that on.
+    let parent = std::path::Path::new("/sys/fs/cgroup/devices").join(env.cgroup_parent());
+    std::fs::write(parent.join("devices.allow"), "b 254:0 rwm").unwrap();
+    let out = try_disk();
     assert_eq!(out.stdout.trim(), "denied", "stderr: {}", out.stderr);
     env.assert_clean();
 }

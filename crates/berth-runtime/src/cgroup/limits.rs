@@ -96,11 +96,57 @@ pub fn apply_limits(host: &CgroupHost, paths: &CgroupPaths, limits: &Limits) -> 
     }
     if paths.is_v1(Controller::Devices) {
         if let Some(dir) = paths.dir_for(Controller::Devices) {
-            write(&dir.join("devices.deny"), "a")?;
-            write_each(&dir.join("devices.allow"), ALLOWED_DEVICES)?;
+            restrict_devices_v1(dir)?;
         }
     }
     Ok(())
+}
+
+/// A new v1 devices cgroup starts with its parent's rules (see
+/// [`give_parent_device_rules`]): reading them back proves they are berth's
+/// list and spares a dozen writes per container, each a rule the kernel
+/// parses and checks against the parent's. Otherwise they are written.
+fn restrict_devices_v1(dir: &Path) -> Result<()> {
+    if has_default_device_rules(dir) {
+        return Ok(());
+    }
+    write_device_rules(dir)
+}
+
+/// Gives berth's v1 devices parent cgroup the containers' rules, so that
+/// new containers inherit them. Best effort: the kernel refuses while the
+/// parent has children (containers made before, with their own rules), and
+/// a parent that keeps other rules only costs the per-container writes.
+pub(super) fn give_parent_device_rules(parent: &Path) {
+    if has_default_device_rules(parent) {
+        return;
+    }
+    if let Err(e) = write_device_rules(parent) {
+        tracing::debug!(error = %e, "the devices cgroup parent keeps its rules");
+    }
+}
+
+fn write_device_rules(dir: &Path) -> Result<()> {
+    write(&dir.join("devices.deny"), "a")?;
+    write_each(&dir.join("devices.allow"), ALLOWED_DEVICES)
+}
+
+/// Whether `devices.list` holds exactly [`ALLOWED_DEVICES`] (in any order).
+fn has_default_device_rules(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("devices.list"))
+        .is_ok_and(|list| is_default_device_list(&list))
+}
+
+fn is_default_device_list(list: &str) -> bool {
+    let mut got: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut want = ALLOWED_DEVICES.to_vec();
+    got.sort_unstable();
+    want.sort_unstable();
+    got == want
 }
 
 fn apply_memory_v1(dir: &Path, limits: &Limits) -> Result<()> {
@@ -160,4 +206,27 @@ fn apply_cpu(dir: &Path, v1: bool, limits: &Limits) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_device_list_is_recognised_in_any_order() {
+        let mut rules: Vec<&str> = ALLOWED_DEVICES.to_vec();
+        assert!(is_default_device_list(&(rules.join("\n") + "\n")));
+        rules.reverse();
+        assert!(is_default_device_list(&rules.join("\n")));
+    }
+
+    #[test]
+    fn any_other_device_list_is_not_the_default() {
+        // The root's "allow everything", one rule missing, one rule extra.
+        assert!(!is_default_device_list("a *:* rwm\n"));
+        assert!(!is_default_device_list(&ALLOWED_DEVICES[1..].join("\n")));
+        let extra = format!("{}\nb 8:0 rwm\n", ALLOWED_DEVICES.join("\n"));
+        assert!(!is_default_device_list(&extra));
+        assert!(!is_default_device_list(""));
+    }
 }

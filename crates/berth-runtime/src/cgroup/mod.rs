@@ -316,6 +316,9 @@ impl CgroupHost {
             if !parent.is_dir() {
                 create_dir_if_missing(&parent)?;
             }
+            if h.controllers.contains(&Controller::Devices) {
+                limits::give_parent_device_rules(&parent);
+            }
         }
         if let (Some(unified), true) = (&self.unified, self.uses_v2()) {
             let parent = unified.join(&self.parent_name);

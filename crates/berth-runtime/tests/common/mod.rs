@@ -53,6 +53,11 @@ impl Env {
         self.dir.path().join("containers")
     }
 
+    /// This env's cgroup parent (one name in every hierarchy).
+    pub fn cgroup_parent(&self) -> &str {
+        &self.cgroup_parent
+    }
+
     /// Cgroup directories left under this env's parent, in every hierarchy.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         berth_testkit::leftover_cgroups(&self.cgroup_parent)
