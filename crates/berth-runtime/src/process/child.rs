@@ -842,6 +842,28 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             .position(|c| libc::access(c.as_ptr(), libc::F_OK) == 0)
             .unwrap_or(0);
 
+        // Capabilities, first part: shrink the bounding set while still
+        // privileged (and here, while the parent still works, not after the
+        // go). The effective set keeps what the steps below need.
+        for cap in 0..=plan.last_cap {
+            if plan.caps & (1u64 << cap) == 0 {
+                check!(
+                    ch,
+                    Stage::Capabilities,
+                    cap,
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0)
+                );
+            }
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        ch.mark(Stage::Capabilities);
+
         // Tell the parent we are set up (unless asked to run at once), then
         // wait for the go: by then the parent has put us in our cgroups.
         if !plan.autostart {
@@ -881,25 +903,8 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
 
         // Identity changes use raw system calls: glibc's wrappers would try
         // to broadcast them to threads that exist only in the parent.
-        // Capabilities: shrink the bounding set while still privileged, then
-        // switch identity, then pin the effective/permitted sets.
-        for cap in 0..=plan.last_cap {
-            if plan.caps & (1u64 << cap) == 0 {
-                check!(
-                    ch,
-                    Stage::Capabilities,
-                    cap,
-                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0)
-                );
-            }
-        }
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        );
+        // The bounding set shrank before the go; now switch identity, then
+        // pin the effective/permitted sets.
         check!(
             ch,
             Stage::Identity,
