@@ -377,9 +377,10 @@ impl Runtime {
                         .map_or(-1, |(parent, _)| parent.as_raw_fd()),
                 ],
             };
-            // Read on this thread just before the clone: the child moves off
-            // this CPU and builds its mounts on another while this one makes
-            // the network namespace and cgroups (see process::affinity).
+            // Read on this thread just before the clone; right after it, the
+            // child is moved off this CPU (by us here, and by itself if it
+            // runs first) and builds its mounts on another while this one
+            // makes the network namespace and cgroups (see process::affinity).
             plan.cpus = affinity::for_child();
             let clone_at = monotonic_ns();
             let spawned = spawn(&plan, &channels)?;

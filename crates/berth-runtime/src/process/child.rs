@@ -669,9 +669,10 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
     // data; no allocation and no locks.
     unsafe {
         ch.mark(Stage::Cloned);
-        // Off the parent's CPU first (see process::affinity). Best effort:
-        // where this fails, setup merely runs on the CPU the kernel chose,
-        // and there is nothing to widen back afterwards.
+        // Off the parent's CPU first, in case this runs before the parent
+        // has moved us (see process::affinity). Best effort: where this
+        // fails, setup runs where the kernel or the parent put it, and the
+        // widening after the go follows whichever narrowing succeeded.
         let narrowed = plan
             .cpus
             .as_ref()
