@@ -50,6 +50,8 @@ stages! {
     Hostname,
     JoinNetwork,
     PivotRoot,
+    /// The old root is gone (stage timings only).
+    OldRootDetached,
     ReadOnlyRoot,
     Rlimit,
     WorkingDir,
@@ -414,10 +416,11 @@ fn close(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
-/// Makes `root` the root: pivot_root(".", ".") stacks the old root on the
-/// new one, and detaching it leaves only the container's tree. `root`
-/// stays valid for the steps that follow.
-fn pivot_into(ch: &Channels, root: RawFd) {
+/// Makes `root` the root: pivot_root(".", ".") stacks the old root (the
+/// host's mount tree, copied into this namespace) on the new one, and
+/// detaching it leaves only the container's tree. `root` stays valid for
+/// the steps that follow.
+fn pivot_into(ch: &Channels, root: RawFd, old_root: &mut OldRoot) {
     // SAFETY: plain system calls on an fd we hold and static strings.
     unsafe {
         check!(ch, Stage::PivotRoot, 0, libc::fchdir(root));
@@ -427,18 +430,127 @@ fn pivot_into(ch: &Channels, root: RawFd) {
             1,
             libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as i32
         );
-        check!(
-            ch,
-            Stage::PivotRoot,
-            2,
-            libc::umount2(c".".as_ptr(), libc::MNT_DETACH)
-        );
-        check!(ch, Stage::PivotRoot, 3, libc::chdir(c"/".as_ptr()));
     }
+    old_root.start_detach(ch);
     ch.mark(Stage::PivotRoot);
 }
 
-fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step) {
+/// Stack of the helper that detaches the old root: it makes one system
+/// call, so a few pages are plenty.
+#[repr(C, align(16))]
+struct HelperStack([u8; 16 * 1024]);
+
+/// The old root between `pivot_root` and the container's first use of an
+/// absolute path.
+///
+/// Detaching it returns only after an RCU grace period (the kernel waits
+/// for every CPU before it frees the mounts), 0.1 ms at the median and
+/// over 1 ms when the host is busy, for nothing this process needs to
+/// wait for until it resolves a path from "/". So a helper sharing this
+/// process's memory detaches it while the remaining steps (all relative to
+/// the rootfs fd) run, and [`OldRoot::finish`] waits for the helper before
+/// anything may see "/": the working directory, the exec search, the
+/// command itself.
+struct OldRoot {
+    state: Detach,
+    /// Never initialised: only the helper writes to it, from the top.
+    stack: std::mem::MaybeUninit<HelperStack>,
+}
+
+enum Detach {
+    NotPivoted,
+    Detaching(libc::pid_t),
+    Detached,
+}
+
+impl OldRoot {
+    fn new() -> OldRoot {
+        OldRoot {
+            state: Detach::NotPivoted,
+            stack: std::mem::MaybeUninit::uninit(),
+        }
+    }
+
+    /// Starts the detach on a helper, or detaches here if no helper can be
+    /// made (a pids limit of 1 on cgroup v2, where this process already
+    /// counts in the container's cgroup).
+    fn start_detach(&mut self, ch: &Channels) {
+        let top = self.stack.as_mut_ptr().cast::<u8>();
+        // SAFETY: the helper shares our memory (CLONE_VM) and runs on its
+        // own stack, which lives in this frame of a function that never
+        // returns; it touches nothing else (see `detach_old_root`). No exit
+        // signal: `finish` waits for it with __WALL.
+        let pid = unsafe {
+            libc::clone(
+                detach_old_root,
+                top.add(std::mem::size_of::<HelperStack>()).cast(),
+                libc::CLONE_VM | libc::CLONE_FILES,
+                std::ptr::null_mut(),
+            )
+        };
+        self.state = if pid > 0 {
+            // The helper shares this CPU (setup runs narrowed to one) and
+            // would wait for it until we block: let it start the detach now,
+            // so that its wait for the grace period overlaps our steps.
+            // SAFETY: a plain system call.
+            unsafe { libc::sched_yield() };
+            Detach::Detaching(pid)
+        } else {
+            // SAFETY: a plain system call on a static string.
+            check!(ch, Stage::PivotRoot, 2, unsafe {
+                libc::umount2(c".".as_ptr(), libc::MNT_DETACH)
+            });
+            Detach::Detached
+        };
+    }
+
+    /// Waits until the old root is detached, then enters the new "/".
+    fn finish(&mut self, ch: &Channels) {
+        if let Detach::Detaching(pid) = self.state {
+            // SAFETY: waitid on our own helper into a local siginfo.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            check!(ch, Stage::PivotRoot, 2, unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::__WALL,
+                )
+            });
+            // SAFETY: waitid filled in a child's exit status.
+            let (code, status) = (info.si_code, unsafe { info.si_status() });
+            if code != libc::CLD_EXITED || status != 0 {
+                let err = if code == libc::CLD_EXITED {
+                    status
+                } else {
+                    libc::EINTR
+                };
+                fail(ch, Stage::PivotRoot, 2, err);
+            }
+            self.state = Detach::Detached;
+        }
+        if let Detach::Detached = self.state {
+            // SAFETY: a plain system call on a static string.
+            check!(ch, Stage::PivotRoot, 3, unsafe {
+                libc::chdir(c"/".as_ptr())
+            });
+            ch.mark(Stage::OldRootDetached);
+        }
+    }
+}
+
+/// The helper's whole life: detach the tree stacked on its working
+/// directory (the new root) and exit with 0 or the errno. rustix makes the
+/// raw system call: libc's wrapper would write errno, which lives in the
+/// thread-local storage this helper shares with the child.
+extern "C" fn detach_old_root(_: *mut libc::c_void) -> libc::c_int {
+    match rustix::mount::unmount(c".", rustix::mount::UnmountFlags::DETACH) {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error(),
+    }
+}
+
+fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step, old_root: &mut OldRoot) {
     match step {
         Step::Mount {
             target,
@@ -486,7 +598,7 @@ fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step) {
             close(ns);
             ch.mark(Stage::JoinNetwork);
         }
-        Step::PivotRoot => pivot_into(ch, root),
+        Step::PivotRoot => pivot_into(ch, root, old_root),
         Step::Mask { target } => {
             let fd = open_in_root(root, target, libc::O_PATH);
             if fd < 0 {
@@ -776,11 +888,42 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             libc::sethostname(plan.hostname.as_ptr(), plan.hostname.as_bytes().len())
         );
         ch.mark(Stage::Hostname);
+        let mut old_root = OldRoot::new();
         for (i, step) in plan.steps.iter().enumerate() {
-            run_step(ch, root, i, step);
+            run_step(ch, root, i, step, &mut old_root);
         }
         ch.mark(Stage::Mount);
         libc::close(root);
+
+        // Capabilities, first part: shrink the bounding set while still
+        // privileged (and here, while the parent still works and the old
+        // root detaches, not after the go). The effective set keeps what
+        // the steps below need.
+        for cap in 0..=plan.last_cap {
+            if plan.caps & (1u64 << cap) == 0 {
+                check!(
+                    ch,
+                    Stage::Capabilities,
+                    cap,
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0)
+                );
+            }
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        ch.mark(Stage::Capabilities);
+
+        for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
+            check!(ch, Stage::Rlimit, i, libc::setrlimit(*resource, limit));
+        }
+
+        // From here on paths resolve from "/": the old root must be gone.
+        old_root.finish(ch);
         // Every mount target exists by now: the root may turn read-only.
         if plan.read_only_root {
             check!(
@@ -795,10 +938,6 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
                     std::ptr::null()
                 )
             );
-        }
-
-        for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
-            check!(ch, Stage::Rlimit, i, libc::setrlimit(*resource, limit));
         }
 
         if libc::chdir(plan.cwd.as_ptr()) < 0 {
@@ -842,28 +981,6 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             .iter()
             .position(|c| libc::access(c.as_ptr(), libc::F_OK) == 0)
             .unwrap_or(0);
-
-        // Capabilities, first part: shrink the bounding set while still
-        // privileged (and here, while the parent still works, not after the
-        // go). The effective set keeps what the steps below need.
-        for cap in 0..=plan.last_cap {
-            if plan.caps & (1u64 << cap) == 0 {
-                check!(
-                    ch,
-                    Stage::Capabilities,
-                    cap,
-                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0)
-                );
-            }
-        }
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        );
-        ch.mark(Stage::Capabilities);
 
         // Tell the parent we are set up (unless asked to run at once), then
         // wait for the go: by then the parent has put us in our cgroups.

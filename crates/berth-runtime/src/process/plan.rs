@@ -223,8 +223,9 @@ impl Plan {
         // guards over /sys. Guards win over volumes: with a volume inside
         // /proc, the /proc guards wait until after the volumes. The pivot
         // comes last, since volume sources are host paths; without volumes
-        // it comes before the join, where its wait for the old root's
-        // detach (~0.2 ms) overlaps the parent's work on the namespace.
+        // it comes before the join, so that the old root's detach (a helper
+        // waits out its RCU grace period, see child::OldRoot) overlaps the
+        // join and the /sys steps as well as the parent's work.
         let volume_in_proc = spec
             .mounts
             .iter()
