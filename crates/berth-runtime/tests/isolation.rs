@@ -193,8 +193,14 @@ fn default_network_is_only_loopback() {
     // Loopback works: a listener and a client inside the container.
     let out = env.run(&env.sh(
         // Retry until the listener is up (a loaded machine may take a
-        // while to schedule it); it exits after one connection.
-        "nc -l -p 7777 > /tmp/got & for i in $(seq 100); do echo ping | nc -w 1 127.0.0.1 7777 && break; sleep 0.05; done; wait; cat /tmp/got",
+        // while to schedule it); it exits after one connection. Its stdin
+        // is a FIFO held open by the shell: busybox nc quits at the end of
+        // its input, and with stdin from /dev/null it could quit before
+        // reading what the client sent (a test race, ~1 run in 30 under
+        // load).
+        "mkfifo /tmp/in; nc -l -p 7777 < /tmp/in > /tmp/got & listener=$!; exec 3> /tmp/in; \
+         for i in $(seq 100); do echo ping | nc -w 1 127.0.0.1 7777 && break; sleep 0.05; done; \
+         wait $listener; cat /tmp/got",
     ));
     assert_eq!(out.stdout.trim(), "ping", "stderr: {}", out.stderr);
     env.assert_clean();
