@@ -603,9 +603,9 @@ fn remove_claim(id: &str, claim: &Path) -> Result<()> {
 }
 
 /// Makes the container's network namespace and sends it to the child,
-/// which joins it before mounting `/sys`.
+/// which joins it and brings its loopback up before mounting `/sys`.
 fn send_network_namespace(start: &OwnedFd) -> Result<()> {
-    let ns = network::new_loopback_namespace()
+    let ns = network::new_namespace()
         .map_err(|e| RuntimeError::spawn("creating the network namespace", e))?;
     if send_fd(start.as_raw_fd(), ns.as_raw_fd()) < 0 {
         return Err(RuntimeError::spawn(

@@ -49,6 +49,8 @@ stages! {
     DevNodes,
     Hostname,
     JoinNetwork,
+    /// Bringing the loopback interface up in the joined namespace.
+    Loopback,
     PivotRoot,
     /// The old root is gone (stage timings only).
     OldRootDetached,
@@ -112,7 +114,7 @@ pub mod go {
 }
 
 /// Number of stage slots in a [`StageClock`] page.
-pub const STAGE_SLOTS: usize = 32;
+pub const STAGE_SLOTS: usize = 48;
 
 /// Optional per-stage timestamps (CLOCK_MONOTONIC, ns) written by the child
 /// into a page shared with the parent: how long each setup stage took.
@@ -550,6 +552,39 @@ extern "C" fn detach_old_root(_: *mut libc::c_void) -> libc::c_int {
     }
 }
 
+/// Sets `lo` up in the network namespace just joined: the parent made the
+/// namespace, this side has the time to spare for the interface.
+fn bring_loopback_up(ch: &Channels) {
+    // SAFETY: socket and ioctl calls on a local ifreq; the socket is closed
+    // before returning.
+    unsafe {
+        let sock = check!(
+            ch,
+            Stage::Loopback,
+            0,
+            libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+        );
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        check!(
+            ch,
+            Stage::Loopback,
+            1,
+            libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut ifr)
+        );
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        check!(
+            ch,
+            Stage::Loopback,
+            2,
+            libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &ifr)
+        );
+        close(sock);
+    }
+    ch.mark(Stage::Loopback);
+}
+
 fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step, old_root: &mut OldRoot) {
     match step {
         Step::Mount {
@@ -597,6 +632,7 @@ fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step, old_root: &mu
             });
             close(ns);
             ch.mark(Stage::JoinNetwork);
+            bring_loopback_up(ch);
         }
         Step::PivotRoot => pivot_into(ch, root, old_root),
         Step::Mask { target } => {
