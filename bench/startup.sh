@@ -32,7 +32,8 @@
 # and a settle pause before every block: slow drift of the machine hits every
 # tool alike, while one tool's background work (dockerd's cleanup) does not
 # land on another's runs. Every number includes the fork+exec of the measured
-# command by bash, as the floor shows.
+# command by bash, as the floor shows. berth and runc run from fresh copies
+# of their binaries (see the copy below for why).
 set -euo pipefail
 export LC_ALL=C # $EPOCHREALTIME must use "." as its decimal point
 # cargo and rustup find their toolchain through $HOME (~/.cargo, ~/.rustup);
@@ -129,8 +130,8 @@ cleanup() {
     set +e
     stop_docker
     if [[ -n $runroot ]]; then
-        runc --root "$runroot/runc" list -q 2>/dev/null | while IFS= read -r id; do
-            runc --root "$runroot/runc" delete -f "$id" >/dev/null 2>&1
+        "${runc:-runc}" --root "$runroot/runc" list -q 2>/dev/null | while IFS= read -r id; do
+            "${runc:-runc}" --root "$runroot/runc" delete -f "$id" >/dev/null 2>&1
         done
     fi
     remove_berth_work
@@ -148,6 +149,20 @@ runroot=$(mktemp -d /run/berth-bench.XXXXXX)
 mkdir -p "$work/data" "$runroot/state" "$runroot/runc" "$runroot/io"
 io=$runroot/io # per-run stdout/stderr, on tmpfs
 
+# berth and runc are timed from fresh copies in the work dir. How fast a
+# program starts depends on how its page cache was filled: a file just
+# written sits in large folios, while one evicted (memory pressure, the
+# host's reclaim, drop_caches) and read back through exec's page faults
+# sits in 4 KiB pages, each of which every run then maps and unmaps one by
+# one (berth run: ~0.6 ms slower here, see the README's Performance). A
+# copy puts both in the freshly installed state, whatever the machine did
+# before. The floor's system binaries are used as they are.
+mkdir -p "$work/bin"
+install -m 0755 "$berth" "$work/bin/berth"
+berth=$work/bin/berth
+install -m 0755 "$(command -v runc)" "$work/bin/runc"
+runc=$work/bin/runc
+
 echo "==> busybox rootfs"
 tarball=$work/busybox.tar.gz
 mkdir -p "$work/bundle"
@@ -164,7 +179,7 @@ fi
 berth_cmd=("${berth_base[@]}" run --json --memory 64m --pids-limit 64 busybox true)
 
 echo "==> runc: bundle"
-(cd "$work/bundle" && runc spec)
+(cd "$work/bundle" && "$runc" spec)
 jq '.process.args = ["true"]
   | .process.terminal = false
   | .root.readonly = true
@@ -172,7 +187,7 @@ jq '.process.args = ["true"]
   | .linux.resources.pids = {"limit": 64}' \
     "$work/bundle/config.json" >"$work/bundle/config.json.new"
 mv "$work/bundle/config.json.new" "$work/bundle/config.json"
-runc_cmd=(runc --root "$runroot/runc" run --bundle "$work/bundle")
+runc_cmd=("$runc" --root "$runroot/runc" run --bundle "$work/bundle")
 floor_cmd=(unshare --pid --fork --mount --uts --ipc --net true)
 
 # ---------------------------------------------------------------------------
@@ -382,7 +397,7 @@ else
 fi
 echo "cgroups:  $cgmode"
 echo "fs:       $(findmnt -n -o FSTYPE -T "$work" 2>/dev/null || stat -f -c %T "$work") for the data dir and bundle ($work)"
-echo "runc:     $(runc --version | head -n 1)"
+echo "runc:     $("$runc" --version | head -n 1)"
 if [[ -z $docker_skip ]]; then
     echo "docker:   server $("${docker_cmd[@]}" version -f '{{.Server.Version}}' 2>/dev/null || echo '?')"
 fi
