@@ -280,7 +280,9 @@ pub(crate) fn create_new(path: &Path, mode: u32) -> io::Result<File> {
 /// Reads a whole file, refusing (with `InvalidData`) one larger than `limit`.
 pub(crate) fn read_limited(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     let file = File::open(path)?;
-    let mut bytes = Vec::new();
+    // Room for a typical manifest or index up front: from an empty buffer,
+    // `read_to_end` would start with a 32-byte read and double from there.
+    let mut bytes = Vec::with_capacity(limit.saturating_add(1).min(16 * 1024) as usize);
     file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(io::Error::new(

@@ -14,6 +14,7 @@
 mod cgroup;
 mod container;
 mod error;
+mod kernel_files;
 mod process;
 pub mod security;
 mod spec;

@@ -1,17 +1,12 @@
 //! Reading and writing cgroup control files.
 
 use crate::error::{Result, RuntimeError};
-use std::fs;
-use std::io::Write;
+use crate::kernel_files;
 use std::path::Path;
 
 /// Writes `value` into a control file in one `write(2)`, as the kernel expects.
 pub fn write(path: &Path, value: &str) -> Result<()> {
-    let attempt = || -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new().write(true).open(path)?;
-        f.write_all(value.as_bytes())
-    };
-    attempt().map_err(|e| RuntimeError::Cgroup {
+    kernel_files::write_each(path, &[value.as_bytes()]).map_err(|e| RuntimeError::Cgroup {
         path: path.to_owned(),
         action: "writing",
         source: e,
@@ -21,14 +16,8 @@ pub fn write(path: &Path, value: &str) -> Result<()> {
 /// Writes each value with its own `write(2)` on one open file (the devices
 /// controller takes one rule per write).
 pub fn write_each(path: &Path, values: &[&str]) -> Result<()> {
-    let attempt = || -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new().write(true).open(path)?;
-        for v in values {
-            f.write_all(v.as_bytes())?;
-        }
-        Ok(())
-    };
-    attempt().map_err(|e| RuntimeError::Cgroup {
+    let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    kernel_files::write_each(path, &values).map_err(|e| RuntimeError::Cgroup {
         path: path.to_owned(),
         action: "writing",
         source: e,
@@ -37,7 +26,7 @@ pub fn write_each(path: &Path, values: &[&str]) -> Result<()> {
 
 /// Reads a file holding a single number; `max` reads as `u64::MAX`.
 pub fn read_u64(path: &Path) -> Option<u64> {
-    let text = fs::read_to_string(path).ok()?;
+    let text = kernel_files::read(path).ok()?;
     let t = text.trim();
     if t == "max" {
         return Some(u64::MAX);
@@ -48,7 +37,7 @@ pub fn read_u64(path: &Path) -> Option<u64> {
 /// Reads `key value` lines (memory.stat, cpu.stat, memory.events…) and
 /// returns the value of `key`.
 pub fn read_keyed(path: &Path, key: &str) -> Option<u64> {
-    let text = fs::read_to_string(path).ok()?;
+    let text = kernel_files::read(path).ok()?;
     keyed_value(&text, key)
 }
 

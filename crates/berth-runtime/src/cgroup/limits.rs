@@ -72,7 +72,7 @@ fn check_swap_enforceable(host: &CgroupHost, limits: &Limits) -> Result<()> {
 }
 
 fn host_has_swap() -> bool {
-    std::fs::read_to_string("/proc/swaps")
+    crate::kernel_files::read(Path::new("/proc/swaps"))
         .map(|s| s.lines().count() > 1)
         .unwrap_or(false)
 }
@@ -133,7 +133,7 @@ fn write_device_rules(dir: &Path) -> Result<()> {
 
 /// Whether `devices.list` holds exactly [`ALLOWED_DEVICES`] (in any order).
 fn has_default_device_rules(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("devices.list"))
+    crate::kernel_files::read(&dir.join("devices.list"))
         .is_ok_and(|list| is_default_device_list(&list))
 }
 

@@ -11,7 +11,6 @@
 use super::files::{keyed_value, read_keyed, read_u64};
 use super::{CgroupPaths, Controller};
 use serde::{Deserialize, Serialize};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 /// A snapshot of a cgroup's resource use. `None` = the host does not
@@ -104,7 +103,7 @@ impl<'a> ControllerDir<'a> {
     /// A whole keyed file (`memory.stat`, `cpu.stat`…), read once so that
     /// every key comes from the same snapshot.
     fn keyed(&self, name: &str) -> Option<String> {
-        fs::read_to_string(self.file(name)).ok()
+        crate::kernel_files::read(&self.file(name)).ok()
     }
 }
 
@@ -262,6 +261,7 @@ mod tests {
     use super::super::V1Dir;
     use super::*;
     use std::collections::BTreeSet;
+    use std::fs;
 
     const MIB: u64 = 1 << 20;
 

@@ -16,6 +16,7 @@ pub use metrics::CgroupMetrics;
 pub use stats::CgroupStats;
 
 use crate::error::{Result, RuntimeError};
+use crate::kernel_files;
 use crate::spec::Limits;
 use std::collections::BTreeSet;
 use std::fs;
@@ -88,12 +89,12 @@ impl CgroupHost {
     /// Detects the layout from the mount table. `parent_name` is the
     /// directory under each hierarchy that holds berth's containers.
     pub fn detect(parent_name: &str) -> Result<Self> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        let mountinfo = kernel_files::read(Path::new("/proc/self/mountinfo"))
             .map_err(|e| RuntimeError::host_io("reading /proc/self/mountinfo", e))?;
         let mut host = Self::from_mountinfo(&mountinfo, parent_name);
         if let Some(unified) = &host.unified {
             let available =
-                fs::read_to_string(unified.join("cgroup.controllers")).unwrap_or_default();
+                kernel_files::read(&unified.join("cgroup.controllers")).unwrap_or_default();
             host.v2_controllers = Controller::ALL
                 .into_iter()
                 .filter(|c| !host.v1_has(*c))
@@ -333,7 +334,7 @@ impl CgroupHost {
                 .collect();
             for dir in [unified.as_path(), parent.as_path()] {
                 let control = dir.join("cgroup.subtree_control");
-                let enabled = fs::read_to_string(&control).unwrap_or_default();
+                let enabled = kernel_files::read(&control).unwrap_or_default();
                 for name in &wanted {
                     if !enabled.split_whitespace().any(|e| e == *name) {
                         files::write(&control, &format!("+{name}"))?;
@@ -468,7 +469,7 @@ impl ContainerCgroup {
     /// are only read if the first is gone.
     pub fn pids(&self) -> Vec<i32> {
         for dir in self.paths.all() {
-            if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+            if let Ok(text) = kernel_files::read(&dir.join("cgroup.procs")) {
                 return text
                     .lines()
                     .filter_map(|l| l.trim().parse::<i32>().ok())

@@ -44,7 +44,7 @@ pub fn mask(caps: &[u32]) -> u64 {
 
 /// The highest capability number the running kernel knows.
 pub fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+    crate::kernel_files::read(std::path::Path::new("/proc/sys/kernel/cap_last_cap"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40)
