@@ -105,7 +105,8 @@ pub fn apply_limits(host: &CgroupHost, paths: &CgroupPaths, limits: &Limits) -> 
 /// A new v1 devices cgroup starts with its parent's rules (see
 /// [`give_parent_device_rules`]): reading them back proves they are berth's
 /// list and spares a dozen writes per container, each a rule the kernel
-/// parses and checks against the parent's. Otherwise they are written.
+/// parses and checks against the parent's. Otherwise (a parent made by
+/// something else, whose rules berth leaves alone) they are written.
 fn restrict_devices_v1(dir: &Path) -> Result<()> {
     if has_default_device_rules(dir) {
         return Ok(());
@@ -113,10 +114,10 @@ fn restrict_devices_v1(dir: &Path) -> Result<()> {
     write_device_rules(dir)
 }
 
-/// Gives berth's v1 devices parent cgroup the containers' rules, so that
-/// new containers inherit them. Best effort: the kernel refuses while the
-/// parent has children (containers made before, with their own rules), and
-/// a parent that keeps other rules only costs the per-container writes.
+/// Gives berth's v1 devices parent cgroup the containers' rules when it is
+/// made, so that new containers inherit them. Best effort: the kernel
+/// refuses while the parent has children, and a parent that keeps other
+/// rules only costs the per-container writes.
 pub(super) fn give_parent_device_rules(parent: &Path) {
     if has_default_device_rules(parent) {
         return;

@@ -287,14 +287,27 @@ impl CgroupHost {
     /// everything created is removed again.
     pub fn create(&self, id: &str, limits: &Limits) -> Result<ContainerCgroup> {
         let paths = self.paths_for(id, &Self::needed(limits));
-        self.ensure_parents()?;
+        // The parents outlive every container: on v1 they are made only when
+        // a container's directory cannot be made without them, rather than
+        // checked (a stat per hierarchy) on every start. On v2 the
+        // controllers must also be enabled on the way down.
+        if self.uses_v2() {
+            self.ensure_parents()?;
+        }
         let cgroup = ContainerCgroup {
             paths,
             v2_device_filter_missing: !self.restricts_devices(),
         };
         let created = (|| {
             for dir in cgroup.paths.all() {
-                fs::create_dir(dir).map_err(|e| RuntimeError::Cgroup {
+                match fs::create_dir(dir) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.ensure_parents()?;
+                        fs::create_dir(dir)
+                    }
+                    made => made,
+                }
+                .map_err(|e| RuntimeError::Cgroup {
                     path: dir.to_owned(),
                     action: "creating",
                     source: e,
