@@ -47,7 +47,7 @@ pub(super) fn check_enforceable(host: &CgroupHost, limits: &Limits) -> Result<()
 /// `memory.swap.max` on v2. Without it the no-swap promise cannot be kept.
 fn check_swap_enforceable(host: &CgroupHost, limits: &Limits) -> Result<()> {
     let wants_no_or_limited_swap = !matches!(limits.memory_swap, Some(SwapLimit::Unlimited));
-    if limits.memory.is_none() || !wants_no_or_limited_swap || !host_has_swap() {
+    if limits.memory.is_none() || !wants_no_or_limited_swap {
         return Ok(());
     }
     let accounting_file = if host.v1_has(Controller::Memory) {
@@ -60,7 +60,9 @@ fn check_swap_enforceable(host: &CgroupHost, limits: &Limits) -> Result<()> {
             .as_ref()
             .map(|u| u.join(&host.parent_name).join("memory.swap.max"))
     };
-    if accounting_file.as_deref().is_some_and(Path::exists) {
+    // The accounting file first: one stat, where reading /proc/swaps takes
+    // four system calls.
+    if accounting_file.as_deref().is_some_and(Path::exists) || !host_has_swap() {
         return Ok(());
     }
     Err(RuntimeError::LimitUnsupported(
@@ -162,10 +164,13 @@ fn apply_memory_v1(dir: &Path, limits: &Limits) -> Result<()> {
     match limits.memory_swap {
         Some(SwapLimit::Unlimited) => {}
         Some(SwapLimit::Limited(total)) => write(&memsw, &total.bytes().to_string())?,
-        None if memsw.exists() => write(&memsw, &memory.bytes().to_string())?,
-        // No swap accounting and no swap on the host: nothing can swap anyway
-        // (check_enforceable refused the case where it could).
-        None => {}
+        // No swap accounting (no such file) and no swap on the host: nothing
+        // can swap anyway (check_enforceable refused the case where it could).
+        None => match write(&memsw, &memory.bytes().to_string()) {
+            Err(RuntimeError::Cgroup { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            written => written?,
+        },
     }
     Ok(())
 }
