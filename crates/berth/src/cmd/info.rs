@@ -10,12 +10,13 @@ pub fn run(global: &Global, args: InfoArgs) -> anyhow::Result<u8> {
         .release()
         .to_string_lossy()
         .into_owned();
+    let fast_moves = cgroups.fast_moves();
     let info = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "kernel": kernel,
         "cgroups": cgroups.describe(),
         "device_cgroup": cgroups.restricts_devices(),
-        "fast_cgroup_moves": cgroups.fast_moves(),
+        "fast_cgroup_moves": fast_moves,
         "data_dir": global.data_dir,
         "cgroup_parent": global.cgroup_parent,
     });
@@ -35,7 +36,7 @@ pub fn run(global: &Global, args: InfoArgs) -> anyhow::Result<u8> {
         );
         println!(
             "cgroup moves:  {}",
-            if cgroups.fast_moves() {
+            if fast_moves {
                 "fast"
             } else {
                 "slow after idle: each waits for an RCU grace period; mount a cgroup \
