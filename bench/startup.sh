@@ -339,6 +339,11 @@ per_block=$(((runs + rounds - 1) / rounds))
 echo "==> timing $runs runs per tool in $rounds rounds of blocks: ${tools[*]}"
 for tool in "${tools[@]}"; do : >"$work/times.$tool"; done
 : >"$work/berth.jsonl"
+# The hypervisor's steal time (/proc/stat: a vCPU wanted to run and the host
+# ran something else) during each tool's blocks: this VM's noise comes and
+# goes with the host's load, and this says which tool's runs it hit.
+declare -A steal_ticks=() all_ticks=()
+cpu_ticks() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
 k=${#tools[@]}
 start_all=$EPOCHREALTIME
 done_runs=0
@@ -348,6 +353,7 @@ for ((round = 0; round < rounds && done_runs < runs; round++)); do
         tool=${tools[$(((round + j) % k))]}
         sync
         sleep 1
+        read -r steal0 ticks0 < <(cpu_ticks)
         for ((i = 0; i < block; i++)); do
             serial=$((serial + 1))
             run_one "$tool" "$serial"
@@ -363,6 +369,9 @@ for ((round = 0; round < rounds && done_runs < runs; round++)); do
                 echo "$line" >>"$work/berth.jsonl"
             fi
         done
+        read -r steal1 ticks1 < <(cpu_ticks)
+        steal_ticks[$tool]=$((${steal_ticks[$tool]:-0} + steal1 - steal0))
+        all_ticks[$tool]=$((${all_ticks[$tool]:-0} + ticks1 - ticks0))
     done
     done_runs=$((done_runs + block))
     echo "  $done_runs/$runs"
@@ -422,6 +431,12 @@ if [[ -z $docker_skip ]]; then
     echo "docker/berth median ratio: $(ratio "${median[docker]}" "${median[berth]}")"
 fi
 echo "berth - floor median:      $(awk -v a="${median[berth]}" -v b="${median[floor]}" 'BEGIN { printf "%.2f ms", a - b }')"
+printf 'host steal during blocks:  '
+for tool in "${tools[@]}"; do
+    printf '%s %s%%  ' "$tool" "$(awk -v s="${steal_ticks[$tool]:-0}" -v t="${all_ticks[$tool]:-0}" \
+        'BEGIN { if (t > 0) printf "%.1f", 100 * s / t; else print "?" }')"
+done
+echo "(of the VM's CPU time; above a few % the figures are the host's)"
 
 # berth's own view of each run, from its --json line.
 for field in teardown_ms wall_time_ms; do
