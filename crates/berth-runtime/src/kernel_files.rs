@@ -34,9 +34,10 @@ pub fn read(path: &Path) -> io::Result<String> {
 
 /// Writes each value with its own `write(2)` on one open file: a control
 /// file takes one value (or one device rule) per write, whole or not at all.
-pub fn write_each(path: &Path, values: &[&[u8]]) -> io::Result<()> {
+pub fn write_each(path: &Path, values: &[impl AsRef<[u8]>]) -> io::Result<()> {
     let fd = rustix::fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
     for value in values {
+        let value = value.as_ref();
         let written = loop {
             match rustix::io::write(&fd, value) {
                 Err(rustix::io::Errno::INTR) => {}
@@ -86,7 +87,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("control");
         std::fs::write(&path, "").expect("creating");
-        write_each(&path, &[b"a ", b"b"]).expect("writing");
+        write_each(&path, &["a ", "b"]).expect("writing");
         assert_eq!(std::fs::read_to_string(&path).expect("reading"), "a b");
     }
 }

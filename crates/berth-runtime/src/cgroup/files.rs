@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Writes `value` into a control file in one `write(2)`, as the kernel expects.
 pub fn write(path: &Path, value: &str) -> Result<()> {
-    kernel_files::write_each(path, &[value.as_bytes()]).map_err(|e| RuntimeError::Cgroup {
+    kernel_files::write_each(path, &[value]).map_err(|e| RuntimeError::Cgroup {
         path: path.to_owned(),
         action: "writing",
         source: e,
@@ -16,8 +16,7 @@ pub fn write(path: &Path, value: &str) -> Result<()> {
 /// Writes each value with its own `write(2)` on one open file (the devices
 /// controller takes one rule per write).
 pub fn write_each(path: &Path, values: &[&str]) -> Result<()> {
-    let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
-    kernel_files::write_each(path, &values).map_err(|e| RuntimeError::Cgroup {
+    kernel_files::write_each(path, values).map_err(|e| RuntimeError::Cgroup {
         path: path.to_owned(),
         action: "writing",
         source: e,
