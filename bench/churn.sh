@@ -63,7 +63,7 @@ trap 'exit 143' TERM
 prepare_berth "$berth_bin"
 
 work=$(mktemp -d /var/tmp/berth-churn.XXXXXX)
-runroot=$(mktemp -d /run/berth-churn.XXXXXX)
+runroot=$(make_runroot berth-churn)
 data=$work/data
 state=$runroot/state
 mkdir -p "$data" "$state"

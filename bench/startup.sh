@@ -69,7 +69,8 @@ source bench/common.sh
 # ---------------------------------------------------------------------------
 # Scratch space and cleanup. Disk-backed things (berth's data dir with its
 # overlay layers, the runc bundle, docker's data root) go under /var/tmp,
-# runtime state under /run (tmpfs), as their defaults would.
+# runtime state and per-run output on a tmpfs under /run, as their
+# defaults would (see make_runroot).
 work=""
 runroot=""
 berth_base=()
@@ -145,7 +146,7 @@ trap 'exit 143' TERM
 prepare_berth "$berth_bin"
 
 work=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
-runroot=$(mktemp -d /run/berth-bench.XXXXXX)
+runroot=$(make_runroot berth-bench)
 mkdir -p "$work/data" "$runroot/state" "$runroot/runc" "$runroot/io"
 io=$runroot/io # per-run stdout/stderr, on tmpfs
 
