@@ -13,7 +13,6 @@ mod output;
 mod when;
 
 use berth_core::{ErrorCode, ErrorReport};
-use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
 
@@ -52,7 +51,7 @@ impl<E: berth_core::HasErrorCode> From<E> for CliError {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_tracing(cli.global.verbose);
     if cli.command.is_long_running() {
         if let Some(e) = handoff::to_daemon_build() {
@@ -84,18 +83,26 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+        .without_time();
+    // A plain level needs no EnvFilter, whose directive parsing and
+    // per-callsite matching `berth run` would pay for on every start.
+    match std::env::var_os("BERTH_LOG") {
+        Some(_) => match tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG") {
+            Ok(filter) => fmt.with_env_filter(filter).init(),
+            Err(e) => {
+                fmt.with_max_level(level).init();
+                tracing::warn!(error = %e, "ignoring BERTH_LOG");
+            }
+        },
+        None => fmt.with_max_level(level).init(),
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {

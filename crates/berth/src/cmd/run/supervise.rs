@@ -117,7 +117,14 @@ fn supervise(
     let mut forwarded = 0u32;
     let mut exited = false;
     let mut stdin_open = pty.is_some();
-    let mut buf = vec![0u8; 64 * 1024];
+    // Only output streams and a terminal's stdin are read through it: a
+    // container without them (the common `berth run IMAGE CMD`) should not
+    // fault in 64 KiB it never uses.
+    let mut buf = if streams.is_empty() && !stdin_open {
+        Vec::new()
+    } else {
+        vec![0u8; 64 * 1024]
+    };
     loop {
         if exited && streams.iter().all(|s| !s.open) {
             return Ok(());
