@@ -183,6 +183,44 @@ fn masked_paths_hide_a_volume_mounted_over_them() {
     env.assert_clean();
 }
 
+/// Every masked directory is the same empty, read-only tmpfs (bind mounts
+/// of the first), not a tmpfs each.
+#[test]
+fn masked_directories_share_one_empty_read_only_tmpfs() {
+    let env = common::Env::new();
+    let dirs = ["/proc/asound", "/proc/acpi", "/proc/scsi", "/sys/firmware"];
+    let script = dirs
+        .iter()
+        .map(|d| {
+            format!(
+                "if [ -d {d} ]; then \
+                   set -- $(grep ' {d} ' /proc/self/mountinfo); \
+                   echo \"{d} $3 $6 $(ls -A {d} | wc -l) $(touch {d}/x 2>/dev/null && echo writable)\"; \
+                 fi; "
+            )
+        })
+        .collect::<String>();
+    let out = env.run(&env.sh(&script));
+    let masks: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        !masks.is_empty(),
+        "no masked directory found; stderr: {}",
+        out.stderr
+    );
+    for mask in &masks {
+        // path, major:minor, mount options, entries; nothing about writable
+        assert_eq!(mask.len(), 4, "{mask:?}; stderr: {}", out.stderr);
+        assert!(mask[2].split(',').any(|o| o == "ro"), "{mask:?}");
+        assert_eq!(mask[3], "0", "{mask:?}");
+        assert_eq!(mask[1], masks[0][1], "not one tmpfs: {masks:?}");
+    }
+    env.assert_clean();
+}
+
 #[test]
 fn default_network_is_only_loopback() {
     let env = common::Env::new();

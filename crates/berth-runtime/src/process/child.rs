@@ -587,7 +587,63 @@ fn bring_loopback_up(ch: &Channels) {
     ch.mark(Stage::Loopback);
 }
 
-fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step, old_root: &mut OldRoot) {
+/// What steps carry over to later steps.
+struct StepContext {
+    old_root: OldRoot,
+    empty_dir: EmptyDir,
+}
+
+/// The empty read-only tmpfs over the first masked directory. Every other
+/// masked directory gets a bind mount of it: a tmpfs each would cost a
+/// superblock each to make, and each to tear down when the container
+/// exits, which is on the way to its exit status. The bind mounts keep the
+/// tmpfs mount's flags (read-only, nosuid, nodev, noexec), and its
+/// superblock is read-only too.
+struct EmptyDir {
+    /// O_PATH fd on the tmpfs's root; -1 until it is mounted.
+    fd: RawFd,
+}
+
+impl EmptyDir {
+    /// Hides the directory `fd` (which is `target` inside `root`).
+    fn mount_on(&mut self, root: RawFd, target: &CStr, fd: RawFd) -> i32 {
+        if self.fd >= 0 {
+            let mut buf = [0u8; 32];
+            let source = proc_fd_path(self.fd, &mut buf);
+            return mount_on_fd(
+                source.as_ptr(),
+                fd,
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            );
+        }
+        let rc = mount_on_fd(
+            c"tmpfs".as_ptr(),
+            fd,
+            c"tmpfs".as_ptr(),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            c"size=0".as_ptr().cast(),
+        );
+        if rc == 0 {
+            // `fd` still names the directory under the new mount: open the
+            // path again to get the mount's root. If that fails, the next
+            // masked directory simply gets a tmpfs of its own.
+            self.fd = open_in_root(root, target, libc::O_PATH | libc::O_DIRECTORY);
+        }
+        rc
+    }
+}
+
+impl Drop for EmptyDir {
+    fn drop(&mut self) {
+        if self.fd >= 0 {
+            close(self.fd);
+        }
+    }
+}
+
+fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step, ctx: &mut StepContext) {
     match step {
         Step::Mount {
             target,
@@ -636,7 +692,7 @@ fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step, old_root: &mu
             ch.mark(Stage::JoinNetwork);
             bring_loopback_up(ch);
         }
-        Step::PivotRoot => pivot_into(ch, root, old_root),
+        Step::PivotRoot => pivot_into(ch, root, &mut ctx.old_root),
         Step::Mask { target } => {
             let fd = open_in_root(root, target, libc::O_PATH);
             if fd < 0 {
@@ -651,13 +707,7 @@ fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step, old_root: &mu
                 libc::fstat(fd, &mut st)
             });
             let rc = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                mount_on_fd(
-                    c"tmpfs".as_ptr(),
-                    fd,
-                    c"tmpfs".as_ptr(),
-                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    c"size=0".as_ptr().cast(),
-                )
+                ctx.empty_dir.mount_on(root, target, fd)
             } else {
                 mount_on_fd(
                     c"/dev/null".as_ptr(),
@@ -926,10 +976,14 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             libc::sethostname(plan.hostname.as_ptr(), plan.hostname.as_bytes().len())
         );
         ch.mark(Stage::Hostname);
-        let mut old_root = OldRoot::new();
+        let mut ctx = StepContext {
+            old_root: OldRoot::new(),
+            empty_dir: EmptyDir { fd: -1 },
+        };
         for (i, step) in plan.steps.iter().enumerate() {
-            run_step(ch, root, i, step, &mut old_root);
+            run_step(ch, root, i, step, &mut ctx);
         }
+        drop(ctx.empty_dir);
         ch.mark(Stage::Mount);
         libc::close(root);
 
@@ -961,7 +1015,7 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
         }
 
         // From here on paths resolve from "/": the old root must be gone.
-        old_root.finish(ch);
+        ctx.old_root.finish(ch);
         // Every mount target exists by now: the root may turn read-only.
         if plan.read_only_root {
             check!(
