@@ -93,15 +93,15 @@ fn init_tracing(verbose: u8) {
         .without_time();
     // A plain level needs no EnvFilter, whose directive parsing and
     // per-callsite matching `berth run` would pay for on every start.
-    match std::env::var_os("BERTH_LOG") {
-        Some(_) => match tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG") {
-            Ok(filter) => fmt.with_env_filter(filter).init(),
-            Err(e) => {
-                fmt.with_max_level(level).init();
-                tracing::warn!(error = %e, "ignoring BERTH_LOG");
-            }
-        },
-        None => fmt.with_max_level(level).init(),
+    let Some(spec) = std::env::var_os("BERTH_LOG") else {
+        return fmt.with_max_level(level).init();
+    };
+    match tracing_subscriber::EnvFilter::try_new(spec.to_string_lossy()) {
+        Ok(filter) => fmt.with_env_filter(filter).init(),
+        Err(e) => {
+            fmt.with_max_level(level).init();
+            tracing::warn!(error = %e, "ignoring BERTH_LOG");
+        }
     }
 }
 
