@@ -15,4 +15,4 @@ pub mod spec;
 pub use error::{ErrorCode, ErrorReport, HasErrorCode};
 pub use names::{ContainerId, ImageRef, NameError};
 pub use quantity::{ByteSize, CpuQuota, QuantityError};
-pub use report::{CgroupMetrics, ContainerResult};
+pub use report::{CgroupMetrics, ContainerResult, ImageSummary};

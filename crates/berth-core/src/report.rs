@@ -1,11 +1,14 @@
 //! What a container did and used: the result of a finished container and
 //! resource-use snapshots of cgroups. Filled in by the runtime, carried by
-//! the agent's API, read by the CLI and the control plane.
+//! the agent's API, read by the CLI and the control plane; and the summary
+//! of a stored image.
 
+use crate::ImageRef;
 use serde::{Deserialize, Serialize};
 
 /// What a finished container did and used.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ContainerResult {
     pub id: String,
     /// The process's exit code, if it exited.
@@ -39,6 +42,7 @@ impl ContainerResult {
 /// its descendants' (v1 `total_*` keys of `memory.stat`, `cpuacct.*`; v2
 /// files are hierarchical anyway). The exceptions are noted per field.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CgroupMetrics {
     /// Memory charged to the cgroup: anonymous memory, page cache, kernel
     /// memory. v1 `memory.usage_in_bytes` (the kernel documents it as
@@ -97,4 +101,22 @@ pub struct CgroupMetrics {
     pub pids_current: Option<u64>,
     /// The cgroup's own task limit, `pids.max`; `None` when `max`.
     pub pids_limit: Option<u64>,
+}
+
+/// One tagged image, as `berth images` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImageSummary {
+    pub reference: ImageRef,
+    /// `sha256:<hex>` of the config blob.
+    pub id: String,
+    /// Number of layers in the image's manifest.
+    pub layers: usize,
+    /// Sum of the image's **layer blob sizes** as stored in `blobs/` (that is,
+    /// compressed where the layer was imported compressed), from the manifest,
+    /// so listing never walks a directory. Layers shared between images count
+    /// in each of them.
+    pub size_bytes: u64,
+    /// The `created` time recorded in the image config (RFC 3339), if any.
+    pub created: Option<String>,
 }

@@ -34,6 +34,7 @@ impl HasErrorCode for SpecError {
 /// Backing of the container's writable layer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Scratch {
     /// A tmpfs that exists only inside the container's mount namespace: no
     /// disk I/O, gone the instant the container ends, and charged to the
@@ -48,6 +49,7 @@ pub enum Scratch {
 /// A resource limit (`setrlimit`) applied inside the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rlimit {
     pub resource: RlimitResource,
     pub soft: u64,
@@ -56,6 +58,7 @@ pub struct Rlimit {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RlimitResource {
     Nofile,
     Nproc,
@@ -86,6 +89,7 @@ impl RlimitResource {
 /// Which network the container sees.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum NetworkMode {
     /// A private network namespace with only a working loopback.
     #[default]
@@ -97,8 +101,10 @@ pub enum NetworkMode {
 /// A host path bound into the container (`-v SRC:DST[:ro]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BindMount {
     /// Absolute host path; must exist.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub source: PathBuf,
     /// Absolute path inside the container; created if missing.
     pub destination: String,
@@ -135,6 +141,7 @@ impl BindMount {
 /// Resource limits. `None` means unlimited, except swap (see `memory_swap`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Limits {
     /// Hard memory limit; exceeding it gets the container OOM-killed.
     pub memory: Option<ByteSize>,
@@ -150,11 +157,13 @@ pub struct Limits {
     pub pids: Option<u64>,
     /// Kill the container after this long; its result is flagged `timed_out`.
     #[serde(default, with = "opt_duration_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SwapLimit {
     Limited(ByteSize),
     Unlimited,

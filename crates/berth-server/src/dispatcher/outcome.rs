@@ -2,7 +2,7 @@
 //! a task's own failure (shown to the user) from an infrastructure fault
 //! (retried invisibly, bounded).
 
-use berth_agent::{ContainerState, ContainerView};
+use berth_api::{ContainerState, ContainerView};
 use berth_store::{CodeRevision, Task, TaskStatus};
 
 /// What to do with an attempt that ended.
