@@ -11,6 +11,7 @@ mod extract;
 mod package;
 mod schedules;
 mod tasks;
+mod warnings;
 mod wire;
 
 use crate::AppState;
@@ -61,6 +62,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&project("/tasks/{id}"), get(tasks::get))
         .route(&project("/tasks/{id}/log"), get(tasks::log))
+        // IronWorker's clients read a task's output here too (`stdout()`,
+        // `tasksStdout`); berth keeps one log of stdout and stderr.
+        .route(&project("/tasks/{id}/outlog"), get(tasks::log))
         .route(&project("/tasks/{id}/cancel"), post(tasks::cancel))
         .route(&project("/tasks/{id}/retry"), post(tasks::retry))
         .route(&project("/tasks/{id}/progress"), post(tasks::progress))
@@ -73,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_json_bytes))
+        .layer(axum::middleware::from_fn(warnings::layer))
         .with_state(state)
 }
 
