@@ -16,6 +16,7 @@ both!(
     task_listing_filters_and_pages,
     task_logs,
     cancel,
+    cancel_all_of_a_code,
     retry,
     progress,
 );
@@ -548,6 +549,51 @@ fn cancel(h: &Harness) {
         &h.post("tasks/000000000000000000000000/cancel", "", b""),
         404,
         "task not found",
+    );
+}
+
+/// `POST /codes/{id}/cancel_all`, which the Node client calls.
+fn cancel_all_of_a_code(h: &Harness) {
+    let code = h.image_code("worker");
+    h.image_code("other");
+    let mine = h.queue("worker", &["1", "2", "3"]);
+    let theirs = h.queue("other", &["4"]);
+    // One of them is claimed (preparing) by an agent this server does not
+    // know: its stop is only logged, the request is recorded.
+    assert_eq!(h.claim_all("agent-1").len(), 4);
+    let r = h.post_json(&format!("codes/{code}/cancel_all"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"msg": "Cancelled", "cancelled": 3}));
+    for id in &mine {
+        let status = h.get(&format!("tasks/{id}")).json()["status"].clone();
+        assert_eq!(
+            status, "preparing",
+            "{id}: claimed tasks wait for their stop"
+        );
+    }
+    assert_eq!(
+        h.get(&format!("tasks/{}", theirs[0])).json()["status"],
+        "preparing"
+    );
+
+    // Queued tasks are cancelled at once; the claimed ones are asked again.
+    let queued = h.queue("worker", &["5", "6"]);
+    let r = h.post(&format!("codes/{code}/cancel_all"), "", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["cancelled"], 5);
+    for id in &queued {
+        assert_eq!(h.get(&format!("tasks/{id}")).json()["status"], "cancelled");
+    }
+    assert_error(
+        &h.post("codes/000000000000000000000000/cancel_all", "", b""),
+        404,
+        "code not found",
+    );
+    let stranger = h.new_project("stranger");
+    assert_error(
+        &stranger.post(&format!("codes/{code}/cancel_all"), "", b""),
+        404,
+        "code not found",
     );
 }
 

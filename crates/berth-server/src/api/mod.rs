@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
             &project("/codes/{id}/resume_task_queue"),
             post(codes::resume),
         )
+        .route(&project("/codes/{id}/cancel_all"), post(tasks::cancel_all))
         .route(&project("/tasks"), get(tasks::list).post(tasks::queue))
         .route(
             &project("/tasks/webhook"),

@@ -356,6 +356,32 @@ pub async fn cancel(
     Ok(Json(wire::msg("Cancelled")))
 }
 
+/// `POST /codes/{id}/cancel_all` (the Node client's `tasksCancelAll`):
+/// cancels every queued, preparing and running task of a code, each as
+/// [`cancel`] would, in one store transaction. Answers how many tasks it
+/// cancelled or asked to stop (`{"msg": "Cancelled", "cancelled": N}`).
+pub async fn cancel_all(
+    tenant: Tenant,
+    State(state): State<AppState>,
+    IdParam(code_id): IdParam,
+) -> ApiResult<Json<Value>> {
+    let done = state
+        .store
+        .cancel_code_tasks(&tenant.project_id, &code_id, now_millis())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("code not found: {code_id:?}")))?;
+    for stop in &done.stops {
+        // Recorded already: the dispatcher's reconciliation stops it later
+        // if the agent cannot be reached now.
+        if let Err(e) = state.dispatch.stop(&stop.agent, &stop.container).await {
+            tracing::warn!(task = %stop.task_id, error = %e, "stopping a cancelled task's container failed");
+        }
+    }
+    state.dispatch.tasks_changed();
+    let cancelled = done.cancelled + done.stops.len() as u64;
+    Ok(Json(json!({ "msg": "Cancelled", "cancelled": cancelled })))
+}
+
 /// `POST /tasks/{id}/retry` with an optional `{"delay": secs}`: queues a
 /// copy of an ended task. 409 if it has not ended.
 pub async fn retry(
