@@ -30,6 +30,18 @@ esac
 """
 
 
+def explain_http_errors(kind, error, trace):
+    """Shows what berth answered when a request of the client failed (the
+    client's HTTPError says only the status)."""
+    sys.__excepthook__(kind, error, trace)
+    response = getattr(error, "response", None)
+    if response is not None:
+        print("berth answered %s: %s" % (response.status_code, response.text), file=sys.stderr)
+
+
+sys.excepthook = explain_http_errors
+
+
 def step(text):
     print("--", text, flush=True)
 

@@ -2,7 +2,10 @@
 //! unchanged: every route is under `/2/projects/{project_id}/`, needs a
 //! token of that project (see [`auth`]), and answers JSON; every error is
 //! `{"msg": "…"}` (see [`error`]), including unknown routes, wrong methods,
-//! bad JSON and oversized bodies.
+//! bad JSON and oversized bodies. A request that is accepted with fields
+//! berth does not know or does not act on says so in `Warning` headers
+//! (see [`warnings`]), so that clients written for IronWorker work
+//! unchanged.
 
 mod auth;
 mod codes;
