@@ -39,7 +39,6 @@ store_tests!(
     schedules_create_and_cancel,
     schedules_fire,
     schedule_of_deleted_code_completes,
-    dispatcher_cycle_rate,
 );
 
 db_tests!(
@@ -2020,61 +2019,4 @@ async fn durability_across_reopen(db: Db) -> Db {
     assert_eq!(claim_ids(&store, 10, T).await, ids[1..].to_vec());
     store.close().await;
     db
-}
-
-// ----- throughput --------------------------------------------------------------------
-
-/// The dispatcher's cycle (claim a batch, mark each running, end each with a
-/// small log): prints the rate; no timed assertion.
-async fn dispatcher_cycle_rate(store: Store) {
-    const TASKS: usize = 4000;
-    const BATCH: usize = 50;
-    let (project, _) = project_with_code(&store, "bench").await;
-    let started = std::time::Instant::now();
-    for _ in 0..TASKS / 100 {
-        store
-            .queue_tasks(&project, &vec![new_task("bench"); 100], T)
-            .await
-            .unwrap();
-    }
-    let queued = started.elapsed();
-
-    let started = std::time::Instant::now();
-    let mut done = 0;
-    loop {
-        let batch = store.claim_tasks("bench-agent", BATCH, T).await.unwrap();
-        if batch.is_empty() {
-            break;
-        }
-        for claimed in &batch {
-            assert!(store
-                .mark_running(&claimed.task.id, claimed.task.attempt, T)
-                .await
-                .unwrap());
-        }
-        for claimed in &batch {
-            assert!(store
-                .end_attempt(
-                    &claimed.task.id,
-                    claimed.task.attempt,
-                    finished(TaskStatus::Complete, b"hello from the task\n", T),
-                    T
-                )
-                .await
-                .unwrap());
-        }
-        done += batch.len();
-    }
-    let cycled = started.elapsed();
-    assert_eq!(done, TASKS);
-    let dialect = format!("{:?}", store.dialect());
-    println!(
-        "{dialect}: queue_tasks {:.0} tasks/s ({} batches of 100 in {:?}); \
-         dispatcher cycle {:.0} tasks/s ({TASKS} in {:?})",
-        TASKS as f64 / queued.as_secs_f64(),
-        TASKS / 100,
-        queued,
-        TASKS as f64 / cycled.as_secs_f64(),
-        cycled
-    );
 }

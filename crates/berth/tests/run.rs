@@ -307,22 +307,11 @@ fn crash_then_gc(scratch: &str) {
     while !containers.join("crashme").exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    let procs = b.running_container_procs("crashme");
     child.kill().unwrap(); // SIGKILL: no teardown runs
     child.wait().unwrap();
     // The container dies with its supervisor (parent-death signal)...
-    let cgroup_procs = std::path::Path::new("/sys/fs/cgroup/pids")
-        .join(&b.cgroup_parent)
-        .join("crashme/cgroup.procs");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let procs = std::fs::read_to_string(&cgroup_procs).unwrap_or_default();
-        if procs.trim().is_empty() || std::time::Instant::now() > deadline {
-            assert!(procs.trim().is_empty(), "container outlived berth: {procs}");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    b.assert_container_processes_end(&procs);
     // ...and gc removes its cgroups, claim and image lease.
     let claim = containers.join("crashme");
     assert_eq!(claim.is_dir(), scratch == "disk", "{}", claim.display());
@@ -487,24 +476,10 @@ fn a_non_root_container_still_dies_with_a_killed_berth() {
         "sleep",
         "100",
     ]);
-    std::thread::sleep(Duration::from_millis(200));
+    let procs = b.running_container_procs("nobody-crash");
     child.kill().unwrap();
     child.wait().unwrap();
-    let procs = std::path::Path::new("/sys/fs/cgroup/memory")
-        .join(&b.cgroup_parent)
-        .join("nobody-crash/cgroup.procs");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = std::fs::read_to_string(&procs).unwrap_or_default();
-        if left.trim().is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "container outlived berth: {left}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    b.assert_container_processes_end(&procs);
     assert_eq!(b.run(&["gc"]).code, 0);
     b.assert_clean();
 }

@@ -689,7 +689,9 @@ fn tasks_in_store(data_dir: &Path, project: &str, statuses: &[&str]) -> Vec<(Str
     })
 }
 
+/// A soak test (minutes): `bash bench/soak.sh` runs it, `cargo test` does not.
 #[test]
+#[ignore = "soak test: run by bench/soak.sh"]
 fn ten_thousand_tasks_survive_a_server_crash() {
     const TASKS: usize = 10_000;
     let mut up = Up::start(&[]);

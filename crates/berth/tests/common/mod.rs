@@ -125,6 +125,56 @@ impl Berth {
         assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     }
 
+    /// The `cgroup.procs` of a running container, once it lists a process:
+    /// in the v1 memory hierarchy on v1 and hybrid hosts, in the unified one
+    /// on v2. Panics if there is none within 10 s, so a check built on it
+    /// cannot pass by reading a path that does not exist on this host.
+    pub fn running_container_procs(&self, name: &str) -> PathBuf {
+        let root = Path::new("/sys/fs/cgroup");
+        let candidates = [
+            root.join("memory").join(&self.cgroup_parent).join(name),
+            root.join(&self.cgroup_parent).join(name),
+        ];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let listed = candidates
+                .iter()
+                .map(|d| d.join("cgroup.procs"))
+                .find(|procs| {
+                    std::fs::read_to_string(procs).is_ok_and(|text| !text.trim().is_empty())
+                });
+            if let Some(procs) = listed {
+                return procs;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "container {name} has no process in a cgroup at any of {candidates:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the container's cgroup holds no process (a removed
+    /// cgroup holds none); panics after 5 s with what is left.
+    pub fn assert_container_processes_end(&self, procs: &Path) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let left = match std::fs::read_to_string(procs) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => panic!("reading {}: {e}", procs.display()),
+            };
+            if left.trim().is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the container outlived berth: {left}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         berth_testkit::leftover_cgroups(&self.cgroup_parent)
     }
