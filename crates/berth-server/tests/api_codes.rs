@@ -16,6 +16,9 @@ both!(
     bad_uploads_store_nothing,
     bad_zips_store_nothing,
     oversized_uploads_are_413,
+    entries_of_one_name_are_refused,
+    a_file_that_is_also_a_directory_is_refused,
+    colons_are_ordinary_name_characters,
 );
 
 fn image_form_uploads(h: &Harness) {
@@ -591,4 +594,107 @@ fn oversized_uploads_are_413(h: &Harness) {
     let r = h.post_json("codes", &huge);
     assert_error(&r, 413, "larger than");
     assert!(h.all_codes().is_empty());
+}
+
+/// `zip` with every occurrence of `from` replaced by `to` (same length):
+/// renames entries in place, in both their local and central headers,
+/// which the zip crate's writer would refuse to do for a duplicate name.
+fn renamed(zip: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = zip.to_vec();
+    let mut at = 0;
+    let mut replaced = 0;
+    while let Some(pos) = out[at..].windows(from.len()).position(|w| w == from) {
+        out[at + pos..at + pos + to.len()].copy_from_slice(to);
+        at += pos + to.len();
+        replaced += 1;
+    }
+    assert!(replaced >= 2, "expected a local and a central header name");
+    out
+}
+
+fn entries_of_one_name_are_refused(h: &Harness) {
+    h.stack("sh");
+    let data = json!({"name": "tree", "runtime": "sh", "file_name": "hello.sh"});
+    // Two entries of one name: the zip crate keeps the last one only.
+    let twice = renamed(
+        &zip_of(&[
+            ("hello.sh", b"echo first\n"),
+            ("lib/dup-1", b"one"),
+            ("lib/dup-2", b"two"),
+        ]),
+        b"lib/dup-2",
+        b"lib/dup-1",
+    );
+    refused(
+        h,
+        data.clone(),
+        Some(&twice),
+        400,
+        "\"lib/dup-1\" appears twice",
+    );
+    // The same with the entry point itself: which script would run?
+    let twice = renamed(
+        &zip_of(&[
+            ("hello.sh", b"echo first\n"),
+            ("hellp.sh", b"echo second\n"),
+        ]),
+        b"hellp.sh",
+        b"hello.sh",
+    );
+    refused(h, data.clone(), Some(&twice), 400, "appears twice");
+    assert!(h.all_codes().is_empty(), "a refused zip stored a code");
+}
+
+/// Such a package used to be accepted, and then every task of it failed
+/// at the agent's unpack.
+fn a_file_that_is_also_a_directory_is_refused(h: &Harness) {
+    h.stack("sh");
+    let data = json!({"name": "tree", "runtime": "sh", "file_name": "hello.sh"});
+    // Either order.
+    let file_then_dir = zip_of(&[("hello.sh", b"x"), ("a", b"file"), ("a/b", b"x")]);
+    refused(
+        h,
+        data.clone(),
+        Some(&file_then_dir),
+        400,
+        "zip entry \"a/b\" puts a path under \"a\", which is a file",
+    );
+    let dir_then_file = zip_of(&[("hello.sh", b"x"), ("d/e/f", b"x"), ("d/e", b"file")]);
+    refused(
+        h,
+        data.clone(),
+        Some(&dir_then_file),
+        400,
+        "\"d/e\", which is a file",
+    );
+    let explicit_dir = zip_of(&[("hello.sh", b"x"), ("z", b"file"), ("./z/", b"")]);
+    refused(h, data.clone(), Some(&explicit_dir), 400, "twice");
+    assert!(h.all_codes().is_empty(), "a refused zip stored a code");
+}
+
+fn colons_are_ordinary_name_characters(h: &Harness) {
+    h.stack("sh");
+    let zip = zip_of(&[
+        ("hello.sh", b"cat a:b\n"),
+        ("a:b", b"colon"),
+        ("C:/x", b"not a drive on Linux"),
+        ("logs/12:30.txt", b"t"),
+    ]);
+    let r = h.upload(
+        &json!({"name": "colons", "runtime": "sh", "file_name": "hello.sh"}),
+        Some(&zip),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(h.get(&format!("codes/{id}/download")).body, zip);
+    // Real absolute paths are still refused.
+    let absolute = zip_of(&[("hello.sh", b"x"), ("/a:b", b"x")]);
+    refused(
+        h,
+        json!({"name": "abs", "runtime": "sh", "file_name": "hello.sh"}),
+        Some(&absolute),
+        400,
+        "absolute",
+    );
 }
