@@ -369,6 +369,67 @@ echo "to stderr" >&2
     up.stop_and_check_clean();
 }
 
+/// Stores a code revision straight into a running `berth up`'s SQLite
+/// file, past the API's checks: a package an older, laxer server accepted.
+fn push_code_past_the_api(up: &Up, spec: berth_store::NewCodeRevision, zip: &[u8]) {
+    let url = format!(
+        "sqlite://{}",
+        up.berth.data_dir().join("server/berth.db").display()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = berth_store::Store::open(&url)
+            .await
+            .expect("open the store");
+        store
+            .push_code(&up.project, &spec, Some(zip))
+            .await
+            .expect("push the code");
+        store.close().await;
+    });
+}
+
+#[test]
+fn an_error_the_agent_marks_not_retryable_ends_the_task_at_once() {
+    let up = Up::start(&[]);
+    // A file `a` and a file under `a/`: the agent cannot unpack it (this
+    // server refuses such a zip at upload, so it goes in past the API).
+    let zip = zip_of(&[
+        ("hello.sh", "echo hi\n"),
+        ("a", "a file"),
+        ("a/b", "under a file"),
+    ]);
+    let spec = berth_store::NewCodeRevision {
+        name: "unpackable".to_owned(),
+        runtime: Some("sh".to_owned()),
+        file_name: Some("hello.sh".to_owned()),
+        ..Default::default()
+    };
+    push_code_past_the_api(&up, spec, &zip);
+    let id = up
+        .queue(vec![json!({"code_name": "unpackable", "payload": ""})])
+        .remove(0);
+    let task = up.wait_for(
+        &id,
+        &["complete", "error", "killed", "cancelled", "timeout"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(task["status"], "error", "{task}");
+    assert_eq!(
+        task["retry_count"], 0,
+        "not run again as an infrastructure fault: {task}"
+    );
+    let msg = task["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("invalid_archive") && msg.contains("not a directory"),
+        "the agent's own message: {task}"
+    );
+    up.stop_and_check_clean();
+}
+
 /// Every path below `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
