@@ -4,7 +4,7 @@
 #[macro_use]
 mod api_support;
 
-use api_support::{assert_error, ids, zip_of, zip_with_symlink, Harness};
+use api_support::{assert_error, ids, noise, zip_of, zip_with_symlink, Harness};
 use berth_testkit::http::{multipart, Part};
 use serde_json::json;
 
@@ -19,6 +19,8 @@ both!(
     entries_of_one_name_are_refused,
     a_file_that_is_also_a_directory_is_refused,
     colons_are_ordinary_name_characters,
+    project_package_quota_is_413_and_stores_nothing,
+    old_revisions_and_their_packages_go,
 );
 
 fn image_form_uploads(h: &Harness) {
@@ -697,4 +699,83 @@ fn colons_are_ordinary_name_characters(h: &Harness) {
         400,
         "absolute",
     );
+}
+
+fn project_package_quota_is_413_and_stores_nothing(h: &Harness) {
+    h.stack("sh");
+    let limit = h.config.max_project_package_bytes.expect("a quota") as usize;
+    // Each expands to 1.2 MiB (a quota counts unpacked bytes): two fit in
+    // the 3 MiB quota, a third does not.
+    let package = |seed: u64| {
+        zip_of(&[
+            ("hello.sh", b"echo hi\n"),
+            ("data", &noise(1_200_000, seed)),
+        ])
+    };
+    let data = |name: &str| json!({"name": name, "runtime": "sh", "file_name": "hello.sh"});
+    let first = package(1);
+    let r = h.upload(&data("one"), Some(&first));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The same package in another code counts once.
+    let r = h.upload(&data("same"), Some(&first));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = h.upload(&data("two"), Some(&package(2)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let codes_before = h.all_codes();
+    let r = h.upload(&data("three"), Some(&package(3)));
+    assert_error(&r, 413, &format!("limit of {limit} bytes"));
+    assert_error(&r, 413, "2400016 bytes in use");
+    assert_eq!(
+        h.all_codes(),
+        codes_before,
+        "a refused upload stored something"
+    );
+    // Another project is not charged for this one's packages.
+    let other = h.new_project("other");
+    let r = other.upload(&data("three"), Some(&package(3)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Deleting a code that holds a package frees room.
+    let two = codes_before
+        .iter()
+        .find(|c| c["name"] == "two")
+        .expect("code two");
+    let r = h.delete(&format!("codes/{}", two["id"].as_str().unwrap()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = h.upload(&data("three"), Some(&package(3)));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn old_revisions_and_their_packages_go(h: &Harness) {
+    h.stack("sh");
+    let kept = h.config.code_revisions_kept.expect("revisions kept") as i64;
+    let data = json!({"name": "many", "runtime": "sh", "file_name": "hello.sh"});
+    let mut zips = Vec::new();
+    let mut id = String::new();
+    for rev in 1..=kept + 2 {
+        let zip = zip_of(&[("hello.sh", format!("echo {rev}\n").as_bytes())]);
+        let r = h.upload(&data, Some(&zip));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["rev"], rev);
+        id = r.json()["id"].as_str().unwrap().to_owned();
+        zips.push(zip);
+    }
+    let revs = h.get(&format!("codes/{id}/revisions")).json();
+    let numbers: Vec<i64> = revs["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rev"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, (3..=kept + 2).rev().collect::<Vec<_>>());
+    assert_error(
+        &h.get(&format!("codes/{id}/download?revision=1")),
+        404,
+        "revision 1",
+    );
+    let r = h.get(&format!("codes/{id}/download?revision=3"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, zips[2]);
+    // The pushed-out packages are gone from the store.
+    let digests = h.block_on(h.store.package_digests()).unwrap();
+    assert_eq!(digests.len(), kept as usize, "{digests:?}");
 }
