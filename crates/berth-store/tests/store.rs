@@ -54,6 +54,7 @@ db_tests!(
     concurrent_claimers_respect_max_concurrency,
     packages_are_stored_once,
     deleted_packages_give_their_space_back,
+    concurrent_pushes_deletes_and_collections_all_succeed,
 );
 
 // ----- opening and migrations -------------------------------------------------
@@ -2176,6 +2177,57 @@ async fn deleted_packages_give_their_space_back(db: Db) -> Db {
         );
     }
     raw.close().await;
+    store.close().await;
+    db
+}
+
+/// Pushes that push revisions out, deletions and collections of codes
+/// sharing packages, all at once: each locks several package rows, and
+/// none may deadlock or leave a revision without its package.
+async fn concurrent_pushes_deletes_and_collections_all_succeed(db: Db) -> Db {
+    let store = db.open().await;
+    let project = store.create_project("p").await.unwrap().id;
+    let zips: Vec<Vec<u8>> = (0..3).map(|i| format!("shared {i}").into_bytes()).collect();
+    let limits = CodeLimits {
+        max_project_package_bytes: Some(1 << 30),
+        revisions_kept: Some(1),
+    };
+    let mut workers = Vec::new();
+    for worker in 0..4usize {
+        let store = store.clone();
+        let project = project.clone();
+        let zips = zips.clone();
+        workers.push(tokio::spawn(async move {
+            for round in 0..15usize {
+                let name = ["a", "b"][(worker + round) % 2];
+                let zip = &zips[(worker * 7 + round) % zips.len()];
+                store
+                    .push_code_limited(&project, &code_spec(name), package(zip, 10), limits)
+                    .await
+                    .unwrap_or_else(|e| panic!("push by worker {worker}: {e}"));
+                if round % 5 == 4 {
+                    if let Some(code) = store.code_by_name(&project, name).await.unwrap() {
+                        store
+                            .delete_code(&project, &code.id)
+                            .await
+                            .unwrap_or_else(|e| panic!("delete by worker {worker}: {e}"));
+                    }
+                }
+                store
+                    .collect_garbage(Some(1))
+                    .await
+                    .unwrap_or_else(|e| panic!("collection by worker {worker}: {e}"));
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    // Every remaining revision's package is there.
+    for code in store.codes(&project, ALL).await.unwrap() {
+        let sha = code.latest.package_sha256.clone().unwrap();
+        assert!(store.package_by_sha256(&sha).await.unwrap().is_some());
+    }
     store.close().await;
     db
 }

@@ -85,27 +85,43 @@ impl Store {
         // pushes of one code number their revisions one after the other,
         // and the lock order (code, then package) is the one delete_code
         // uses too, so they cannot deadlock.
-        sqlx::query(
-            "INSERT INTO codes (id, project_id, name, paused, latest_rev, created_at, updated_at)
-             VALUES ($1, $2, $3, 0, 0, $4, $4)
-             ON CONFLICT (project_id, name) DO NOTHING",
-        )
-        .bind(new_id())
-        .bind(project_id)
-        .bind(&spec.name)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
         let sql = format!(
             "SELECT id, paused, latest_rev, created_at FROM codes
              WHERE project_id = $1 AND name = $2 {}",
             self.dialect.pg("FOR UPDATE")
         );
-        let row = sqlx::query(&sql)
+        let mut attempts = 0;
+        let row = loop {
+            sqlx::query(
+                "INSERT INTO codes (id, project_id, name, paused, latest_rev, created_at, updated_at)
+                 VALUES ($1, $2, $3, 0, 0, $4, $4)
+                 ON CONFLICT (project_id, name) DO NOTHING",
+            )
+            .bind(new_id())
             .bind(project_id)
             .bind(&spec.name)
-            .fetch_one(&mut *tx)
+            .bind(now)
+            .execute(&mut *tx)
             .await?;
+            let found = sqlx::query(&sql)
+                .bind(project_id)
+                .bind(&spec.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = found {
+                break row;
+            }
+            // PostgreSQL: a delete_code of this code committed between the
+            // two statements (the insert saw its row, the lock found it
+            // gone). The code is new again: insert it now.
+            attempts += 1;
+            if attempts >= 3 {
+                return Err(StoreError::Conflict(format!(
+                    "code {:?} was deleted while this revision was being stored; try again",
+                    spec.name
+                )));
+            }
+        };
         let code_id: String = row.try_get("id")?;
         let paused = row.try_get::<i64, _>("paused")? != 0;
         let created_at: i64 = row.try_get("created_at")?;
