@@ -3,8 +3,8 @@
 use crate::transport::{RawResponse, Transport};
 use crate::{
     ClientError, ContainerView, CreateContainer, DeleteQuery, Endpoint, Event, EventsQuery,
-    ImportImageQuery, ListQuery, LogsQuery, NodeView, Ping, RemoveImageQuery, SignalQuery,
-    WaitQuery,
+    ImportImageQuery, ListQuery, LogsQuery, NodeView, Ping, PruneReport, RemoveImageQuery,
+    SignalQuery, WaitQuery,
 };
 use berth_core::{CgroupMetrics, ImageSummary};
 use bytes::Bytes;
@@ -178,6 +178,13 @@ impl AgentClient {
         self.call(Method::DELETE, path, None, REQUEST_TIMEOUT)
             .await
             .map(drop)
+    }
+
+    /// `POST /v1/images/prune`: deletes the layers and blobs no image and
+    /// no container uses.
+    pub async fn prune_images(&self, limit: Duration) -> Result<PruneReport, ClientError> {
+        self.json(Method::POST, "/v1/images/prune".into(), None, limit)
+            .await
     }
 
     /// `GET /v1/node`.

@@ -43,7 +43,9 @@ pub use containers::{
 pub use endpoint::Endpoint;
 pub use error::{status_for, ClientError, ErrorBody};
 pub use events::{Event, EventKind, EventsQuery};
-pub use node::{Allocated, Capacity, ImportImageQuery, NodeView, Ping, RemoveImageQuery, Used};
+pub use node::{
+    Allocated, Capacity, ImportImageQuery, NodeView, Ping, PruneReport, RemoveImageQuery, Used,
+};
 pub use transport::{RawResponse, Transport};
 
 /// Re-exported so that users of the contract need no direct berth-core

@@ -77,3 +77,14 @@ pub struct RemoveImageQuery {
     #[serde(default)]
     pub force: bool,
 }
+
+/// `POST /v1/images/prune`: what was deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PruneReport {
+    pub blobs_removed: u64,
+    pub layers_removed: u64,
+    /// Staging directories and temporary files of crashed imports.
+    pub staging_removed: u64,
+    /// Apparent size of everything removed (hard-linked files counted once).
+    pub bytes_freed: u64,
+}

@@ -10,7 +10,7 @@
 use crate::{
     Allocated, Capacity, ContainerState, ContainerView, CreateContainer, DeleteQuery, ErrorBody,
     Event, EventKind, EventsQuery, ImportImageQuery, InlineFile, KillReason, ListQuery, LogsQuery,
-    NodeView, Ping, RemoveImageQuery, SignalQuery, Used, WaitQuery,
+    NodeView, Ping, PruneReport, RemoveImageQuery, SignalQuery, Used, WaitQuery,
 };
 use berth_core::spec::{
     BindMount, Limits, NetworkMode, Rlimit, RlimitResource, Scratch, SwapLimit,
@@ -36,12 +36,13 @@ with a stable code.",
     paths(
         ping, openapi_document, list_containers, create_container, get_container,
         delete_container, wait_container, container_logs, stop_container, kill_container,
-        container_metrics, list_images, import_image, remove_image, node, events, prometheus,
+        container_metrics, list_images, import_image, remove_image, prune_images, node, events,
+        prometheus,
     ),
     components(schemas(
         CreateContainer, InlineFile, ContainerView, ContainerState, KillReason, ContainerResult,
         ErrorBody, ErrorReport, ErrorCode, NodeView, Capacity, Allocated, Used, CgroupMetrics,
-        Event, EventKind, Ping, ImageSummary, Limits, SwapLimit, BindMount, NetworkMode, Rlimit,
+        Event, EventKind, Ping, ImageSummary, PruneReport, Limits, SwapLimit, BindMount, NetworkMode, Rlimit,
         RlimitResource, Scratch, ByteSize, CpuQuota, ContainerId,
     )),
     modifiers(&BearerOnTcp),
@@ -179,11 +180,15 @@ fn import_image() {}
 #[utoipa::path(delete, path = "/v1/images/{reference}", tag = "images",
     params(("reference" = String, Path, description = "`name[:tag]`, percent-encoded"), RemoveImageQuery),
     responses(
-        (status = 204, description = "The tag is gone (and unused layers with it)"),
+        (status = 204, description = "The tag is gone (its layers stay until `POST /v1/images/prune`)"),
         (status = 404, description = "No such image", body = ErrorBody),
         (status = 409, description = "In use by a container", body = ErrorBody),
     ))]
 fn remove_image() {}
+
+#[utoipa::path(post, path = "/v1/images/prune", tag = "images",
+    responses((status = 200, description = "Deleted the layers and blobs that no image and no container uses, and leftovers of crashed imports", body = PruneReport)))]
+fn prune_images() {}
 
 #[utoipa::path(get, path = "/v1/node", tag = "system",
     responses((status = 200, description = "Capacity, allocations and use of this node", body = NodeView)))]

@@ -9,6 +9,13 @@ pub struct ServerConfig {
     pub max_payload_bytes: usize,
     /// Largest code package (zip) in bytes.
     pub max_package_bytes: usize,
+    /// Most bytes one project's code packages may take, unpacked (each
+    /// distinct package its kept revisions reference, once); `None`: no
+    /// limit. An upload over it is refused with 413.
+    pub max_project_package_bytes: Option<u64>,
+    /// Revisions kept per code (newest first; revisions a queued or
+    /// running task uses are kept too); `None`: all.
+    pub code_revisions_kept: Option<u32>,
     /// Largest JSON request body in bytes (a batch of tasks).
     pub max_json_bytes: usize,
     /// Tasks in one `POST /tasks`.
@@ -59,6 +66,8 @@ impl Default for ServerConfig {
         ServerConfig {
             max_payload_bytes: 64 * 1024,
             max_package_bytes: 64 * 1024 * 1024,
+            max_project_package_bytes: Some(DEFAULT_MAX_PROJECT_PACKAGE_BYTES),
+            code_revisions_kept: Some(DEFAULT_CODE_REVISIONS_KEPT),
             max_json_bytes: 8 * 1024 * 1024,
             max_tasks_per_request: 1000,
             max_timeout_secs: 3600,
@@ -72,7 +81,25 @@ impl Default for ServerConfig {
     }
 }
 
+/// Default of [`ServerConfig::max_project_package_bytes`]: 2 GiB unpacked,
+/// room for eight of the largest packages (64 MiB zips that expand 4×) or
+/// hundreds of ordinary ones; an agent stores each about twice (the layer
+/// blob and its unpacked files).
+pub const DEFAULT_MAX_PROJECT_PACKAGE_BYTES: u64 = 2 << 30;
+/// Default of [`ServerConfig::code_revisions_kept`].
+pub const DEFAULT_CODE_REVISIONS_KEPT: u32 = 10;
+
 impl ServerConfig {
+    /// What the store holds code uploads to.
+    pub fn code_limits(&self) -> berth_store::CodeLimits {
+        berth_store::CodeLimits {
+            max_project_package_bytes: self
+                .max_project_package_bytes
+                .map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
+            revisions_kept: self.code_revisions_kept.map(i64::from),
+        }
+    }
+
     pub fn max_timeout(&self) -> Duration {
         Duration::from_secs(self.max_timeout_secs as u64)
     }

@@ -45,6 +45,12 @@ impl AgentHandle {
         }
     }
 
+    pub(crate) fn image_forget(&self, reference: &str) {
+        if let Ok(mut images) = self.images.lock() {
+            images.remove(reference);
+        }
+    }
+
     pub(crate) fn images_forget(&self) {
         if let Ok(mut images) = self.images.lock() {
             images.clear();
@@ -58,6 +64,8 @@ impl AgentHandle {
 pub struct Dispatch {
     pub(crate) tasks: Notify,
     pub(crate) schedules: Notify,
+    /// Something may be left to free (a code was deleted).
+    pub(crate) garbage: Notify,
     pub(crate) agents: Vec<Arc<AgentHandle>>,
 }
 
@@ -92,6 +100,12 @@ impl Dispatch {
     /// Tasks were queued (or became runnable): look at the queue now.
     pub fn tasks_changed(&self) {
         self.tasks.notify_one();
+    }
+
+    /// A code was deleted: free what it held now rather than at the next
+    /// periodic sweep.
+    pub fn garbage_changed(&self) {
+        self.garbage.notify_one();
     }
 
     /// A schedule was created or cancelled.

@@ -20,7 +20,9 @@ mod scheduler;
 
 pub use api::router;
 pub use berth_api::{AgentClient, ClientError as AgentError, Endpoint as AgentEndpoint};
-pub use config::{ServerConfig, TaskDefaults};
+pub use config::{
+    ServerConfig, TaskDefaults, DEFAULT_CODE_REVISIONS_KEPT, DEFAULT_MAX_PROJECT_PACKAGE_BYTES,
+};
 pub use dispatch::{AgentHandle, Dispatch};
 pub use dispatcher::{Dispatcher, CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};
 pub use scheduler::run as run_schedules;

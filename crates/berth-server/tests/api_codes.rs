@@ -4,7 +4,7 @@
 #[macro_use]
 mod api_support;
 
-use api_support::{assert_error, ids, warnings, zip_of, zip_with_symlink, Harness};
+use api_support::{assert_error, ids, noise, warnings, zip_of, zip_with_symlink, Harness};
 use berth_testkit::http::{multipart, Part};
 use serde_json::json;
 
@@ -17,6 +17,11 @@ both!(
     bad_zips_store_nothing,
     oversized_uploads_are_413,
     client_fields_are_accepted_and_unknown_ones_reported,
+    entries_of_one_name_are_refused,
+    a_file_that_is_also_a_directory_is_refused,
+    colons_are_ordinary_name_characters,
+    project_package_quota_is_413_and_stores_nothing,
+    old_revisions_and_their_packages_go,
 );
 
 fn image_form_uploads(h: &Harness) {
@@ -611,4 +616,186 @@ fn client_fields_are_accepted_and_unknown_ones_reported(h: &Harness) {
         vec![r#"299 - "unknown field \"data.content_type\"""#]
     );
     assert_eq!(h.all_codes().len(), 1);
+}
+
+/// `zip` with every occurrence of `from` replaced by `to` (same length):
+/// renames entries in place, in both their local and central headers,
+/// which the zip crate's writer would refuse to do for a duplicate name.
+fn renamed(zip: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = zip.to_vec();
+    let mut at = 0;
+    let mut replaced = 0;
+    while let Some(pos) = out[at..].windows(from.len()).position(|w| w == from) {
+        out[at + pos..at + pos + to.len()].copy_from_slice(to);
+        at += pos + to.len();
+        replaced += 1;
+    }
+    assert!(replaced >= 2, "expected a local and a central header name");
+    out
+}
+
+fn entries_of_one_name_are_refused(h: &Harness) {
+    h.stack("sh");
+    let data = json!({"name": "tree", "runtime": "sh", "file_name": "hello.sh"});
+    // Two entries of one name: the zip crate keeps the last one only.
+    let twice = renamed(
+        &zip_of(&[
+            ("hello.sh", b"echo first\n"),
+            ("lib/dup-1", b"one"),
+            ("lib/dup-2", b"two"),
+        ]),
+        b"lib/dup-2",
+        b"lib/dup-1",
+    );
+    refused(
+        h,
+        data.clone(),
+        Some(&twice),
+        400,
+        "\"lib/dup-1\" appears twice",
+    );
+    // The same with the entry point itself: which script would run?
+    let twice = renamed(
+        &zip_of(&[
+            ("hello.sh", b"echo first\n"),
+            ("hellp.sh", b"echo second\n"),
+        ]),
+        b"hellp.sh",
+        b"hello.sh",
+    );
+    refused(h, data.clone(), Some(&twice), 400, "appears twice");
+    assert!(h.all_codes().is_empty(), "a refused zip stored a code");
+}
+
+/// Such a package used to be accepted, and then every task of it failed
+/// at the agent's unpack.
+fn a_file_that_is_also_a_directory_is_refused(h: &Harness) {
+    h.stack("sh");
+    let data = json!({"name": "tree", "runtime": "sh", "file_name": "hello.sh"});
+    // Either order.
+    let file_then_dir = zip_of(&[("hello.sh", b"x"), ("a", b"file"), ("a/b", b"x")]);
+    refused(
+        h,
+        data.clone(),
+        Some(&file_then_dir),
+        400,
+        "zip entry \"a/b\" puts a path under \"a\", which is a file",
+    );
+    let dir_then_file = zip_of(&[("hello.sh", b"x"), ("d/e/f", b"x"), ("d/e", b"file")]);
+    refused(
+        h,
+        data.clone(),
+        Some(&dir_then_file),
+        400,
+        "\"d/e\", which is a file",
+    );
+    let explicit_dir = zip_of(&[("hello.sh", b"x"), ("z", b"file"), ("./z/", b"")]);
+    refused(h, data.clone(), Some(&explicit_dir), 400, "twice");
+    assert!(h.all_codes().is_empty(), "a refused zip stored a code");
+}
+
+fn colons_are_ordinary_name_characters(h: &Harness) {
+    h.stack("sh");
+    let zip = zip_of(&[
+        ("hello.sh", b"cat a:b\n"),
+        ("a:b", b"colon"),
+        ("C:/x", b"not a drive on Linux"),
+        ("logs/12:30.txt", b"t"),
+    ]);
+    let r = h.upload(
+        &json!({"name": "colons", "runtime": "sh", "file_name": "hello.sh"}),
+        Some(&zip),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(h.get(&format!("codes/{id}/download")).body, zip);
+    // Real absolute paths are still refused.
+    let absolute = zip_of(&[("hello.sh", b"x"), ("/a:b", b"x")]);
+    refused(
+        h,
+        json!({"name": "abs", "runtime": "sh", "file_name": "hello.sh"}),
+        Some(&absolute),
+        400,
+        "absolute",
+    );
+}
+
+fn project_package_quota_is_413_and_stores_nothing(h: &Harness) {
+    h.stack("sh");
+    let limit = h.config.max_project_package_bytes.expect("a quota") as usize;
+    // Each expands to 1.2 MiB (a quota counts unpacked bytes): two fit in
+    // the 3 MiB quota, a third does not.
+    let package = |seed: u64| {
+        zip_of(&[
+            ("hello.sh", b"echo hi\n"),
+            ("data", &noise(1_200_000, seed)),
+        ])
+    };
+    let data = |name: &str| json!({"name": name, "runtime": "sh", "file_name": "hello.sh"});
+    let first = package(1);
+    let r = h.upload(&data("one"), Some(&first));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The same package in another code counts once.
+    let r = h.upload(&data("same"), Some(&first));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = h.upload(&data("two"), Some(&package(2)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let codes_before = h.all_codes();
+    let r = h.upload(&data("three"), Some(&package(3)));
+    assert_error(&r, 413, &format!("limit of {limit} bytes"));
+    assert_error(&r, 413, "2400016 bytes in use");
+    assert_eq!(
+        h.all_codes(),
+        codes_before,
+        "a refused upload stored something"
+    );
+    // Another project is not charged for this one's packages.
+    let other = h.new_project("other");
+    let r = other.upload(&data("three"), Some(&package(3)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Deleting a code that holds a package frees room.
+    let two = codes_before
+        .iter()
+        .find(|c| c["name"] == "two")
+        .expect("code two");
+    let r = h.delete(&format!("codes/{}", two["id"].as_str().unwrap()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = h.upload(&data("three"), Some(&package(3)));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn old_revisions_and_their_packages_go(h: &Harness) {
+    h.stack("sh");
+    let kept = h.config.code_revisions_kept.expect("revisions kept") as i64;
+    let data = json!({"name": "many", "runtime": "sh", "file_name": "hello.sh"});
+    let mut zips = Vec::new();
+    let mut id = String::new();
+    for rev in 1..=kept + 2 {
+        let zip = zip_of(&[("hello.sh", format!("echo {rev}\n").as_bytes())]);
+        let r = h.upload(&data, Some(&zip));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["rev"], rev);
+        id = r.json()["id"].as_str().unwrap().to_owned();
+        zips.push(zip);
+    }
+    let revs = h.get(&format!("codes/{id}/revisions")).json();
+    let numbers: Vec<i64> = revs["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rev"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, (3..=kept + 2).rev().collect::<Vec<_>>());
+    assert_error(
+        &h.get(&format!("codes/{id}/download?revision=1")),
+        404,
+        "revision 1",
+    );
+    let r = h.get(&format!("codes/{id}/download?revision=3"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, zips[2]);
+    // The pushed-out packages are gone from the store.
+    let digests = h.block_on(h.store.package_digests()).unwrap();
+    assert_eq!(digests.len(), kept as usize, "{digests:?}");
 }

@@ -16,6 +16,18 @@ pub enum StoreError {
     /// retry of a task that has not ended).
     #[error("{0}")]
     Conflict(String),
+    /// A code upload would take the project's packages over its limit;
+    /// nothing was stored.
+    #[error(
+        "this upload would bring the project's code packages to {would_use} bytes unpacked, \
+         over the project's limit of {limit} bytes ({in_use} bytes in use now); delete codes \
+         the project no longer needs, or ask the operator to raise the limit"
+    )]
+    QuotaExceeded {
+        limit: i64,
+        in_use: i64,
+        would_use: i64,
+    },
     /// The schema in the database is newer than this binary knows.
     #[error("database schema version {found} is newer than this berth ({known}); upgrade berth")]
     SchemaTooNew { found: i64, known: i64 },

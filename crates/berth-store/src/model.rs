@@ -71,6 +71,40 @@ pub struct NewCodeRevision {
     pub default_priority: i64,
 }
 
+/// A code package to store with a revision.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPackage<'a> {
+    /// The zip as uploaded.
+    pub data: &'a [u8],
+    /// What it expands to (the sum of its files' sizes): what it costs on
+    /// every agent that runs it, and what the project quota counts. `None`
+    /// counts the zip's own size.
+    pub unpacked_size: Option<i64>,
+}
+
+/// What a code upload is held to, and what the store keeps of a code.
+///
+/// Usage counts each distinct package the project's revisions reference
+/// once, at its unpacked size (the zip's size for packages stored before
+/// sizes were recorded), including revisions kept only because a task
+/// still uses them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CodeLimits {
+    /// Most bytes a project's packages may take, unpacked. `None`: no limit.
+    pub max_project_package_bytes: Option<i64>,
+    /// Revisions kept per code, newest first. Older ones (and packages no
+    /// other revision uses) are deleted, except those a queued, preparing
+    /// or running task still uses. `None`: every revision is kept.
+    pub revisions_kept: Option<i64>,
+}
+
+/// What [`crate::Store::collect_garbage`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GarbageReport {
+    pub revisions: u64,
+    pub packages: u64,
+}
+
 /// One stored revision of a code: what was uploaded, numbered from 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeRevision {

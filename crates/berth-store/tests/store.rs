@@ -18,6 +18,8 @@ store_tests!(
     stacks_crud,
     code_revisions_and_packages,
     delete_code_cancels_queued_tasks,
+    old_revisions_go_unless_a_task_needs_them,
+    project_package_quota,
     pause_resume_and_stats,
     tenant_isolation,
     queue_tasks_is_atomic,
@@ -51,6 +53,8 @@ db_tests!(
     claim_skips_queued_rows_with_cancel_requested,
     concurrent_claimers_respect_max_concurrency,
     packages_are_stored_once,
+    deleted_packages_give_their_space_back,
+    concurrent_pushes_deletes_and_collections_all_succeed,
 );
 
 // ----- opening and migrations -------------------------------------------------
@@ -518,6 +522,259 @@ async fn delete_code_cancels_queued_tasks(store: Store) {
     assert!(store.delete_code(&project, &keep.id).await.unwrap());
     assert_eq!(store.package_by_sha256(&shared_sha).await.unwrap(), None);
     assert_eq!(store.codes(&project, ALL).await.unwrap(), vec![]);
+}
+
+fn package(data: &[u8], unpacked_size: i64) -> Option<NewPackage<'_>> {
+    Some(NewPackage {
+        data,
+        unpacked_size: Some(unpacked_size),
+    })
+}
+
+fn keep(revisions: i64) -> CodeLimits {
+    CodeLimits {
+        max_project_package_bytes: None,
+        revisions_kept: Some(revisions),
+    }
+}
+
+async fn old_revisions_go_unless_a_task_needs_them(store: Store) {
+    let project = store.create_project("p").await.unwrap().id;
+    let spec = code_spec("w");
+    let zips: Vec<Vec<u8>> = (1..=5).map(|i| format!("zip {i}").into_bytes()).collect();
+    let sha = |rev: usize| hex::encode(Sha256::digest(&zips[rev - 1]));
+    let push = |rev: usize| {
+        let store = store.clone();
+        let project = project.clone();
+        let spec = spec.clone();
+        let zip = zips[rev - 1].clone();
+        async move {
+            store
+                .push_code_limited(&project, &spec, package(&zip, 100), keep(2))
+                .await
+                .unwrap()
+        }
+    };
+    let code = push(1).await;
+    // A task queued on revision 1 keeps it (it runs what it was queued
+    // with), running or waiting.
+    let on_rev1 = queue_one(&store, &project, new_task("w"), T).await;
+    push(2).await;
+    let on_rev2 = queue_one(&store, &project, new_task("w"), T + 1).await;
+    assert_eq!(claim_ids(&store, 1, T + 10).await, vec![on_rev1.clone()]);
+    push(3).await;
+    push(4).await;
+    let revs = |list: Vec<CodeRevision>| list.iter().map(|r| r.rev).collect::<Vec<_>>();
+    assert_eq!(
+        revs(
+            store
+                .revisions(&project, &code.id, ALL)
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+        vec![4, 3, 2, 1],
+        "revisions 1 (preparing) and 2 (queued) are in use"
+    );
+    push(5).await;
+    // Revision 3 was neither kept nor used: gone with its package.
+    assert_eq!(
+        revs(
+            store
+                .revisions(&project, &code.id, ALL)
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+        vec![5, 4, 2, 1]
+    );
+    assert_eq!(store.package_by_sha256(&sha(3)).await.unwrap(), None);
+    assert!(store.package_by_sha256(&sha(1)).await.unwrap().is_some());
+    assert_eq!(
+        store.package(&project, &code.id, Some(3)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.package_digests().await.unwrap(),
+        [1, 2, 4, 5].map(sha).into_iter().collect::<HashSet<_>>()
+    );
+    // Nothing to collect while the tasks live.
+    assert_eq!(
+        store.collect_garbage(Some(2)).await.unwrap(),
+        GarbageReport::default()
+    );
+    // Once they have ended, the next collection takes their revisions.
+    assert!(store.mark_running(&on_rev1, 1, T).await.unwrap());
+    assert!(store
+        .end_attempt(&on_rev1, 1, finished(TaskStatus::Complete, b"", T), T)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.cancel_task(&project, &on_rev2, T).await.unwrap(),
+        Some(CancelOutcome::Cancelled)
+    );
+    assert_eq!(
+        store.collect_garbage(Some(2)).await.unwrap(),
+        GarbageReport {
+            revisions: 2,
+            packages: 2
+        }
+    );
+    assert_eq!(
+        revs(
+            store
+                .revisions(&project, &code.id, ALL)
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+        vec![5, 4]
+    );
+    assert_eq!(
+        store.package_digests().await.unwrap(),
+        [4, 5].map(sha).into_iter().collect::<HashSet<_>>()
+    );
+    // Without retention (push_code), everything stays.
+    store.push_code(&project, &spec, None).await.unwrap();
+    store.push_code(&project, &spec, None).await.unwrap();
+    assert_eq!(
+        revs(
+            store
+                .revisions(&project, &code.id, ALL)
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+        vec![7, 6, 5, 4]
+    );
+    assert_eq!(
+        store.collect_garbage(None).await.unwrap(),
+        GarbageReport::default()
+    );
+    // A deleted code's revisions used by a running task wait for its end,
+    // then the collection takes them.
+    let running = queue_one(&store, &project, new_task("w"), T).await;
+    assert_eq!(claim_ids(&store, 1, T + 10).await, vec![running.clone()]);
+    assert!(store.delete_code(&project, &code.id).await.unwrap());
+    assert_eq!(store.active_tasks().await.unwrap().len(), 1);
+    assert!(store
+        .end_attempt(&running, 1, finished(TaskStatus::Complete, b"", T), T)
+        .await
+        .unwrap());
+    let collected = store.collect_garbage(None).await.unwrap();
+    assert_eq!(collected.revisions, 1, "{collected:?}");
+    assert_eq!(store.package_digests().await.unwrap(), HashSet::new());
+    assert_eq!(store.package_usage(&project).await.unwrap(), 0);
+}
+
+async fn project_package_quota(store: Store) {
+    let project = store.create_project("p").await.unwrap().id;
+    let other = store.create_project("other").await.unwrap().id;
+    let limits = CodeLimits {
+        max_project_package_bytes: Some(1000),
+        revisions_kept: Some(2),
+    };
+    let a = b"package a".to_vec();
+    let b = b"package b".to_vec();
+    let c = b"package c".to_vec();
+    store
+        .push_code_limited(&project, &code_spec("x"), package(&a, 600), limits)
+        .await
+        .unwrap();
+    assert_eq!(store.package_usage(&project).await.unwrap(), 600);
+    // The same package again, in another code: counted once.
+    store
+        .push_code_limited(&project, &code_spec("y"), package(&a, 600), limits)
+        .await
+        .unwrap();
+    assert_eq!(store.package_usage(&project).await.unwrap(), 600);
+    // 600 + 500 > 1000: refused, and nothing stored.
+    let before = store.codes(&project, ALL).await.unwrap();
+    match store
+        .push_code_limited(&project, &code_spec("z"), package(&b, 500), limits)
+        .await
+    {
+        Err(StoreError::QuotaExceeded {
+            limit: 1000,
+            in_use: 600,
+            would_use: 1100,
+        }) => {}
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    let err = store
+        .push_code_limited(&project, &code_spec("x"), package(&b, 500), limits)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("limit of 1000 bytes")
+            && err.to_string().contains("600 bytes in use"),
+        "{err}"
+    );
+    assert_eq!(store.codes(&project, ALL).await.unwrap(), before);
+    assert_eq!(
+        store
+            .package_by_sha256(&hex::encode(Sha256::digest(&b)))
+            .await
+            .unwrap(),
+        None
+    );
+    // Another project has its own quota, and the shared package counts for it too.
+    store
+        .push_code_limited(&other, &code_spec("x"), package(&b, 500), limits)
+        .await
+        .unwrap();
+    assert_eq!(store.package_usage(&other).await.unwrap(), 500);
+    // Revisions without a package always pass.
+    store
+        .push_code_limited(&project, &code_spec("z"), None, limits)
+        .await
+        .unwrap();
+    // A revision that pushes the old package out makes room: code x keeps
+    // 2 revisions, so its a-revision goes once two newer exist … but code
+    // y still uses a, so usage stays 600 and c (500) does not fit.
+    store
+        .push_code_limited(&project, &code_spec("x"), None, limits)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .push_code_limited(&project, &code_spec("x"), package(&c, 500), limits)
+            .await,
+        Err(StoreError::QuotaExceeded { .. })
+    ));
+    // Deleting y frees a only once x has pushed it out as well.
+    let y = store.code_by_name(&project, "y").await.unwrap().unwrap();
+    assert!(store.delete_code(&project, &y.id).await.unwrap());
+    assert_eq!(store.package_usage(&project).await.unwrap(), 600);
+    store
+        .push_code_limited(&project, &code_spec("x"), None, limits)
+        .await
+        .unwrap();
+    assert_eq!(store.package_usage(&project).await.unwrap(), 0);
+    store
+        .push_code_limited(&project, &code_spec("x"), package(&c, 500), limits)
+        .await
+        .unwrap();
+    assert_eq!(store.package_usage(&project).await.unwrap(), 500);
+    // A limit lowered below the usage refuses growth only.
+    let lowered = CodeLimits {
+        max_project_package_bytes: Some(100),
+        ..limits
+    };
+    store
+        .push_code_limited(&project, &code_spec("x"), package(&c, 500), lowered)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .push_code_limited(&project, &code_spec("w"), package(&a, 600), lowered)
+            .await,
+        Err(StoreError::QuotaExceeded {
+            limit: 100,
+            in_use: 500,
+            would_use: 1100
+        })
+    ));
 }
 
 async fn pause_resume_and_stats(store: Store) {
@@ -1942,6 +2199,110 @@ async fn packages_are_stored_once(db: Db) -> Db {
         .unwrap();
     assert_eq!((packages, revisions), (1, 8));
     raw.close().await;
+    db
+}
+
+/// Deleting a code gives its package's bytes back: the rows go, and a
+/// SQLite file shrinks (incremental auto-vacuum).
+async fn deleted_packages_give_their_space_back(db: Db) -> Db {
+    let store = db.open().await;
+    let project = store.create_project("p").await.unwrap().id;
+    // 4 MiB that does not compress.
+    let mut zip = Vec::with_capacity(4 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while zip.len() < 4 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        zip.extend_from_slice(&x.to_le_bytes());
+    }
+    let code = store
+        .push_code(&project, &code_spec("big"), Some(&zip))
+        .await
+        .unwrap();
+    let raw = db.raw().await;
+    let pages = |raw: sqlx::AnyPool| async move {
+        let count: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+        let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+        count * size
+    };
+    let before = if db.is_sqlite() {
+        pages(raw.clone()).await
+    } else {
+        0
+    };
+    assert!(store.delete_code(&project, &code.id).await.unwrap());
+    let packages: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM packages")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(packages, 0);
+    if db.is_sqlite() {
+        let after = pages(raw.clone()).await;
+        assert!(
+            after < before - (3 << 20),
+            "the database holds {after} bytes after the delete, {before} before"
+        );
+    }
+    raw.close().await;
+    store.close().await;
+    db
+}
+
+/// Pushes that push revisions out, deletions and collections of codes
+/// sharing packages, all at once: each locks several package rows, and
+/// none may deadlock or leave a revision without its package.
+async fn concurrent_pushes_deletes_and_collections_all_succeed(db: Db) -> Db {
+    let store = db.open().await;
+    let project = store.create_project("p").await.unwrap().id;
+    let zips: Vec<Vec<u8>> = (0..3).map(|i| format!("shared {i}").into_bytes()).collect();
+    let limits = CodeLimits {
+        max_project_package_bytes: Some(1 << 30),
+        revisions_kept: Some(1),
+    };
+    let mut workers = Vec::new();
+    for worker in 0..4usize {
+        let store = store.clone();
+        let project = project.clone();
+        let zips = zips.clone();
+        workers.push(tokio::spawn(async move {
+            for round in 0..15usize {
+                let name = ["a", "b"][(worker + round) % 2];
+                let zip = &zips[(worker * 7 + round) % zips.len()];
+                store
+                    .push_code_limited(&project, &code_spec(name), package(zip, 10), limits)
+                    .await
+                    .unwrap_or_else(|e| panic!("push by worker {worker}: {e}"));
+                if round % 5 == 4 {
+                    if let Some(code) = store.code_by_name(&project, name).await.unwrap() {
+                        store
+                            .delete_code(&project, &code.id)
+                            .await
+                            .unwrap_or_else(|e| panic!("delete by worker {worker}: {e}"));
+                    }
+                }
+                store
+                    .collect_garbage(Some(1))
+                    .await
+                    .unwrap_or_else(|e| panic!("collection by worker {worker}: {e}"));
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    // Every remaining revision's package is there.
+    for code in store.codes(&project, ALL).await.unwrap() {
+        let sha = code.latest.package_sha256.clone().unwrap();
+        assert!(store.package_by_sha256(&sha).await.unwrap().is_some());
+    }
+    store.close().await;
     db
 }
 

@@ -204,6 +204,20 @@ pub struct AgentArgs {
     pub state_tmpfs: bool,
 }
 
+/// What a project may keep of its code (see `berth server --help`).
+#[derive(Debug, Args)]
+pub struct CodeLimitArgs {
+    /// Most bytes one project's code packages may take unpacked (each
+    /// distinct package of its kept revisions, once; e.g. 2GiB); 0 for no
+    /// limit. Uploads over it are refused with 413.
+    #[arg(long, env = "BERTH_MAX_PROJECT_PACKAGE_BYTES", default_value = "2GiB")]
+    pub max_project_package_bytes: String,
+    /// Revisions kept per code, newest first (and any a queued or running
+    /// task uses); older ones and their packages are deleted. 0 keeps all.
+    #[arg(long, env = "BERTH_CODE_REVISIONS_KEPT", default_value_t = berth_server::DEFAULT_CODE_REVISIONS_KEPT)]
+    pub code_revisions_kept: u32,
+}
+
 /// Where the control plane keeps its state.
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
@@ -238,6 +252,8 @@ pub struct ServerArgs {
     /// Shortest run_every a schedule may have, in seconds (IronWorker: 60).
     #[arg(long, env = "BERTH_MIN_SCHEDULE_INTERVAL", default_value_t = 60)]
     pub min_schedule_interval: i64,
+    #[command(flatten)]
+    pub code_limits: CodeLimitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -257,6 +273,8 @@ pub struct UpArgs {
     /// Shortest run_every a schedule may have, in seconds (IronWorker: 60).
     #[arg(long, env = "BERTH_MIN_SCHEDULE_INTERVAL", default_value_t = 60)]
     pub min_schedule_interval: i64,
+    #[command(flatten)]
+    pub code_limits: CodeLimitArgs,
     /// Keep the local agent's per-container state on disk instead of the
     /// private tmpfs berth up mounts at <data dir>/agent/run (see
     /// `berth agent --help`, --state-tmpfs).

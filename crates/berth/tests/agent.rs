@@ -621,6 +621,7 @@ fn the_api_is_described_by_its_openapi_document() {
         "/v1/containers/{id}/metrics",
         "/v1/images",
         "/v1/images/{reference}",
+        "/v1/images/prune",
         "/v1/node",
         "/v1/events",
         "/metrics",

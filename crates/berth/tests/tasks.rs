@@ -369,6 +369,167 @@ echo "to stderr" >&2
     up.stop_and_check_clean();
 }
 
+/// Stores a code revision straight into a running `berth up`'s SQLite
+/// file, past the API's checks: a package an older, laxer server accepted.
+fn push_code_past_the_api(up: &Up, spec: berth_store::NewCodeRevision, zip: &[u8]) {
+    let url = format!(
+        "sqlite://{}",
+        up.berth.data_dir().join("server/berth.db").display()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = berth_store::Store::open(&url)
+            .await
+            .expect("open the store");
+        store
+            .push_code(&up.project, &spec, Some(zip))
+            .await
+            .expect("push the code");
+        store.close().await;
+    });
+}
+
+#[test]
+fn an_error_the_agent_marks_not_retryable_ends_the_task_at_once() {
+    let up = Up::start(&[]);
+    // A file `a` and a file under `a/`: the agent cannot unpack it (this
+    // server refuses such a zip at upload, so it goes in past the API).
+    let zip = zip_of(&[
+        ("hello.sh", "echo hi\n"),
+        ("a", "a file"),
+        ("a/b", "under a file"),
+    ]);
+    let spec = berth_store::NewCodeRevision {
+        name: "unpackable".to_owned(),
+        runtime: Some("sh".to_owned()),
+        file_name: Some("hello.sh".to_owned()),
+        ..Default::default()
+    };
+    push_code_past_the_api(&up, spec, &zip);
+    let id = up
+        .queue(vec![json!({"code_name": "unpackable", "payload": ""})])
+        .remove(0);
+    let task = up.wait_for(
+        &id,
+        &["complete", "error", "killed", "cancelled", "timeout"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(task["status"], "error", "{task}");
+    assert_eq!(
+        task["retry_count"], 0,
+        "not run again as an infrastructure fault: {task}"
+    );
+    let msg = task["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("invalid_archive") && msg.contains("not a directory"),
+        "the agent's own message: {task}"
+    );
+    up.stop_and_check_clean();
+}
+
+/// Total size of the files below `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    walk(dir)
+        .iter()
+        .filter_map(|p| std::fs::symlink_metadata(p).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The agent's package images (`berth-code/…`).
+fn package_images(up: &Up) -> Vec<String> {
+    up.agent()
+        .get("/v1/images")
+        .json()
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter_map(|i| i["reference"].as_str())
+        .filter(|r| r.starts_with("berth-code/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn deleting_a_code_frees_its_package_on_the_agent() {
+    let up = Up::start(&[]);
+    let big = "x".repeat(8 << 20);
+    let zip = zip_of(&[("hello.sh", "echo ran\n"), ("big.txt", &big)]);
+    let code = up.push_code(
+        &json!({"name": "bulky", "runtime": "sh", "file_name": "hello.sh"}),
+        Some(&zip),
+    );
+    let id = up
+        .queue(vec![json!({"code_name": "bulky", "payload": ""})])
+        .remove(0);
+    let task = up.wait_for(&id, &["complete", "error"], Duration::from_secs(60));
+    assert_eq!(task["status"], "complete", "{task}");
+    let sha = up.get(&format!("/codes/{}", code["id"].as_str().unwrap()))["latest_checksum"]
+        .as_str()
+        .expect("checksum")
+        .to_owned();
+    let image = format!("berth-code/{}:latest", &sha[..32]);
+    assert_eq!(
+        package_images(&up),
+        vec![image.clone()],
+        "the package was imported"
+    );
+    let images = up.berth.data_dir().join("images");
+    let before = bytes_under(&images);
+    assert!(
+        before > 16 << 20,
+        "the layer blob and its unpacked files: {before}"
+    );
+
+    // A code deleted while its task runs: the task keeps what it runs.
+    let busy = zip_of(&[("hello.sh", "sleep 2; echo still here\n")]);
+    let busy_code = up.push_code(
+        &json!({"name": "busy", "runtime": "sh", "file_name": "hello.sh"}),
+        Some(&busy),
+    );
+    let busy_task = up
+        .queue(vec![json!({"code_name": "busy", "payload": ""})])
+        .remove(0);
+    up.wait_for(&busy_task, &["running"], Duration::from_secs(60));
+    let r = up.call(
+        "DELETE",
+        &format!("/codes/{}", busy_code["id"].as_str().unwrap()),
+        "application/json",
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let r = up.call(
+        "DELETE",
+        &format!("/codes/{}", code["id"].as_str().unwrap()),
+        "application/json",
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = package_images(&up);
+        let now = bytes_under(&images);
+        if !left.contains(&image) && before.saturating_sub(now) > 16 << 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deleted code's package is still on the agent: {left:?}, {now} of {before} bytes\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let task = up.wait_for(&busy_task, &["complete", "error"], Duration::from_secs(60));
+    assert_eq!(task["status"], "complete", "{task}");
+    assert!(up.log_of(&busy_task).contains("still here"));
+    up.stop_and_check_clean();
+}
+
 /// Every path below `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

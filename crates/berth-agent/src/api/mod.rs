@@ -47,6 +47,7 @@ pub fn router(agent: Agent) -> Router {
             "/v1/images/{reference}",
             axum::routing::delete(system::remove_image),
         )
+        .route("/v1/images/prune", post(system::prune_images))
         .route("/v1/node", get(system::node))
         .route("/v1/events", get(system::events))
         .route("/metrics", get(system::prometheus))

@@ -9,7 +9,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use berth_api::ImageSummary;
-use berth_api::{Event, EventsQuery, ImportImageQuery, NodeView, Ping, RemoveImageQuery};
+use berth_api::{
+    Event, EventsQuery, ImportImageQuery, NodeView, Ping, PruneReport, RemoveImageQuery,
+};
 use berth_core::{ErrorCode, ImageRef};
 use futures_util::StreamExt;
 use std::time::Duration;
@@ -124,6 +126,30 @@ pub async fn remove_image(
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::from_lib(&e))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes the blobs and unpacked layers that no image and no container
+/// uses any more (after `DELETE /v1/images/…`, a removed image's layers
+/// stay until this), and leftovers of crashed imports.
+pub async fn prune_images(State(agent): State<Agent>) -> Result<Json<PruneReport>, ApiError> {
+    let _guard = agent.image_lock.lock().await;
+    let this = agent.clone();
+    let report = tokio::task::spawn_blocking(move || this.images.prune())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::from_lib(&e))?;
+    tracing::info!(
+        layers = report.layers_removed,
+        blobs = report.blobs_removed,
+        bytes = report.bytes_freed,
+        "pruned images"
+    );
+    Ok(Json(PruneReport {
+        blobs_removed: report.blobs_removed as u64,
+        layers_removed: report.layers_removed as u64,
+        staging_removed: report.staging_removed as u64,
+        bytes_freed: report.bytes_freed,
+    }))
 }
 
 /// How often a quiet event stream sends an empty line.

@@ -18,6 +18,14 @@
 //! - `max_concurrency`: 1–100000, or absent, `0` or `-1` for unlimited.
 //! - `retries`: 0–10; `retries_delay`: 0–86400 s; `default_priority`: 0–2.
 //! - the zip: at most `max_package_bytes`, see [`super::package`].
+//!
+//! What a project may keep: its packages, unpacked, take at most
+//! `max_project_package_bytes` (an upload that would go over is refused
+//! with 413, naming the limit and the usage, and stores nothing); each code
+//! keeps its newest `code_revisions_kept` revisions, plus any a queued or
+//! running task uses. Deleting a code, or a revision falling out of that
+//! window, frees its package once no task needs it, here and (through the
+//! dispatcher's sweep) on the agents.
 
 use super::auth::Tenant;
 use super::error::{ApiError, ApiResult};
@@ -31,7 +39,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use berth_core::ImageRef;
-use berth_store::NewCodeRevision;
+use berth_store::{NewCodeRevision, NewPackage};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -67,9 +75,18 @@ pub async fn upload(
         }
         None => None,
     };
+    let package = package.as_ref().map(|(data, unpacked)| NewPackage {
+        data,
+        unpacked_size: Some(i64::try_from(*unpacked).unwrap_or(i64::MAX)),
+    });
     let code = state
         .store
-        .push_code(&tenant.project_id, &spec, package.as_deref())
+        .push_code_limited(
+            &tenant.project_id,
+            &spec,
+            package,
+            state.config.code_limits(),
+        )
         .await?;
     tracing::info!(project = %tenant.project_id, code = %code.id, rev = code.latest.rev, "code uploaded");
     Ok(Json(json!({
@@ -360,12 +377,13 @@ fn env_vars(value: Value) -> ApiResult<BTreeMap<String, String>> {
 }
 
 /// Validates the zip (off the async workers: it decompresses everything)
-/// and that `file_name`, when given, is a regular file in it.
+/// and that `file_name`, when given, is a regular file in it. Returns it
+/// with what it expands to.
 async fn check_package(
     state: &AppState,
     spec: &NewCodeRevision,
     bytes: Vec<u8>,
-) -> ApiResult<Vec<u8>> {
+) -> ApiResult<(Vec<u8>, u64)> {
     let max = state.config.max_package_bytes;
     if bytes.len() > max {
         return Err(ApiError::TooLarge(format!(
@@ -391,7 +409,7 @@ async fn check_package(
             ));
         }
     }
-    Ok(bytes)
+    Ok((bytes, info.uncompressed_bytes))
 }
 
 /// `GET /codes`.
@@ -435,6 +453,8 @@ pub async fn delete(
     }
     tracing::info!(project = %tenant.project_id, code = %id, "code deleted");
     state.dispatch.tasks_changed();
+    // Its package images on the agents can go now.
+    state.dispatch.garbage_changed();
     Ok(Json(wire::msg("Deleted")))
 }
 

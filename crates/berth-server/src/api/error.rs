@@ -71,6 +71,7 @@ impl ApiError {
         match self {
             ApiError::Store(StoreError::UnknownCode(name)) => format!("code not found: {name:?}"),
             ApiError::Store(StoreError::Conflict(msg)) => msg.clone(),
+            ApiError::Store(e @ StoreError::QuotaExceeded { .. }) => e.to_string(),
             ApiError::Store(e) if store_status(e) == StatusCode::SERVICE_UNAVAILABLE => {
                 "the database is unavailable; try again later".to_owned()
             }
@@ -87,6 +88,7 @@ fn store_status(error: &StoreError) -> StatusCode {
     match error {
         StoreError::UnknownCode(_) | StoreError::UnknownProject(_) => StatusCode::NOT_FOUND,
         StoreError::Conflict(_) => StatusCode::CONFLICT,
+        StoreError::QuotaExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         StoreError::Database(e) if database_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -6,7 +6,7 @@ use super::outcome::{decide, infra, Decision};
 use super::request::{create_request, package_image};
 use super::Shared;
 use crate::dispatch::AgentHandle;
-use berth_api::{ContainerView, ErrorCode};
+use berth_api::{ClientError, ContainerView, ErrorCode};
 use berth_store::{container_name, now_millis, AttemptEnd, ClaimedTask, Millis, Task};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,12 +14,29 @@ use std::time::{Duration, Instant};
 /// How long one wait long-poll lasts on the agent.
 const WAIT_POLL: Duration = Duration::from_secs(30);
 
-/// Why an attempt could not start.
+/// Why an attempt could not start (or be followed to its end).
+#[derive(Debug, PartialEq, Eq)]
 enum StartError {
     /// The task's own fault: it ends in `error`.
     Task(String),
     /// Not the task's fault: run it again.
     Infra(String),
+}
+
+/// What an agent's error means for the attempt, from the agent's own
+/// `retryable` flag (never from its message): an error the agent marks as
+/// not retryable (an archive it cannot unpack, a limit it cannot enforce)
+/// would come back on every attempt, so the task ends in `error` with the
+/// agent's message; a retryable one, or no answer at all, is the
+/// infrastructure's and is run again.
+fn agent_failure(action: &str, error: ClientError) -> StartError {
+    if error.is_retryable() {
+        return StartError::Infra(format!("{action}: {error}"));
+    }
+    match error.report() {
+        Some(report) => StartError::Task(format!("{action}: [{}] {}", report.code, report.message)),
+        None => StartError::Task(format!("{action}: {error}")),
+    }
 }
 
 /// Runs the attempt to its recorded end. With `resume`, the container may
@@ -93,7 +110,15 @@ async fn drive(
     }
     let view = match watch(shared, agent, container).await {
         Ok(view) => view,
-        Err(lost) => {
+        Err(StartError::Task(msg)) => {
+            let decision = Decision::Finish {
+                status: berth_store::TaskStatus::Error,
+                msg: Some(msg),
+                exit_code: None,
+            };
+            return record(shared, task, decision, Vec::new(), None).await;
+        }
+        Err(StartError::Infra(lost)) => {
             let decision = infra(task, shared.config.max_infra_retries, lost);
             return record(shared, task, decision, Vec::new(), None).await;
         }
@@ -243,14 +268,7 @@ async fn start(
             agent.images_forget();
             Err(StartError::Infra(e.to_string()))
         }
-        Err(e) if e.is_retryable() => Err(StartError::Infra(e.to_string())),
-        Err(e) => match e.report() {
-            Some(report) => Err(StartError::Task(format!(
-                "[{}] {}",
-                report.code, report.message
-            ))),
-            None => Err(StartError::Infra(e.to_string())),
-        },
+        Err(e) => Err(agent_failure("creating the container", e)),
     }
 }
 
@@ -293,37 +311,43 @@ async fn ensure_package(
         .client
         .import_image(&reference, tar.into(), Duration::from_secs(300))
         .await
-        .map_err(|e| StartError::Infra(format!("importing the code package: {e}")))?;
+        .map_err(|e| agent_failure("importing the code package", e))?;
     agent.images_remember([reference]);
     Ok(())
 }
 
-/// Waits for the container to end. An error means it is lost: gone from
-/// its agent, or the agent unreachable for longer than the server allows.
+/// Waits for the container to end. An infrastructure error means it is
+/// lost: gone from its agent, or the agent unreachable for longer than the
+/// server allows; a task error, that the agent refused the wait with an
+/// error it marks as not retryable.
 async fn watch(
     shared: &Shared,
     agent: &AgentHandle,
     container: &str,
-) -> Result<ContainerView, String> {
+) -> Result<ContainerView, StartError> {
     let mut unreachable_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
         match agent.client.wait(container, WAIT_POLL).await {
             Ok(view) if view.state.has_ended() => return Ok(view),
             Ok(_) => unreachable_since = None,
+            // The container is gone: the host lost it, not the task.
             Err(e) if e.is_not_found() => {
-                return Err(format!(
+                return Err(StartError::Infra(format!(
                     "container {container} vanished from agent {}",
                     agent.name
-                ))
+                )))
+            }
+            Err(e) if !e.is_retryable() => {
+                return Err(agent_failure("waiting for the container", e))
             }
             Err(e) => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= shared.config.agent_lost_after {
-                    return Err(format!(
+                    return Err(StartError::Infra(format!(
                         "agent {} unreachable for {:?}: {e}",
                         agent.name, shared.config.agent_lost_after
-                    ));
+                    )));
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -339,5 +363,53 @@ pub(super) async fn remove_container(agent: &AgentHandle, container: &str) {
         Ok(_) => {}
         Err(e) if e.is_not_found() => {}
         Err(e) => tracing::warn!(container, "removing the container: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_api::ErrorReport;
+
+    fn api_error(code: ErrorCode) -> ClientError {
+        ClientError::Api {
+            endpoint: "unix:///agent.sock".to_owned(),
+            status: 400,
+            report: ErrorReport::new(
+                code,
+                "entry \"task/a/b\": parent \"task/a\" is not a directory",
+            ),
+        }
+    }
+
+    #[test]
+    fn an_error_the_agent_marks_not_retryable_ends_the_task() {
+        assert_eq!(
+            agent_failure(
+                "importing the code package",
+                api_error(ErrorCode::InvalidArchive)
+            ),
+            StartError::Task(
+                "importing the code package: [invalid_archive] entry \"task/a/b\": \
+                 parent \"task/a\" is not a directory"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn retryable_errors_and_silence_are_the_infrastructures() {
+        assert!(matches!(
+            agent_failure("importing", api_error(ErrorCode::HostIo)),
+            StartError::Infra(_)
+        ));
+        let unreachable = ClientError::Unreachable {
+            endpoint: "unix:///agent.sock".to_owned(),
+            message: "connection refused".to_owned(),
+        };
+        assert!(matches!(
+            agent_failure("importing", unreachable),
+            StartError::Infra(_)
+        ));
     }
 }

@@ -6,10 +6,12 @@
 //! container `task-<id>-<N>` is created, so a restarted server finds every
 //! attempt its predecessor began ([`Dispatcher::run`] reconciles them
 //! first) and never starts the same attempt twice. Containers whose attempt
-//! is over are swept from the agents.
+//! is over are swept from the agents, and so are the package images of
+//! deleted code ([`garbage`]).
 
 mod attempt;
 mod bundle;
+mod garbage;
 mod outcome;
 mod request;
 
@@ -195,7 +197,8 @@ impl Dispatcher {
     }
 }
 
-/// Removes containers whose attempt is over from every agent, now and then.
+/// Removes containers whose attempt is over from every agent, and what
+/// deleted code held, now and then (and at once when a code is deleted).
 async fn sweep_forever(shared: Arc<Shared>) {
     loop {
         for agent in shared.dispatch.agents() {
@@ -203,7 +206,11 @@ async fn sweep_forever(shared: Arc<Shared>) {
                 tracing::warn!(agent = %agent.name, "sweeping finished task containers: {e}");
             }
         }
-        tokio::time::sleep(SWEEP_EVERY).await;
+        garbage::collect(&shared).await;
+        tokio::select! {
+            _ = shared.dispatch.garbage.notified() => {}
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
     }
 }
 

@@ -27,10 +27,14 @@ pub const CONFIG_FILE: &str = "/.berth/config.json";
 pub const TASK_LABEL: &str = "berth.task";
 pub const ATTEMPT_LABEL: &str = "berth.attempt";
 
+/// The name every package image starts with (the namespace is the
+/// server's: it removes those of packages it no longer has).
+pub const PACKAGE_IMAGE_PREFIX: &str = "berth-code/";
+
 /// The image a code package is imported as on agents.
 pub fn package_image(sha256: &str) -> String {
     let short = sha256.get(..32).unwrap_or(sha256);
-    format!("berth-code/{short}:latest")
+    format!("{PACKAGE_IMAGE_PREFIX}{short}:latest")
 }
 
 /// Why a task cannot be turned into a container (its own fault: the task

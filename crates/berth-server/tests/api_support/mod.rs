@@ -39,14 +39,30 @@ macro_rules! both {
     };
 }
 
-/// The limits the tests run with: the defaults, but smaller bodies and
-/// packages so that "too large" is cheap to send.
+/// The limits the tests run with: the defaults, but smaller bodies,
+/// packages and quotas so that "too large" is cheap to send.
 pub fn test_config() -> ServerConfig {
     ServerConfig {
         max_json_bytes: 256 * 1024,
         max_package_bytes: 2 * 1024 * 1024,
+        max_project_package_bytes: Some(3 * 1024 * 1024),
+        code_revisions_kept: Some(3),
         ..ServerConfig::default()
     }
+}
+
+/// `len` bytes that do not compress.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 pub fn run_sqlite(test: fn(&Harness)) {

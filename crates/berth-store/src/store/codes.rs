@@ -5,6 +5,14 @@
 //! revisions in `code_revisions`. Packages live once per SHA-256 in
 //! `packages` and are referenced by revisions, so a re-upload of the same
 //! zip costs nothing and a package is deleted only when no revision uses it.
+//!
+//! What is kept ([`CodeLimits`]): a code's newest `revisions_kept`
+//! revisions, and any revision a queued, preparing or running task uses
+//! (the task runs the revision it was queued with). A revision that is
+//! neither (older than that, or of a deleted code) is deleted, by the
+//! upload that pushed it out, by `delete_code`, or once its last task has
+//! ended by [`Store::collect_garbage`]; and with the last revision that
+//! references it, a package.
 
 use super::rows::{self, CODE_COLUMNS, REVISION_COLUMNS};
 use super::{Dialect, Store};
@@ -13,6 +21,7 @@ use crate::ids::{new_id, now_millis};
 use crate::model::*;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
+use std::collections::HashSet;
 
 impl Store {
     // ----- codes ------------------------------------------------------------
@@ -20,11 +29,32 @@ impl Store {
     /// Stores a new revision of the code named `spec.name` (creating the
     /// code at revision 1), with its package, and returns the code with
     /// this revision as its latest. Packages are stored once per SHA-256.
+    /// No limits: every revision is kept ([`Store::push_code_limited`]).
     pub async fn push_code(
         &self,
         project_id: &str,
         spec: &NewCodeRevision,
         package: Option<&[u8]>,
+    ) -> Result<Code, StoreError> {
+        let package = package.map(|data| NewPackage {
+            data,
+            unpacked_size: None,
+        });
+        self.push_code_limited(project_id, spec, package, CodeLimits::default())
+            .await
+    }
+
+    /// [`Store::push_code`], held to `limits`: revisions of this code
+    /// beyond `revisions_kept` are deleted with it (see the module docs),
+    /// and an upload that would take the project's package usage over
+    /// `max_project_package_bytes` (and raise it) stores nothing and gives
+    /// [`StoreError::QuotaExceeded`].
+    pub async fn push_code_limited(
+        &self,
+        project_id: &str,
+        spec: &NewCodeRevision,
+        package: Option<NewPackage<'_>>,
+        limits: CodeLimits,
     ) -> Result<Code, StoreError> {
         let now = now_millis();
         let env_vars = serde_json::to_string(&spec.env_vars)
@@ -32,38 +62,94 @@ impl Store {
         let mut conn = self.durable.acquire().await?;
         let mut tx = self.begin_write(&mut conn).await?;
 
+        // The usage before, with the project locked first: two uploads of
+        // one project are checked one after the other (PostgreSQL; SQLite
+        // serializes writers anyway). Nothing else locks a project row in
+        // a write, so this adds no lock-order cycle.
+        let in_use = match limits.max_project_package_bytes {
+            Some(_) => {
+                let lock = format!(
+                    "SELECT id FROM projects WHERE id = $1 {}",
+                    self.dialect.pg("FOR UPDATE")
+                );
+                sqlx::query(&lock)
+                    .bind(project_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Some(project_package_bytes(&mut tx, project_id).await?)
+            }
+            None => None,
+        };
+
         // The code row first (created at revision 0 if new), locked: two
         // pushes of one code number their revisions one after the other,
         // and the lock order (code, then package) is the one delete_code
         // uses too, so they cannot deadlock.
-        sqlx::query(
-            "INSERT INTO codes (id, project_id, name, paused, latest_rev, created_at, updated_at)
-             VALUES ($1, $2, $3, 0, 0, $4, $4)
-             ON CONFLICT (project_id, name) DO NOTHING",
-        )
-        .bind(new_id())
-        .bind(project_id)
-        .bind(&spec.name)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
         let sql = format!(
             "SELECT id, paused, latest_rev, created_at FROM codes
              WHERE project_id = $1 AND name = $2 {}",
             self.dialect.pg("FOR UPDATE")
         );
-        let row = sqlx::query(&sql)
+        let mut attempts = 0;
+        let row = loop {
+            sqlx::query(
+                "INSERT INTO codes (id, project_id, name, paused, latest_rev, created_at, updated_at)
+                 VALUES ($1, $2, $3, 0, 0, $4, $4)
+                 ON CONFLICT (project_id, name) DO NOTHING",
+            )
+            .bind(new_id())
             .bind(project_id)
             .bind(&spec.name)
-            .fetch_one(&mut *tx)
+            .bind(now)
+            .execute(&mut *tx)
             .await?;
+            let found = sqlx::query(&sql)
+                .bind(project_id)
+                .bind(&spec.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = found {
+                break row;
+            }
+            // PostgreSQL: a delete_code of this code committed between the
+            // two statements (the insert saw its row, the lock found it
+            // gone). The code is new again: insert it now.
+            attempts += 1;
+            if attempts >= 3 {
+                return Err(StoreError::Conflict(format!(
+                    "code {:?} was deleted while this revision was being stored; try again",
+                    spec.name
+                )));
+            }
+        };
         let code_id: String = row.try_get("id")?;
         let paused = row.try_get::<i64, _>("paused")? != 0;
         let created_at: i64 = row.try_get("created_at")?;
         let rev = row.try_get::<i64, _>("latest_rev")? + 1;
 
+        // Revisions this one pushes out go first, before the package is
+        // inserted: a push then never holds a package row while it waits for
+        // the lock that guards package deletion (see remove_unused_revisions).
+        let removed = match limits.revisions_kept {
+            Some(kept) => {
+                remove_unused_revisions(
+                    &mut tx,
+                    self.dialect,
+                    Unused::OlderThan {
+                        code_id: &code_id,
+                        rev: rev - kept.max(1) + 1,
+                    },
+                )
+                .await?
+            }
+            None => GarbageReport::default(),
+        };
+
         let (package_sha256, package_size) = match package {
-            Some(data) => {
+            Some(NewPackage {
+                data,
+                unpacked_size,
+            }) => {
                 let sha = hex::encode(Sha256::digest(data));
                 // PostgreSQL: DO UPDATE (of a small column) takes the row
                 // lock, so a concurrent delete_code cannot remove the
@@ -74,13 +160,14 @@ impl Store {
                     Dialect::Postgres => "DO UPDATE SET size = excluded.size",
                 };
                 let sql = format!(
-                    "INSERT INTO packages (sha256, data, size) VALUES ($1, $2, $3)
+                    "INSERT INTO packages (sha256, data, size, unpacked_size) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (sha256) {conflict}"
                 );
                 sqlx::query(&sql)
                     .bind(&sha)
                     .bind(data)
                     .bind(data.len() as i64)
+                    .bind(unpacked_size)
                     .execute(&mut *tx)
                     .await?;
                 (Some(sha), data.len() as i64)
@@ -135,7 +222,25 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if let (Some(limit), Some(in_use)) = (limits.max_project_package_bytes, in_use) {
+            let would_use = project_package_bytes(&mut tx, project_id).await?;
+            // An upload that does not add to the usage (a revision without
+            // a package, one whose package the project has) passes even
+            // when the limit was lowered below the usage.
+            if would_use > limit && would_use > in_use {
+                tx.rollback().await?;
+                return Err(StoreError::QuotaExceeded {
+                    limit,
+                    in_use,
+                    would_use,
+                });
+            }
+        }
         tx.commit().await?;
+        drop(conn);
+        if removed.packages > 0 {
+            self.reclaim_space().await;
+        }
 
         Ok(Code {
             id: code_id,
@@ -203,8 +308,8 @@ impl Store {
     /// A revision that a preparing or running task still uses is kept
     /// (invisible: its code is gone) until that task has ended, so that
     /// [`Store::active_tasks`] can still hand it to a restarted dispatcher;
-    /// such leftovers are removed by a later `delete_code`. Packages no
-    /// remaining revision references are deleted.
+    /// such leftovers are removed by [`Store::collect_garbage`] (or a later
+    /// `delete_code`). Packages no remaining revision references are deleted.
     pub async fn delete_code(&self, project_id: &str, code_id: &str) -> Result<bool, StoreError> {
         let now = now_millis();
         let mut conn = self.durable.acquire().await?;
@@ -239,9 +344,90 @@ impl Store {
             .bind(project_id)
             .execute(&mut *tx)
             .await?;
-        remove_orphan_revisions(&mut tx, self.dialect).await?;
+        let removed =
+            remove_unused_revisions(&mut tx, self.dialect, Unused::OfDeletedCodes).await?;
         tx.commit().await?;
+        drop(conn);
+        if removed.packages > 0 {
+            self.reclaim_space().await;
+        }
         Ok(true)
+    }
+
+    /// Deletes the revisions nothing keeps any more (see the module docs):
+    /// of deleted codes, and beyond `revisions_kept` of each code, once no
+    /// queued, preparing or running task uses them; then the packages no
+    /// revision references. The dispatcher calls it now and then, since a
+    /// task's end can release a revision.
+    pub async fn collect_garbage(
+        &self,
+        revisions_kept: Option<i64>,
+    ) -> Result<GarbageReport, StoreError> {
+        // Most calls find nothing: look before taking the write lock.
+        let mut kinds = vec![Unused::OfDeletedCodes];
+        if let Some(kept) = revisions_kept {
+            kinds.push(Unused::BeyondKept(kept));
+        }
+        let mut found = false;
+        {
+            let mut read = self.read.acquire().await?;
+            for kind in &kinds {
+                found = found || any_unused(&mut read, *kind).await?;
+            }
+        }
+        if !found {
+            return Ok(GarbageReport::default());
+        }
+        let mut conn = self.durable.acquire().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        let mut removed = GarbageReport::default();
+        for kind in kinds {
+            let more = remove_unused_revisions(&mut tx, self.dialect, kind).await?;
+            removed.revisions += more.revisions;
+            removed.packages += more.packages;
+        }
+        tx.commit().await?;
+        drop(conn);
+        if removed.packages > 0 {
+            self.reclaim_space().await;
+        }
+        Ok(removed)
+    }
+
+    /// The SHA-256 of every stored package (the dispatcher keeps the
+    /// agents' package images of these, and removes the others).
+    pub async fn package_digests(&self) -> Result<HashSet<String>, StoreError> {
+        let digests: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM packages")
+            .fetch_all(&self.read)
+            .await?;
+        Ok(digests.into_iter().collect())
+    }
+
+    /// Bytes the project's packages take, unpacked (see [`CodeLimits`]).
+    pub async fn package_usage(&self, project_id: &str) -> Result<i64, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        project_package_bytes(&mut conn, project_id).await
+    }
+
+    /// SQLite: gives the pages of deleted packages back to the file system
+    /// (databases created with incremental auto-vacuum; older ones reuse
+    /// them for later writes). A failure is logged: the rows are gone
+    /// either way.
+    async fn reclaim_space(&self) {
+        if self.dialect != Dialect::Sqlite {
+            return;
+        }
+        let result = async {
+            let mut conn = self.durable.acquire().await?;
+            sqlx::query("PRAGMA incremental_vacuum")
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!("returning deleted packages' space to the file system: {e}");
+        }
     }
 
     /// Revisions, newest first, paged; `None` if the code is unknown.
@@ -380,31 +566,108 @@ impl Store {
     }
 }
 
-/// Deletes every revision whose code is gone and that no preparing or
-/// running task uses, then every package no revision references.
-async fn remove_orphan_revisions(
+/// A PostgreSQL advisory lock key ("berth" and 2) held by a transaction
+/// that deletes packages.
+const PG_PACKAGE_DELETION_LOCK: i64 = 0x6265_7274_6802;
+
+/// No queued, preparing or running task uses revision `r`.
+const UNUSED: &str = "NOT EXISTS (SELECT 1 FROM tasks t
+                       WHERE t.code_id = r.code_id AND t.code_rev = r.rev
+                         AND t.status IN ('queued', 'preparing', 'running'))";
+
+/// Which revisions [`remove_unused_revisions`] looks at.
+#[derive(Clone, Copy)]
+enum Unused<'a> {
+    /// Those whose code is gone.
+    OfDeletedCodes,
+    /// This code's, numbered below `rev`.
+    OlderThan { code_id: &'a str, rev: i64 },
+    /// Every code's, beyond its newest this many.
+    BeyondKept(i64),
+}
+
+impl Unused<'_> {
+    /// The revisions (`r`) of this kind, whether used or not; `$1`, `$2`
+    /// are bound by [`Unused::bind`].
+    fn selection(self) -> &'static str {
+        match self {
+            Unused::OfDeletedCodes => {
+                "FROM code_revisions r
+                 WHERE NOT EXISTS (SELECT 1 FROM codes c WHERE c.id = r.code_id)"
+            }
+            Unused::OlderThan { .. } => "FROM code_revisions r WHERE r.code_id = $1 AND r.rev < $2",
+            Unused::BeyondKept(_) => {
+                "FROM code_revisions r JOIN codes c ON c.id = r.code_id
+                 WHERE r.rev <= c.latest_rev - $1"
+            }
+        }
+    }
+
+    fn bind<'q, O>(
+        self,
+        query: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>
+    where
+        Self: 'q,
+    {
+        match self {
+            Unused::OfDeletedCodes => query,
+            Unused::OlderThan { code_id, rev } => query.bind(code_id).bind(rev),
+            // At least the latest revision is kept.
+            Unused::BeyondKept(kept) => query.bind(kept.max(1)),
+        }
+    }
+}
+
+/// Whether any revision of kind `which` is unused (a read, before taking
+/// the write lock to delete them).
+async fn any_unused(conn: &mut AnyConnection, which: Unused<'_>) -> Result<bool, StoreError> {
+    let sql = format!("SELECT r.id {} AND {UNUSED} LIMIT 1", which.selection());
+    let found: Option<(String,)> = which
+        .bind(sqlx::query_as(&sql))
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Deletes the revisions of kind `which` that no queued, preparing or
+/// running task uses, then every package none references any more.
+async fn remove_unused_revisions(
     conn: &mut AnyConnection,
     dialect: Dialect,
-) -> Result<(), StoreError> {
-    let orphans = sqlx::query(
-        "SELECT r.id, r.package_sha256 FROM code_revisions r
-         WHERE NOT EXISTS (SELECT 1 FROM codes c WHERE c.id = r.code_id)
-           AND NOT EXISTS (SELECT 1 FROM tasks t
-                           WHERE t.code_id = r.code_id AND t.code_rev = r.rev
-                             AND t.status IN ('preparing', 'running'))",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    which: Unused<'_>,
+) -> Result<GarbageReport, StoreError> {
+    let sql = format!(
+        "SELECT r.id, r.package_sha256 {} AND {UNUSED}",
+        which.selection()
+    );
+    let doomed: Vec<(String, Option<String>)> = which
+        .bind(sqlx::query_as(&sql))
+        .fetch_all(&mut *conn)
+        .await?;
+    if doomed.is_empty() {
+        return Ok(GarbageReport::default());
+    }
+    if dialect == Dialect::Postgres {
+        // One package deleter at a time: each locks several package rows,
+        // and two of them (or one and a push that pushes revisions out)
+        // could otherwise each hold a row the other waits for.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PG_PACKAGE_DELETION_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut report = GarbageReport::default();
     let mut packages = Vec::new();
-    for row in &orphans {
-        let id: String = row.try_get("id")?;
-        if let Some(sha) = row.try_get::<Option<String>, _>("package_sha256")? {
+    for (id, sha) in doomed {
+        if let Some(sha) = sha {
             packages.push(sha);
         }
         sqlx::query("DELETE FROM code_revisions WHERE id = $1")
             .bind(id)
             .execute(&mut *conn)
             .await?;
+        report.revisions += 1;
     }
     // In a fixed order, so two deleters lock packages alike.
     packages.sort();
@@ -418,13 +681,32 @@ async fn remove_orphan_revisions(
         // for it either committed before (and the check below, a new
         // statement, sees its revision) or waits and re-inserts the package.
         sqlx::query(&lock).bind(sha).execute(&mut *conn).await?;
-        sqlx::query(
+        let deleted = sqlx::query(
             "DELETE FROM packages WHERE sha256 = $1
              AND NOT EXISTS (SELECT 1 FROM code_revisions WHERE package_sha256 = $1)",
         )
         .bind(sha)
         .execute(&mut *conn)
         .await?;
+        report.packages += deleted.rows_affected();
     }
-    Ok(())
+    Ok(report)
+}
+
+/// Bytes the project's packages take unpacked: each distinct package its
+/// revisions reference, once.
+async fn project_package_bytes(
+    conn: &mut AnyConnection,
+    project_id: &str,
+) -> Result<i64, StoreError> {
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(COALESCE(p.unpacked_size, p.size)), 0) AS BIGINT)
+         FROM packages p
+         WHERE p.sha256 IN (SELECT r.package_sha256 FROM code_revisions r
+                            WHERE r.project_id = $1 AND r.package_sha256 IS NOT NULL)",
+    )
+    .bind(project_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(bytes)
 }

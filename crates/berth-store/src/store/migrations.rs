@@ -22,9 +22,10 @@ struct Migration {
 }
 
 /// Every migration, in order. Never edit one that has shipped: add another.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: r#"
 CREATE TABLE projects (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -166,7 +167,18 @@ CREATE TABLE schedules (
 CREATE INDEX schedules_due ON schedules (status, next_start);
 CREATE INDEX schedules_project ON schedules (project_id, created_at, id);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        sql: r#"
+-- What a package expands to (what it costs on agents; the project quota
+-- counts it). NULL for packages stored before: they count at their size.
+ALTER TABLE packages ADD COLUMN unpacked_size BIGINT;
+-- A project's package usage, at every upload.
+CREATE INDEX code_revisions_project ON code_revisions (project_id, package_sha256);
+"#,
+    },
+];
 
 /// The newest schema version this binary knows.
 pub(crate) fn latest_version() -> i64 {

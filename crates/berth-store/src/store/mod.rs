@@ -284,12 +284,17 @@ fn sqlite_path(url: &str) -> Result<Option<&str>, StoreError> {
 }
 
 /// Puts the database in WAL mode (a property of the file, so once is
-/// enough): readers then never block the writer nor the writer them.
+/// enough): readers then never block the writer nor the writer them. A new
+/// database also gets incremental auto-vacuum, so that the space of deleted
+/// code packages can be given back to the file system (SQLite allows that
+/// only before the first table exists; an older database keeps reusing
+/// freed pages instead).
 async fn set_wal(options: &AnyConnectOptions) -> Result<(), StoreError> {
     let mut conn = AnyConnection::connect_with(options).await?;
     let result = async {
         conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
             .await?;
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL").await?;
         // Changing the journal mode needs an exclusive lock that the busy
         // timeout does not wait for; another process opening the same new
         // file at this moment can make it fail, so retry for a while.

@@ -1,10 +1,10 @@
 //! `berth server`: the control plane in the foreground.
 
-use crate::cli::{Global, ServerArgs};
+use crate::cli::{CodeLimitArgs, Global, ServerArgs};
 use crate::cmd::stop_signal::StopSignal;
 use crate::cmd::{database_url, invalid};
 use crate::CliError;
-use berth_core::{ErrorCode, ErrorReport};
+use berth_core::{ByteSize, ErrorCode, ErrorReport};
 use berth_server::{AgentClient, AgentEndpoint, ServerConfig};
 use berth_store::Store;
 
@@ -28,7 +28,7 @@ pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
         };
         agents.push(AgentClient::new(endpoint, token));
     }
-    let config = server_config(args.min_schedule_interval)?;
+    let config = server_config(args.min_schedule_interval, &args.code_limits)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -56,12 +56,23 @@ pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
 }
 
 /// The server's settings from flags.
-pub fn server_config(min_schedule_interval: i64) -> Result<ServerConfig, CliError> {
+pub fn server_config(
+    min_schedule_interval: i64,
+    code_limits: &CodeLimitArgs,
+) -> Result<ServerConfig, CliError> {
     if min_schedule_interval < 1 {
         return Err(invalid("--min-schedule-interval must be at least 1 second"));
     }
+    let quota: ByteSize = code_limits.max_project_package_bytes.parse().map_err(|e| {
+        invalid(format!(
+            "--max-project-package-bytes: {e} (a size such as 2GiB, or 0 for no limit)"
+        ))
+    })?;
     Ok(ServerConfig {
         min_schedule_interval_secs: min_schedule_interval,
+        max_project_package_bytes: (quota.bytes() > 0).then_some(quota.bytes()),
+        code_revisions_kept: (code_limits.code_revisions_kept > 0)
+            .then_some(code_limits.code_revisions_kept),
         ..ServerConfig::default()
     })
 }

@@ -34,7 +34,7 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
     // Every task makes and removes a container: its state churns.
     agent_config.state_tmpfs = !args.state_on_disk;
     let socket = agent_config.socket.clone();
-    let config = server_config(args.min_schedule_interval)?;
+    let config = server_config(args.min_schedule_interval, &args.code_limits)?;
 
     // The agent spawns shims (fork+exec in one step), never forks, so the
     // multi-threaded runtime is safe for it too.
