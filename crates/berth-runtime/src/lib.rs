@@ -18,6 +18,7 @@ mod kernel_files;
 mod process;
 pub mod security;
 mod spec;
+pub mod supervise;
 
 pub use berth_core::{CgroupMetrics, ContainerResult};
 pub use cgroup::{CgroupHost, CgroupStats};
