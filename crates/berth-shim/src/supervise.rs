@@ -48,8 +48,9 @@ struct Shim {
     recording: Option<(ExitRecord, Instant)>,
     /// The record once durable: the loop is done.
     durable: Option<ExitRecord>,
-    /// The record clients see: set once it is durable (or its first write
-    /// failed, so that the result is not lost meanwhile).
+    /// The record clients see while the loop runs: set once its first
+    /// write failed, so that the result is not lost meanwhile. (A durable
+    /// one they see after the loop.)
     published: Option<ExitRecord>,
     log_failed: bool,
 }
@@ -191,6 +192,12 @@ impl Handler for Shim {
             }
         }
         self.try_record(now);
+        if self.durable.is_some() {
+            // The loop ends here: clients get their replies after state.json
+            // says "exited" too (in `Supervisor::run`), since a reply to
+            // `wait` lets the agent remove the state dir at once.
+            return Ok(());
+        }
         let view = View {
             container: self.container.as_ref(),
             record: self.published.as_ref(),
@@ -228,10 +235,7 @@ impl Shim {
             return;
         }
         match self.dir.write_durable("exit.json", record) {
-            Ok(()) => {
-                self.published = Some(record.clone());
-                self.durable = Some(record.clone());
-            }
+            Ok(()) => self.durable = self.recording.take().map(|(record, _)| record),
             Err(e) => {
                 if self.published.is_none() {
                     diag(&format!("writing exit.json (retrying): {e}"));
