@@ -18,6 +18,8 @@
 //! container that exited right at its deadline did not time out), then
 //! hands over signals, then output (one read per ready stream, so that no
 //! stream starves the others), then lets the handler serve its own fds.
+//! Whether the drain is over is checked at the start of a turn, before any
+//! wait.
 
 mod poll;
 mod signals;
