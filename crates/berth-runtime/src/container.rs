@@ -854,12 +854,7 @@ impl Container {
                     return Ok(None);
                 }
             }
-            let timeout_ms = next.map_or(-1, |n| {
-                n.saturating_duration_since(now)
-                    .as_millis()
-                    .min(i32::MAX as u128) as i32
-                    + 1
-            });
+            let timeout_ms = crate::supervise::timeout_ms(next, now);
             let mut pfd = libc::pollfd {
                 fd: self.pidfd.as_raw_fd(),
                 events: libc::POLLIN,

@@ -6,6 +6,9 @@
 //! security defaults (capabilities, masked paths, seccomp) and a teardown
 //! that leaves nothing behind.
 //!
+//! [`supervise`] is the loop that watches a running container (its pidfd,
+//! signals, output and timeout) for `berth run` and the shim alike.
+//!
 //! It must not touch images (it receives layer directories, never reads an
 //! image store), the network beyond loopback, or any API: the CLI, the shim
 //! and the host agent build on it. It forks, so it must run in a
@@ -18,6 +21,7 @@ mod kernel_files;
 mod process;
 pub mod security;
 mod spec;
+pub mod supervise;
 
 pub use berth_core::{CgroupMetrics, ContainerResult};
 pub use cgroup::{CgroupHost, CgroupStats};

@@ -18,9 +18,9 @@
 //! read, and one that sends more than [`MAX_REQUEST_BYTES`] without a
 //! newline is told so and dropped.
 
-use crate::poll::{PollSet, BROKEN, READABLE, WRITABLE};
 use crate::state::{ExitRecord, Status};
 use berth_core::{ErrorCode, ErrorReport};
+use berth_runtime::supervise::{PollSet, BROKEN, READABLE, WRITABLE};
 use berth_runtime::ContainerResult;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};

@@ -50,7 +50,6 @@ mod control;
 mod error;
 mod log;
 mod memory;
-mod poll;
 mod ready;
 mod shim;
 mod signals;

@@ -7,7 +7,7 @@ use crate::error::ShimError;
 use crate::log::OutputLog;
 use crate::memory;
 use crate::ready::ReadyFd;
-use crate::signals::{self, Signals};
+use crate::signals;
 use crate::spec::ShimSpec;
 use crate::state::{unix_ms, ExitRecord, ShimState, StateDir, Status};
 use crate::supervise::Supervisor;
@@ -56,7 +56,7 @@ pub fn run(opts: &Options) -> Result<ExitRecord, ShimError> {
     let detached = detach();
     let dir = StateDir::new(&opts.dir);
     check_dir(&dir)?;
-    let signals = match sigpipe.and_then(|()| Signals::install()) {
+    let signals = match sigpipe.and_then(|()| signals::install()) {
         Ok(s) => s,
         Err(e) => {
             let error = ShimError::io("installing signal handling", e);

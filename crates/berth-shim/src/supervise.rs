@@ -1,75 +1,58 @@
-//! The supervisor: one single-threaded poll loop over the container's
-//! pidfd, its two output pipes, the control socket and its clients, the
-//! shim's signalfd, and the timers (the container's deadline, the stop
-//! grace period, the drain limit, the exit-record retry).
-//!
-//! It goes through three phases: the container runs; it has exited and its
-//! pipes are read to the end; it is torn down and its exit record is being
-//! made durable. Clients are served throughout.
+//! The shim's side of the runtime's supervisor loop
+//! (`berth_runtime::supervise`, shared with `berth run`): the container's
+//! output goes to the capped `output.log`, SIGTERM or SIGINT stops the
+//! container gracefully, the control socket is served throughout, and once
+//! the container has ended its exit record is made durable (retried while
+//! the disk refuses it) before the loop ends.
 
 use crate::control::{Backend, Server};
 use crate::error::ShimError;
 use crate::log::OutputLog;
-use crate::poll::{PollSet, BROKEN, READABLE};
 use crate::shim::{diag, Started, STOP_GRACE};
-use crate::signals::Signals;
 use crate::state::{unix_ms, ExitRecord, ShimState, StateDir, Status};
 use berth_core::{ErrorReport, HasErrorCode};
+use berth_runtime::supervise::{Event, Exit, Handler, PollSet, SignalFd, Supervisor as Loop};
 use berth_runtime::{Container, ContainerResult, ExitStatus};
-use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
-/// After the container exits, how long its pipes may take to reach EOF
-/// (they do at once unless something outside the container holds them).
-const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// Between attempts to write an exit record that failed (disk full).
 const RECORD_RETRY: Duration = Duration::from_secs(1);
 /// How long clients get to take their last replies.
 const FINAL_REPLIES: Duration = Duration::from_secs(1);
 /// The read buffer for the container's output. Kept for the shim's whole
 /// life and resident once output arrives, so it is sized for memory, not
-/// for the fewest syscalls: a full pipe (64 KiB) takes four reads. It is
-/// allocated on the first output, so a silent container never costs it.
+/// for the fewest syscalls: a full pipe (64 KiB) takes four reads. The
+/// loop allocates it on the first output, so a silent container never
+/// costs it.
 const READ_CHUNK: usize = 16 * 1024;
 
-enum Phase {
-    Running,
-    /// Exited: reading its output to the end.
-    Draining {
-        until: Instant,
-    },
-    /// Torn down: making the exit record durable.
-    Recording {
-        record: ExitRecord,
-        retry_at: Instant,
-    },
-}
-
-struct Pipe {
-    fd: Option<OwnedFd>,
-    slot: usize,
-}
-
 pub(crate) struct Supervisor {
+    watch: Loop,
+    shim: Shim,
+}
+
+/// Everything of the shim's that the loop calls back into.
+struct Shim {
     dir: StateDir,
-    signals: Signals,
     server: Server,
     log: OutputLog,
-    pipes: [Pipe; 2],
     container: Option<Container>,
     state: ShimState,
     started: Instant,
-    phase: Phase,
-    exit: Option<(ExitStatus, Instant)>,
+    /// Set when the container has been reaped.
+    exit: Option<Exit>,
     /// Stop asked for: the container was sent SIGTERM and gets SIGKILL then.
     stop: Option<Instant>,
     stopping: bool,
-    /// The record clients see: set once it is durable (or its first write
-    /// failed, so that the result is not lost meanwhile).
+    /// Torn down: the exit record, and when to (re)try making it durable.
+    recording: Option<(ExitRecord, Instant)>,
+    /// The record once durable: the loop is done.
+    durable: Option<ExitRecord>,
+    /// The record clients see while the loop runs: set once its first
+    /// write failed, so that the result is not lost meanwhile. (A durable
+    /// one they see after the loop.)
     published: Option<ExitRecord>,
     log_failed: bool,
-    /// Empty until the container first has output (see READ_CHUNK).
-    buf: Vec<u8>,
 }
 
 /// What clients of the control socket see of the shim.
@@ -92,135 +75,128 @@ impl Backend for View<'_> {
 }
 
 impl Supervisor {
-    pub fn new(dir: StateDir, signals: Signals, server: Server, started: Started) -> Supervisor {
-        let pipe = |fd| Pipe {
-            fd: Some(fd),
-            slot: usize::MAX,
-        };
+    pub fn new(dir: StateDir, signals: SignalFd, server: Server, started: Started) -> Supervisor {
+        let streams = vec![started.stdout, started.stderr];
         Supervisor {
-            dir,
-            signals,
-            server,
-            log: started.log,
-            pipes: [pipe(started.stdout), pipe(started.stderr)],
-            container: Some(started.container),
-            state: started.state,
-            started: started.started,
-            phase: Phase::Running,
-            exit: None,
-            stop: None,
-            stopping: false,
-            published: None,
-            log_failed: false,
-            buf: Vec::new(),
+            watch: Loop::new(signals, streams).read_chunk(READ_CHUNK),
+            shim: Shim {
+                dir,
+                server,
+                log: started.log,
+                container: Some(started.container),
+                state: started.state,
+                started: started.started,
+                exit: None,
+                stop: None,
+                stopping: false,
+                recording: None,
+                durable: None,
+                published: None,
+                log_failed: false,
+            },
         }
     }
 
     /// Supervises the container to its end and returns its exit record,
     /// durable by then; `Err` only if the record could not be written.
-    pub fn run(mut self) -> Result<ExitRecord, ShimError> {
-        let mut set = PollSet::default();
+    pub fn run(self) -> Result<ExitRecord, ShimError> {
+        let Supervisor {
+            mut watch,
+            mut shim,
+        } = self;
+        // The loop runs until the record is durable (see `finished`).
         let record = loop {
-            if let Some(record) = self.advance() {
-                break record;
-            }
-            if let Err(e) = self.turn(&mut set) {
-                if matches!(self.phase, Phase::Recording { .. }) {
-                    return Err(self.give_up(e));
+            if let Err(e) = watch.run(&mut shim) {
+                if shim.recording.is_some() {
+                    return Err(shim.give_up(e));
                 }
                 // Lost track of the container: end it, record why.
                 diag(&format!("supervision failed: {e}"));
-                let record = self.tear_down(Some(e.report()));
-                self.phase = Phase::Recording {
-                    record,
-                    retry_at: Instant::now(),
-                };
+                watch.close_streams();
+                let record = shim.tear_down(Some(e.report()));
+                shim.recording = Some((record, Instant::now()));
+            }
+            if let Some(record) = shim.durable.take() {
+                break record;
             }
         };
-        self.state.status = Status::Exited;
-        self.state.exited_at = Some(unix_ms(SystemTime::now()));
-        if let Err(e) = self.dir.write_atomic("state.json", &self.state) {
+        shim.state.status = Status::Exited;
+        shim.state.exited_at = Some(unix_ms(SystemTime::now()));
+        if let Err(e) = shim.dir.write_atomic("state.json", &shim.state) {
             diag(&format!("writing state.json: {e}"));
         }
         let view = View {
             container: None,
             record: Some(&record),
         };
-        self.server.close(&view, Instant::now() + FINAL_REPLIES);
+        shim.server.close(&view, Instant::now() + FINAL_REPLIES);
         Ok(record)
     }
+}
 
-    /// Moves to the next phase when the current one is over; returns the
-    /// record once it is durable.
-    fn advance(&mut self) -> Option<ExitRecord> {
-        let now = Instant::now();
-        match &self.phase {
-            Phase::Running => {}
-            Phase::Draining { until } => {
-                if self.pipes.iter().all(|p| p.fd.is_none()) || now >= *until {
-                    for pipe in &mut self.pipes {
-                        pipe.fd = None;
-                    }
-                    let record = self.tear_down(None);
-                    self.phase = Phase::Recording {
-                        record,
-                        retry_at: now,
-                    };
-                }
-            }
-            Phase::Recording { record, retry_at } => {
-                if now >= *retry_at {
-                    match self.dir.write_durable("exit.json", record) {
-                        Ok(()) => return Some(record.clone()),
-                        Err(e) => {
-                            if self.published.is_none() {
-                                diag(&format!("writing exit.json (retrying): {e}"));
-                            }
-                            // Meanwhile clients can learn the result here.
-                            self.published = Some(record.clone());
-                            self.phase = Phase::Recording {
-                                record: record.clone(),
-                                retry_at: now + RECORD_RETRY,
-                            };
-                        }
-                    }
-                }
-            }
-        }
-        None
+impl Handler for Shim {
+    type Process = Container;
+    type Error = ShimError;
+
+    fn process(&mut self) -> Option<&mut Container> {
+        self.container.as_mut()
     }
 
-    /// One turn of the loop: wait for something, then handle it.
-    fn turn(&mut self, set: &mut PollSet) -> Result<(), ShimError> {
-        set.clear();
-        let signals_slot = set.add(self.signals.fd(), READABLE);
-        let pidfd_slot = match (&self.phase, &self.container) {
-            // Once reaped, the pidfd stays readable: stop polling it.
-            (Phase::Running, Some(c)) => Some(set.add(c.pidfd(), READABLE)),
-            _ => None,
-        };
-        for pipe in &mut self.pipes {
-            if let Some(fd) = &pipe.fd {
-                pipe.slot = set.add(fd.as_fd(), READABLE);
+    fn event(&mut self, event: Event<'_>) -> Result<(), ShimError> {
+        match event {
+            Event::Signal(_) => self.on_stop()?,
+            Event::Output { data, .. } => {
+                if let Err(e) = self.log.append(data) {
+                    if !self.log_failed {
+                        self.log_failed = true;
+                        diag(&format!("writing output.log (output is dropped): {e}"));
+                    }
+                }
+            }
+            Event::OutputFailed { error, .. } => {
+                diag(&format!("reading container output: {error}"));
+            }
+            Event::Exited(exit) => {
+                self.exit = Some(exit);
+                // Nothing left to escalate.
+                self.stop = None;
+            }
+            Event::Ended(_) => {
+                let record = self.tear_down(None);
+                self.recording = Some((record, Instant::now()));
             }
         }
-        self.server.register(set);
-        set.wait(self.next_timer())
-            .map_err(|e| ShimError::io("polling", e))?;
+        Ok(())
+    }
 
-        if let Some(slot) = pidfd_slot {
-            if set.revents(slot) != 0 {
-                self.reap()?;
+    fn finished(&self) -> bool {
+        self.durable.is_some()
+    }
+
+    fn register(&mut self, set: &mut PollSet) {
+        self.server.register(set);
+    }
+
+    /// The end of the stop grace period while the container runs; the next
+    /// attempt at the exit record once it is torn down.
+    fn next_timer(&self) -> Option<Instant> {
+        self.stop.or(self.recording.as_ref().map(|(_, at)| *at))
+    }
+
+    fn service(&mut self, set: &PollSet) -> Result<(), ShimError> {
+        let now = Instant::now();
+        if self.stop.is_some_and(|at| now >= at) {
+            self.stop = None;
+            if let Some(container) = &self.container {
+                container.kill(libc::SIGKILL)?;
             }
         }
-        self.check_timers()?;
-        if set.revents(signals_slot) != 0 && self.signals.take() {
-            self.on_stop()?;
-        }
-        for i in 0..self.pipes.len() {
-            if set.revents(self.pipes[i].slot) & (READABLE | BROKEN) != 0 {
-                self.read_output(i);
-            }
+        self.try_record(now);
+        if self.durable.is_some() {
+            // The loop ends here: clients get their replies after state.json
+            // says "exited" too (in `Supervisor::run`), since a reply to
+            // `wait` lets the agent remove the state dir at once.
+            return Ok(());
         }
         let view = View {
             container: self.container.as_ref(),
@@ -229,91 +205,44 @@ impl Supervisor {
         self.server.service(set, &view);
         Ok(())
     }
+}
 
-    fn next_timer(&self) -> Option<Instant> {
-        match &self.phase {
-            Phase::Running => {
-                let deadline = self
-                    .container
-                    .as_ref()
-                    .filter(|c| !c.timed_out())
-                    .and_then(Container::deadline);
-                [deadline, self.stop].into_iter().flatten().min()
-            }
-            Phase::Draining { until } => Some(*until),
-            Phase::Recording { retry_at, .. } => Some(*retry_at),
-        }
-    }
-
-    fn reap(&mut self) -> Result<(), ShimError> {
-        let Some(container) = &mut self.container else {
-            return Ok(());
-        };
-        if let Some(status) = container.try_wait()? {
-            let now = Instant::now();
-            self.exit = Some((status, now));
-            self.phase = Phase::Draining {
-                until: now + DRAIN_LIMIT,
-            };
-        }
-        Ok(())
-    }
-
-    /// The timeout and the end of the stop grace period, while it runs.
-    /// (Reaped first: a container that exited right at its deadline did not
-    /// time out.)
-    fn check_timers(&mut self) -> Result<(), ShimError> {
-        let (Phase::Running, Some(container)) = (&self.phase, &mut self.container) else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        if !container.timed_out() && container.deadline().is_some_and(|d| now >= d) {
-            container.kill_for_timeout()?;
-        }
-        if self.stop.is_some_and(|at| now >= at) {
-            self.stop = None;
-            container.kill(libc::SIGKILL)?;
-        }
-        Ok(())
-    }
-
+impl Shim {
     /// SIGTERM or SIGINT to the shim: stop the container, gracefully first.
     fn on_stop(&mut self) -> Result<(), ShimError> {
-        match (&self.phase, &self.container) {
-            (Phase::Running, Some(container)) if !self.stopping => {
+        // Stuck on an exit record that cannot be written: give up.
+        if self.recording.is_some() {
+            return Err(ShimError::Stopped);
+        }
+        match &self.container {
+            Some(container) if self.exit.is_none() && !self.stopping => {
                 self.stopping = true;
                 self.stop = Some(Instant::now() + STOP_GRACE);
                 container.kill(libc::SIGTERM)?;
             }
-            // Stuck on an exit record that cannot be written: give up.
-            (Phase::Recording { .. }, _) => return Err(ShimError::Stopped),
             // Already stopping, or exited and about to be recorded.
             _ => {}
         }
         Ok(())
     }
 
-    fn read_output(&mut self, i: usize) {
-        let Some(fd) = &self.pipes[i].fd else {
+    /// Makes the exit record durable when its time has come.
+    fn try_record(&mut self, now: Instant) {
+        let Some((record, retry_at)) = &mut self.recording else {
             return;
         };
-        if self.buf.is_empty() {
-            self.buf.resize(READ_CHUNK, 0);
+        if now < *retry_at {
+            return;
         }
-        match rustix::io::read(fd, &mut self.buf) {
-            Ok(0) => self.pipes[i].fd = None,
-            Ok(n) => {
-                if let Err(e) = self.log.append(&self.buf[..n]) {
-                    if !self.log_failed {
-                        self.log_failed = true;
-                        diag(&format!("writing output.log (output is dropped): {e}"));
-                    }
-                }
-            }
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+        match self.dir.write_durable("exit.json", record) {
+            Ok(()) => self.durable = self.recording.take().map(|(record, _)| record),
             Err(e) => {
-                diag(&format!("reading container output: {e}"));
-                self.pipes[i].fd = None;
+                if self.published.is_none() {
+                    diag(&format!("writing exit.json (retrying): {e}"));
+                }
+                // Meanwhile clients can learn the result here.
+                self.published = Some(record.clone());
+                *retry_at = now + RECORD_RETRY;
             }
         }
     }
@@ -332,7 +261,7 @@ impl Supervisor {
         };
         let observed = self
             .exit
-            .map(|(status, at)| observed_result(&container, status, at - self.started));
+            .map(|exit| observed_result(&container, exit.status, exit.at - self.started));
         let (log_bytes, log_dropped_bytes) = (self.log.written(), self.log.dropped());
         match (container.delete(), observed) {
             (Ok(result), _) => ExitRecord::Finished {

@@ -193,6 +193,11 @@ fn socket_answers_state_kill_and_wait() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    // Once `wait` is answered the caller may remove the state dir: the shim
+    // must be done writing to it by then.
+    let state = dir.read_state().unwrap().expect("state.json");
+    assert_eq!(state.status, Status::Exited, "state.json after the reply");
+    assert!(state.exited_at.is_some());
 
     let (code, stderr) = wait_shim(child);
     assert_eq!(code, 0, "shim stderr: {stderr}");
