@@ -9,15 +9,23 @@
 #      BERTH_TEST_BUSYBOX_TAR for the integration tests; start PostgreSQL
 #      (scripts/postgres.sh) and export BERTH_TEST_POSTGRES_URL
 #   3. cargo fmt --check, cargo clippy -D warnings (also berth-shim for musl,
-#      as scripts/build.sh ships it), cargo test, then (on a full run) the
+#      as scripts/build.sh ships it), every test of the workspace with
+#      cargo-nextest (unit tests and the root end-to-end tests side by side,
+#      see .config/nextest.toml) and the doc tests, then (on a full run) the
 #      shipped binaries of scripts/build.sh (scripts/check-dist.sh)
 #   4. check that the test suite left no mounts, cgroups, processes or netns
 #      behind (scripts/check-leaks.sh, counting only what appeared during the
 #      tests; skip with BERTH_SKIP_LEAK_CHECK=1, e.g. while other berth work
 #      runs on the same machine)
 #
-# Extra arguments are passed to `cargo test` (e.g. `scripts/test.sh -p
-# berth-core`, or `scripts/test.sh -- some_test_name`).
+# Tiers:
+#   scripts/test.sh           everything above (what CI runs)
+#   scripts/test.sh --unit    the unit tests only: no root, no packages, no
+#                             PostgreSQL, seconds
+#   soak tests and benchmarks are never run here: bench/soak.sh, bench/*.sh
+# Other arguments are passed to `cargo nextest run` (e.g. `scripts/test.sh -p
+# berth-core`, or `scripts/test.sh some_test_name`); the doc tests and the
+# shipped binaries are then skipped.
 #
 # Exits non-zero on the first failing step. Runs as root (the runtime tests
 # need namespaces, mounts and cgroups) and needs no standard input.
@@ -46,6 +54,15 @@ command -v cargo >/dev/null 2>&1 || {
     echo "test.sh: cargo not found" >&2
     exit 1
 }
+
+if [[ ${1:-} == --unit ]]; then
+    shift
+    step "unit tests (no root needed)"
+    if cargo nextest --version >/dev/null 2>&1; then
+        exec cargo nextest run --workspace --lib --bins "$@"
+    fi
+    exec cargo test --workspace --lib --bins "$@"
+fi
 
 step "system dependencies"
 bash scripts/ensure-deps.sh
@@ -102,8 +119,18 @@ else
     echo "note: Rust target $musl not installed: berth-shim's musl build is not checked"
 fi
 
-step "cargo test"
-cargo test --workspace "$@"
+# nextest runs each test in its own process, binaries side by side; it comes
+# with the project's toolchain image, and is installed here if missing.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    step "installing cargo-nextest"
+    cargo install --locked cargo-nextest
+fi
+step "tests (cargo nextest)"
+cargo nextest run --workspace "$@"
+if (($# == 0)); then
+    step "doc tests"
+    cargo test --workspace --doc
+fi
 
 if (($# == 0)); then
     step "shipped binaries (scripts/check-dist.sh)"

@@ -3,7 +3,6 @@
 //! `BERTH_TEST_POSTGRES_URL` is set) PostgreSQL. A benchmark, not a test:
 //! `bash bench/store.sh` runs it; `cargo test` does not.
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 
