@@ -18,7 +18,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Inline files together may hold at most this much (they travel in the
@@ -934,10 +934,10 @@ fn write_json(path: &Path, value: &impl Serialize) -> io::Result<()> {
     fs::rename(&temp, path)
 }
 
+/// [`berth_core::time::now_millis`] as the agent's API carries times:
+/// unsigned (a clock set before 1970 reads as 0).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64)
+    u64::try_from(berth_core::time::now_millis()).unwrap_or(0)
 }
 
 /// Unmounts the state tmpfs of the agent of `data_dir` if no agent runs

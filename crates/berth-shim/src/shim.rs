@@ -9,7 +9,7 @@ use crate::memory;
 use crate::ready::ReadyFd;
 use crate::signals;
 use crate::spec::ShimSpec;
-use crate::state::{unix_ms, ExitRecord, ShimState, StateDir, Status};
+use crate::state::{ExitRecord, ShimState, StateDir, Status};
 use crate::supervise::Supervisor;
 use berth_core::HasErrorCode;
 use berth_runtime::{Container, Runtime, RuntimeConfig, StdioFds};
@@ -18,7 +18,7 @@ use std::io::{self, Write};
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How long a stopped container (SIGTERM or SIGINT to the shim) has to exit
 /// after its SIGTERM before it gets SIGKILL.
@@ -165,7 +165,7 @@ fn start(dir: &StateDir, spec: &ShimSpec, runtime: &Runtime) -> Result<Started, 
         shim_pid: std::process::id(),
         container_pid: container.pid(),
         status: Status::Running,
-        started_at: unix_ms(SystemTime::now()),
+        started_at: u64::try_from(berth_core::time::now_millis()).unwrap_or(0),
         exited_at: None,
     };
     // Output waits in the pipes meanwhile. Without a log or a state record

@@ -17,8 +17,9 @@
 use super::rows::{self, CODE_COLUMNS, REVISION_COLUMNS};
 use super::{Dialect, Store};
 use crate::error::StoreError;
-use crate::ids::{new_id, now_millis};
+use crate::ids::new_id;
 use crate::model::*;
+use berth_core::time::now_millis;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 use std::collections::HashSet;
