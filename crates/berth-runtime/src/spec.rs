@@ -188,9 +188,7 @@ pub fn random_container_id() -> ContainerId {
     // getrandom never fails for 8 bytes on Linux ≥ 3.17 once the pool is
     // initialised; fall back to time and pid if it somehow does.
     if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let t = berth_core::time::now_millis().unsigned_abs();
         bytes = (t ^ u64::from(std::process::id())).to_le_bytes();
     }
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
