@@ -1947,6 +1947,105 @@ async fn durability_across_reopen(db: Db) -> Db {
     db
 }
 
+/// A small tmpfs mounted for one test, unmounted (and its directory
+/// removed) when dropped.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn mount(size: &str) -> SmallTmpfs {
+        let dir = tempfile::TempDir::new().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        SmallTmpfs { dir }
+    }
+
+    /// Fills the file system until it refuses more (ENOSPC).
+    fn fill(&self, filler: &std::path::Path) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(filler).unwrap();
+        let chunk = vec![0xA5u8; 64 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(err) if err.raw_os_error() == Some(28) => break,
+                Err(err) => panic!("filling the tmpfs: {err}"),
+            }
+        }
+        // Whatever partial page is left: one byte at a time.
+        while file.write(&[0]).is_ok_and(|n| n == 1) {}
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        berth_testkit::unmount_under(self.dir.path());
+    }
+}
+
+/// A SQLite store whose disk fills up refuses the writes that do not fit,
+/// and works again as soon as space is freed, without a restart: a write
+/// that failed for want of space leaves no transaction open on the
+/// writer connection (issue 16: after one disk-full error every queue
+/// answered 500 until the server restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writers_recover_after_disk_full() {
+    let tmpfs = SmallTmpfs::mount("16m");
+    let url = format!("sqlite://{}/berth.db", tmpfs.dir.path().display());
+    let store = Store::open(&url).await.unwrap();
+    let (project, _) = project_with_code(&store, "c").await;
+    let before = queue_one(&store, &project, new_task("c"), T).await;
+
+    let filler = tmpfs.dir.path().join("filler");
+    tmpfs.fill(&filler);
+    // Big enough that it cannot fit into pages the database already has.
+    let mut big = new_task("c");
+    big.payload = format!("\"{}\"", "x".repeat(16 * 1024));
+    let batch = vec![big; 32];
+    match store.queue_tasks(&project, &batch, T).await {
+        Err(err) => eprintln!("queue on a full disk: {err}"),
+        Ok(ids) => panic!("queued {} tasks on a full disk", ids.len()),
+    }
+    // The dispatcher's writer too (its small write may still fit).
+    let claimed_while_full = match store.claim_tasks("agent-1", 10, T).await {
+        Ok(claimed) => claimed.into_iter().map(|c| c.task.id).collect(),
+        Err(err) => {
+            eprintln!("claim on a full disk: {err}");
+            Vec::new()
+        }
+    };
+
+    std::fs::remove_file(&filler).unwrap();
+    let ids = store
+        .queue_tasks(&project, &batch, T)
+        .await
+        .expect("queue once space is back");
+    assert_eq!(ids.len(), 32);
+    // The failed batch stored nothing; the dispatcher's writer works again
+    // and finds every task exactly once.
+    let listed = store
+        .tasks(&project, &TaskFilter::default(), ALL)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 33, "the failed batch stored nothing");
+    let mut claimed = claimed_while_full;
+    claimed.extend(claim_ids(&store, 100, T).await);
+    claimed.sort();
+    let mut expected = ids.clone();
+    expected.push(before);
+    expected.sort();
+    assert_eq!(claimed, expected);
+    assert!(store.mark_running(&ids[0], 1, T).await.unwrap());
+    store.close().await;
+    drop(tmpfs);
+}
+
 // ----- throughput --------------------------------------------------------------------
 
 /// The dispatcher's cycle (claim a batch, mark each running, end each with a
