@@ -4,6 +4,7 @@
 //! Used only as a dev-dependency. It must not depend on any berth crate, so
 //! that every crate's tests can use it without a cycle.
 
+pub mod flood;
 pub mod http;
 pub mod postgres;
 

@@ -202,6 +202,28 @@ pub struct AgentArgs {
     /// remain; the agent (at exit) or `berth gc` removes it once empty.
     #[arg(long, env = "BERTH_AGENT_STATE_TMPFS")]
     pub state_tmpfs: bool,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// The limits of every listening socket a daemon serves (the task API; the
+/// agent's unix socket and TCP port, each counted on its own).
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// Client connections open at once on each listener; more clients wait
+    /// until one closes. The open-files limit must hold them plus 1024
+    /// [default: 1024, or fewer if the open-files limit allows fewer].
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
+    /// Time a client has to send a request's headers, counted from when
+    /// the server waits for them (also how long an idle kept-alive
+    /// connection stays open), e.g. 30s.
+    #[arg(long, env = "BERTH_HEADER_TIMEOUT", default_value = "30s")]
+    pub header_timeout: String,
+    /// How long the server waits on a client that stopped sending a
+    /// request body or reading a response, e.g. 60s.
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: String,
 }
 
 /// Where the control plane keeps its state.
@@ -238,6 +260,8 @@ pub struct ServerArgs {
     /// Shortest run_every a schedule may have, in seconds (IronWorker: 60).
     #[arg(long, env = "BERTH_MIN_SCHEDULE_INTERVAL", default_value_t = 60)]
     pub min_schedule_interval: i64,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -262,6 +286,8 @@ pub struct UpArgs {
     /// `berth agent --help`, --state-tmpfs).
     #[arg(long)]
     pub state_on_disk: bool,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]

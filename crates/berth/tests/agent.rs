@@ -516,6 +516,62 @@ fn bad_requests_get_clear_json_errors_and_change_nothing() {
     agent.delete_all_and_check_clean();
 }
 
+/// Idle clients on the agent's TCP port (no token, not a byte sent) beyond
+/// its connection cap neither exhaust its file descriptors nor stay
+/// forever: each is closed after the header timeout, a client with the
+/// token is answered, and the unix socket keeps running containers
+/// meanwhile (issue 16: the TCP listener had no cap and no timeout).
+#[test]
+fn idle_tcp_clients_beyond_the_cap_are_closed_and_the_agent_keeps_working() {
+    const CAP: usize = 8;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+    let token_dir = tempfile::tempdir().expect("tempdir");
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token-for-tests\n").expect("write token");
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let agent = Agent::start(&[
+        "--listen",
+        &listen.to_string(),
+        "--token-file",
+        token_file.to_str().unwrap_or_default(),
+        "--max-connections",
+        &CAP.to_string(),
+        "--header-timeout",
+        "1s",
+    ]);
+    let mut idle = berth_testkit::flood::open_idle(listen, 4 * CAP, Duration::from_secs(3));
+    assert_eq!(idle.len(), 4 * CAP, "the listen backlog holds these few");
+
+    // An authorised client behind them all is answered once slots free up.
+    let authorised = std::thread::spawn(move || {
+        Endpoint::Tcp(listen)
+            .request(
+                "GET",
+                "/v1/node",
+                &[("Authorization", "Bearer s3cret-token-for-tests")],
+                b"",
+            )
+            .map(|r| r.status)
+    });
+    // Meanwhile the local API runs a container.
+    let created =
+        agent.create(json!({"id": unique("flood"), "image": "busybox", "command": sh("echo ok")}));
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(agent.wait(&id)["result"]["exit_code"], 0);
+
+    for client in &mut idle {
+        let after = client
+            .closed_by_server(Duration::from_secs(30))
+            .expect("an idle client was never closed");
+        assert!(
+            after >= HEADER_TIMEOUT - Duration::from_millis(100),
+            "closed after {after:?}, before the header timeout"
+        );
+    }
+    assert_eq!(authorised.join().expect("thread").expect("request"), 200);
+    agent.delete_all_and_check_clean();
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()

@@ -18,6 +18,8 @@ struct Up {
     child: Option<Child>,
     port: u16,
     extra: Vec<String>,
+    /// An open-files limit (soft and hard) to start berth up with.
+    nofile: Option<u64>,
     project: String,
     token: String,
 }
@@ -35,14 +37,20 @@ impl Up {
             child: None,
             port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            nofile: None,
             project: String::new(),
             token: String::new(),
         }
     }
 
     fn start(extra: &[&str]) -> Up {
-        let mut up = Up::new(extra);
-        up.spawn();
+        Up::new(extra).started()
+    }
+
+    /// Spawns `self` and reads the project and token berth up made.
+    fn started(mut self) -> Up {
+        self.spawn();
+        let mut up = self;
         let config: Value = serde_json::from_slice(
             &std::fs::read(up.config_path()).expect("berth up writes the client config"),
         )
@@ -107,9 +115,23 @@ impl Up {
             .append(true)
             .open(self.berth.dir.path().join("up.log"))
             .expect("log");
-        let child = self
-            .berth
-            .command()
+        let mut command = self.berth.command();
+        if let Some(nofile) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: runs in the forked child before exec and only makes
+            // one system call (no allocation, no lock).
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = rustix::process::Rlimit {
+                        current: Some(nofile),
+                        maximum: Some(nofile),
+                    };
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = command
             .env("HOME", self.home())
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("BERTH_URL")
@@ -123,6 +145,14 @@ impl Up {
             .spawn()
             .expect("start berth up");
         self.child = Some(child);
+    }
+
+    /// How many file descriptors the berth up process has open.
+    fn open_fds(&self) -> usize {
+        let pid = self.child.as_ref().expect("berth up runs").id();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
     }
 
     fn log(&self) -> String {
@@ -152,7 +182,11 @@ impl Up {
     }
 
     fn endpoint(&self) -> Endpoint {
-        Endpoint::Tcp(([127, 0, 0, 1], self.port).into())
+        Endpoint::Tcp(self.addr())
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
     }
 
     fn agent(&self) -> Endpoint {
@@ -641,6 +675,96 @@ fn schedules_queue_their_runs() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    up.stop_and_check_clean();
+}
+
+/// A flood of idle clients (no token, not a byte sent) far beyond the task
+/// API's connection cap: berth up holds no more than the cap of them, so
+/// its file descriptors stay free for its own work; the dispatcher claims
+/// and runs a task meanwhile; the idle clients are closed after the header
+/// timeout; and an authorised client is answered (issue 16: ~20,000 idle
+/// connections took every descriptor and the dispatcher stopped).
+#[test]
+fn idle_clients_beyond_the_cap_do_not_starve_the_dispatcher() {
+    const CAP: usize = 16;
+    const FLOOD: usize = 1500;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+    let mut up = Up::new(&["--max-connections", "16", "--header-timeout", "2s"]);
+    // Low enough that the flood alone would exhaust it without the cap.
+    up.nofile = Some(1100);
+    let up = up.started();
+    up.push_code(
+        &json!({"name": "hi", "image": "berth/stack-busybox", "command": "echo dispatched"}),
+        None,
+    );
+    // Claimed only once the flood is in place.
+    let id = up
+        .queue(vec![json!({"code_name": "hi", "delay": 5})])
+        .remove(0);
+    let fds_before = up.open_fds();
+    let flood_started = Instant::now();
+    let mut idle = berth_testkit::flood::open_idle(up.addr(), FLOOD, Duration::from_secs(3));
+    eprintln!(
+        "{} of {FLOOD} idle clients connected in {:?}; berth up had {fds_before} descriptors",
+        idle.len(),
+        flood_started.elapsed()
+    );
+    assert!(idle.len() > 4 * CAP, "the flood never got going");
+
+    // The store, read behind the server's back (its API is behind the
+    // flood): the task runs to its end while the clients sit there, and
+    // berth up never holds more than the cap of them.
+    let mut most_fds = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        most_fds = most_fds.max(up.open_fds());
+        let done = tasks_in_store(&up.berth.data_dir(), &up.project, &["complete"]);
+        if done.iter().any(|(task, _, _)| *task == id) {
+            break;
+        }
+        let ended = tasks_in_store(
+            &up.berth.data_dir(),
+            &up.project,
+            &["error", "killed", "timeout", "cancelled"],
+        );
+        assert!(
+            ended.is_empty(),
+            "the task ended badly: {ended:?}\n{}",
+            up.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the task was not run during the flood: {:?}\n{}",
+            tasks_in_store(&up.berth.data_dir(), &up.project, &[]),
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "the task completed {:?} into the flood; berth up held at most {most_fds} descriptors",
+        flood_started.elapsed()
+    );
+    // Its own (store, agent socket, shims, this task) plus the capped
+    // clients, with room for the task's container and shim.
+    assert!(
+        most_fds <= fds_before + CAP + 64,
+        "berth up held {most_fds} descriptors during the flood ({fds_before} before)"
+    );
+
+    // The first clients were let in and closed for sending no request.
+    for client in idle.iter_mut().take(CAP) {
+        let after = client
+            .closed_by_server(Duration::from_secs(30))
+            .expect("an idle client was never closed");
+        assert!(
+            after >= HEADER_TIMEOUT - Duration::from_millis(100),
+            "closed after {after:?}, before the header timeout"
+        );
+    }
+    // The rest go away; an authorised client is then answered.
+    drop(idle);
+    let task = up.wait_for(&id, &["complete"], Duration::from_secs(60));
+    assert_eq!(up.log_of(&id), "dispatched\n", "{task}");
     up.stop_and_check_clean();
 }
 

@@ -7,7 +7,7 @@ mod stack;
 use crate::cli::{Global, UpArgs};
 use crate::client::{self, ClientConfig};
 use crate::cmd::agent::default_shim;
-use crate::cmd::server::{bind, open_database, redact, server_config};
+use crate::cmd::server::{bind, connection_limits, open_database, redact, server_config};
 use crate::cmd::stop_signal::StopSignal;
 use crate::cmd::{database_url, open_store};
 use crate::CliError;
@@ -34,7 +34,10 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
     // Every task makes and removes a container: its state churns.
     agent_config.state_tmpfs = !args.state_on_disk;
     let socket = agent_config.socket.clone();
-    let config = server_config(args.min_schedule_interval)?;
+    let mut config = server_config(args.min_schedule_interval)?;
+    // Two listeners: the task API and the agent's unix socket.
+    config.connections = connection_limits(&args.connections, 2)?;
+    agent_config.connections = config.connections;
 
     // The agent spawns shims (fork+exec in one step), never forks, so the
     // multi-threaded runtime is safe for it too.
