@@ -268,8 +268,11 @@ pub struct ServerArgs {
 #[command(
     long_about = "Starts berth's whole stack on this machine in the foreground: the task API, \
 a local agent, a SQLite store under the data dir, and a default stack (a small image the \
-runtimes `sh` and `binary` map to). Prints the URL, a project id and a token, and writes the \
-client config so that `berth code push`, `berth task queue` and friends need no flags.",
+runtimes `sh` and `binary` map to). Prints the URL, a project id and a token, and writes them \
+to <data dir>/client.json and to your client config (~/.config/berth/config.json) so that \
+`berth code push`, `berth task queue` and friends need no flags. Your client config is only \
+written when it is absent or already names this instance (its address, or a token of its \
+store): a second instance never redirects it; use it with BERTH_CONFIG=<data dir>/client.json.",
     after_help = "Examples:\n  berth up\n  berth up --listen 0.0.0.0:8380 --data-dir /srv/berth"
 )]
 pub struct UpArgs {

@@ -20,6 +20,8 @@ struct Up {
     extra: Vec<String>,
     /// An open-files limit (soft and hard) to start berth up with.
     nofile: Option<u64>,
+    /// A HOME shared with another instance (default: one of its own).
+    shared_home: Option<PathBuf>,
     project: String,
     token: String,
 }
@@ -38,6 +40,7 @@ impl Up {
             port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             nofile: None,
+            shared_home: None,
             project: String::new(),
             token: String::new(),
         }
@@ -64,7 +67,10 @@ impl Up {
     }
 
     fn home(&self) -> PathBuf {
-        self.berth.dir.path().join("home")
+        match &self.shared_home {
+            Some(home) => home.clone(),
+            None => self.berth.dir.path().join("home"),
+        }
     }
 
     fn config_path(&self) -> PathBuf {
@@ -766,6 +772,114 @@ fn idle_clients_beyond_the_cap_do_not_starve_the_dispatcher() {
     let task = up.wait_for(&id, &["complete"], Duration::from_secs(60));
     assert_eq!(up.log_of(&id), "dispatched\n", "{task}");
     up.stop_and_check_clean();
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("JSON")
+}
+
+/// A second `berth up` (another data dir and port) never redirects the
+/// user's client config to itself: it writes its own settings under its
+/// data dir and says how to use them. The first instance, restarted on
+/// another port, still updates the config (it is the same instance); and
+/// a config naming an address whose server is gone is taken over by the
+/// instance that now serves there (issue 16: the second instance silently
+/// overwrote ~/.config/berth/config.json).
+#[test]
+fn a_second_instance_leaves_the_users_client_config_alone() {
+    let first = Up::start(&[]);
+    let home = first.home();
+    let config_path = first.config_path();
+    let mine = read_json(&config_path);
+    assert_eq!(mine["url"], format!("http://127.0.0.1:{}", first.port));
+
+    let mut second = Up::new(&[]);
+    second.shared_home = Some(home.clone());
+    second.spawn();
+    assert_eq!(
+        read_json(&config_path),
+        mine,
+        "the second instance redirected the CLI"
+    );
+    let own = second.berth.data_dir().join("client.json");
+    let theirs = read_json(&own);
+    assert_eq!(theirs["url"], format!("http://127.0.0.1:{}", second.port));
+    assert_ne!(theirs["token"], mine["token"]);
+    second.project = theirs["project_id"].as_str().expect("project").to_owned();
+    second.token = theirs["token"].as_str().expect("token").to_owned();
+    let told = second.log();
+    assert!(
+        told.contains(&format!("export BERTH_CONFIG={}", own.display())),
+        "{told}"
+    );
+    // The CLI reaches each instance: the default one by default, the second
+    // one through its own file.
+    let code_ls = |config: Option<&Path>| {
+        let mut command = first.berth.command();
+        command
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("BERTH_URL")
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_PROJECT_ID")
+            .env_remove("BERTH_CONFIG");
+        if let Some(config) = config {
+            command.env("BERTH_CONFIG", config);
+        }
+        let out = command
+            .args(["code", "ls", "--json"])
+            .output()
+            .expect("berth code ls");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    second.push_code(
+        &json!({"name": "only-on-second", "image": "berth/stack-busybox", "command": "true"}),
+        None,
+    );
+    assert!(!code_ls(None).contains("only-on-second"));
+    assert!(code_ls(Some(&own)).contains("only-on-second"));
+
+    // Restarted on another port, the second instance's own file follows;
+    // the user's config still does not.
+    second.stop();
+    second.port = free_port();
+    second.spawn();
+    assert_eq!(
+        read_json(&own)["url"],
+        format!("http://127.0.0.1:{}", second.port)
+    );
+    assert_eq!(read_json(&own)["token"], theirs["token"]);
+    assert_eq!(read_json(&config_path), mine);
+
+    // The first instance moved to another port: the config is its own, so
+    // it follows.
+    let mut first = first;
+    first.stop();
+    first.port = free_port();
+    first.spawn();
+    let moved = read_json(&config_path);
+    assert_eq!(moved["url"], format!("http://127.0.0.1:{}", first.port));
+    assert_eq!(moved["token"], mine["token"]);
+
+    // A config naming the second instance's address with a token from
+    // elsewhere (its server is long gone): the instance now serving there
+    // takes it over.
+    first.stop();
+    let stale = json!({"url": format!("http://127.0.0.1:{}", second.port), "project_id": "gone", "token": "gone"});
+    std::fs::write(&config_path, stale.to_string()).unwrap();
+    second.stop();
+    second.spawn();
+    assert_eq!(read_json(&config_path), read_json(&own));
+    second.stop_and_check_clean();
+    first.berth.assert_clean();
 }
 
 /// Reads the task table straight from the SQLite file of a stopped server.
