@@ -290,6 +290,13 @@ impl Up {
         }
     }
 
+    /// The output so far of the task's first attempt, from the agent.
+    fn agent_log_of(&self, id: &str) -> String {
+        self.agent()
+            .get(&format!("/v1/containers/task-{id}-1/logs"))
+            .text()
+    }
+
     fn log_of(&self, id: &str) -> String {
         let r = self.call("GET", &format!("/tasks/{id}/log"), "text/plain", b"");
         assert_eq!(r.status, 200, "log: {}", r.text());
@@ -771,6 +778,42 @@ fn idle_clients_beyond_the_cap_do_not_starve_the_dispatcher() {
     drop(idle);
     let task = up.wait_for(&id, &["complete"], Duration::from_secs(60));
     assert_eq!(up.log_of(&id), "dispatched\n", "{task}");
+    up.stop_and_check_clean();
+}
+
+/// A task that handles the cancel's SIGTERM and exits 0 still ends
+/// `cancelled`: a requested cancel that reached the task wins over its exit
+/// code (issue 16: it ended `complete`).
+#[test]
+fn a_cancelled_task_that_exits_0_from_its_sigterm_handler_is_cancelled() {
+    let up = Up::start(&[]);
+    up.push_code(
+        &json!({"name": "graceful", "image": "berth/stack-busybox",
+                "command": "sh -c 'trap \"echo got TERM; exit 0\" TERM; echo ready; while true; do sleep 1 & wait $!; done'"}),
+        None,
+    );
+    let id = up.queue(vec![json!({"code_name": "graceful"})]).remove(0);
+    up.wait_for(&id, &["running"], Duration::from_secs(60));
+    // The trap is set once it has said so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !up.agent_log_of(&id).contains("ready") {
+        assert!(Instant::now() < deadline, "the task never got ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = up.call(
+        "POST",
+        &format!("/tasks/{id}/cancel"),
+        "application/json",
+        b"{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let task = up.wait_for(
+        &id,
+        &["cancelled", "complete", "error", "killed"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(task["status"], "cancelled", "{task}");
+    assert!(up.log_of(&id).contains("got TERM"), "{}", up.log_of(&id));
     up.stop_and_check_clean();
 }
 
