@@ -1947,48 +1947,6 @@ async fn durability_across_reopen(db: Db) -> Db {
     db
 }
 
-/// A small tmpfs mounted for one test, unmounted (and its directory
-/// removed) when dropped.
-struct SmallTmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallTmpfs {
-    fn mount(size: &str) -> SmallTmpfs {
-        let dir = tempfile::TempDir::new().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mounting a tmpfs needs root");
-        SmallTmpfs { dir }
-    }
-
-    /// Fills the file system until it refuses more (ENOSPC).
-    fn fill(&self, filler: &std::path::Path) {
-        use std::io::Write;
-        let mut file = std::fs::File::create(filler).unwrap();
-        let chunk = vec![0xA5u8; 64 * 1024];
-        loop {
-            match file.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => continue,
-                Err(err) if err.raw_os_error() == Some(28) => break,
-                Err(err) => panic!("filling the tmpfs: {err}"),
-            }
-        }
-        // Whatever partial page is left: one byte at a time.
-        while file.write(&[0]).is_ok_and(|n| n == 1) {}
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        berth_testkit::unmount_under(self.dir.path());
-    }
-}
-
 /// A SQLite store whose disk fills up refuses the writes that do not fit,
 /// and works again as soon as space is freed, without a restart: a write
 /// that failed for want of space leaves no transaction open on the
@@ -1996,14 +1954,14 @@ impl Drop for SmallTmpfs {
 /// answered 500 until the server restarted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_writers_recover_after_disk_full() {
-    let tmpfs = SmallTmpfs::mount("16m");
-    let url = format!("sqlite://{}/berth.db", tmpfs.dir.path().display());
+    let dir = tempfile::TempDir::new().unwrap();
+    let tmpfs = berth_testkit::tmpfs::SmallTmpfs::mount(dir.path(), "16m");
+    let url = format!("sqlite://{}/berth.db", tmpfs.path().display());
     let store = Store::open(&url).await.unwrap();
     let (project, _) = project_with_code(&store, "c").await;
     let before = queue_one(&store, &project, new_task("c"), T).await;
 
-    let filler = tmpfs.dir.path().join("filler");
-    tmpfs.fill(&filler);
+    tmpfs.fill();
     // Big enough that it cannot fit into pages the database already has.
     let mut big = new_task("c");
     big.payload = format!("\"{}\"", "x".repeat(16 * 1024));
@@ -2021,7 +1979,7 @@ async fn sqlite_writers_recover_after_disk_full() {
         }
     };
 
-    std::fs::remove_file(&filler).unwrap();
+    tmpfs.free();
     let ids = store
         .queue_tasks(&project, &batch, T)
         .await

@@ -7,6 +7,7 @@
 pub mod flood;
 pub mod http;
 pub mod postgres;
+pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

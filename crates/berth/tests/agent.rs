@@ -30,7 +30,11 @@ fn shim_binary() -> PathBuf {
 
 impl Agent {
     fn start(args: &[&str]) -> Agent {
-        let berth = Berth::new();
+        Agent::start_with(Berth::new(), args)
+    }
+
+    /// [`Agent::start`] on a data dir the caller prepared.
+    fn start_with(berth: Berth, args: &[&str]) -> Agent {
         berth.import_busybox("busybox");
         let api = Endpoint::unix(&berth.data_dir().join("agent.sock"));
         let mut agent = Agent {
@@ -570,6 +574,60 @@ fn idle_tcp_clients_beyond_the_cap_are_closed_and_the_agent_keeps_working() {
     }
     assert_eq!(authorised.join().expect("thread").expect("request"), 200);
     agent.delete_all_and_check_clean();
+}
+
+/// Output a full disk kept out of a container's log is not lost silently:
+/// the log the agent serves ends with a line saying how many bytes were
+/// dropped and why, matching the view's `log_dropped_bytes` (issue 16: a
+/// log cut by a full disk carried no marker).
+#[test]
+fn a_log_cut_by_a_full_disk_ends_with_a_marker_line() {
+    let berth = Berth::new();
+    // The agent's per-container state (logs included) on a small disk.
+    let disk = berth_testkit::tmpfs::SmallTmpfs::mount(&berth.data_dir().join("agent/run"), "8m");
+    let mut agent = Agent::start_with(berth, &[]);
+    let id = unique("diskfull");
+    // Output only once the disk has been filled.
+    agent.create(json!({"id": id, "image": "busybox", "command": sh(
+        "echo before; sleep 2; i=0; while [ $i -lt 2000 ]; do echo line-$i-of-output-nobody-will-read; i=$((i+1)); done; echo last"
+    )}));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent
+        .api
+        .get(&format!("/v1/containers/{id}/logs"))
+        .text()
+        .contains("before")
+    {
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    disk.fill();
+    // It writes into the full disk and ends; its exit record waits for room.
+    std::thread::sleep(Duration::from_secs(4));
+    disk.free();
+    let view = agent.wait(&id);
+    assert_eq!(view["result"]["exit_code"], 0, "{view}");
+    let dropped = view["log_dropped_bytes"]
+        .as_u64()
+        .expect("log_dropped_bytes");
+    assert!(dropped > 10_000, "{view}");
+    let log = agent.api.get(&format!("/v1/containers/{id}/logs")).text();
+    let last = log.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!(
+            "[berth: {dropped} bytes of output were dropped: the log could not be written \
+             (No space left on device (os error 28))]"
+        ),
+        "{log}"
+    );
+    assert!(log.starts_with("before\n"), "{log}");
+
+    let r = agent.api.delete(&format!("/v1/containers/{id}?force=true"));
+    assert_eq!(r.status, 204, "{}", r.text());
+    agent.kill9();
+    disk.unmount();
+    agent.berth.assert_clean();
 }
 
 fn free_port() -> u16 {

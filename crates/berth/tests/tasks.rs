@@ -817,6 +817,83 @@ fn a_cancelled_task_that_exits_0_from_its_sigterm_handler_is_cancelled() {
     up.stop_and_check_clean();
 }
 
+/// When the store cannot take an attempt's end (its disk is full), the
+/// dispatcher keeps the container and tries again, so the task never shows
+/// `running` with its container gone; once there is room the end and the
+/// whole log are stored (issue 16: the container was removed and the task
+/// stayed `running` until a restart).
+#[test]
+fn a_task_whose_end_cannot_be_stored_yet_keeps_its_container_and_ends_later() {
+    let mut up = Up::new(&[]);
+    let disk = berth_testkit::tmpfs::SmallTmpfs::mount(&up.berth.dir.path().join("db"), "32m");
+    let url = format!("sqlite://{}/berth.db", disk.path().display());
+    up.extra.extend(["--database".to_owned(), url]);
+    let mut up = up.started();
+    // A log too big for the pages the database already has.
+    up.push_code(
+        &json!({"name": "big", "image": "berth/stack-busybox",
+                "command": "sh -c 'echo started; sleep 2; head -c 2000000 /dev/zero | tr \"\\0\" x; echo; echo finished'"}),
+        None,
+    );
+    let id = up.queue(vec![json!({"code_name": "big"})]).remove(0);
+    let container = format!("/v1/containers/task-{id}-1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !up.agent_log_of(&id).contains("started") {
+        assert!(
+            Instant::now() < deadline,
+            "the task never started: {}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    disk.fill();
+    // The container ends; the dispatcher fails to store that, a few times.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while up.agent().get(&container).json()["state"] != "exited" {
+        assert!(Instant::now() < deadline, "the container never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let task = up.task(&id);
+    assert_eq!(task["status"], "running", "{task}");
+    let kept = up.agent().get(&container);
+    assert_eq!(
+        kept.status,
+        200,
+        "the container of a running task is gone: {}",
+        kept.text()
+    );
+
+    disk.free();
+    let task = up.wait_for(
+        &id,
+        &["complete", "error", "killed"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(task["status"], "complete", "{task}");
+    let log = up.log_of(&id);
+    assert!(
+        log.starts_with("started\n") && log.ends_with("x\nfinished\n"),
+        "{} bytes",
+        log.len()
+    );
+    assert_eq!(
+        log.len(),
+        "started\n".len() + 2_000_000 + "\nfinished\n".len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while up.agent().get(&container).status != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "the container stayed after its end was stored"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    up.stop();
+    disk.unmount();
+    up.berth.assert_clean();
+}
+
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(
         &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
