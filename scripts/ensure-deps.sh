@@ -6,6 +6,9 @@
 #   --with-docker   also install Debian's docker.io (dockerd + containerd),
 #                   only needed by bench/startup.sh for the docker comparison.
 #
+# Then installs the official IronWorker clients the end-to-end tests drive
+# (scripts/clients.sh: pinned pip and npm packages, in project-local places).
+#
 # Idempotent and fast when everything is present: one dpkg-query call, no
 # apt-get update unless a package is actually missing (CI runs this on every
 # build, and `apt-get update` alone costs seconds and needs the network).
@@ -126,5 +129,10 @@ else
             fail=1
         fi
     done
+fi
+
+if ! bash "$(dirname "${BASH_SOURCE[0]}")/clients.sh"; then
+    echo "ensure-deps: installing the IronWorker clients failed (scripts/clients.sh)" >&2
+    fail=1
 fi
 exit "$fail"

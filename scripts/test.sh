@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # THE test command: what CI runs (via .ci/run) and what developers run.
 #
-#   1. install missing system packages (scripts/ensure-deps.sh)
+#   1. install missing system packages and the official IronWorker clients
+#      (scripts/ensure-deps.sh, scripts/clients.sh); under CI=true the
+#      clients' end-to-end tests (crates/berth/tests/clients.rs) fail rather
+#      than skip when a client is missing
 #   2. build the busybox test image into target/test-assets/ and export it as
 #      BERTH_TEST_BUSYBOX_TAR for the integration tests; start PostgreSQL
 #      (scripts/postgres.sh) and export BERTH_TEST_POSTGRES_URL

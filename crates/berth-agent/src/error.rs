@@ -4,6 +4,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use berth_api::ErrorBody;
 use berth_core::{ErrorCode, ErrorReport, HasErrorCode};
 use std::fmt;
 
@@ -49,7 +50,7 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
-        status_for(self.report.code)
+        berth_api::status_for(self.report.code)
     }
 }
 
@@ -67,32 +68,12 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// The HTTP status for a code: 4xx for what the caller can fix, 503 for
-/// retryable host faults, 500 for the rest.
-pub fn status_for(code: ErrorCode) -> StatusCode {
-    use ErrorCode::*;
-    match code {
-        InvalidArgument | InvalidLimit | InvalidArchive | CommandNotFound
-        | CommandNotExecutable => StatusCode::BAD_REQUEST,
-        Unauthorized => StatusCode::UNAUTHORIZED,
-        NotFound | ContainerNotFound | ImageNotFound => StatusCode::NOT_FOUND,
-        ContainerExists | InvalidState | ImageInUse | InsufficientResources => StatusCode::CONFLICT,
-        PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        LimitUnsupported => StatusCode::UNPROCESSABLE_ENTITY,
-        CgroupFailed | RootfsSetupFailed | SpawnFailed | TeardownFailed | HostIo => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        StoreCorrupt | Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(code = %self.report.code, "{}", self.report.message);
         }
-        let body = serde_json::json!({ "error": self.report });
-        (status, axum::Json(body)).into_response()
+        (status, axum::Json(ErrorBody { error: self.report })).into_response()
     }
 }

@@ -6,7 +6,6 @@
 //! shims write durably ([`EventLog::ensure`]). Delivery is therefore
 //! at-least-once: a consumer keys events on `(container, kind)`.
 
-use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -14,35 +13,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use tokio::sync::watch;
 
-/// What happened to a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Created,
-    Started,
-    /// The container ended (its result or error is in `detail`).
-    Exited,
-    /// The kernel's OOM killer killed a process at the container's limit.
-    Oom,
-    /// The agent's memory policy killed it (node under memory pressure).
-    MemoryKilled,
-    /// Its timeout expired and it was killed.
-    TimedOut,
-    Deleted,
-}
-
-/// One event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Position in the log, from 1, strictly increasing.
-    pub seq: u64,
-    /// Milliseconds since the Unix epoch.
-    pub time: u64,
-    pub container: String,
-    pub kind: EventKind,
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub detail: serde_json::Value,
-}
+pub use berth_api::{Event, EventKind};
 
 /// The log in memory and on disk.
 pub struct EventLog {

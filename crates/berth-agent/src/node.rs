@@ -1,49 +1,7 @@
 //! What the node has, what is promised, what is used.
 
 use crate::registry::AgentState;
-use berth_runtime::CgroupMetrics;
-use serde::Serialize;
-use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeView {
-    pub hostname: String,
-    pub labels: BTreeMap<String, String>,
-    pub capacity: Capacity,
-    pub allocated: Allocated,
-    pub used: Used,
-    pub images: Vec<String>,
-    pub cgroups: String,
-    pub version: &'static str,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Capacity {
-    pub cpus: u32,
-    pub memory_bytes: u64,
-    /// What all containers together may use (the elastic-memory ceiling).
-    pub memory_ceiling_bytes: u64,
-    /// Fraction of the ceiling at which the memory policy kills.
-    pub memory_pressure: f64,
-    pub disk_bytes: u64,
-    pub disk_free_bytes: u64,
-    /// The kernel's pid limit (`kernel.pid_max`).
-    pub pids: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Allocated {
-    pub containers: usize,
-    pub memory_request_bytes: u64,
-    pub cpus_millis: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Used {
-    pub containers_running: usize,
-    /// The cgroup parent's counters: all containers together.
-    pub metrics: CgroupMetrics,
-}
+use berth_api::{Allocated, Capacity, NodeView, Used};
 
 pub fn view(agent: &AgentState) -> NodeView {
     let entries = agent.list();
@@ -89,7 +47,7 @@ pub fn view(agent: &AgentState) -> NodeView {
             .map(|list| list.into_iter().map(|i| i.reference.to_string()).collect())
             .unwrap_or_default(),
         cgroups: agent.runtime.cgroups().describe(),
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
     }
 }
 

@@ -5,11 +5,11 @@ use crate::config::AgentConfig;
 use crate::error::ApiError;
 use crate::events::{EventKind, EventLog};
 use crate::shim::{self, Launcher, Ready};
-use berth_core::{ByteSize, ContainerId, ErrorCode, ErrorReport, ImageRef};
+pub use berth_api::{ContainerState, ContainerView, CreateContainer, InlineFile, KillReason};
+use berth_core::{ByteSize, ContainerId, ErrorCode, ErrorReport};
 use berth_image::{ImageStore, LaunchOverrides};
 use berth_runtime::{
-    BindMount, ContainerResult, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit,
-    RootfsSpec, Runtime, RuntimeConfig, Scratch, User,
+    ContainerSpec, ProcessSpec, RootfsSpec, Runtime, RuntimeConfig, Scratch, User,
 };
 use berth_shim::{ExitRecord, Request, Response, ShimSpec, ShimState, StateDir, Status};
 use serde::{Deserialize, Serialize};
@@ -21,95 +21,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
-/// `POST /v1/containers`: the engine's container settings, the image to
-/// take defaults from, and the memory request.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateContainer {
-    /// Generated when absent.
-    #[serde(default)]
-    pub id: Option<ContainerId>,
-    pub image: ImageRef,
-    /// Replaces the image's entrypoint (`[]` removes it).
-    #[serde(default)]
-    pub entrypoint: Option<Vec<String>>,
-    /// Replaces the image's cmd.
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// `KEY=VALUE` pairs over the image's environment.
-    #[serde(default)]
-    pub env: Vec<String>,
-    #[serde(default)]
-    pub working_dir: Option<String>,
-    /// `user[:group]`, by name (from the image) or number.
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub hostname: Option<String>,
-    #[serde(default)]
-    pub network: NetworkMode,
-    #[serde(default)]
-    pub mounts: Vec<BindMount>,
-    #[serde(default)]
-    pub limits: Limits,
-    #[serde(default)]
-    pub rlimits: Vec<Rlimit>,
-    #[serde(default)]
-    pub read_only: bool,
-    #[serde(default)]
-    pub scratch: Scratch,
-    #[serde(default)]
-    pub scratch_size: Option<ByteSize>,
-    /// Memory the container is promised (bytes); it may burst above it up to
-    /// `limits.memory`. Defaults to the memory limit, or 0 without one.
-    #[serde(default)]
-    pub memory_request: Option<ByteSize>,
-    /// Cap on the output log (bytes).
-    #[serde(default)]
-    pub log_max_bytes: Option<u64>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Images whose layers go on top of `image`'s, first one lowest (for
-    /// example a task's code package imported as a one-layer image). Their
-    /// configs are ignored: defaults come from `image`.
-    #[serde(default)]
-    pub extra_images: Vec<ImageRef>,
-    /// Small files placed in the container's root file system, above every
-    /// image layer (a task's payload and config). Read-only to nobody: the
-    /// container may change them in its own upper dir.
-    #[serde(default)]
-    pub files: Vec<InlineFile>,
-}
-
-/// One file of [`CreateContainer::files`].
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct InlineFile {
-    /// Absolute path inside the container, without `..`.
-    pub path: String,
-    pub content: String,
-    /// Permission bits (default 0644).
-    #[serde(default = "default_file_mode")]
-    pub mode: u32,
-}
-
-fn default_file_mode() -> u32 {
-    0o644
-}
-
 /// Inline files together may hold at most this much (they travel in the
 /// JSON request, and belong in an image when larger).
 const MAX_INLINE_BYTES: usize = 512 * 1024;
-
-/// Why the agent (not the container itself) ended a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KillReason {
-    /// `memory_pressure`, `stopped` or `killed`.
-    pub reason: String,
-    pub message: String,
-    /// Milliseconds since the Unix epoch.
-    pub at: u64,
-}
 
 /// `agent.json`: what the agent knows of a container beyond the shim's files.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,51 +41,6 @@ pub struct ContainerRecord {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub kill_reason: Option<KillReason>,
-}
-
-/// Where a container is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContainerState {
-    /// Its shim is starting it.
-    Creating,
-    Running,
-    /// It ran and ended: `result` says how.
-    Exited,
-    /// It never ran, or its shim died with it: `error` says why.
-    Failed,
-}
-
-/// A container as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ContainerView {
-    pub id: String,
-    pub state: ContainerState,
-    pub image: String,
-    pub image_id: String,
-    pub created_at: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exited_at: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shim_pid: Option<u32>,
-    pub memory_request: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_limit: Option<u64>,
-    pub labels: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<ContainerResult>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kill_reason: Option<KillReason>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_dropped_bytes: Option<u64>,
 }
 
 /// The live part of a container's state.

@@ -10,6 +10,7 @@ use std::fmt;
 /// Why an operation failed, as a stable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorCode {
     /// A request or flag was malformed (bad name, bad quantity, bad volume spec).
     InvalidArgument,
@@ -149,6 +150,7 @@ pub trait HasErrorCode: std::error::Error {
 
 /// An error as it travels over an API: stable code, human message, retry hint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorReport {
     pub code: ErrorCode,
     pub message: String,

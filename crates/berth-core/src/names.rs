@@ -58,6 +58,7 @@ fn check_name(
 /// start with `.`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ContainerId(String);
 
 impl ContainerId {
@@ -118,6 +119,17 @@ pub struct ImageRef {
     name: String,
     tag: String,
 }
+
+/// On the wire an image reference is its `NAME[:TAG]` string.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ImageRef {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <String as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ImageRef {}
 
 impl ImageRef {
     pub const DEFAULT_TAG: &'static str = "latest";

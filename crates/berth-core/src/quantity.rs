@@ -16,6 +16,7 @@ pub enum QuantityError {
 /// case-insensitive, optional trailing `b` / `ib`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
@@ -83,6 +84,7 @@ impl fmt::Display for ByteSize {
 /// A CPU allowance in thousandths of a CPU (`0.5` → 500).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CpuQuota(pub u32);
 
 impl CpuQuota {

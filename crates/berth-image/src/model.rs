@@ -2,6 +2,7 @@
 //! and what the CLI prints (every type here serialises for `--json`).
 
 use berth_core::ImageRef;
+pub use berth_core::ImageSummary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,23 +33,6 @@ pub struct RuntimeDefaults {
     pub working_dir: Option<String>,
     /// `user`, `uid`, `user:group` or `uid:gid`, as written in the image.
     pub user: Option<String>,
-}
-
-/// One tagged image, as `berth images` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ImageSummary {
-    pub reference: ImageRef,
-    /// `sha256:<hex>` of the config blob.
-    pub id: String,
-    /// Number of layers in the image's manifest.
-    pub layers: usize,
-    /// Sum of the image's **layer blob sizes** as stored in `blobs/` (that is,
-    /// compressed where the layer was imported compressed), from the manifest,
-    /// so listing never walks a directory. Layers shared between images count
-    /// in each of them.
-    pub size_bytes: u64,
-    /// The `created` time recorded in the image config (RFC 3339), if any.
-    pub created: Option<String>,
 }
 
 /// Everything known about one tagged image (`berth image inspect`).

@@ -10,6 +10,7 @@ use crate::process::plan::{search_path, HostFeatures, Plan, RootfsDirs, StdioFds
 use crate::process::spawn::{spawn, Spawned};
 use crate::spec::{ContainerSpec, Scratch};
 use berth_core::ContainerId;
+use berth_core::ContainerResult;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{flock, FlockOperation, Mode, OFlags};
 use serde::{Deserialize, Serialize};
@@ -51,34 +52,6 @@ impl ExitStatus {
         match self {
             ExitStatus::Exited(c) => c,
             ExitStatus::Signaled(s) => 128 + s,
-        }
-    }
-}
-
-/// What a finished container did and used.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ContainerResult {
-    pub id: String,
-    /// The process's exit code, if it exited.
-    pub exit_code: Option<i32>,
-    /// The signal that killed it, if one did.
-    pub signal: Option<i32>,
-    pub oom_killed: bool,
-    pub timed_out: bool,
-    pub wall_time_ms: f64,
-    pub cpu_time_ms: Option<f64>,
-    pub peak_memory_bytes: Option<u64>,
-    /// Time to tear everything down after the process ended.
-    pub teardown_ms: f64,
-}
-
-impl ContainerResult {
-    /// The exit code a CLI should return for this container.
-    pub fn shell_code(&self) -> i32 {
-        match (self.exit_code, self.signal) {
-            (Some(c), _) => c,
-            (None, Some(s)) => 128 + s,
-            (None, None) => 125,
         }
     }
 }

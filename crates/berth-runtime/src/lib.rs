@@ -19,11 +19,12 @@ mod process;
 pub mod security;
 mod spec;
 
-pub use cgroup::{CgroupHost, CgroupMetrics, CgroupStats};
-pub use container::{Container, ContainerResult, ExitStatus, Runtime, RuntimeConfig};
+pub use berth_core::{CgroupMetrics, ContainerResult};
+pub use cgroup::{CgroupHost, CgroupStats};
+pub use container::{Container, ExitStatus, Runtime, RuntimeConfig};
 pub use error::{Result, RuntimeError};
 pub use process::plan::StdioFds;
 pub use spec::{
     random_container_id, BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit,
-    RlimitResource, RootfsSpec, Scratch, SwapLimit, User, MIN_MEMORY,
+    RlimitResource, RootfsSpec, Scratch, SpecError, SwapLimit, User, MIN_MEMORY,
 };

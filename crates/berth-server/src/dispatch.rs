@@ -1,8 +1,7 @@
 //! The dispatcher's handle, as the API sees it: wake-ups, and the agents
 //! for cancel and live logs.
 
-use crate::agent_client::{AgentClient, AgentError, Body};
-use hyper::Method;
+use berth_api::{AgentClient, ClientError};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,16 +107,9 @@ impl Dispatch {
             message: "not an agent of this server".to_owned(),
         })?;
         let client = handle.client.clone();
-        let path = format!(
-            "/v1/containers/{container}/stop?grace={}",
-            CANCEL_GRACE.as_secs()
-        );
+        let container = container.to_owned();
         tokio::spawn(async move {
-            let timeout = Some(CANCEL_GRACE + Duration::from_secs(30));
-            match client
-                .request(Method::POST, &path, Body::Empty, timeout)
-                .await
-            {
+            match client.stop(&container, None, CANCEL_GRACE).await {
                 Ok(_) => {}
                 // Not created yet, or already gone: the dispatcher sees the
                 // cancel request when the attempt ends or starts.
@@ -139,12 +131,7 @@ impl Dispatch {
             agent: agent.to_owned(),
             message: "not an agent of this server".to_owned(),
         })?;
-        let path = format!("/v1/containers/{container}/logs");
-        match handle
-            .client
-            .request(Method::GET, &path, Body::Empty, None)
-            .await
-        {
+        match handle.client.logs(container, 0).await {
             Ok(bytes) => Ok(Some(bytes.to_vec())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(unreachable(agent, e)),
@@ -152,7 +139,7 @@ impl Dispatch {
     }
 }
 
-fn unreachable(agent: &str, error: AgentError) -> AgentUnreachable {
+fn unreachable(agent: &str, error: ClientError) -> AgentUnreachable {
     AgentUnreachable {
         agent: agent.to_owned(),
         message: error.to_string(),

@@ -3,21 +3,23 @@
 //! It owns the IronWorker v2 task API (`/2/projects/{project_id}/…`), the
 //! dispatcher that hands queued tasks to agents and records how they end,
 //! and the schedule runner. State lives in [`berth_store`]; containers are
-//! the agents' (spoken to over their HTTP API, never touched directly).
+//! the agents' (spoken to over their HTTP API through [`berth_api`]'s
+//! typed client, never touched directly).
 //!
 //! It must not run containers, read cgroups or fork: everything that
 //! happens on a host goes through an agent, so that the server can be
-//! killed and restarted while tasks run, and tasks survive it.
+//! killed and restarted while tasks run, and tasks survive it. The crate
+//! graph enforces it: the server depends on the agent's API contract and
+//! the store, not on the agent, the shim or the runtime.
 
-mod agent_client;
 mod api;
 mod config;
 mod dispatch;
 mod dispatcher;
 mod scheduler;
 
-pub use agent_client::{AgentClient, AgentEndpoint, AgentError};
 pub use api::router;
+pub use berth_api::{AgentClient, ClientError as AgentError, Endpoint as AgentEndpoint};
 pub use config::{ServerConfig, TaskDefaults};
 pub use dispatch::{AgentHandle, Dispatch};
 pub use dispatcher::{Dispatcher, CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};

@@ -4,7 +4,7 @@
 #[macro_use]
 mod api_support;
 
-use api_support::{assert_error, ids, zip_of, zip_with_symlink, Harness};
+use api_support::{assert_error, ids, warnings, zip_of, zip_with_symlink, Harness};
 use berth_testkit::http::{multipart, Part};
 use serde_json::json;
 
@@ -16,6 +16,7 @@ both!(
     bad_uploads_store_nothing,
     bad_zips_store_nothing,
     oversized_uploads_are_413,
+    client_fields_are_accepted_and_unknown_ones_reported,
 );
 
 fn image_form_uploads(h: &Harness) {
@@ -361,10 +362,10 @@ fn bad_uploads_store_nothing(h: &Harness) {
     );
     refused(
         h,
-        json!({"name": "x", "image": "busybox", "colour": "red"}),
+        json!({"name": "x", "image": "busybox", "colour": 5, "retries": "2"}),
         None,
         400,
-        "colour",
+        "retries",
     );
     refused(
         h,
@@ -591,4 +592,23 @@ fn oversized_uploads_are_413(h: &Harness) {
     let r = h.post_json("codes", &huge);
     assert_error(&r, 413, "larger than");
     assert!(h.all_codes().is_empty());
+}
+
+/// The Node client (iron_worker 0.1.8) uploads with a `content_type` that
+/// IronWorker never documented: the upload is stored and the field named
+/// in a `Warning` header.
+fn client_fields_are_accepted_and_unknown_ones_reported(h: &Harness) {
+    h.stack("sh");
+    let zip = zip_of(&[("__runner__.sh", b"echo hi\n")]);
+    let r = h.upload(
+        &json!({"name": "node-worker", "file_name": "__runner__.sh", "runtime": "sh",
+                "content_type": "text/plain"}),
+        Some(&zip),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        warnings(&r),
+        vec![r#"299 - "unknown field \"data.content_type\"""#]
+    );
+    assert_eq!(h.all_codes().len(), 1);
 }

@@ -3,12 +3,13 @@
 #[macro_use]
 mod api_support;
 
-use api_support::{assert_error, ids, Harness};
+use api_support::{assert_error, ids, warnings, Harness};
 use serde_json::{json, Value};
 
 both!(
     schedules_round_trip,
     bad_schedules_store_nothing,
+    client_fields_are_accepted_and_unknown_ones_reported,
     schedule_listing_pages
 );
 
@@ -169,7 +170,10 @@ fn bad_schedules_store_nothing(h: &Harness) {
     );
     let big = "x".repeat(h.config.max_payload_bytes + 1);
     bad(json!({"code_name": "cron", "payload": big}), 413, "payload");
-    bad(json!({"code_name": "cron", "delay": 5}), 400, "delay");
+    // Fields berth accepts without acting on them are still type-checked.
+    bad(json!({"code_name": "cron", "delay": -5}), 400, "delay");
+    bad(json!({"code_name": "cron", "delay": "5"}), 400, "delay");
+    bad(json!({"code_name": "cron", "sync": 1}), 400, "sync");
     bad(json!({"payload": "x"}), 400, "code_name");
     // An unknown code in any schedule: none of the request is stored.
     bad(json!({"code_name": "nope"}), 404, "nope");
@@ -191,6 +195,52 @@ fn bad_schedules_store_nothing(h: &Harness) {
         h.all_schedules().is_empty(),
         "a refused request stored a schedule"
     );
+}
+
+/// The Python client (iron-worker 1.3.8) sends `name`, `sync` and `delay`
+/// with a schedule; berth stores the schedule and reports what it ignores.
+fn client_fields_are_accepted_and_unknown_ones_reported(h: &Harness) {
+    h.image_code("cron");
+    // Exactly the Python client's body for a scheduled `worker.queue(…)`.
+    let r = h.post_json(
+        "schedules",
+        &json!({"schedules": [{
+            "name": "cron", "code_name": "cron", "payload": "{}", "priority": 0, "delay": 0,
+            "label": null, "cluster": null, "sync": false, "run_every": 3600,
+            "start_at": "2030-01-02T03:04:05.123456+00:00", "timeout": 60,
+        }]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(warnings(&r), Vec::<String>::new());
+    let id = ids(&r.json()["schedules"])[0].clone();
+    let one = h.get(&format!("schedules/{id}")).json();
+    assert_eq!(one["start_at"], "2030-01-02T03:04:05.123Z");
+    assert_eq!(one["timeout"], 60);
+
+    let r = h.post_json(
+        "schedules",
+        &json!({"schedules": [
+            {"code_name": "cron", "name": "MyScheduledTask", "delay": 10, "colour": "red"},
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = warnings(&r);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(
+        got.iter()
+            .any(|w| w.starts_with("299 - \"schedules[0].name: ")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|w| w.starts_with("299 - \"schedules[0].delay: ")),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&r#"299 - "unknown field \"schedules[0].colour\"""#.to_owned()),
+        "{got:?}"
+    );
+    assert_eq!(h.all_schedules().len(), 2);
 }
 
 fn schedule_listing_pages(h: &Harness) {

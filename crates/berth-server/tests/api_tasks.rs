@@ -4,17 +4,19 @@
 #[macro_use]
 mod api_support;
 
-use api_support::{assert_error, ids, Harness};
+use api_support::{assert_error, ids, warnings, Harness};
 use berth_store::TaskStatus;
 use serde_json::{json, Value};
 
 both!(
     queued_tasks_have_defaults_and_options,
     bad_tasks_store_nothing,
+    client_fields_are_accepted_and_unknown_ones_reported,
     webhooks_queue_the_raw_body,
     task_listing_filters_and_pages,
     task_logs,
     cancel,
+    cancel_all_of_a_code,
     retry,
     progress,
 );
@@ -119,7 +121,6 @@ fn bad_tasks_store_nothing(h: &Harness) {
     bad(json!({"tasks": []}), 400, "empty");
     bad(json!({}), 400, "tasks");
     bad(json!({"tasks": {}}), 400, "array");
-    bad(json!({"tasks": [], "extra": 1}), 400, "extra");
     bad(json!([]), 400, "object");
     bad(one(json!("worker")), 400, "tasks[1] must be a JSON object");
     bad(one(json!({"payload": "x"})), 400, "tasks[1].code_name");
@@ -180,10 +181,16 @@ fn bad_tasks_store_nothing(h: &Harness) {
         400,
         "label",
     );
+    // Known fields that berth does not act on are still type-checked.
     bad(
-        one(json!({"code_name": "worker", "colour": "red"})),
+        one(json!({"code_name": "worker", "sync": "yes"})),
         400,
-        "colour",
+        "tasks[1].sync must be a boolean",
+    );
+    bad(
+        one(json!({"code_name": "worker", "name": 3})),
+        400,
+        "tasks[1].name must be a string",
     );
     bad(one(json!({"code_name": "nope"})), 404, "nope");
     let many: Vec<Value> = (0..=h.config.max_tasks_per_request)
@@ -196,6 +203,85 @@ fn bad_tasks_store_nothing(h: &Harness) {
         .collect();
     bad(json!({ "tasks": huge }), 413, "larger than");
     assert!(h.all_tasks().is_empty(), "a refused request queued a task");
+}
+
+/// What IronWorker's clients send is queued: the Python client (iron-worker
+/// 1.3.8) adds `name` (the code's name again) and `sync`; fields berth does
+/// not know are accepted and named in `Warning` headers, never refused.
+fn client_fields_are_accepted_and_unknown_ones_reported(h: &Harness) {
+    h.image_code("worker");
+    // Exactly the Python client's body for `worker.queue(code_name=…)`.
+    let r = h.post_json(
+        "tasks",
+        &json!({"tasks": [{
+            "name": "worker", "code_name": "worker", "payload": "{}", "priority": 1,
+            "delay": 0, "label": null, "cluster": null, "sync": false, "timeout": 60,
+        }]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(warnings(&r), Vec::<String>::new(), "nothing to warn about");
+    let id = ids(&r.json()["tasks"])[0].clone();
+    let task = h.get(&format!("tasks/{id}")).json();
+    assert_eq!(task["priority"], 1);
+    assert_eq!(task["timeout"], 60);
+
+    // Values berth does not act on, and unknown fields, at both levels.
+    let r = h.post_json(
+        "tasks",
+        &json!({"tasks": [
+            {"code_name": "worker", "name": "nightly", "sync": true, "colour": "red"},
+            {"code_name": "worker", "priorty": 2},
+        ], "extra": 1}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ids(&r.json()["tasks"]).len(), 2);
+    let got = warnings(&r);
+    assert_eq!(got.len(), 5, "{got:?}");
+    for expected in [
+        r#"299 - "unknown field \"extra\"""#,
+        r#"299 - "unknown field \"tasks[0].colour\"""#,
+        r#"299 - "unknown field \"tasks[1].priorty\"""#,
+    ] {
+        assert!(
+            got.iter().any(|w| w == expected),
+            "{expected} not in {got:?}"
+        );
+    }
+    assert!(
+        got.iter()
+            .any(|w| w.starts_with("299 - \"tasks[0].name: ") && w.contains("ignored")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|w| w.starts_with("299 - \"tasks[0].sync: ") && w.contains("/outlog")),
+        "{got:?}"
+    );
+
+    // Retry and progress bodies report the same way.
+    let finished = h.queue("worker", &["p"]).remove(0);
+    let claimed = h.claim_all("agent-1");
+    let attempt = claimed
+        .iter()
+        .find(|(t, _)| *t == finished)
+        .expect("claimed")
+        .1;
+    h.finish(&finished, attempt, TaskStatus::Complete, b"hello\n");
+    let r = h.post_json(
+        &format!("tasks/{finished}/retry"),
+        &json!({"delay": 0, "why": "x"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(warnings(&r), vec![r#"299 - "unknown field \"why\"""#]);
+
+    // The log of a task is also at /outlog, where the clients' stdout()
+    // reads it.
+    let log = h.get(&format!("tasks/{finished}/log"));
+    let outlog = h.get(&format!("tasks/{finished}/outlog"));
+    assert_eq!(outlog.status, 200, "{}", outlog.text());
+    assert_eq!(outlog.text(), "hello\n");
+    assert_eq!(outlog.body, log.body);
+    assert_eq!(outlog.header("content-type"), log.header("content-type"));
 }
 
 fn webhooks_queue_the_raw_body(h: &Harness) {
@@ -466,6 +552,51 @@ fn cancel(h: &Harness) {
     );
 }
 
+/// `POST /codes/{id}/cancel_all`, which the Node client calls.
+fn cancel_all_of_a_code(h: &Harness) {
+    let code = h.image_code("worker");
+    h.image_code("other");
+    let mine = h.queue("worker", &["1", "2", "3"]);
+    let theirs = h.queue("other", &["4"]);
+    // One of them is claimed (preparing) by an agent this server does not
+    // know: its stop is only logged, the request is recorded.
+    assert_eq!(h.claim_all("agent-1").len(), 4);
+    let r = h.post_json(&format!("codes/{code}/cancel_all"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"msg": "Cancelled", "cancelled": 3}));
+    for id in &mine {
+        let status = h.get(&format!("tasks/{id}")).json()["status"].clone();
+        assert_eq!(
+            status, "preparing",
+            "{id}: claimed tasks wait for their stop"
+        );
+    }
+    assert_eq!(
+        h.get(&format!("tasks/{}", theirs[0])).json()["status"],
+        "preparing"
+    );
+
+    // Queued tasks are cancelled at once; the claimed ones are asked again.
+    let queued = h.queue("worker", &["5", "6"]);
+    let r = h.post(&format!("codes/{code}/cancel_all"), "", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["cancelled"], 5);
+    for id in &queued {
+        assert_eq!(h.get(&format!("tasks/{id}")).json()["status"], "cancelled");
+    }
+    assert_error(
+        &h.post("codes/000000000000000000000000/cancel_all", "", b""),
+        404,
+        "code not found",
+    );
+    let stranger = h.new_project("stranger");
+    assert_error(
+        &stranger.post(&format!("codes/{code}/cancel_all"), "", b""),
+        404,
+        "code not found",
+    );
+}
+
 fn retry(h: &Harness) {
     h.post_json("codes", &json!({"name": "r", "image": "busybox"}));
     let r = h.post_json(
@@ -486,7 +617,7 @@ fn retry(h: &Harness) {
         (&b"{\"delay\": -1}"[..], "application/json", 400),
         (b"{\"delay\": 999999999}", "application/json", 400),
         (b"{\"delay\": \"soon\"}", "application/json", 400),
-        (b"{\"wait\": 1}", "application/json", 400),
+        (b"{\"delay\": 1.5}", "application/json", 400),
         (b"{\"delay\":", "application/json", 400),
         (b"delay=5", "application/x-www-form-urlencoded", 415),
     ] {
@@ -553,11 +684,10 @@ fn progress(h: &Harness) {
         "percent",
     );
     assert_error(&h.post_json(&path, &json!({"msg": 5})), 400, "msg");
-    assert_error(
-        &h.post_json(&path, &json!({"percent": 5, "eta": 3})),
-        400,
-        "eta",
-    );
+    // An unknown field alone sets nothing, so the request is refused.
+    let r = h.post_json(&path, &json!({"eta": 3}));
+    assert_error(&r, 400, "percent");
+    assert_eq!(warnings(&r), vec![r#"299 - "unknown field \"eta\"""#]);
     assert_error(&h.post_json(&path, &json!({})), 400, "percent");
     assert_error(
         &h.post(&path, "application/json", b"{"),

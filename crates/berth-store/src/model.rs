@@ -297,6 +297,24 @@ pub enum CancelOutcome {
     AlreadyFinished(TaskStatus),
 }
 
+/// What cancelling all of a code's tasks did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeCancel {
+    /// Queued tasks now `cancelled`.
+    pub cancelled: u64,
+    /// Preparing and running tasks, now with `cancel_requested`: the caller
+    /// must stop their containers.
+    pub stops: Vec<TaskStop>,
+}
+
+/// A container to stop for a cancel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskStop {
+    pub task_id: String,
+    pub agent: String,
+    pub container: String,
+}
+
 /// What `POST /schedules` declares, validated by the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewSchedule {

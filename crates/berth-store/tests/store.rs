@@ -29,6 +29,7 @@ store_tests!(
     conditional_transitions,
     cancel_races_completion,
     cancel_races_claim,
+    cancel_all_of_a_code,
     requeue,
     requeue_with_cancel_requested_cancels,
     abandoned_calls_leave_nothing_half_done,
@@ -583,6 +584,80 @@ async fn pause_resume_and_stats(store: Store) {
         }
     );
     assert_eq!(store.code_stats(&project, "nope").await.unwrap(), None);
+}
+
+/// `cancel_code_tasks`: queued tasks of the code are cancelled, running
+/// ones asked to stop, other codes' tasks and ended ones untouched.
+async fn cancel_all_of_a_code(store: Store) {
+    let (project, code) = project_with_code(&store, "c").await;
+    store
+        .push_code(&project, &code_spec("d"), None)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    // Queued a millisecond apart: claimed in that order.
+    for i in 0..4 {
+        ids.push(queue_one(&store, &project, new_task("c"), T + i).await);
+    }
+    let other = queue_one(&store, &project, new_task("d"), T + 4).await;
+    assert_eq!(claim_ids(&store, 2, T + 10).await, ids[..2].to_vec());
+    assert!(store.mark_running(&ids[0], 1, T).await.unwrap());
+    store.cancel_task(&project, &ids[3], T).await.unwrap();
+
+    let stranger = store.create_project("q").await.unwrap().id;
+    assert_eq!(
+        store
+            .cancel_code_tasks(&stranger, &code.id, T)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.cancel_code_tasks(&project, "nope", T).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.task(&project, &ids[2]).await.unwrap().unwrap().status,
+        TaskStatus::Queued
+    );
+
+    let done = store
+        .cancel_code_tasks(&project, &code.id, T + 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.cancelled, 1);
+    let mut stopped: Vec<_> = done.stops.iter().map(|s| s.task_id.clone()).collect();
+    stopped.sort();
+    let mut running = ids[..2].to_vec();
+    running.sort();
+    assert_eq!(stopped, running);
+    assert!(done.stops.iter().all(|s| s.agent == "agent-1"));
+    assert!(done
+        .stops
+        .iter()
+        .all(|s| s.container == container_name(&s.task_id, 1)));
+
+    let task = |id: String| {
+        let store = store.clone();
+        let project = project.clone();
+        async move { store.task(&project, &id).await.unwrap().unwrap() }
+    };
+    let queued = task(ids[2].clone()).await;
+    assert_eq!(queued.status, TaskStatus::Cancelled);
+    assert_eq!(queued.end_time, Some(T + 5));
+    for id in &ids[..2] {
+        let t = task(id.clone()).await;
+        assert!(t.cancel_requested, "{id} has no cancel request");
+        assert!(matches!(
+            t.status,
+            TaskStatus::Preparing | TaskStatus::Running
+        ));
+    }
+    assert_eq!(task(ids[3].clone()).await.status, TaskStatus::Cancelled);
+    let other = task(other).await;
+    assert_eq!(other.status, TaskStatus::Queued);
+    assert!(!other.cancel_requested);
 }
 
 // ----- tenant isolation ------------------------------------------------------------

@@ -1,10 +1,10 @@
-//! A tiny blocking HTTP/1.1 client for tests of the agent's API, over a
-//! unix socket or TCP. One request per connection (`Connection: close`);
-//! chunked bodies are decoded.
+//! Blocking HTTP for tests of the agent's and the server's APIs, over a
+//! unix socket or TCP: a thin layer over berth-api's transport (the one
+//! HTTP client berth has) that panics with context where a test wants it,
+//! plus a `multipart/form-data` encoder.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -55,31 +55,14 @@ impl Response {
     }
 }
 
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
-
 impl Endpoint {
     pub fn unix(path: &Path) -> Endpoint {
         Endpoint::Unix(path.to_owned())
     }
 
-    fn connect(&self) -> io::Result<Box<dyn Stream>> {
-        let timeout = Some(Duration::from_secs(120));
-        Ok(match self {
-            Endpoint::Unix(p) => {
-                let s = UnixStream::connect(p)?;
-                s.set_read_timeout(timeout)?;
-                Box::new(s)
-            }
-            Endpoint::Tcp(a) => {
-                let s = TcpStream::connect(a)?;
-                s.set_read_timeout(timeout)?;
-                Box::new(s)
-            }
-        })
-    }
-
-    /// Sends one request and reads the whole response.
+    /// Sends one request and reads the whole response, through berth-api's
+    /// transport (the client the server uses): only the failure to get an
+    /// answer is an error.
     pub fn request(
         &self,
         method: &str,
@@ -87,19 +70,19 @@ impl Endpoint {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<Response> {
-        let mut stream = self.connect()?;
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes())?;
-        // The server may answer (413, 401) before reading everything.
-        let _ = stream.write_all(body);
-        read_response(stream)
+        let endpoint = match self {
+            Endpoint::Unix(path) => berth_api::Endpoint::Unix(path.clone()),
+            Endpoint::Tcp(addr) => berth_api::Endpoint::Tcp(addr.to_string()),
+        };
+        let transport = berth_api::blocking::Transport::new(endpoint, None)?;
+        let answer = transport
+            .send(method, path, headers, body.to_vec(), REQUEST_TIMEOUT)
+            .map_err(io::Error::other)?;
+        Ok(Response {
+            status: answer.status,
+            headers: answer.headers,
+            body: answer.body.to_vec(),
+        })
     }
 
     pub fn get(&self, path: &str) -> Response {
@@ -122,77 +105,9 @@ impl Endpoint {
     }
 }
 
-fn read_response(stream: Box<dyn Stream>) -> io::Result<Response> {
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line)?;
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, status_line.clone()))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size)?;
-            let size = usize::from_str_radix(size.trim(), 16)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if size == 0 {
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            reader.read_exact(&mut body[start..])?;
-            let mut crlf = [0u8; 2];
-            reader.read_exact(&mut crlf)?;
-        }
-    } else if let Some(length) = content_length(&headers)? {
-        // Exactly the announced body, not "until EOF": a server that
-        // answered early (413, 401) and closed with part of our body unread
-        // resets the connection, and reading on past the answer would turn
-        // a complete response into ECONNRESET.
-        body.resize(length, 0);
-        reader.read_exact(&mut body)?;
-    } else {
-        reader.read_to_end(&mut body)?;
-    }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn content_length(headers: &[(String, String)]) -> io::Result<Option<usize>> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| {
-            v.parse().map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("content-length {v:?}: {e}"),
-                )
-            })
-        })
-        .transpose()
-}
+/// Long enough for the slowest answer a test waits for (a follow stream
+/// or a long poll).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One part of a `multipart/form-data` body.
 #[derive(Debug, Clone)]

@@ -723,7 +723,7 @@ fn node_reports_capacity_allocation_usage_and_labels() {
 fn the_api_is_described_by_its_openapi_document() {
     let agent = Agent::start(&[]);
     let doc = agent.api.get("/v1/openapi.json").json();
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().expect("paths");
     for path in [
         "/v1/containers",
@@ -766,6 +766,196 @@ fn the_api_is_described_by_its_openapi_document() {
             );
         }
     }
+}
+
+/// Checks one real answer against the document: its status must be one
+/// the route documents, and a JSON body (or each line of an NDJSON one)
+/// must match the schema documented for that status. Object schemas are
+/// made strict (`additionalProperties: false`), so a field the agent sends
+/// that the contract does not name fails too.
+fn check_against_document(
+    doc: &Value,
+    method: &str,
+    route: &str,
+    r: &berth_testkit::http::Response,
+) {
+    let operation = &doc["paths"][route][method];
+    assert!(operation.is_object(), "{method} {route} is not documented");
+    let documented = &operation["responses"][r.status.to_string()];
+    assert!(
+        documented.is_object(),
+        "{method} {route} answered {} which it does not document: {}",
+        r.status,
+        r.text()
+    );
+    let content = &documented["content"];
+    let Some((content_type, media)) = content.as_object().and_then(|c| c.iter().next()) else {
+        assert!(
+            r.body.is_empty(),
+            "{method} {route}: undocumented body {}",
+            r.text()
+        );
+        return;
+    };
+    let answered = r.header("content-type").unwrap_or_default();
+    assert!(
+        answered.starts_with(content_type.as_str()),
+        "{method} {route}: content type {answered:?}, documented {content_type:?}"
+    );
+    if media.get("schema").is_none() {
+        return;
+    }
+    let values: Vec<Value> = if content_type == "application/x-ndjson" {
+        r.text()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+            .collect()
+    } else {
+        vec![r.json()]
+    };
+    for value in values {
+        let errors = schema_errors(doc, method, route, r.status, &value);
+        assert!(
+            errors.is_empty(),
+            "{method} {route} {}: {value} does not match: {errors:?}",
+            r.status
+        );
+    }
+}
+
+/// Where `value` departs from the schema documented for this answer.
+fn schema_errors(
+    doc: &Value,
+    method: &str,
+    route: &str,
+    status: u16,
+    value: &Value,
+) -> Vec<String> {
+    let content = &doc["paths"][route][method]["responses"][status.to_string()]["content"];
+    let media = content
+        .as_object()
+        .and_then(|c| c.values().next())
+        .expect("documented content");
+    let mut components = doc["components"].clone();
+    make_strict(&mut components);
+    let root = json!({"$ref": "#/$defs/answer", "$defs": {"answer": media["schema"]}, "components": components});
+    let validator = jsonschema::validator_for(&root).expect("the document's schema compiles");
+    validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect()
+}
+
+fn make_strict(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            if map.get("type") == Some(&json!("object")) && map.contains_key("properties") {
+                map.insert("additionalProperties".into(), json!(false));
+            }
+            for value in map.values_mut() {
+                make_strict(value);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(make_strict),
+        _ => {}
+    }
+}
+
+#[test]
+fn real_answers_match_the_openapi_document() {
+    let agent = Agent::start(&[]);
+    let doc = agent.api.get("/v1/openapi.json").json();
+    let api = &agent.api;
+    let check = |method: &str, route: &str, r: berth_testkit::http::Response| {
+        check_against_document(&doc, method, route, &r);
+        r
+    };
+    check("get", "/v1/ping", api.get("/v1/ping"));
+    check("get", "/v1/node", api.get("/v1/node"));
+    check("get", "/v1/images", api.get("/v1/images"));
+    // A container with every kind of field: labels, limits, inline files.
+    let body = json!({
+        "id": unique("openapi"), "image": "busybox", "command": ["sh", "-c", "echo out; sleep 30"],
+        "labels": {"berth.test": "openapi"}, "limits": {"memory": 64u64 << 20, "pids": 32},
+        "files": [{"path": "/etc/greeting", "content": "hi"}],
+    });
+    let created = check(
+        "post",
+        "/v1/containers",
+        api.post_json("/v1/containers", &body),
+    )
+    .json();
+    let id = created["id"].as_str().expect("id").to_owned();
+    // The check has teeth: an undocumented field, or a wrong type, fails it.
+    let mut extra = created.clone();
+    extra["surprise"] = json!(1);
+    assert!(!schema_errors(&doc, "post", "/v1/containers", 201, &extra).is_empty());
+    let mut wrong = created.clone();
+    wrong["state"] = json!("sleeping");
+    assert!(!schema_errors(&doc, "post", "/v1/containers", 201, &wrong).is_empty());
+    check("get", "/v1/containers", api.get("/v1/containers"));
+    check(
+        "get",
+        "/v1/containers/{id}",
+        api.get(&format!("/v1/containers/{id}")),
+    );
+    check(
+        "get",
+        "/v1/containers/{id}/metrics",
+        api.get(&format!("/v1/containers/{id}/metrics")),
+    );
+    check(
+        "post",
+        "/v1/containers/{id}/stop",
+        api.post(&format!("/v1/containers/{id}/stop?grace=5"), b""),
+    );
+    check(
+        "get",
+        "/v1/containers/{id}/wait",
+        api.get(&format!("/v1/containers/{id}/wait?timeout=5")),
+    );
+    check(
+        "get",
+        "/v1/containers/{id}/logs",
+        api.get(&format!("/v1/containers/{id}/logs")),
+    );
+    check("get", "/v1/events", api.get("/v1/events"));
+    // Errors are documented with their statuses and bodies too.
+    check(
+        "get",
+        "/v1/containers/{id}",
+        api.get("/v1/containers/nosuch"),
+    );
+    check(
+        "post",
+        "/v1/containers/{id}/kill",
+        api.post(&format!("/v1/containers/{id}/kill"), b""),
+    );
+    check(
+        "post",
+        "/v1/containers",
+        api.post_json(
+            "/v1/containers",
+            &json!({"image": "nosuch", "command": ["true"]}),
+        ),
+    );
+    check(
+        "post",
+        "/v1/containers",
+        api.post_json("/v1/containers", &json!({"image": "busybox", "bogus": 1})),
+    );
+    check(
+        "delete",
+        "/v1/containers/{id}",
+        api.delete(&format!("/v1/containers/{id}")),
+    );
+    check(
+        "delete",
+        "/v1/images/{reference}",
+        api.delete("/v1/images/nosuch:1"),
+    );
+    agent.delete_all_and_check_clean();
 }
 
 #[test]

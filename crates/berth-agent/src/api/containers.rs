@@ -2,7 +2,7 @@
 
 use super::{JsonBody, Params};
 use crate::error::ApiError;
-use crate::registry::{ContainerState, ContainerView, CreateContainer, Entry, KillReason, Phase};
+use crate::registry::{Entry, Phase};
 use crate::shim::{self, parse_signal};
 use crate::Agent;
 use axum::body::Body;
@@ -10,19 +10,14 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use berth_api::{
+    ContainerView, CreateContainer, DeleteQuery, KillReason, ListQuery, LogsQuery, SignalQuery,
+    WaitQuery,
+};
 use berth_core::{ContainerId, ErrorCode};
-use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    state: Option<ContainerState>,
-    /// `key=value`: only containers with this label.
-    label: Option<String>,
-}
 
 pub async fn list(
     State(agent): State<Agent>,
@@ -65,13 +60,6 @@ pub async fn inspect(
     Ok(Json(entry(&agent, &id)?.view()))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeleteQuery {
-    #[serde(default)]
-    force: bool,
-}
-
 pub async fn delete(
     State(agent): State<Agent>,
     Path(id): Path<String>,
@@ -85,13 +73,6 @@ pub async fn delete(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WaitQuery {
-    /// Seconds to wait at most (default 60, at most 3600).
-    timeout: Option<f64>,
 }
 
 /// Long-poll: answers when the container has ended or `timeout` passed;
@@ -126,14 +107,6 @@ fn seconds(value: Option<f64>, default: f64, max: f64, name: &str) -> Result<Dur
         )));
     }
     Ok(Duration::from_secs_f64(v))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignalQuery {
-    signal: Option<String>,
-    /// Seconds between the signal and SIGKILL (stop only; default 10).
-    grace: Option<f64>,
 }
 
 /// Sends the signal (default SIGTERM), waits the grace period, then
@@ -213,7 +186,7 @@ pub async fn kill(
 pub async fn metrics(
     State(agent): State<Agent>,
     Path(id): Path<String>,
-) -> Result<Json<berth_runtime::CgroupMetrics>, ApiError> {
+) -> Result<Json<berth_api::CgroupMetrics>, ApiError> {
     let entry = entry(&agent, &id)?;
     if !entry.is_running() {
         return Err(ApiError::new(
@@ -227,15 +200,6 @@ pub async fn metrics(
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::from_lib(&e))?;
     Ok(Json(metrics))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogsQuery {
-    #[serde(default)]
-    offset: u64,
-    #[serde(default)]
-    follow: bool,
 }
 
 /// The output log from `offset`; with `follow`, streams until the

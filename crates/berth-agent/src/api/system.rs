@@ -2,34 +2,36 @@
 
 use super::Params;
 use crate::error::ApiError;
-use crate::events::Event;
 use crate::Agent;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use berth_api::ImageSummary;
+use berth_api::{Event, EventsQuery, ImportImageQuery, NodeView, Ping, RemoveImageQuery};
 use berth_core::{ErrorCode, ImageRef};
-use berth_image::ImageSummary;
 use futures_util::StreamExt;
-use serde::Deserialize;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-pub async fn ping() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") }))
+pub async fn ping() -> Json<Ping> {
+    Json(Ping {
+        ok: true,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
 }
 
-/// The OpenAPI 3 document of this API.
+/// The OpenAPI document of this API, generated from the contract's types.
 pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        include_str!("../openapi.json"),
+        berth_api::openapi::json(),
     )
         .into_response()
 }
 
-pub async fn node(State(agent): State<Agent>) -> Result<Json<crate::node::NodeView>, ApiError> {
+pub async fn node(State(agent): State<Agent>) -> Result<Json<NodeView>, ApiError> {
     tokio::task::spawn_blocking(move || Json(crate::node::view(&agent)))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))
@@ -57,18 +59,11 @@ pub async fn list_images(State(agent): State<Agent>) -> Result<Json<Vec<ImageSum
         .map_err(|e| ApiError::from_lib(&e))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImportQuery {
-    /// `name[:tag]` to give the image.
-    reference: String,
-}
-
 /// Streams the body (any format `berth image import` takes) to a temp file
 /// in the data dir, then imports it. The store is unchanged on any error.
 pub async fn import_image(
     State(agent): State<Agent>,
-    Params(query): Params<ImportQuery>,
+    Params(query): Params<ImportImageQuery>,
     request: Request,
 ) -> Result<(StatusCode, Json<ImageSummary>), ApiError> {
     let reference = ImageRef::parse(&query.reference)
@@ -115,17 +110,10 @@ pub async fn import_image(
     Ok((StatusCode::CREATED, Json(summary)))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoveQuery {
-    #[serde(default)]
-    force: bool,
-}
-
 pub async fn remove_image(
     State(agent): State<Agent>,
     Path(reference): Path<String>,
-    Params(query): Params<RemoveQuery>,
+    Params(query): Params<RemoveImageQuery>,
 ) -> Result<StatusCode, ApiError> {
     let reference =
         ImageRef::parse(&reference).map_err(|e| ApiError::invalid(format!("reference: {e}")))?;
@@ -136,17 +124,6 @@ pub async fn remove_image(
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::from_lib(&e))?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    /// Only events after this sequence number.
-    #[serde(default)]
-    since: u64,
-    #[serde(default)]
-    follow: bool,
-    container: Option<String>,
 }
 
 /// How often a quiet event stream sends an empty line.

@@ -275,7 +275,7 @@ impl Plan {
             .iter()
             .map(|r| {
                 (
-                    r.resource.as_raw(),
+                    crate::spec::raw_rlimit_resource(r.resource),
                     libc::rlimit {
                         rlim_cur: r.soft,
                         rlim_max: r.hard,

@@ -23,6 +23,7 @@ use super::auth::Tenant;
 use super::error::{ApiError, ApiResult};
 use super::extract::{is_json, media_type, parse_json, IdParam, QueryMap};
 use super::package::{self, PackageError};
+use super::warnings::Warnings;
 use super::wire::{self, Fields};
 use crate::AppState;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -52,10 +53,11 @@ struct Upload {
 pub async fn upload(
     tenant: Tenant,
     State(state): State<AppState>,
+    warnings: Warnings,
     req: Request,
 ) -> ApiResult<Json<Value>> {
     let upload = read_upload(&state, req).await?;
-    let spec = parse_spec(&state, upload.data).await?;
+    let spec = parse_spec(&state, upload.data, &warnings).await?;
     let package = match upload.file {
         Some(bytes) => Some(check_package(&state, &spec, bytes).await?),
         None if spec.runtime.is_some() => {
@@ -169,7 +171,11 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 }
 
 /// Validates an upload's `data` into a revision (see the module docs).
-async fn parse_spec(state: &AppState, data: Value) -> ApiResult<NewCodeRevision> {
+async fn parse_spec(
+    state: &AppState,
+    data: Value,
+    warnings: &Warnings,
+) -> ApiResult<NewCodeRevision> {
     let mut f = Fields::new("data", data)?;
     let name = f
         .string("name")?
@@ -209,7 +215,7 @@ async fn parse_spec(state: &AppState, data: Value) -> ApiResult<NewCodeRevision>
         .int_in("retries_delay", 0..=MAX_RETRIES_DELAY)?
         .unwrap_or(0);
     let default_priority = f.int_in("default_priority", 0..=2)?.unwrap_or(0);
-    f.finish()?;
+    f.finish(warnings);
 
     if let Some(command) = &command {
         match shell_words::split(command) {

@@ -2,7 +2,10 @@
 //! unchanged: every route is under `/2/projects/{project_id}/`, needs a
 //! token of that project (see [`auth`]), and answers JSON; every error is
 //! `{"msg": "…"}` (see [`error`]), including unknown routes, wrong methods,
-//! bad JSON and oversized bodies.
+//! bad JSON and oversized bodies. A request that is accepted with fields
+//! berth does not know or does not act on says so in `Warning` headers
+//! (see [`warnings`]), so that clients written for IronWorker work
+//! unchanged.
 
 mod auth;
 mod codes;
@@ -11,6 +14,7 @@ mod extract;
 mod package;
 mod schedules;
 mod tasks;
+mod warnings;
 mod wire;
 
 use crate::AppState;
@@ -54,6 +58,7 @@ pub fn router(state: AppState) -> Router {
             &project("/codes/{id}/resume_task_queue"),
             post(codes::resume),
         )
+        .route(&project("/codes/{id}/cancel_all"), post(tasks::cancel_all))
         .route(&project("/tasks"), get(tasks::list).post(tasks::queue))
         .route(
             &project("/tasks/webhook"),
@@ -61,6 +66,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&project("/tasks/{id}"), get(tasks::get))
         .route(&project("/tasks/{id}/log"), get(tasks::log))
+        // IronWorker's clients read a task's output here too (`stdout()`,
+        // `tasksStdout`); berth keeps one log of stdout and stderr.
+        .route(&project("/tasks/{id}/outlog"), get(tasks::log))
         .route(&project("/tasks/{id}/cancel"), post(tasks::cancel))
         .route(&project("/tasks/{id}/retry"), post(tasks::retry))
         .route(&project("/tasks/{id}/progress"), post(tasks::progress))
@@ -73,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_json_bytes))
+        .layer(axum::middleware::from_fn(warnings::layer))
         .with_state(state)
 }
 

@@ -8,12 +8,18 @@
 //! `start_at`; `priority` 0–2; `timeout` 1–`max_timeout_secs` (default
 //! `max_timeout_secs`); `label`/`cluster` at most 255 bytes. At most
 //! `max_tasks_per_request` schedules per request.
+//!
+//! Accepted without being acted on, and reported in `Warning` headers when
+//! their value asks for something: `name` and `sync` as for tasks, and
+//! `delay` (the Python client sends `0`) when it is not 0. Unknown fields
+//! are reported too.
 
 use super::auth::Tenant;
 use super::error::{ApiError, ApiResult};
 use super::extract::{IdParam, JsonValue, QueryMap};
-use super::tasks::{take_payload, MAX_TAG_BYTES};
-use super::wire::{self, Fields};
+use super::tasks::{take_client_extras, take_payload, MAX_TAG_BYTES};
+use super::warnings::Warnings;
+use super::wire::{self, Fields, BODY};
 use crate::config::ServerConfig;
 use crate::AppState;
 use axum::extract::State;
@@ -47,12 +53,22 @@ fn parse_schedule(
     what: String,
     value: Value,
     now: Millis,
+    warnings: &Warnings,
 ) -> ApiResult<NewSchedule> {
     let mut f = Fields::new(what, value)?;
     let code_name = f
         .string("code_name")?
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad(format!("{}.code_name is required", f.what())))?;
+    take_client_extras(&mut f, &code_name)?;
+    if f.int_in("delay", 0..=config.max_delay_secs)?
+        .is_some_and(|delay| delay != 0)
+    {
+        f.warn(
+            "delay",
+            "berth queues a schedule's runs at their times without delay; use start_at; the field is ignored",
+        );
+    }
     let payload = take_payload(&mut f, config)?;
     let start_at = time_field(&mut f, "start_at")?.unwrap_or(now);
     let end_at = time_field(&mut f, "end_at")?;
@@ -68,7 +84,7 @@ fn parse_schedule(
     let label = f.short_string("label", MAX_TAG_BYTES)?;
     let cluster = f.short_string("cluster", MAX_TAG_BYTES)?;
     let what = f.what().to_owned();
-    f.finish()?;
+    f.finish(warnings);
     if let Some(end_at) = end_at {
         if end_at < start_at {
             return Err(ApiError::bad(format!(
@@ -96,11 +112,12 @@ fn parse_schedule(
 pub async fn create(
     tenant: Tenant,
     State(state): State<AppState>,
+    warnings: Warnings,
     JsonValue(body): JsonValue,
 ) -> ApiResult<Json<Value>> {
     let config = &state.config;
     let now = now_millis();
-    let mut f = Fields::new("the body", body)?;
+    let mut f = Fields::new(BODY, body)?;
     let schedules = match f.take("schedules") {
         Some(Value::Array(list)) => list,
         Some(other) => {
@@ -111,7 +128,7 @@ pub async fn create(
         }
         None => return Err(ApiError::bad("the body needs \"schedules\": [...]")),
     };
-    f.finish()?;
+    f.finish(&warnings);
     if schedules.is_empty() {
         return Err(ApiError::bad(
             "schedules is empty: give at least one schedule",
@@ -127,7 +144,7 @@ pub async fn create(
     let specs = schedules
         .into_iter()
         .enumerate()
-        .map(|(i, s)| parse_schedule(config, format!("schedules[{i}]"), s, now))
+        .map(|(i, s)| parse_schedule(config, format!("schedules[{i}]"), s, now, &warnings))
         .collect::<ApiResult<Vec<_>>>()?;
     let names: BTreeSet<&str> = specs.iter().map(|s| s.code_name.as_str()).collect();
     for name in names {

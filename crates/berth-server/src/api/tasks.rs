@@ -9,11 +9,18 @@
 //! `label` and `cluster` at most 255 bytes. At most
 //! `max_tasks_per_request` tasks per request, and at least one. A task
 //! naming a code the project does not have is 404 and nothing is queued.
+//!
+//! Fields IronWorker clients send that berth does not act on are accepted
+//! and reported in `Warning` headers (see [`super::warnings`]): `name`
+//! when it differs from `code_name` (the Python client sends the code's
+//! name twice), `sync: true` (every berth task keeps its output, at `/log`
+//! and `/outlog`), and any field berth does not know.
 
 use super::auth::Tenant;
 use super::error::{ApiError, ApiResult};
 use super::extract::{read_body, IdParam, JsonValue, OptionalJson, QueryMap};
-use super::wire::{self, Fields};
+use super::warnings::Warnings;
+use super::wire::{self, Fields, BODY};
 use crate::config::ServerConfig;
 use crate::AppState;
 use axum::extract::{Request, State};
@@ -89,12 +96,37 @@ pub fn take_payload(f: &mut Fields, config: &ServerConfig) -> ApiResult<String> 
     Ok(payload)
 }
 
-fn parse_task(config: &ServerConfig, what: String, value: Value) -> ApiResult<NewTask> {
+/// Reads the fields IronWorker clients send with a task or a schedule that
+/// berth accepts without acting on them, type-checked like the others and
+/// reported when their value asks for something berth does not do.
+pub fn take_client_extras(f: &mut Fields, code_name: &str) -> ApiResult<()> {
+    if f.string("name")?.is_some_and(|name| name != code_name) {
+        f.warn(
+            "name",
+            "berth does not name tasks or schedules; the field is ignored (code_name names the code)",
+        );
+    }
+    if f.bool("sync")? == Some(true) {
+        f.warn(
+            "sync",
+            "berth runs every task alike and keeps its output at /log and /outlog; the field is ignored",
+        );
+    }
+    Ok(())
+}
+
+fn parse_task(
+    config: &ServerConfig,
+    what: String,
+    value: Value,
+    warnings: &Warnings,
+) -> ApiResult<NewTask> {
     let mut f = Fields::new(what, value)?;
     let code_name = f
         .string("code_name")?
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad(format!("{}.code_name is required", f.what())))?;
+    take_client_extras(&mut f, &code_name)?;
     let payload = take_payload(&mut f, config)?;
     let options = Options {
         priority: f.int_in("priority", 0..=2)?,
@@ -103,7 +135,7 @@ fn parse_task(config: &ServerConfig, what: String, value: Value) -> ApiResult<Ne
     };
     let label = f.short_string("label", MAX_TAG_BYTES)?;
     let cluster = f.short_string("cluster", MAX_TAG_BYTES)?;
-    f.finish()?;
+    f.finish(warnings);
     Ok(options.into_task(config, code_name, payload, label, cluster))
 }
 
@@ -111,10 +143,11 @@ fn parse_task(config: &ServerConfig, what: String, value: Value) -> ApiResult<Ne
 pub async fn queue(
     tenant: Tenant,
     State(state): State<AppState>,
+    warnings: Warnings,
     JsonValue(body): JsonValue,
 ) -> ApiResult<Json<Value>> {
     let config = &state.config;
-    let mut f = Fields::new("the body", body)?;
+    let mut f = Fields::new(BODY, body)?;
     let tasks = match f.take("tasks") {
         Some(Value::Array(tasks)) => tasks,
         Some(other) => {
@@ -125,7 +158,7 @@ pub async fn queue(
         }
         None => return Err(ApiError::bad("the body needs \"tasks\": [...]")),
     };
-    f.finish()?;
+    f.finish(&warnings);
     if tasks.is_empty() {
         return Err(ApiError::bad("tasks is empty: give at least one task"));
     }
@@ -139,7 +172,7 @@ pub async fn queue(
     let tasks = tasks
         .into_iter()
         .enumerate()
-        .map(|(i, t)| parse_task(config, format!("tasks[{i}]"), t))
+        .map(|(i, t)| parse_task(config, format!("tasks[{i}]"), t, &warnings))
         .collect::<ApiResult<Vec<_>>>()?;
     let ids = state
         .store
@@ -323,20 +356,47 @@ pub async fn cancel(
     Ok(Json(wire::msg("Cancelled")))
 }
 
+/// `POST /codes/{id}/cancel_all` (the Node client's `tasksCancelAll`):
+/// cancels every queued, preparing and running task of a code, each as
+/// [`cancel`] would, in one store transaction. Answers how many tasks it
+/// cancelled or asked to stop (`{"msg": "Cancelled", "cancelled": N}`).
+pub async fn cancel_all(
+    tenant: Tenant,
+    State(state): State<AppState>,
+    IdParam(code_id): IdParam,
+) -> ApiResult<Json<Value>> {
+    let done = state
+        .store
+        .cancel_code_tasks(&tenant.project_id, &code_id, now_millis())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("code not found: {code_id:?}")))?;
+    for stop in &done.stops {
+        // Recorded already: the dispatcher's reconciliation stops it later
+        // if the agent cannot be reached now.
+        if let Err(e) = state.dispatch.stop(&stop.agent, &stop.container).await {
+            tracing::warn!(task = %stop.task_id, error = %e, "stopping a cancelled task's container failed");
+        }
+    }
+    state.dispatch.tasks_changed();
+    let cancelled = done.cancelled + done.stops.len() as u64;
+    Ok(Json(json!({ "msg": "Cancelled", "cancelled": cancelled })))
+}
+
 /// `POST /tasks/{id}/retry` with an optional `{"delay": secs}`: queues a
 /// copy of an ended task. 409 if it has not ended.
 pub async fn retry(
     tenant: Tenant,
     State(state): State<AppState>,
     IdParam(id): IdParam,
+    warnings: Warnings,
     OptionalJson(body): OptionalJson,
 ) -> ApiResult<Json<Value>> {
     let delay = match body {
         None => 0,
         Some(body) => {
-            let mut f = Fields::new("the body", body)?;
+            let mut f = Fields::new(BODY, body)?;
             let delay = f.int_in("delay", 0..=state.config.max_delay_secs)?;
-            f.finish()?;
+            f.finish(&warnings);
             delay.unwrap_or(0)
         }
     };
@@ -355,12 +415,13 @@ pub async fn progress(
     tenant: Tenant,
     State(state): State<AppState>,
     IdParam(id): IdParam,
+    warnings: Warnings,
     JsonValue(body): JsonValue,
 ) -> ApiResult<Json<Value>> {
-    let mut f = Fields::new("the body", body)?;
+    let mut f = Fields::new(BODY, body)?;
     let percent = f.int_in("percent", 0..=100)?;
     let msg = f.short_string("msg", MAX_PROGRESS_MSG_BYTES)?;
-    f.finish()?;
+    f.finish(&warnings);
     if percent.is_none() && msg.is_none() {
         return Err(ApiError::bad("give percent (0–100), msg, or both"));
     }

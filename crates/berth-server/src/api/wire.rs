@@ -8,6 +8,7 @@
 //! durations are in milliseconds.
 
 use super::error::ApiError;
+use super::warnings::Warnings;
 use berth_store::{Code, CodeRevision, CodeStats, Millis, Schedule, Task};
 use serde_json::{json, Map, Value};
 
@@ -145,11 +146,18 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-// ----- strict request objects ---------------------------------------------
+// ----- request objects ------------------------------------------------------
+
+/// What errors call a whole request body; its fields' paths have no prefix.
+pub const BODY: &str = "the body";
 
 /// A JSON object read field by field, so that each error names the field it
-/// is about and fields nobody read are refused: a misspelt option must not
-/// be silently ignored (`"priorty": 2` would otherwise queue at priority 0).
+/// is about. A field that is read has its value checked (a malformed value
+/// of a known field is refused with 400). A field nobody read is accepted
+/// and reported as a warning (`unknown field "tasks[0].priorty"`), as is a
+/// known field whose value asks for something berth does not do (see
+/// [`Fields::warn`]): clients written for IronWorker send fields of their
+/// own, and a misspelt option must still not go unnoticed.
 ///
 /// `null` counts as absent, because many clients serialise unset options as
 /// `null`.
@@ -157,13 +165,19 @@ pub struct Fields {
     /// How errors name the object, e.g. `tasks[2]`.
     what: String,
     map: Map<String, Value>,
+    /// Warnings about fields that were read, given by [`Fields::warn`].
+    notes: Vec<String>,
 }
 
 impl Fields {
     pub fn new(what: impl Into<String>, value: Value) -> Result<Fields, ApiError> {
         let what = what.into();
         match value {
-            Value::Object(map) => Ok(Fields { what, map }),
+            Value::Object(map) => Ok(Fields {
+                what,
+                map,
+                notes: Vec::new(),
+            }),
             other => Err(ApiError::bad(format!(
                 "{what} must be a JSON object, not {}",
                 kind(&other)
@@ -245,14 +259,49 @@ impl Fields {
         &self.what
     }
 
-    /// Refuses any field that was not read.
-    pub fn finish(self) -> Result<(), ApiError> {
-        match self.map.keys().next() {
-            None => Ok(()),
-            Some(key) => Err(ApiError::bad(format!(
-                "unknown field {key:?} in {}",
-                self.what
-            ))),
+    /// A boolean.
+    pub fn bool(&mut self, key: &str) -> Result<Option<bool>, ApiError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(other) => Err(self.wrong(key, "a boolean", &other)),
+        }
+    }
+
+    /// The path of a field in warnings: `tasks[0].sync`, or just `sync` for
+    /// a field of the body itself. Cut to 64 characters: a field name is as
+    /// long as the client made it.
+    fn path(&self, key: &str) -> String {
+        const MAX_KEY_CHARS: usize = 64;
+        let mut shown: String = key.chars().take(MAX_KEY_CHARS).collect();
+        if shown.len() < key.len() {
+            shown.push_str("...");
+        }
+        let key = shown;
+        if self.what == BODY {
+            key
+        } else {
+            format!("{}.{key}", self.what)
+        }
+    }
+
+    /// Reports that field `key` was accepted but is not acted on, and why.
+    /// For fields berth knows from IronWorker but does not implement; call
+    /// it only when the value asks for something berth does not do (a
+    /// field whose value is the default berth behaves as needs no word).
+    pub fn warn(&mut self, key: &str, why: &str) {
+        let note = format!("{}: {why}", self.path(key));
+        self.notes.push(note);
+    }
+
+    /// Ends reading: every field that was not read becomes an `unknown
+    /// field` warning, and the notes of [`Fields::warn`] are added too.
+    pub fn finish(self, warnings: &Warnings) {
+        for note in &self.notes {
+            warnings.add(note.clone());
+        }
+        for key in self.map.keys() {
+            warnings.add(format!("unknown field {:?}", self.path(key)));
         }
     }
 }
@@ -465,18 +514,39 @@ mod tests {
     }
 
     #[test]
-    fn fields_refuse_unknown_and_mistyped_values() {
+    fn fields_refuse_mistyped_values_and_report_unknown_ones() {
         let mut f = Fields::new("task", json!({"a": "x", "b": 3.0, "c": null, "d": 1})).unwrap();
         assert_eq!(f.string("a").unwrap().as_deref(), Some("x"));
         assert_eq!(f.int("b").unwrap(), Some(3));
         assert_eq!(f.int("c").unwrap(), None);
-        let err = f.finish().unwrap_err().to_string();
-        assert!(err.contains("\"d\""), "{err}");
+        let warnings = Warnings::default();
+        f.finish(&warnings);
+        assert_eq!(warnings.list(), vec![r#"unknown field "task.d""#]);
 
-        let mut f = Fields::new("task", json!({"a": 1, "b": 1.5, "c": 9})).unwrap();
+        let mut f = Fields::new("task", json!({"a": 1, "b": 1.5, "c": 9, "e": "no"})).unwrap();
         assert!(f.string("a").unwrap_err().to_string().contains("task.a"));
         assert!(f.int("b").is_err());
         assert!(f.int_in("c", 0..=2).unwrap_err().to_string().contains("9"));
+        assert!(f.bool("e").unwrap_err().to_string().contains("task.e"));
         assert!(Fields::new("x", json!([])).is_err());
+    }
+
+    #[test]
+    fn warnings_name_the_field_by_its_path() {
+        let long = "k".repeat(100);
+        let mut f = Fields::new(BODY, json!({"x": 1, "sync": true, long.clone(): 1})).unwrap();
+        assert_eq!(f.bool("sync").unwrap(), Some(true));
+        f.warn("sync", "ignored");
+        let warnings = Warnings::default();
+        f.finish(&warnings);
+        let cut = format!("unknown field \"{}...\"", "k".repeat(64));
+        assert_eq!(
+            warnings.list(),
+            vec![
+                "sync: ignored".to_owned(),
+                cut,
+                r#"unknown field "x""#.to_owned()
+            ]
+        );
     }
 }

@@ -5,11 +5,9 @@ use super::bundle::zip_to_layer_tar;
 use super::outcome::{decide, infra, Decision};
 use super::request::{create_request, package_image};
 use super::Shared;
-use crate::agent_client::{AgentError, Body};
 use crate::dispatch::AgentHandle;
-use berth_agent::{ContainerState, ContainerView};
+use berth_api::{ContainerView, ErrorCode};
 use berth_store::{container_name, now_millis, AttemptEnd, ClaimedTask, Millis, Task};
-use hyper::Method;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,16 +143,7 @@ async fn drive(
             .mark_running(&task.id, task.attempt, start_time)
             .await?;
     }
-    let log = match agent
-        .client
-        .request(
-            Method::GET,
-            &format!("/v1/containers/{container}/logs"),
-            Body::Empty,
-            None,
-        )
-        .await
-    {
+    let log = match agent.client.logs(container, 0).await {
         Ok(bytes) => bytes.to_vec(),
         Err(e) => {
             tracing::warn!(task = %task.id, "reading the log: {e}");
@@ -239,8 +228,7 @@ async fn begin(
     if !resume {
         return start(shared, agent, claimed, container).await.map(Some);
     }
-    let path = format!("/v1/containers/{container}");
-    match agent.client.get_json::<ContainerView>(&path).await {
+    match agent.client.get(container).await {
         Ok(view) => Ok(Some(view)),
         // The create never reached the agent: make it now.
         Err(e) if e.is_not_found() && claimed.task.status == berth_store::TaskStatus::Preparing => {
@@ -277,32 +265,27 @@ async fn start(
     if let Some(sha) = &code.package_sha256 {
         ensure_package(shared, agent, sha, code.spec.file_name.as_deref()).await?;
     }
-    let body = serde_json::to_value(&request)
-        .map_err(|e| StartError::Infra(format!("encoding the request: {e}")))?;
-    let created = agent
-        .client
-        .send_json::<ContainerView>(Method::POST, "/v1/containers", Body::Json(body), None)
-        .await;
+    let created = agent.client.create(&request).await;
     match created {
         Ok(view) => Ok(view),
-        Err(e) if e.code() == Some("container_exists") => {
-            let path = format!("/v1/containers/{container}");
-            agent
-                .client
-                .get_json::<ContainerView>(&path)
-                .await
-                .map_err(|e| StartError::Infra(e.to_string()))
-        }
-        Err(e) if e.code() == Some("image_not_found") && code.package_sha256.is_some() => {
+        Err(e) if e.code() == Some(ErrorCode::ContainerExists) => agent
+            .client
+            .get(container)
+            .await
+            .map_err(|e| StartError::Infra(e.to_string())),
+        Err(e) if e.code() == Some(ErrorCode::ImageNotFound) && code.package_sha256.is_some() => {
             // Removed behind our back: import it again next time.
             agent.images_forget();
             Err(StartError::Infra(e.to_string()))
         }
         Err(e) if e.is_retryable() => Err(StartError::Infra(e.to_string())),
-        Err(AgentError::Api { code, message, .. }) => {
-            Err(StartError::Task(format!("[{code}] {message}")))
-        }
-        Err(e) => Err(StartError::Infra(e.to_string())),
+        Err(e) => match e.report() {
+            Some(report) => Err(StartError::Task(format!(
+                "[{}] {}",
+                report.code, report.message
+            ))),
+            None => Err(StartError::Infra(e.to_string())),
+        },
     }
 }
 
@@ -322,17 +305,8 @@ async fn ensure_package(
         return Ok(());
     }
     // A restarted server: the agent may have it from before.
-    if let Ok(images) = agent
-        .client
-        .get_json::<Vec<serde_json::Value>>("/v1/images")
-        .await
-    {
-        agent.images_remember(images.iter().filter_map(|image| {
-            image
-                .get("reference")
-                .and_then(|r| r.as_str())
-                .map(str::to_owned)
-        }));
+    if let Ok(images) = agent.client.images().await {
+        agent.images_remember(images.iter().map(|image| image.reference.to_string()));
         if agent.has_image(&reference) {
             return Ok(());
         }
@@ -350,18 +324,9 @@ async fn ensure_package(
         .await
         .map_err(|e| StartError::Infra(format!("converting the package: {e}")))?
         .map_err(|e| StartError::Task(e.to_string()))?;
-    let path = format!("/v1/images?reference={reference}");
     agent
         .client
-        .request(
-            Method::POST,
-            &path,
-            Body::Bytes {
-                data: tar.into(),
-                content_type: "application/x-tar",
-            },
-            Some(Duration::from_secs(300)),
-        )
+        .import_image(&reference, tar.into(), Duration::from_secs(300))
         .await
         .map_err(|e| StartError::Infra(format!("importing the code package: {e}")))?;
     agent.images_remember([reference]);
@@ -375,26 +340,11 @@ async fn watch(
     agent: &AgentHandle,
     container: &str,
 ) -> Result<ContainerView, String> {
-    let path = format!(
-        "/v1/containers/{container}/wait?timeout={}",
-        WAIT_POLL.as_secs()
-    );
     let mut unreachable_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match agent
-            .client
-            .send_json::<ContainerView>(
-                Method::GET,
-                &path,
-                Body::Empty,
-                Some(WAIT_POLL + Duration::from_secs(10)),
-            )
-            .await
-        {
-            Ok(view) if matches!(view.state, ContainerState::Exited | ContainerState::Failed) => {
-                return Ok(view)
-            }
+        match agent.client.wait(container, WAIT_POLL).await {
+            Ok(view) if view.state.has_ended() => return Ok(view),
             Ok(_) => unreachable_since = None,
             Err(e) if e.is_not_found() => {
                 return Err(format!(
@@ -420,12 +370,7 @@ async fn watch(
 /// Removes the container and its files from the agent. A failure is left
 /// to the sweep.
 pub(super) async fn remove_container(agent: &AgentHandle, container: &str) {
-    let path = format!("/v1/containers/{container}?force=true");
-    match agent
-        .client
-        .request(Method::DELETE, &path, Body::Empty, None)
-        .await
-    {
+    match agent.client.remove(container, true).await {
         Ok(_) => {}
         Err(e) if e.is_not_found() => {}
         Err(e) => tracing::warn!(container, "removing the container: {e}"),

@@ -17,7 +17,7 @@ pub use request::{CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};
 
 use crate::config::ServerConfig;
 use crate::dispatch::{AgentHandle, Dispatch};
-use berth_agent::ContainerView;
+use berth_api::{ContainerView, ListQuery};
 use berth_store::{now_millis, AttemptEnd, Store};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -213,7 +213,7 @@ async fn sweep(shared: &Shared, agent: &AgentHandle) -> Result<(), String> {
     // unless it is over.
     let containers: Vec<ContainerView> = agent
         .client
-        .get_json("/v1/containers")
+        .list(&ListQuery::default())
         .await
         .map_err(|e| e.to_string())?;
     let active: HashSet<String> = shared

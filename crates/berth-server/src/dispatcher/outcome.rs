@@ -21,7 +21,7 @@
 //!
 //! The exit code is recorded in every case.
 
-use berth_agent::{ContainerState, ContainerView};
+use berth_api::{ContainerState, ContainerView};
 use berth_store::{CodeRevision, Task, TaskStatus};
 
 /// What to do with an attempt that ended.
@@ -141,7 +141,7 @@ fn intervention(view: &ContainerView, task: &Task) -> Option<(TaskStatus, String
     None
 }
 
-/// The agent's [`berth_agent::KillReason::reason`] for a stop through its
+/// The agent's [`berth_api::KillReason::reason`] for a stop through its
 /// API (how the dispatcher cancels a running task).
 const STOPPED: &str = "stopped";
 

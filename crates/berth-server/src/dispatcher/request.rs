@@ -10,9 +10,9 @@
 //! - stdout and stderr together form the task log.
 
 use crate::config::TaskDefaults;
-use berth_agent::{CreateContainer, InlineFile};
+use berth_api::{CreateContainer, InlineFile};
+use berth_core::spec::Limits;
 use berth_core::{ByteSize, ContainerId, ImageRef};
-use berth_runtime::Limits;
 use berth_store::{container_name, CodeRevision, Stack, Task};
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -178,6 +178,15 @@ pub fn ids(list: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The `Warning` headers of a response, in order.
+pub fn warnings(r: &Response) -> Vec<String> {
+    r.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("warning"))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
 /// Asserts an error answer: this status, JSON `{"msg": …}` containing
 /// `needle` (case-insensitive).
 #[track_caller]

@@ -229,6 +229,81 @@ impl Store {
         Ok(Some(outcome))
     }
 
+    /// Cancels every unfinished task of a code, as [`Store::cancel_task`]
+    /// does one: queued ones become `cancelled` at once, preparing and
+    /// running ones get `cancel_requested`, and the caller must stop their
+    /// containers. In one transaction, after locking the code (as
+    /// `delete_code` does), so no task of the code is queued behind it.
+    /// `None` if the project has no such code.
+    pub async fn cancel_code_tasks(
+        &self,
+        project_id: &str,
+        code_id: &str,
+        now: Millis,
+    ) -> Result<Option<CodeCancel>, StoreError> {
+        let mut conn = self.durable.acquire().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        let sql = format!(
+            "SELECT id FROM codes WHERE id = $1 AND project_id = $2 {}",
+            self.dialect.pg("FOR UPDATE")
+        );
+        let found = sqlx::query(&sql)
+            .bind(code_id)
+            .bind(project_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if found.is_none() {
+            return Ok(None);
+        }
+        let queued = sqlx::query(
+            "UPDATE tasks SET status = 'cancelled', msg = 'cancelled', end_time = $3,
+                 updated_at = $3
+             WHERE code_id = $1 AND project_id = $2 AND status = 'queued'",
+        )
+        .bind(code_id)
+        .bind(project_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let sql = format!(
+            "SELECT id, agent, attempt FROM tasks
+             WHERE code_id = $1 AND project_id = $2 AND status IN ('preparing', 'running')
+             ORDER BY id {}",
+            self.dialect.pg("FOR UPDATE")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(code_id)
+            .bind(project_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE tasks SET cancel_requested = 1, updated_at = $3
+             WHERE code_id = $1 AND project_id = $2 AND status IN ('preparing', 'running')",
+        )
+        .bind(code_id)
+        .bind(project_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let mut stops = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let agent: Option<String> = row.try_get("agent")?;
+            let attempt: i64 = row.try_get("attempt")?;
+            stops.push(TaskStop {
+                task_id: id.clone(),
+                agent: agent.unwrap_or_default(),
+                container: container_name(&id, attempt),
+            });
+        }
+        tx.commit().await?;
+        Ok(Some(CodeCancel {
+            cancelled: queued,
+            stops,
+        }))
+    }
+
     /// Queues a copy of an ended task (same code name, payload, priority,
     /// timeout, label, cluster; latest revision of the code) with
     /// `original_task_id` set and the given delay; returns the new id.
