@@ -41,6 +41,9 @@ pub struct AgentConfig {
     /// I/O per container, but logs take RAM (up to each container's log
     /// cap) until the container is deleted.
     pub state_tmpfs: bool,
+    /// The connection cap and timeouts of each listener (the unix socket
+    /// and the TCP port count separately).
+    pub connections: berth_http::Limits,
 }
 
 impl AgentConfig {
@@ -63,6 +66,7 @@ impl AgentConfig {
             max_json_bytes: 1024 * 1024,
             max_image_bytes: 16 << 30,
             state_tmpfs: false,
+            connections: berth_http::Limits::DEFAULT,
         }
     }
 

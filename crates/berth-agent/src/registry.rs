@@ -126,6 +126,7 @@ impl Entry {
                         log_bytes,
                         log_dropped_bytes,
                         error,
+                        ..
                     } => {
                         view.state = ContainerState::Exited;
                         view.result = Some(result);

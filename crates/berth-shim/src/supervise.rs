@@ -263,17 +263,20 @@ impl Shim {
             .exit
             .map(|exit| observed_result(&container, exit.status, exit.at - self.started));
         let (log_bytes, log_dropped_bytes) = (self.log.written(), self.log.dropped());
+        let log_write_error = self.log.write_error().map(str::to_owned);
         match (container.delete(), observed) {
             (Ok(result), _) => ExitRecord::Finished {
                 result,
                 log_bytes,
                 log_dropped_bytes,
+                log_write_error,
                 error,
             },
             (Err(e), Some(result)) => ExitRecord::Finished {
                 result,
                 log_bytes,
                 log_dropped_bytes,
+                log_write_error,
                 error: error.or_else(|| Some(e.report())),
             },
             (Err(e), None) => ExitRecord::Failed {

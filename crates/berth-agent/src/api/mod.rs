@@ -205,31 +205,34 @@ impl Listening {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let local = axum::serve(unix, router(agent.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let limits = agent.config.connections;
+        let local = berth_http::serve(
+            unix,
+            router(agent.clone()),
+            limits,
+            stopped(stop_rx.clone()),
+        );
         let serving = async move {
             match tcp {
                 Some((listener, token)) => {
                     let remote = router(agent.clone())
                         .layer(middleware::from_fn_with_state(token, require_token));
-                    let remote =
-                        axum::serve(listener, remote).with_graceful_shutdown(stopped(stop_rx));
-                    let (a, b) = tokio::join!(local, remote);
-                    a.and(b)
+                    let remote = berth_http::serve(listener, remote, limits, stopped(stop_rx));
+                    tokio::join!(local, remote);
                 }
                 None => local.await,
             }
         };
-        let result = tokio::select! {
-            served = serving => served.map_err(|e| ApiError::io("serving", e)),
-            () = bounded => Ok(()),
+        tokio::select! {
+            () = serving => {}
+            () = bounded => {}
         };
         // Clients of a stopped agent find no socket rather than a refusal.
         let _ = std::fs::remove_file(&socket);
         if state.config.state_tmpfs {
             state.release_state_tmpfs().await;
         }
-        result
+        Ok(())
     }
 }
 
