@@ -14,12 +14,13 @@
 mod cgroup;
 mod container;
 mod error;
+mod kernel;
 mod kernel_files;
 mod process;
 pub mod security;
 mod spec;
 
-pub use cgroup::{CgroupHost, CgroupMetrics, CgroupStats};
+pub use cgroup::{CgroupHost, CgroupJoin, CgroupMetrics, CgroupStats};
 pub use container::{Container, ContainerResult, ExitStatus, Runtime, RuntimeConfig};
 pub use error::{Result, RuntimeError};
 pub use process::plan::StdioFds;

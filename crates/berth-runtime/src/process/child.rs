@@ -6,7 +6,7 @@
 //! as a [`Report`] and the child exits.
 
 use super::affinity;
-use super::fdpass::{recv_fd, send_fd};
+use super::fdpass::{recv_fd, recv_fds, send_fd, MAX_FDS};
 use super::plan::{proc_fd_path, Create, Plan, Step};
 use std::ffi::CStr;
 use std::os::fd::RawFd;
@@ -60,6 +60,10 @@ stages! {
     Stdio,
     Terminal,
     Session,
+    /// Moving into the v1 cgroups; the index is the hierarchy's position
+    /// in the container's v1 directories, or their count when the files
+    /// did not arrive.
+    JoinCgroups,
     Ready,
     WaitStart,
     /// Widening the CPU set back to the parent's before the command runs.
@@ -815,6 +819,44 @@ fn make_dev_nodes(ch: &Channels, root: RawFd, index: usize) {
     close(dev);
 }
 
+/// Moves this process into the container's v1 cgroups, once the parent
+/// has made them and sent their `tasks` files (`count` of them, in the
+/// order of the container's v1 directories).
+///
+/// The process moves itself, by writing "0" to `tasks`: the kernel then
+/// migrates only the calling thread and, since the thread is `current`,
+/// skips the global `cgroup_threadgroup_rwsem` that a move by pid (or any
+/// write to `cgroup.procs`) takes for writing. That lock's writer waits for
+/// an RCU grace period unless one just passed, which after a moment of
+/// idle costs milliseconds per start (Linux 5.5+, commit 9a3284fad42f
+/// "cgroup: Optimize single thread migration"; older kernels take the lock
+/// and the move is merely as slow as a move by pid). Moving the one thread
+/// moves the whole process because it is the only one: the helper that
+/// detaches the old root shares this memory but is a process of its own,
+/// gone by now, and nothing here starts threads. This comes before the
+/// cgroup namespace is made (rooted at the cgroups joined here), before
+/// the identity changes and before exec.
+fn join_v1_cgroups(ch: &Channels, count: usize) {
+    let mut fds = [-1; MAX_FDS];
+    let received = recv_fds(ch.start, &mut fds);
+    if received < 0 {
+        fail(ch, Stage::JoinCgroups, count as u32, errno());
+    }
+    if received as usize != count {
+        fail(ch, Stage::JoinCgroups, count as u32, libc::EBADMSG);
+    }
+    for (index, fd) in fds[..count].iter().enumerate() {
+        // SAFETY: a write of a static byte to an fd the parent sent.
+        let written = unsafe { libc::write(*fd, c"0".as_ptr().cast(), 1) };
+        if written != 1 {
+            let err = if written < 0 { errno() } else { libc::EIO };
+            fail(ch, Stage::JoinCgroups, index as u32, err);
+        }
+        close(*fd);
+    }
+    ch.mark(Stage::JoinCgroups);
+}
+
 fn setup_terminal(ch: &Channels) {
     // SAFETY: pty calls on fds this process owns.
     unsafe {
@@ -1074,8 +1116,12 @@ pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
             .position(|c| libc::access(c.as_ptr(), libc::F_OK) == 0)
             .unwrap_or(0);
 
+        if plan.v1_cgroups > 0 {
+            join_v1_cgroups(ch, plan.v1_cgroups);
+        }
+
         // Tell the parent we are set up (unless asked to run at once), then
-        // wait for the go: by then the parent has put us in our cgroups.
+        // wait for the go.
         if !plan.autostart {
             send(
                 ch.report,

@@ -106,6 +106,10 @@ pub struct Plan {
     pub unshare_flags: libc::c_int,
     /// On cgroup v2 the child is cloned straight into this directory.
     pub v2_cgroup_dir: Option<OwnedFd>,
+    /// How many v1 cgroups the child joins: the parent sends that many
+    /// `tasks` files in one message once it has made the cgroups, and the
+    /// child moves itself into each (see `child::join_v1_cgroups`).
+    pub v1_cgroups: usize,
     pub hostname: CString,
     /// The parent makes a network namespace and sends it to the child.
     pub new_network: bool,
@@ -319,6 +323,7 @@ impl Plan {
             clone_flags,
             unshare_flags,
             v2_cgroup_dir: None,
+            v1_cgroups: 0,
             hostname: cstring("hostname", spec.effective_hostname())?,
             new_network: spec.network == NetworkMode::None,
             layers_dir,
