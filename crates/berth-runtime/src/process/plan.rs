@@ -136,7 +136,7 @@ pub struct Plan {
     pub cpus: Option<ChildCpus>,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
-    pub groups: Vec<libc::gid_t>,
+    pub groups: Vec<rustix::process::Gid>,
     pub caps: u64,
     pub last_cap: u32,
     pub seccomp: &'static [seccomp::Instruction],
@@ -342,7 +342,13 @@ impl Plan {
             cpus: None,
             uid: spec.process.user.uid,
             gid: spec.process.user.gid,
-            groups: spec.process.user.additional_gids.clone(),
+            groups: spec
+                .process
+                .user
+                .additional_gids
+                .iter()
+                .map(|g| rustix::process::Gid::from_raw_unchecked(*g))
+                .collect(),
             caps,
             last_cap: features.last_cap,
             seccomp: seccomp::default_filter(),
