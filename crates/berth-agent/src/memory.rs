@@ -9,7 +9,9 @@
 //! killed.
 
 use crate::events::EventKind;
-use crate::registry::{now_ms, AgentState, Entry, KillReason};
+use crate::record::{now_ms, Entry};
+use crate::state::AgentState;
+use berth_api::KillReason;
 use berth_core::ContainerId;
 use std::sync::Arc;
 

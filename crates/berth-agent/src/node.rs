@@ -1,13 +1,13 @@
 //! What the node has, what is promised, what is used.
 
-use crate::registry::AgentState;
+use crate::state::AgentState;
 use berth_api::{Allocated, Capacity, NodeView, Used};
 
 pub fn view(agent: &AgentState) -> NodeView {
     let entries = agent.list();
     let live: Vec<_> = entries
         .iter()
-        .filter(|e| !matches!(e.phase(), crate::registry::Phase::Exited { .. }))
+        .filter(|e| !matches!(e.phase(), crate::record::Phase::Exited { .. }))
         .collect();
     let (disk_bytes, disk_free_bytes) = disk(&agent.config.data_dir);
     NodeView {

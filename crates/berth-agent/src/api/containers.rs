@@ -2,7 +2,7 @@
 
 use super::{JsonBody, Params};
 use crate::error::ApiError;
-use crate::registry::{Entry, Phase};
+use crate::record::{Entry, Phase};
 use crate::shim::{self, parse_signal};
 use crate::Agent;
 use axum::body::Body;
@@ -138,7 +138,7 @@ async fn stop_container(entry: &Entry, signal: i32, grace: Duration) -> Result<(
     entry.set_kill_reason(KillReason {
         reason: "stopped".into(),
         message: format!("stopped through the API (signal {signal})"),
-        at: crate::registry::now_ms(),
+        at: crate::record::now_ms(),
     })?;
     deliver(entry, signal).await?;
     if signal != libc::SIGKILL && wait_for_end(entry, grace).await {

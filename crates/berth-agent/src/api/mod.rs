@@ -230,7 +230,7 @@ impl Listening {
         // Clients of a stopped agent find no socket rather than a refusal.
         let _ = std::fs::remove_file(&socket);
         if state.config.state_tmpfs {
-            state.release_state_tmpfs().await;
+            crate::open::release_state_tmpfs(&state).await;
         }
         Ok(())
     }
