@@ -3,9 +3,10 @@
 //! files), launch its shim and wait for the ready line, and undo all of it
 //! when the start fails.
 
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::events::EventKind;
-use crate::record::{now_ms, write_json, ContainerRecord, Entry, Phase, AGENT_FILE};
+use crate::record::{write_json, ContainerRecord, Entry, Phase, AGENT_FILE};
 use crate::shim::{self, Launcher, Ready};
 use crate::state::{requested_memory, write, AgentState};
 use crate::watch::{gc_runtime_dirs, mark_running, spawn_watcher};

@@ -22,13 +22,15 @@
 //! (`run/` may be a tmpfs of its own: [`AgentConfig::state_tmpfs`].)
 //!
 //! A restarted agent rebuilds everything from these files and the shims'
-//! sockets; see [`open`].
+//! sockets; see [`open()`].
 
 mod api;
+mod clock;
 mod config;
 mod create;
 mod error;
 mod events;
+mod host;
 mod memory;
 mod metrics;
 mod node;

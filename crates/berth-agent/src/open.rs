@@ -54,33 +54,35 @@ pub(crate) async fn open(config: AgentConfig) -> Result<Arc<AgentState>, ApiErro
     Ok(agent)
 }
 
-/// At shutdown: takes the state tmpfs down if no container state is
-/// left on it (running containers keep it for the next agent). Shims
-/// of containers deleted just now may still be removing their runtime
-/// dirs: give them a moment, and clean up after any that died.
-pub(crate) async fn release_state_tmpfs(agent: &Arc<AgentState>) {
-    let root = agent.config.run_dir();
-    let no_containers = fs::read_dir(agent.config.state_root())
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(false);
-    if no_containers {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        loop {
-            let this = agent.clone();
-            let _ = tokio::task::spawn_blocking(move || watch::gc_runtime_dirs(&this)).await;
-            let drained = fs::read_dir(agent.config.volatile_runtime_dir())
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(true);
-            if drained || tokio::time::Instant::now() >= deadline {
-                break;
+impl AgentState {
+    /// At shutdown: takes the state tmpfs down if no container state is
+    /// left on it (running containers keep it for the next agent). Shims
+    /// of containers deleted just now may still be removing their runtime
+    /// dirs: give them a moment, and clean up after any that died.
+    pub(crate) async fn release_state_tmpfs(self: &Arc<Self>) {
+        let root = self.config.run_dir();
+        let no_containers = fs::read_dir(self.config.state_root())
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if no_containers {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            loop {
+                let this = self.clone();
+                let _ = tokio::task::spawn_blocking(move || watch::gc_runtime_dirs(&this)).await;
+                let drained = fs::read_dir(self.config.volatile_runtime_dir())
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(true);
+                if drained || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-    match crate::state_fs::release_if_empty(&root) {
-        Ok(true) => tracing::info!("unmounted the state tmpfs at {}", root.display()),
-        Ok(false) => {}
-        Err(e) => tracing::warn!("unmounting {}: {e}", root.display()),
+        match crate::state_fs::release_if_empty(&root) {
+            Ok(true) => tracing::info!("unmounted the state tmpfs at {}", root.display()),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("unmounting {}: {e}", root.display()),
+        }
     }
 }
 

@@ -11,7 +11,6 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// `agent.json`: what the agent knows of a container beyond the shim's files.
@@ -145,6 +144,11 @@ impl Entry {
     }
 }
 
+/// The `kill_reason.reason` of the memory policy's kills.
+pub const MEMORY_PRESSURE: &str = "memory_pressure";
+/// The `kill_reason.reason` of a stop asked for through the API.
+pub const STOPPED: &str = "stopped";
+
 /// The agent's own file in a container's state dir.
 pub(crate) const AGENT_FILE: &str = "agent.json";
 
@@ -159,12 +163,6 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> io::Result<()> 
     file.write_all(&bytes)?;
     drop(file);
     fs::rename(&temp, path)
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64)
 }
 
 /// Locks `m`, going on after a panic elsewhere (no state it guards is

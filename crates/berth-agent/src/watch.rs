@@ -3,8 +3,9 @@
 //! so, and records its end (exit record and events) or its loss (a shim
 //! that died without one, and the runtime dirs it left behind).
 
+use crate::clock::now_ms;
 use crate::events::{EventKind, EventLog};
-use crate::record::{lock, now_ms, write_json, Entry, Phase};
+use crate::record::{lock, write_json, Entry, Phase, MEMORY_PRESSURE};
 use crate::shim;
 use crate::state::AgentState;
 use berth_core::{ErrorCode, ErrorReport};
@@ -46,7 +47,7 @@ pub(crate) fn finish(events: &EventLog, entry: &Entry, record: ExitRecord) {
         }
     }
     if let Some(reason) = &lock(&entry.record).kill_reason {
-        if reason.reason == crate::memory::MEMORY_PRESSURE {
+        if reason.reason == MEMORY_PRESSURE {
             events.ensure(
                 &entry.id,
                 EventKind::MemoryKilled,
