@@ -50,7 +50,7 @@ impl AgentConfig {
     /// Defaults for `data_dir`: socket `<data>/agent.sock`, ceiling = 90% of
     /// the host's RAM, pressure at 90% of it, sampled every 250 ms.
     pub fn new(data_dir: PathBuf, shim_binary: PathBuf) -> AgentConfig {
-        let ram = crate::node::total_memory().unwrap_or(1 << 30);
+        let ram = crate::host::total_memory().unwrap_or(1 << 30);
         AgentConfig {
             socket: data_dir.join("agent.sock"),
             data_dir,

@@ -6,9 +6,11 @@
 //! the disk refuses it) before the loop ends.
 
 use crate::control::{Backend, Server};
+use crate::diag::diag;
 use crate::error::ShimError;
 use crate::log::OutputLog;
-use crate::shim::{diag, Started, STOP_GRACE};
+use crate::signals::STOP_GRACE;
+use crate::start::Started;
 use crate::state::{unix_ms, ExitRecord, ShimState, StateDir, Status};
 use berth_core::{ErrorReport, HasErrorCode};
 use berth_runtime::supervise::{Event, Exit, Handler, PollSet, SignalFd, Supervisor as Loop};

@@ -1,8 +1,9 @@
 //! `/v1/containers/…`.
 
-use super::{JsonBody, Params};
+use super::extract::{JsonBody, Params};
+use crate::clock::now_ms;
 use crate::error::ApiError;
-use crate::registry::{Entry, Phase};
+use crate::record::{Entry, Phase, STOPPED};
 use crate::shim::{self, parse_signal};
 use crate::Agent;
 use axum::body::Body;
@@ -136,9 +137,9 @@ async fn stop_detached(entry: &Arc<Entry>, signal: i32, grace: Duration) -> Resu
 
 async fn stop_container(entry: &Entry, signal: i32, grace: Duration) -> Result<(), ApiError> {
     entry.set_kill_reason(KillReason {
-        reason: "stopped".into(),
+        reason: STOPPED.into(),
         message: format!("stopped through the API (signal {signal})"),
-        at: crate::registry::now_ms(),
+        at: now_ms(),
     })?;
     deliver(entry, signal).await?;
     if signal != libc::SIGKILL && wait_for_end(entry, grace).await {
