@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
 # Container start-to-exit latency: berth vs runc vs docker vs the bare kernel.
 #
-# Usage: bench/startup.sh [-n RUNS] [-w WARMUP] [--no-docker] [--berth PATH]
-#                         [--save DIR]
+# Usage: bench/startup.sh [-n RUNS] [-w WARMUP] [--idle-ms MS] [--idle-runs N]
+#                         [--no-docker] [--berth PATH] [--save DIR]
 #
-#   -n RUNS        timed runs per tool (default 200)
+#   -n RUNS        timed back-to-back runs per tool (default 200)
 #   -w WARMUP      untimed runs per tool first (default 5)
+#   --idle-ms MS   idle time before each run of the after-idle mode (default
+#                  300; 0 skips that mode)
+#   --idle-runs N  timed after-idle runs per tool (default: RUNS)
 #   --no-docker    skip docker even if it could be had
 #   --berth PATH   use this berth binary instead of building target/release/berth
 #   --save DIR     keep the raw per-run times (microseconds) and berth's JSON
+#
+# Two modes, measured in one run with the same tools: back-to-back (each run
+# right after the previous one, as a batch would start them) and after idle
+# (the script waits MS before each run of every tool, without forking, as
+# when containers start now and then: on cgroup v1 hosts the first move
+# into a cgroup after a moment of idle can wait for an RCU grace period,
+# which back-to-back runs hide). Each mode reports every tool's median and
+# the runc/berth ratio, then the goal (berth median <= 5 ms and >= 5x faster
+# than runc) is checked in both.
 #
 # What is timed, each as one whole command from fork to exit (what a user
 # waits for), all on the same busybox rootfs built by
@@ -42,6 +54,8 @@ export HOME=${HOME:-/root}
 
 runs=200
 warmup=5
+idle_ms=300
+idle_runs=""
 want_docker=1
 berth_bin=""
 save_dir=""
@@ -49,6 +63,8 @@ while (($#)); do
     case "$1" in
         -n | --runs) runs=${2:?}; shift 2 ;;
         -w | --warmup) warmup=${2:?}; shift 2 ;;
+        --idle-ms) idle_ms=${2:?}; shift 2 ;;
+        --idle-runs) idle_runs=${2:?}; shift 2 ;;
         --no-docker) want_docker=0; shift ;;
         --berth) berth_bin=${2:?}; shift 2 ;;
         --save) save_dir=${2:?}; shift 2 ;;
@@ -56,8 +72,10 @@ while (($#)); do
         *) echo "startup.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
-[[ $runs =~ ^[1-9][0-9]*$ && $warmup =~ ^[0-9]+$ ]] || {
-    echo "startup.sh: -n and -w take whole numbers" >&2
+idle_runs=${idle_runs:-$runs}
+[[ $runs =~ ^[1-9][0-9]*$ && $warmup =~ ^[0-9]+$ && $idle_ms =~ ^[0-9]+$ &&
+    $idle_runs =~ ^[1-9][0-9]*$ ]] || {
+    echo "startup.sh: -n, -w, --idle-ms and --idle-runs take whole numbers (-n and --idle-runs at least 1)" >&2
     exit 2
 }
 
@@ -336,48 +354,63 @@ done
 # work (dockerd and containerd clean up after every container on the same
 # two CPUs); rounds still spread slow drift of the machine over every tool.
 rounds=5
-per_block=$(((runs + rounds - 1) / rounds))
-echo "==> timing $runs runs per tool in $rounds rounds of blocks: ${tools[*]}"
-for tool in "${tools[@]}"; do : >"$work/times.$tool"; done
-: >"$work/berth.jsonl"
+modes=(b2b)
+((idle_ms > 0)) && modes+=(idle)
+declare -A mode_runs=([b2b]=$runs [idle]=$idle_runs)
+declare -A mode_title=([b2b]="back-to-back" [idle]="after ${idle_ms} ms idle before each run")
+# The after-idle wait: a read that times out on a FIFO nobody writes to,
+# since forking `sleep` before every run would be activity of its own.
+idle_s=$(printf '%d.%03d' $((idle_ms / 1000)) $((idle_ms % 1000)))
+mkfifo "$runroot/idle"
+exec {idle_fd}<>"$runroot/idle"
+idle_wait() { read -r -t "$idle_s" -u "$idle_fd" _ || true; }
 # The hypervisor's steal time (/proc/stat: a vCPU wanted to run and the host
 # ran something else) during each tool's blocks: this VM's noise comes and
 # goes with the host's load, and this says which tool's runs it hit.
-declare -A steal_ticks=() all_ticks=()
+declare -A steal_ticks=() all_ticks=() total_s=()
 cpu_ticks() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
 k=${#tools[@]}
-start_all=$EPOCHREALTIME
-done_runs=0
-for ((round = 0; round < rounds && done_runs < runs; round++)); do
-    block=$((runs - done_runs < per_block ? runs - done_runs : per_block))
-    for ((j = 0; j < k; j++)); do
-        tool=${tools[$(((round + j) % k))]}
-        sync
-        sleep 1
-        read -r steal0 ticks0 < <(cpu_ticks)
-        for ((i = 0; i < block; i++)); do
-            serial=$((serial + 1))
-            run_one "$tool" "$serial"
-            echo "$elapsed_us" >>"$work/times.$tool"
-            if [[ $tool == berth ]]; then
-                # --json prints its line last on stdout; without it this is
-                # not the berth the benchmark was written for.
-                line=$(tail -n 1 "$io/out")
-                if [[ $line != "{"*'"exit_code"'* ]]; then
-                    echo "berth run --json printed no result line; stdout ends with: $line" >&2
-                    exit 1
+for mode in "${modes[@]}"; do
+    n=${mode_runs[$mode]}
+    per_block=$(((n + rounds - 1) / rounds))
+    echo "==> ${mode_title[$mode]}: timing $n runs per tool in $rounds rounds of blocks: ${tools[*]}"
+    for tool in "${tools[@]}"; do : >"$work/times.$mode.$tool"; done
+    : >"$work/berth.$mode.jsonl"
+    start_all=$EPOCHREALTIME
+    done_runs=0
+    for ((round = 0; round < rounds && done_runs < n; round++)); do
+        block=$((n - done_runs < per_block ? n - done_runs : per_block))
+        for ((j = 0; j < k; j++)); do
+            tool=${tools[$(((round + j) % k))]}
+            sync
+            sleep 1
+            read -r steal0 ticks0 < <(cpu_ticks)
+            for ((i = 0; i < block; i++)); do
+                serial=$((serial + 1))
+                [[ $mode == idle ]] && idle_wait
+                run_one "$tool" "$serial"
+                echo "$elapsed_us" >>"$work/times.$mode.$tool"
+                if [[ $tool == berth ]]; then
+                    # --json prints its line last on stdout; without it this
+                    # is not the berth the benchmark was written for.
+                    line=$(tail -n 1 "$io/out")
+                    if [[ $line != "{"*'"exit_code"'* ]]; then
+                        echo "berth run --json printed no result line; stdout ends with: $line" >&2
+                        exit 1
+                    fi
+                    echo "$line" >>"$work/berth.$mode.jsonl"
                 fi
-                echo "$line" >>"$work/berth.jsonl"
-            fi
+            done
+            read -r steal1 ticks1 < <(cpu_ticks)
+            steal_ticks[$mode.$tool]=$((${steal_ticks[$mode.$tool]:-0} + steal1 - steal0))
+            all_ticks[$mode.$tool]=$((${all_ticks[$mode.$tool]:-0} + ticks1 - ticks0))
         done
-        read -r steal1 ticks1 < <(cpu_ticks)
-        steal_ticks[$tool]=$((${steal_ticks[$tool]:-0} + steal1 - steal0))
-        all_ticks[$tool]=$((${all_ticks[$tool]:-0} + ticks1 - ticks0))
+        done_runs=$((done_runs + block))
+        echo "  $done_runs/$n"
     done
-    done_runs=$((done_runs + block))
-    echo "  $done_runs/$runs"
+    total_s[$mode]=$(((10#${EPOCHREALTIME/./} - 10#${start_all/./}) / 1000000))
 done
-total_s=$(((10#${EPOCHREALTIME/./} - 10#${start_all/./}) / 1000000))
+exec {idle_fd}<&-
 
 # ---------------------------------------------------------------------------
 # stats FILE (one number per line, microseconds) -> "median p90 mean min max"
@@ -405,56 +438,86 @@ elif [[ -f /sys/fs/cgroup/unified/cgroup.controllers ]]; then
 else
     cgmode="v1"
 fi
+# favordynmods changes the after-idle figures of cgroup moves: say whether
+# this host has it on any cgroup mount.
+# (mountinfo: ... - FSTYPE SOURCE SUPER_OPTIONS)
+if awk '{ split(substr($0, index($0, " - ") + 3), f, " ") }
+        f[1] ~ /^cgroup/ && ("," f[3] ",") ~ /,favordynmods,/ { found = 1 }
+        END { exit !found }' /proc/self/mountinfo; then
+    cgmode+=", favordynmods on"
+else
+    cgmode+=", no favordynmods (a default host)"
+fi
 echo "cgroups:  $cgmode"
 echo "fs:       $(findmnt -n -o FSTYPE -T "$work" 2>/dev/null || stat -f -c %T "$work") for the data dir and bundle ($work)"
 echo "runc:     $("$runc" --version | head -n 1)"
 if [[ -z $docker_skip ]]; then
     echo "docker:   server $("${docker_cmd[@]}" version -f '{{.Server.Version}}' 2>/dev/null || echo '?')"
 fi
-echo "runs:     $runs per tool after $warmup warmup, in rounds of blocks, ${total_s}s in all"
-
-echo
-echo "== results (ms, fork to exit of the whole command)"
-printf '%-8s %9s %9s %9s %9s %9s\n' tool median p90 mean min max
-for tool in "${tools[@]}"; do
-    read -r med p90 mean min max < <(stats "$work/times.$tool")
-    median[$tool]=$med
-    printf '%-8s %9s %9s %9s %9s %9s\n' "$tool" "$med" "$p90" "$mean" "$min" "$max"
+for mode in "${modes[@]}"; do
+    echo "runs:     ${mode_title[$mode]}: ${mode_runs[$mode]} per tool, in rounds of blocks, ${total_s[$mode]}s"
 done
-if [[ -n $docker_skip ]]; then
-    printf '%-8s skipped: %s\n' docker "$docker_skip"
-fi
+echo "warmup:   $warmup per tool, untimed"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-echo
-echo "runc/berth median ratio:   $(ratio "${median[runc]}" "${median[berth]}")  (>1: berth is faster)"
-if [[ -z $docker_skip ]]; then
-    echo "docker/berth median ratio: $(ratio "${median[docker]}" "${median[berth]}")"
-fi
-echo "berth - floor median:      $(awk -v a="${median[berth]}" -v b="${median[floor]}" 'BEGIN { printf "%.2f ms", a - b }')"
-printf 'host steal during blocks:  '
-for tool in "${tools[@]}"; do
-    printf '%s %s%%  ' "$tool" "$(awk -v s="${steal_ticks[$tool]:-0}" -v t="${all_ticks[$tool]:-0}" \
-        'BEGIN { if (t > 0) printf "%.1f", 100 * s / t; else print "?" }')"
-done
-echo "(of the VM's CPU time; above a few % the figures are the host's)"
-
-# berth's own view of each run, from its --json line.
-for field in teardown_ms wall_time_ms; do
-    if jq -r ".$field // empty" "$work/berth.jsonl" >"$work/$field" 2>/dev/null && [[ -s $work/$field ]]; then
-        # stats works in microseconds; these are milliseconds already
-        awk '{ print $1 * 1000 }' "$work/$field" >"$work/$field.us"
-        read -r med p90 _ < <(stats "$work/$field.us")
-        echo "berth $field (from --json): median $med, p90 $p90"
-    else
-        echo "berth $field: not found in the --json output"
+for mode in "${modes[@]}"; do
+    echo
+    echo "== results, ${mode_title[$mode]} (ms, fork to exit of the whole command)"
+    printf '%-8s %9s %9s %9s %9s %9s\n' tool median p90 mean min max
+    for tool in "${tools[@]}"; do
+        read -r med p90 mean min max < <(stats "$work/times.$mode.$tool")
+        median[$mode.$tool]=$med
+        printf '%-8s %9s %9s %9s %9s %9s\n' "$tool" "$med" "$p90" "$mean" "$min" "$max"
+    done
+    if [[ -n $docker_skip ]]; then
+        printf '%-8s skipped: %s\n' docker "$docker_skip"
     fi
+    echo
+    echo "runc/berth median ratio:   $(ratio "${median[$mode.runc]}" "${median[$mode.berth]}")  (>1: berth is faster)"
+    if [[ -z $docker_skip ]]; then
+        echo "docker/berth median ratio: $(ratio "${median[$mode.docker]}" "${median[$mode.berth]}")"
+    fi
+    echo "berth - floor median:      $(awk -v a="${median[$mode.berth]}" -v b="${median[$mode.floor]}" 'BEGIN { printf "%.2f ms", a - b }')"
+    printf 'host steal during blocks:  '
+    for tool in "${tools[@]}"; do
+        printf '%s %s%%  ' "$tool" "$(awk -v s="${steal_ticks[$mode.$tool]:-0}" -v t="${all_ticks[$mode.$tool]:-0}" \
+            'BEGIN { if (t > 0) printf "%.1f", 100 * s / t; else print "?" }')"
+    done
+    echo "(of the VM's CPU time; above a few % the figures are the host's)"
+
+    # berth's own view of each run, from its --json line.
+    for field in teardown_ms wall_time_ms; do
+        if jq -r ".$field // empty" "$work/berth.$mode.jsonl" >"$work/$field" 2>/dev/null && [[ -s $work/$field ]]; then
+            # stats works in microseconds; these are milliseconds already
+            awk '{ print $1 * 1000 }' "$work/$field" >"$work/$field.us"
+            read -r med p90 _ < <(stats "$work/$field.us")
+            echo "berth $field (from --json): median $med, p90 $p90"
+        else
+            echo "berth $field: not found in the --json output"
+        fi
+    done
+done
+
+echo
+echo "== goal: berth median <= 5 ms and >= 5x faster than runc, in every mode"
+for mode in "${modes[@]}"; do
+    b=${median[$mode.berth]} r=${median[$mode.runc]}
+    verdict=$(awk -v b="$b" -v r="$r" 'BEGIN {
+        time = (b <= 5.0); speed = (b > 0 && r / b >= 5.0)
+        if (time && speed) print "met"
+        else if (!time && !speed) print "missed (time and ratio)"
+        else if (!time) print "missed (time)"
+        else print "missed (ratio)"
+    }')
+    printf '%-52s berth %s ms, %sx runc: %s\n' "${mode_title[$mode]}:" "$b" "$(ratio "$r" "$b")" "$verdict"
 done
 
 if [[ -n $save_dir ]]; then
     mkdir -p "$save_dir"
-    for tool in "${tools[@]}"; do cp "$work/times.$tool" "$save_dir/times-$tool.us"; done
-    cp "$work/berth.jsonl" "$save_dir/berth-runs.jsonl"
+    for mode in "${modes[@]}"; do
+        for tool in "${tools[@]}"; do cp "$work/times.$mode.$tool" "$save_dir/times-$mode-$tool.us"; done
+        cp "$work/berth.$mode.jsonl" "$save_dir/berth-runs-$mode.jsonl"
+    done
     echo "raw results saved in $save_dir"
 fi
 

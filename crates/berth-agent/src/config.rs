@@ -41,13 +41,16 @@ pub struct AgentConfig {
     /// I/O per container, but logs take RAM (up to each container's log
     /// cap) until the container is deleted.
     pub state_tmpfs: bool,
+    /// The connection cap and timeouts of each listener (the unix socket
+    /// and the TCP port count separately).
+    pub connections: berth_http::Limits,
 }
 
 impl AgentConfig {
     /// Defaults for `data_dir`: socket `<data>/agent.sock`, ceiling = 90% of
     /// the host's RAM, pressure at 90% of it, sampled every 250 ms.
     pub fn new(data_dir: PathBuf, shim_binary: PathBuf) -> AgentConfig {
-        let ram = crate::node::total_memory().unwrap_or(1 << 30);
+        let ram = crate::host::total_memory().unwrap_or(1 << 30);
         AgentConfig {
             socket: data_dir.join("agent.sock"),
             data_dir,
@@ -63,6 +66,7 @@ impl AgentConfig {
             max_json_bytes: 1024 * 1024,
             max_image_bytes: 16 << 30,
             state_tmpfs: false,
+            connections: berth_http::Limits::DEFAULT,
         }
     }
 

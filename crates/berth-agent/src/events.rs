@@ -78,7 +78,7 @@ impl EventLog {
         let seq = inner.events.last().map_or(0, |e| e.seq) + 1;
         let event = Event {
             seq,
-            time: crate::registry::now_ms(),
+            time: crate::clock::now_ms(),
             container: container.to_owned(),
             kind,
             detail,

@@ -22,40 +22,47 @@
 //! (`run/` may be a tmpfs of its own: [`AgentConfig::state_tmpfs`].)
 //!
 //! A restarted agent rebuilds everything from these files and the shims'
-//! sockets; see [`Agent::open`].
+//! sockets; see [`open()`].
 
 mod api;
+mod clock;
 mod config;
+mod create;
 mod error;
 mod events;
+mod host;
 mod memory;
 mod metrics;
 mod node;
-mod registry;
+mod open;
+mod record;
+mod recover;
 mod shim;
+mod state;
 mod state_fs;
+mod watch;
 
 pub use api::{listen, router, serve, Listening};
+pub use berth_api::{ContainerState, ContainerView, CreateContainer, InlineFile, KillReason};
 pub use config::{volatile_runtime_dir, AgentConfig};
 pub use error::ApiError;
 pub use events::{Event, EventKind};
-pub use registry::{ContainerState, ContainerView, CreateContainer, InlineFile, KillReason};
 
 use std::sync::Arc;
 
 /// A running agent: the shared state every API handler works on.
-pub type Agent = Arc<registry::AgentState>;
+pub type Agent = Arc<state::AgentState>;
 
 /// Opens the agent's state, rediscovers every container left by a previous
 /// agent and starts the background work (exit watchers, memory policy).
 /// Must be called inside a tokio runtime.
 pub async fn open(config: AgentConfig) -> Result<Agent, ApiError> {
-    registry::AgentState::open(config).await
+    open::open(config).await
 }
 
 /// `berth gc`'s part for the agent: unmounts the state tmpfs of the agent
 /// of `data_dir` once it holds no container state and no agent runs there.
 /// True if it did.
 pub fn release_idle_state(data_dir: &std::path::Path) -> Result<bool, ApiError> {
-    registry::release_idle_state(data_dir)
+    open::release_idle_state(data_dir)
 }

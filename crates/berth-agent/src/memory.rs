@@ -8,13 +8,14 @@
 //! counts it): cold page cache is reclaimable and must not get a container
 //! killed.
 
+use crate::clock::now_ms;
 use crate::events::EventKind;
-use crate::registry::{now_ms, AgentState, Entry, KillReason};
+use crate::record::{Entry, MEMORY_PRESSURE};
+use crate::state::AgentState;
+use berth_api::KillReason;
 use berth_core::ContainerId;
 use std::sync::Arc;
 
-/// The `kill_reason.reason` of the policy's kills.
-pub const MEMORY_PRESSURE: &str = "memory_pressure";
 /// A condemned container still running this long after its kill is
 /// killed again.
 const RETRY_KILL_AFTER_MS: u64 = 5_000;

@@ -1,7 +1,7 @@
 //! `/metrics`: the node's and every running container's cgroup metrics in
 //! the Prometheus text format (version 0.0.4).
 
-use crate::registry::AgentState;
+use crate::state::AgentState;
 use berth_core::ContainerId;
 use berth_runtime::CgroupMetrics;
 use std::fmt::Write;

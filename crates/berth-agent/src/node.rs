@@ -1,32 +1,29 @@
-//! What the node has, what is promised, what is used.
+//! `/v1/node`: what the node has, what is promised, what is used.
 
-use crate::registry::AgentState;
+use crate::host;
+use crate::record::Phase;
+use crate::state::AgentState;
 use berth_api::{Allocated, Capacity, NodeView, Used};
 
+/// The node as `/v1/node` describes it.
 pub fn view(agent: &AgentState) -> NodeView {
     let entries = agent.list();
     let live: Vec<_> = entries
         .iter()
-        .filter(|e| !matches!(e.phase(), crate::registry::Phase::Exited { .. }))
+        .filter(|e| !matches!(e.phase(), Phase::Exited { .. }))
         .collect();
-    let (disk_bytes, disk_free_bytes) = disk(&agent.config.data_dir);
+    let (disk_bytes, disk_free_bytes) = host::disk(&agent.config.data_dir);
     NodeView {
-        hostname: rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned(),
+        hostname: host::hostname(),
         labels: agent.config.labels.clone(),
         capacity: Capacity {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-            memory_bytes: total_memory().unwrap_or(0),
+            cpus: host::cpus(),
+            memory_bytes: host::total_memory().unwrap_or(0),
             memory_ceiling_bytes: agent.config.memory_ceiling,
             memory_pressure: agent.config.memory_pressure,
             disk_bytes,
             disk_free_bytes,
-            pids: std::fs::read_to_string("/proc/sys/kernel/pid_max")
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0),
+            pids: host::pid_max(),
         },
         allocated: Allocated {
             containers: live.len(),
@@ -48,23 +45,5 @@ pub fn view(agent: &AgentState) -> NodeView {
             .unwrap_or_default(),
         cgroups: agent.runtime.cgroups().describe(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-    }
-}
-
-/// MemTotal from /proc/meminfo, in bytes.
-pub fn total_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-fn disk(path: &std::path::Path) -> (u64, u64) {
-    match rustix::fs::statvfs(path) {
-        Ok(s) => (
-            s.f_blocks.saturating_mul(s.f_frsize),
-            s.f_bavail.saturating_mul(s.f_frsize),
-        ),
-        Err(_) => (0, 0),
     }
 }

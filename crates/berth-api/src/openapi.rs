@@ -133,7 +133,7 @@ fn wait_container() {}
 #[utoipa::path(get, path = "/v1/containers/{id}/logs", tag = "containers",
     params(("id" = String, Path, description = "Container id"), LogsQuery),
     responses(
-        (status = 200, description = "The output log from `offset` (header `x-berth-log-offset` echoes it)", content_type = "application/octet-stream"),
+        (status = 200, description = "The output log from `offset` (header `x-berth-log-offset` echoes it). The log of an ended container that lost output (past its cap, or to a failed write such as a full disk) ends with one more line, outside the file and its offsets: `[berth: N bytes of output were dropped: WHY]`", content_type = "application/octet-stream"),
         (status = 404, description = "No such container", body = ErrorBody),
     ))]
 fn container_logs() {}

@@ -14,7 +14,11 @@ use bytes::Bytes;
 use http::{header, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 /// An answer, whole.
@@ -147,6 +151,10 @@ impl Transport {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let stream = EarlyAnswerTolerant {
+            inner: stream,
+            peer_stopped_reading: false,
+        };
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.unreachable(e.to_string()))?;
@@ -172,5 +180,138 @@ impl Transport {
             endpoint: self.endpoint.to_string(),
             message,
         }
+    }
+}
+
+/// A connection that keeps reading after the peer stopped reading.
+///
+/// HTTP lets a server answer before it has read the whole request (413 for
+/// a body over its limit, 401 before an upload) and then close. Writing the
+/// rest of the body then fails (EPIPE, ECONNRESET), and hyper's client
+/// reports that write error instead of the answer already waiting to be
+/// read. Here the rest of the request is discarded instead, so the answer
+/// is read as curl would; if no answer comes, reading ends the exchange
+/// with an error as before.
+struct EarlyAnswerTolerant<S> {
+    inner: S,
+    peer_stopped_reading: bool,
+}
+
+impl<S> EarlyAnswerTolerant<S> {
+    /// Turns "the peer stopped reading" into "written"; other results pass.
+    fn absorb(&mut self, result: Poll<io::Result<usize>>, len: usize) -> Poll<io::Result<usize>> {
+        match result {
+            Poll::Ready(Err(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                self.peer_stopped_reading = true;
+                Poll::Ready(Ok(len))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for EarlyAnswerTolerant<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for EarlyAnswerTolerant<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.peer_stopped_reading {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.absorb(result, buf.len())
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if self.peer_stopped_reading {
+            return Poll::Ready(Ok(len));
+        }
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.absorb(result, len)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.peer_stopped_reading {
+            return Poll::Ready(Ok(()));
+        }
+        let result = Pin::new(&mut self.inner).poll_flush(cx).map_ok(|()| 0);
+        self.absorb(result, 0).map_ok(drop)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.peer_stopped_reading {
+            return Poll::Ready(Ok(()));
+        }
+        let result = Pin::new(&mut self.inner).poll_shutdown(cx).map_ok(|()| 0);
+        self.absorb(result, 0).map_ok(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers 413 after reading only the head, then closes:
+    /// the client gets the 413, not a write error, however large the body.
+    #[tokio::test]
+    async fn an_answer_before_the_whole_body_is_read_is_returned() {
+        let dir = std::env::temp_dir().join(format!(
+            "berth-api-early-{}-{}",
+            std::process::id(),
+            line!()
+        ));
+        let _ = std::fs::remove_file(&dir);
+        let listener = tokio::net::UnixListener::bind(&dir).expect("bind");
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut head = [0u8; 1024];
+            let _ = conn.read(&mut head).await;
+            let answer = "HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n\
+                          content-length: 13\r\nconnection: close\r\n\r\n{\"too\":\"big\"}";
+            conn.write_all(answer.as_bytes()).await.expect("answer");
+            // Closing with most of the body unread.
+        });
+        let transport = Transport::new(Endpoint::Unix(dir.clone()), None);
+        let body = Bytes::from(vec![b'x'; 8 << 20]);
+        let answer = transport
+            .send(
+                Method::POST,
+                "/v1/containers",
+                &[],
+                body,
+                Duration::from_secs(20),
+            )
+            .await
+            .expect("the early answer");
+        assert_eq!(answer.status, 413);
+        assert_eq!(&answer.body[..], br#"{"too":"big"}"#);
+        server.await.expect("server");
+        let _ = std::fs::remove_file(&dir);
     }
 }

@@ -78,6 +78,62 @@ pub(crate) fn prune(layout: &Layout) -> Result<PruneReport, ImageError> {
     Ok(report)
 }
 
+/// Removes what processes that are gone left in `tmp/`: a lease or a file
+/// whose write a `kill -9` interrupted, the staging of a crashed import.
+/// Every temporary name carries its creator's pid (see
+/// [`Layout::temp_path`]); entries of a live process, and names without a
+/// pid, are left alone. Needs no lock: nobody alive owns what it removes,
+/// so unlike [`prune`] it never waits for an import. A recycled pid only
+/// keeps an entry until its new owner is gone too. Returns the names
+/// removed.
+pub(crate) fn remove_orphaned_temp(layout: &Layout) -> Result<Vec<String>, ImageError> {
+    let mut removed = Vec::new();
+    for (path, name) in list_dir(&layout.tmp)? {
+        let Some(pid) = temp_owner(&name) else {
+            continue;
+        };
+        if process_exists(pid) {
+            continue;
+        }
+        remove_any(&path)?;
+        tracing::debug!(entry = %name, pid, "removed a temporary entry of a dead process");
+        removed.push(name);
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// The pid in a name made by [`Layout::temp_path`]:
+/// `<prefix>-<pid>-<hex nanoseconds>-<counter>`.
+fn temp_owner(name: &str) -> Option<i32> {
+    let mut parts = name.rsplitn(4, '-');
+    let counter = parts.next()?;
+    let nanos = parts.next()?;
+    let pid = parts.next()?;
+    let prefix = parts.next()?;
+    let well_formed = !prefix.is_empty()
+        && !counter.is_empty()
+        && counter.bytes().all(|b| b.is_ascii_digit())
+        && !nanos.is_empty()
+        && nanos.bytes().all(|b| b.is_ascii_hexdigit());
+    if !well_formed {
+        return None;
+    }
+    pid.parse().ok().filter(|pid| *pid > 0)
+}
+
+/// Whether a process with this pid exists (in our pid namespace). A
+/// process we may not signal exists too.
+fn process_exists(pid: i32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
 /// Marks what `desc` needs. Unreadable parts are logged and skipped: what
 /// they would have kept is already unusable.
 fn mark(layout: &Layout, desc: &Descriptor, keep: &mut Reachable, depth: usize) {
@@ -171,4 +227,26 @@ fn tree_size(path: &Path) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::temp_owner;
+
+    #[test]
+    fn the_owner_is_read_from_names_of_temp_path_only() {
+        assert_eq!(temp_owner("lease-4242-18c3f0a1b2-7"), Some(4242));
+        assert_eq!(temp_owner("deleted-layer-0123456789ab-17-ff-0"), Some(17));
+        for foreign in [
+            "lease",
+            "lease-4242",
+            "lease-x-18c3f0a1b2-7",
+            "lease-4242-nothex-7",
+            "lease-4242-18c3f0a1b2-x",
+            "-4242-18c3f0a1b2-7",
+            "lease-0-18c3f0a1b2-7",
+        ] {
+            assert_eq!(temp_owner(foreign), None, "{foreign}");
+        }
+    }
 }

@@ -201,6 +201,13 @@ impl ImageStore {
         gc::prune(&self.layout)
     }
 
+    /// Removes what processes that are gone left in the store's temporary
+    /// dir (a lease or import interrupted by `kill -9`); entries of live
+    /// processes stay. Never waits for an import. Returns the names removed.
+    pub fn remove_orphaned_temp(&self) -> Result<Vec<String>, ImageError> {
+        gc::remove_orphaned_temp(&self.layout)
+    }
+
     /// Records that `holder` (a container id) uses `image`'s layers, so prune
     /// and remove keep them. One small file written, no fsync. Leasing again
     /// with the same holder replaces its lease.

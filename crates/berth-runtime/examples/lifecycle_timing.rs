@@ -1,11 +1,13 @@
 //! Times each phase of the container lifecycle through the library API:
-//! `cargo run --release -p berth-runtime --example lifecycle_timing -- LAYER_DIR [RUNS] [host|none] [autostart]`
+//! `cargo run --release -p berth-runtime --example lifecycle_timing -- LAYER_DIR [RUNS] [host|none] [autostart] [pause-ms=MS]`
 //!
 //! LAYER_DIR is an unpacked root file system (for example a busybox layer
 //! from `berth image inspect`). Prints medians of create, start, wait,
 //! delete (teardown) and the total, in milliseconds. With `autostart`,
 //! create and start are one step (`create_and_start`, as `berth run`
-//! does) and `start` reads zero.
+//! does) and `start` reads zero. With `pause-ms=MS`, the host idles MS
+//! milliseconds before each run (after-idle starts). With
+//! `BERTH_STAGE_TIMINGS=1` it also prints the child's stages.
 
 use berth_core::{ByteSize, ContainerId};
 use berth_runtime::{
@@ -25,7 +27,18 @@ fn main() {
         Some("host") => berth_runtime::NetworkMode::Host,
         _ => berth_runtime::NetworkMode::None,
     };
-    let autostart = args.next().as_deref() == Some("autostart");
+    let mut autostart = false;
+    let mut pause = std::time::Duration::ZERO;
+    for arg in args {
+        if arg == "autostart" {
+            autostart = true;
+        } else if let Some(ms) = arg.strip_prefix("pause-ms=").and_then(|v| v.parse().ok()) {
+            pause = std::time::Duration::from_millis(ms);
+        } else {
+            eprintln!("unknown argument {arg:?}");
+            std::process::exit(2);
+        }
+    }
     let dir = std::env::temp_dir().join(format!("berth-timing-{}", std::process::id()));
     let runtime = Runtime::new(RuntimeConfig {
         containers_dir: dir.join("containers"),
@@ -60,6 +73,7 @@ fn main() {
                 ..Limits::default()
             },
         };
+        std::thread::sleep(pause);
         let t0 = Instant::now();
         let mut c = if autostart {
             runtime.create_and_start(&spec, StdioFds::default())

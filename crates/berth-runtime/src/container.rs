@@ -4,7 +4,7 @@ use crate::cgroup::{CgroupHost, CgroupMetrics, CgroupStats, ContainerCgroup};
 use crate::error::{Result, RuntimeError};
 use crate::process::affinity;
 use crate::process::child::{go, monotonic_ns, Channels, Report, Stage, StageClock};
-use crate::process::fdpass::{recv_fd, send_fd};
+use crate::process::fdpass::{recv_fd, send_fd, send_fds};
 use crate::process::network;
 use crate::process::plan::{search_path, HostFeatures, Plan, RootfsDirs, StdioFds};
 use crate::process::spawn::{spawn, Spawned};
@@ -112,23 +112,12 @@ fn online_cpus() -> u32 {
     }
 }
 
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = rustix::system::uname()
-        .release()
-        .to_string_lossy()
-        .into_owned();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let maj: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let min: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    (maj, min) >= (major, minor)
-}
-
 impl Runtime {
     /// Detects the host (cgroup layout, kernel features) once.
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
         let cgroups = CgroupHost::detect(&config.cgroup_parent)?;
         let features = HostFeatures {
-            overlay_volatile: kernel_at_least(5, 10),
+            overlay_volatile: crate::kernel::at_least(5, 10),
             device_cgroup: cgroups.restricts_devices(),
             last_cap: crate::security::capabilities::last_cap(),
         };
@@ -309,11 +298,13 @@ impl Runtime {
         };
         let mut plan = Plan::new(spec, &dirs, self.features, stdio)?;
         plan.autostart = autostart;
+        plan.v1_cgroups = self.cgroups.v1_cgroup_count(&spec.limits);
 
         // On cgroup v2 the child is cloned straight into its cgroup, which
         // must exist first. On v1 the cgroups are made while the child builds
-        // its namespaces and mounts on the other CPU, then it is moved in by
-        // pid before it may exec.
+        // its namespaces and mounts on the other CPU; the parent then sends
+        // their `tasks` files and the child moves itself in before it may
+        // exec (see child::join_v1_cgroups for why not the parent, by pid).
         let early_cgroup = if self.cgroups.uses_v2() {
             let cgroup = self.cgroups.create(spec.id.as_str(), &spec.limits)?;
             match cgroup.v2_dir_handle() {
@@ -422,10 +413,12 @@ impl Runtime {
         if let Some(e) = network_error {
             return Err(container.abort(e, &plan));
         }
-        // Every v1 hierarchy is joined by pid (all of them on v1 hosts, the
-        // v1 part of mixed hosts), before the child may go on to exec.
-        if let Err(e) = container.cgroup.add_process(pid) {
-            return Err(container.abort(e, &plan));
+        // Every v1 hierarchy (all of them on v1 hosts, the v1 part of mixed
+        // hosts) is joined by the child itself, before it may go on to exec.
+        if plan.v1_cgroups > 0 {
+            if let Err(e) = container.send_v1_cgroup_files() {
+                return Err(container.abort(e, &plan));
+            }
         }
         if autostart {
             container.started_at = Some(Instant::now());
@@ -715,6 +708,23 @@ impl Container {
         self.await_exec(None)
     }
 
+    /// Sends the child the `tasks` files of its v1 cgroups, to move itself
+    /// in (see process::child::join_v1_cgroups).
+    fn send_v1_cgroup_files(&self) -> Result<()> {
+        let files = self.cgroup.open_v1_tasks()?;
+        let raw: Vec<_> = files.iter().map(|f| f.as_raw_fd()).collect();
+        let Some(start) = &self.start else {
+            return Err(self.invalid_state("join its cgroups"));
+        };
+        if send_fds(start.as_raw_fd(), &raw) < 0 {
+            return Err(RuntimeError::spawn(
+                "sending the cgroup files to the container process",
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Kills the child after a parent-side failure during creation, and
     /// returns the most telling error: the child's own failure report if it
     /// had already failed (a bad request), otherwise `parent_error`.
@@ -769,6 +779,24 @@ impl Container {
                 source,
             },
             Some(Stage::CpuSet) => RuntimeError::spawn("restoring the container's CPU set", source),
+            Some(Stage::JoinCgroups) => match self.cgroup.v1_tasks_path(r.index as usize) {
+                Some(tasks) => RuntimeError::Cgroup {
+                    path: tasks,
+                    action: "moving the container's process in",
+                    source,
+                },
+                None => RuntimeError::Cgroup {
+                    path: self
+                        .cgroup
+                        .paths
+                        .all()
+                        .next()
+                        .map(Path::to_owned)
+                        .unwrap_or_default(),
+                    action: "receiving the cgroup files from the parent",
+                    source,
+                },
+            },
             Some(Stage::WorkingDir) => {
                 RuntimeError::InvalidSpec(format!("working directory: {source}"))
             }

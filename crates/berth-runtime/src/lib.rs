@@ -17,6 +17,7 @@
 mod cgroup;
 mod container;
 mod error;
+mod kernel;
 mod kernel_files;
 mod process;
 pub mod security;
@@ -24,7 +25,7 @@ mod spec;
 pub mod supervise;
 
 pub use berth_core::{CgroupMetrics, ContainerResult};
-pub use cgroup::{CgroupHost, CgroupStats};
+pub use cgroup::{CgroupHost, CgroupJoin, CgroupStats};
 pub use container::{Container, ExitStatus, Runtime, RuntimeConfig};
 pub use error::{Result, RuntimeError};
 pub use process::plan::StdioFds;

@@ -35,6 +35,8 @@ pub struct ServerConfig {
     /// How long an agent may stay unreachable before the tasks it was
     /// running are run again elsewhere.
     pub agent_lost_after: Duration,
+    /// The task API's connection cap and timeouts.
+    pub connections: berth_http::Limits,
 }
 
 /// Limits and sizes of task containers.
@@ -77,6 +79,7 @@ impl Default for ServerConfig {
             max_tasks_per_agent: 256,
             max_infra_retries: 5,
             agent_lost_after: Duration::from_secs(60),
+            connections: berth_http::Limits::DEFAULT,
         }
     }
 }

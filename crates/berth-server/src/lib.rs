@@ -38,9 +38,10 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
 }
 
-/// Serves the task API on `listener` and runs the dispatcher and the
-/// schedule runner over `agents`, until `shutdown` completes. Attempts
-/// under way are left to the agents' shims; the next start resumes them.
+/// Serves the task API on `listener` (under `config.connections`) and runs
+/// the dispatcher and the schedule runner over `agents`, until `shutdown`
+/// completes. Attempts under way are left to the agents' shims; the next
+/// start resumes them.
 pub async fn serve(
     store: Store,
     agents: Vec<AgentClient>,
@@ -62,10 +63,9 @@ pub async fn serve(
         dispatch,
         config,
     };
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = state.config.connections;
+    berth_http::serve(listener, router(state), limits, shutdown).await;
     dispatcher.abort();
     schedules.abort();
-    served
+    Ok(())
 }

@@ -47,6 +47,7 @@
 
 mod client;
 mod control;
+mod diag;
 mod error;
 mod log;
 mod memory;
@@ -54,12 +55,14 @@ mod ready;
 mod shim;
 mod signals;
 mod spec;
+mod start;
 mod state;
 mod supervise;
 
 pub use client::Client;
 pub use control::{Request, Response, MAX_REQUEST_BYTES};
 pub use error::ShimError;
-pub use shim::{run, Options, STOP_GRACE};
+pub use shim::{run, Options};
+pub use signals::STOP_GRACE;
 pub use spec::{ShimSpec, DEFAULT_LOG_MAX_BYTES};
 pub use state::{ExitRecord, ShimState, StateDir, Status};

@@ -2,8 +2,12 @@
 //!
 //! Output past the cap is still read from the pipes (a container must never
 //! block because its log is full) but dropped and counted, and one marker
-//! line says where the log was cut. Every chunk goes straight to the file
-//! with `write(2)`, so the log can be read while the container runs.
+//! line says where the log was cut. Output a failed write lost (a full
+//! disk) is counted as dropped too, and the first such error is kept: the
+//! exit record carries both, and the agent ends the log it serves with a
+//! line saying how many bytes were dropped and why (a marker written here
+//! could be lost to the same full disk). Every chunk goes straight to the
+//! file with `write(2)`, so the log can be read while the container runs.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -15,6 +19,8 @@ pub(crate) struct OutputLog {
     written: u64,
     dropped: u64,
     truncated: bool,
+    /// The first write that failed, if one did.
+    write_error: Option<String>,
 }
 
 impl OutputLog {
@@ -30,6 +36,7 @@ impl OutputLog {
             written: 0,
             dropped: 0,
             truncated: false,
+            write_error: None,
         })
     }
 
@@ -41,6 +48,11 @@ impl OutputLog {
     /// Output bytes dropped: past the cap, or lost to a failed write.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// Why output was lost besides the cap: the first failed write.
+    pub fn write_error(&self) -> Option<&str> {
+        self.write_error.as_deref()
     }
 
     /// Appends a chunk of output, keeping what fits under the cap. Every
@@ -65,6 +77,9 @@ impl OutputLog {
                 let (_, result) = write_counted(&mut self.file, marker.as_bytes());
                 outcome = outcome.and(result);
             }
+        }
+        if let (Err(e), None) = (&outcome, &self.write_error) {
+            self.write_error = Some(e.to_string());
         }
         outcome
     }
@@ -105,6 +120,27 @@ mod tests {
         assert_eq!(log.dropped(), 7);
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text, "hello worl\n[berth: log truncated after 10 bytes]\n");
+    }
+
+    #[test]
+    fn output_a_failed_write_lost_is_counted_and_its_error_kept() {
+        // /dev/full: every write fails with ENOSPC, like a full disk.
+        let mut log = OutputLog {
+            file: OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+            max_bytes: 1024,
+            written: 0,
+            dropped: 0,
+            truncated: false,
+            write_error: None,
+        };
+        assert!(log.append(b"lost\n").is_err());
+        assert!(log.append(b"also lost\n").is_err());
+        assert_eq!((log.written(), log.dropped()), (0, 15));
+        let error = log.write_error().expect("the error is kept");
+        assert!(error.contains("No space left"), "{error}");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! shim does depends on the reader, and with SIGPIPE ignored a reader that
 //! vanished before the line only costs the line.
 
-use crate::shim::diag;
+use crate::diag::diag;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};

@@ -3,26 +3,21 @@
 //! every way of ending leaves an exit record behind.
 
 use crate::control::Server;
+use crate::diag::diag;
 use crate::error::ShimError;
-use crate::log::OutputLog;
 use crate::memory;
 use crate::ready::ReadyFd;
 use crate::signals;
 use crate::spec::ShimSpec;
-use crate::state::{ExitRecord, ShimState, StateDir, Status};
+use crate::start::start;
+use crate::state::{ExitRecord, StateDir};
 use crate::supervise::Supervisor;
 use berth_core::HasErrorCode;
-use berth_runtime::{Container, Runtime, RuntimeConfig, StdioFds};
-use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::{OwnedFd, RawFd};
+use berth_runtime::{Runtime, RuntimeConfig};
+use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-/// How long a stopped container (SIGTERM or SIGINT to the shim) has to exit
-/// after its SIGTERM before it gets SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Where the shim works; the container's own input is the state dir's
 /// `spec.json`.
@@ -139,74 +134,6 @@ fn prepare(opts: &Options, dir: &StateDir) -> Result<(ShimSpec, Runtime), ShimEr
     Ok((spec, runtime))
 }
 
-/// A running container and what the supervisor needs to watch it.
-pub(crate) struct Started {
-    pub container: Container,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
-    pub log: OutputLog,
-    pub state: ShimState,
-    pub started: Instant,
-}
-
-fn start(dir: &StateDir, spec: &ShimSpec, runtime: &Runtime) -> Result<Started, ShimError> {
-    let stdin = File::open("/dev/null").map_err(|e| ShimError::io("opening /dev/null", e))?;
-    let (stdout, stdout_w) = output_pipe()?;
-    let (stderr, stderr_w) = output_pipe()?;
-    let stdio = StdioFds {
-        stdin: Some(stdin.into()),
-        stdout: Some(stdout_w),
-        stderr: Some(stderr_w),
-    };
-    let container = runtime.create_and_start(&spec.container, stdio)?;
-    let started = Instant::now();
-    let state = ShimState {
-        id: spec.container.id.to_string(),
-        shim_pid: std::process::id(),
-        container_pid: container.pid(),
-        status: Status::Running,
-        started_at: u64::try_from(berth_core::time::now_millis()).unwrap_or(0),
-        exited_at: None,
-    };
-    // Output waits in the pipes meanwhile. Without a log or a state record
-    // the shim cannot do its job: the container must not run unwatched.
-    let log = OutputLog::create(&dir.log_file(), spec.log_max_bytes)
-        .map_err(|e| ShimError::io(format!("creating {}", dir.log_file().display()), e));
-    let log = log.and_then(|log| {
-        dir.write_atomic("state.json", &state)
-            .map_err(|e| ShimError::io("writing state.json", e))?;
-        Ok(log)
-    });
-    match log {
-        Ok(log) => Ok(Started {
-            container,
-            stdout,
-            stderr,
-            log,
-            state,
-            started,
-        }),
-        Err(e) => {
-            if let Err(teardown) = container.delete() {
-                diag(&format!("tearing down after a failed start: {teardown}"));
-            }
-            Err(e)
-        }
-    }
-}
-
-/// A pipe for the container's output: the shim's end non-blocking (the
-/// poll loop must never wait on it), the container's end blocking (as any
-/// program expects its stdout to be).
-fn output_pipe() -> Result<(OwnedFd, OwnedFd), ShimError> {
-    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
-    let fail = |e: rustix::io::Errno| ShimError::io("creating an output pipe", e);
-    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(fail)?;
-    let flags = fcntl_getfl(&read).map_err(fail)?;
-    fcntl_setfl(&read, flags | OFlags::NONBLOCK).map_err(fail)?;
-    Ok((read, write))
-}
-
 /// Records that nothing ran (or that the shim could not start), removes the
 /// socket (after the record is durable), reports the failure on the ready
 /// fd (once the record can be read) and returns the record.
@@ -233,14 +160,4 @@ fn fail(
             Err(ShimError::io("writing exit.json", e))
         }
     }
-}
-
-/// A diagnostic on the shim's stderr, if anyone still reads it: the agent
-/// that started the shim may be gone, and that must never stop the shim.
-pub(crate) fn diag(message: &str) {
-    let _ = writeln!(
-        io::stderr(),
-        "berth-shim[{}]: {message}",
-        std::process::id()
-    );
 }

@@ -7,6 +7,7 @@
 
 use berth_runtime::supervise::{OnDrop, SignalFd};
 use std::io;
+use std::time::Duration;
 
 const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGINT];
 
@@ -30,3 +31,7 @@ pub(crate) fn ignore_sigpipe() -> io::Result<()> {
 pub(crate) fn install() -> io::Result<SignalFd> {
     SignalFd::block(&STOP_SIGNALS, OnDrop::KeepBlocked)
 }
+
+/// How long a stopped container (SIGTERM or SIGINT to the shim) has to exit
+/// after its SIGTERM before it gets SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);

@@ -151,8 +151,12 @@ pub enum ExitRecord {
         result: ContainerResult,
         /// Output bytes stored in `output.log` (the truncation marker aside).
         log_bytes: u64,
-        /// Output bytes read past the log cap and dropped.
+        /// Output bytes dropped: read past the log cap, or lost to a
+        /// failed write of the log (a full disk).
         log_dropped_bytes: u64,
+        /// The first write of the log that failed, if one did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_write_error: Option<String>,
         /// Set when teardown failed (`berth gc` finishes it); `result` then
         /// holds what the shim observed, with `teardown_ms` 0.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,9 +6,11 @@
 //! the disk refuses it) before the loop ends.
 
 use crate::control::{Backend, Server};
+use crate::diag::diag;
 use crate::error::ShimError;
 use crate::log::OutputLog;
-use crate::shim::{diag, Started, STOP_GRACE};
+use crate::signals::STOP_GRACE;
+use crate::start::Started;
 use crate::state::{ExitRecord, ShimState, StateDir, Status};
 use berth_core::{ErrorReport, HasErrorCode};
 use berth_runtime::supervise::{Event, Exit, Handler, PollSet, SignalFd, Supervisor as Loop};
@@ -263,17 +265,20 @@ impl Shim {
             .exit
             .map(|exit| observed_result(&container, exit.status, exit.at - self.started));
         let (log_bytes, log_dropped_bytes) = (self.log.written(), self.log.dropped());
+        let log_write_error = self.log.write_error().map(str::to_owned);
         match (container.delete(), observed) {
             (Ok(result), _) => ExitRecord::Finished {
                 result,
                 log_bytes,
                 log_dropped_bytes,
+                log_write_error,
                 error,
             },
             (Err(e), Some(result)) => ExitRecord::Finished {
                 result,
                 log_bytes,
                 log_dropped_bytes,
+                log_write_error,
                 error: error.or_else(|| Some(e.report())),
             },
             (Err(e), None) => ExitRecord::Failed {

@@ -18,6 +18,7 @@ fn finished(record: &ExitRecord) -> (&berth_runtime::ContainerResult, u64, u64) 
             log_bytes,
             log_dropped_bytes,
             error: None,
+            ..
         } => (result, *log_bytes, *log_dropped_bytes),
         other => panic!("expected a clean result, got {other:?}"),
     }

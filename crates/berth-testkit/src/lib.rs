@@ -4,8 +4,10 @@
 //! Used only as a dev-dependency. It must not depend on any berth crate, so
 //! that every crate's tests can use it without a cycle.
 
+pub mod flood;
 pub mod http;
 pub mod postgres;
+pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

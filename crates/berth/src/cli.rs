@@ -202,6 +202,28 @@ pub struct AgentArgs {
     /// remain; the agent (at exit) or `berth gc` removes it once empty.
     #[arg(long, env = "BERTH_AGENT_STATE_TMPFS")]
     pub state_tmpfs: bool,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// The limits of every listening socket a daemon serves (the task API; the
+/// agent's unix socket and TCP port, each counted on its own).
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// Client connections open at once on each listener; more clients wait
+    /// until one closes. The open-files limit must hold them plus 1024
+    /// [default: 1024, or fewer if the open-files limit allows fewer].
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
+    /// Time a client has to send a request's headers, counted from when
+    /// the server waits for them (also how long an idle kept-alive
+    /// connection stays open), e.g. 30s.
+    #[arg(long, env = "BERTH_HEADER_TIMEOUT", default_value = "30s")]
+    pub header_timeout: String,
+    /// How long the server waits on a client that stopped sending a
+    /// request body or reading a response, e.g. 60s.
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: String,
 }
 
 /// What a project may keep of its code (see `berth server --help`).
@@ -254,14 +276,19 @@ pub struct ServerArgs {
     pub min_schedule_interval: i64,
     #[command(flatten)]
     pub code_limits: CodeLimitArgs,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]
 #[command(
     long_about = "Starts berth's whole stack on this machine in the foreground: the task API, \
 a local agent, a SQLite store under the data dir, and a default stack (a small image the \
-runtimes `sh` and `binary` map to). Prints the URL, a project id and a token, and writes the \
-client config so that `berth code push`, `berth task queue` and friends need no flags.",
+runtimes `sh` and `binary` map to). Prints the URL, a project id and a token, and writes them \
+to <data dir>/client.json and to your client config (~/.config/berth/config.json) so that \
+`berth code push`, `berth task queue` and friends need no flags. Your client config is only \
+written when it is absent or already names this instance (its address, or a token of its \
+store): a second instance never redirects it; use it with BERTH_CONFIG=<data dir>/client.json.",
     after_help = "Examples:\n  berth up\n  berth up --listen 0.0.0.0:8380 --data-dir /srv/berth"
 )]
 pub struct UpArgs {
@@ -280,6 +307,8 @@ pub struct UpArgs {
     /// `berth agent --help`, --state-tmpfs).
     #[arg(long)]
     pub state_on_disk: bool,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]

@@ -30,7 +30,11 @@ fn shim_binary() -> PathBuf {
 
 impl Agent {
     fn start(args: &[&str]) -> Agent {
-        let berth = Berth::new();
+        Agent::start_with(Berth::new(), args)
+    }
+
+    /// [`Agent::start`] on a data dir the caller prepared.
+    fn start_with(berth: Berth, args: &[&str]) -> Agent {
         berth.import_busybox("busybox");
         let api = Endpoint::unix(&berth.data_dir().join("agent.sock"));
         let mut agent = Agent {
@@ -514,6 +518,116 @@ fn bad_requests_get_clear_json_errors_and_change_nothing() {
         .expect("request");
     assert_eq!(r.status, 200, "{}", r.text());
     agent.delete_all_and_check_clean();
+}
+
+/// Idle clients on the agent's TCP port (no token, not a byte sent) beyond
+/// its connection cap neither exhaust its file descriptors nor stay
+/// forever: each is closed after the header timeout, a client with the
+/// token is answered, and the unix socket keeps running containers
+/// meanwhile (issue 16: the TCP listener had no cap and no timeout).
+#[test]
+fn idle_tcp_clients_beyond_the_cap_are_closed_and_the_agent_keeps_working() {
+    const CAP: usize = 8;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+    let token_dir = tempfile::tempdir().expect("tempdir");
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token-for-tests\n").expect("write token");
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let agent = Agent::start(&[
+        "--listen",
+        &listen.to_string(),
+        "--token-file",
+        token_file.to_str().unwrap_or_default(),
+        "--max-connections",
+        &CAP.to_string(),
+        "--header-timeout",
+        "1s",
+    ]);
+    let mut idle = berth_testkit::flood::open_idle(listen, 4 * CAP, Duration::from_secs(3));
+    assert_eq!(idle.len(), 4 * CAP, "the listen backlog holds these few");
+
+    // An authorised client behind them all is answered once slots free up.
+    let authorised = std::thread::spawn(move || {
+        Endpoint::Tcp(listen)
+            .request(
+                "GET",
+                "/v1/node",
+                &[("Authorization", "Bearer s3cret-token-for-tests")],
+                b"",
+            )
+            .map(|r| r.status)
+    });
+    // Meanwhile the local API runs a container.
+    let created =
+        agent.create(json!({"id": unique("flood"), "image": "busybox", "command": sh("echo ok")}));
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(agent.wait(&id)["result"]["exit_code"], 0);
+
+    for client in &mut idle {
+        let after = client
+            .closed_by_server(Duration::from_secs(30))
+            .expect("an idle client was never closed");
+        assert!(
+            after >= HEADER_TIMEOUT - Duration::from_millis(100),
+            "closed after {after:?}, before the header timeout"
+        );
+    }
+    assert_eq!(authorised.join().expect("thread").expect("request"), 200);
+    agent.delete_all_and_check_clean();
+}
+
+/// Output a full disk kept out of a container's log is not lost silently:
+/// the log the agent serves ends with a line saying how many bytes were
+/// dropped and why, matching the view's `log_dropped_bytes` (issue 16: a
+/// log cut by a full disk carried no marker).
+#[test]
+fn a_log_cut_by_a_full_disk_ends_with_a_marker_line() {
+    let berth = Berth::new();
+    // The agent's per-container state (logs included) on a small disk.
+    let disk = berth_testkit::tmpfs::SmallTmpfs::mount(&berth.data_dir().join("agent/run"), "8m");
+    let mut agent = Agent::start_with(berth, &[]);
+    let id = unique("diskfull");
+    // Output only once the disk has been filled.
+    agent.create(json!({"id": id, "image": "busybox", "command": sh(
+        "echo before; sleep 2; i=0; while [ $i -lt 2000 ]; do echo line-$i-of-output-nobody-will-read; i=$((i+1)); done; echo last"
+    )}));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent
+        .api
+        .get(&format!("/v1/containers/{id}/logs"))
+        .text()
+        .contains("before")
+    {
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    disk.fill();
+    // It writes into the full disk and ends; its exit record waits for room.
+    std::thread::sleep(Duration::from_secs(4));
+    disk.free();
+    let view = agent.wait(&id);
+    assert_eq!(view["result"]["exit_code"], 0, "{view}");
+    let dropped = view["log_dropped_bytes"]
+        .as_u64()
+        .expect("log_dropped_bytes");
+    assert!(dropped > 10_000, "{view}");
+    let log = agent.api.get(&format!("/v1/containers/{id}/logs")).text();
+    let last = log.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!(
+            "[berth: {dropped} bytes of output were dropped: the log could not be written \
+             (No space left on device (os error 28))]"
+        ),
+        "{log}"
+    );
+    assert!(log.starts_with("before\n"), "{log}");
+
+    let r = agent.api.delete(&format!("/v1/containers/{id}?force=true"));
+    assert_eq!(r.status, 204, "{}", r.text());
+    agent.kill9();
+    disk.unmount();
+    agent.berth.assert_clean();
 }
 
 fn free_port() -> u16 {

@@ -345,6 +345,69 @@ fn a_volume_from_inside_the_containers_dir_is_refused_with_memory_scratch() {
     b.assert_clean();
 }
 
+/// A lease (or any temporary file) whose write a `kill -9` interrupted is
+/// left in `images/tmp` under its writer's pid; `berth gc` removes it once
+/// that process is gone, and keeps those of live processes (issue 16:
+/// `lease-*` files stayed forever).
+#[test]
+fn gc_removes_temp_files_of_dead_processes_from_the_image_store() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let tmp = b.data_dir().join("images/tmp");
+    // A pid that was alive a moment ago and is gone now, as after kill -9.
+    let mut gone = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let dead_pid = gone.id();
+    gone.kill().unwrap();
+    gone.wait().unwrap();
+    // Named the way the image store names its temporary files.
+    let dead_lease = tmp.join(format!("lease-{dead_pid}-18c3f0a1b2c3d4e5-0"));
+    std::fs::write(&dead_lease, br#"{"holder":"half-written"#).unwrap();
+    let dead_staging = tmp.join(format!("import-{dead_pid}-18c3f0a1b2c3d4e6-1"));
+    std::fs::create_dir_all(dead_staging.join("layer/etc")).unwrap();
+    std::fs::write(dead_staging.join("layer/etc/passwd"), b"root").unwrap();
+    // This test process is alive: its entry stays.
+    let live = tmp.join(format!("lease-{}-18c3f0a1b2c3d4e7-2", std::process::id()));
+    std::fs::write(&live, b"{}").unwrap();
+    // Not a name the store makes: not gc's to judge.
+    let foreign = tmp.join("notes.txt");
+    std::fs::write(&foreign, b"keep").unwrap();
+
+    let out = b.run(&["gc", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut removed: Vec<String> = out.json()["image_temp_removed"]
+        .as_array()
+        .expect("image_temp_removed")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .collect();
+    removed.sort();
+    let mut expected = vec![
+        dead_lease
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
+        dead_staging
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
+    ];
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert!(!dead_lease.exists() && !dead_staging.exists());
+    assert!(live.exists() && foreign.exists());
+    std::fs::remove_file(&live).unwrap();
+    std::fs::remove_file(&foreign).unwrap();
+    // Nothing more to do the second time.
+    let again = b.run(&["gc", "--json"]);
+    assert_eq!(again.json()["image_temp_removed"], serde_json::json!([]));
+    b.assert_clean();
+}
+
 #[test]
 fn gc_leaves_running_containers_alone() {
     let b = Berth::new();

@@ -18,6 +18,10 @@ struct Up {
     child: Option<Child>,
     port: u16,
     extra: Vec<String>,
+    /// An open-files limit (soft and hard) to start berth up with.
+    nofile: Option<u64>,
+    /// A HOME shared with another instance (default: one of its own).
+    shared_home: Option<PathBuf>,
     project: String,
     token: String,
 }
@@ -35,14 +39,21 @@ impl Up {
             child: None,
             port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            nofile: None,
+            shared_home: None,
             project: String::new(),
             token: String::new(),
         }
     }
 
     fn start(extra: &[&str]) -> Up {
-        let mut up = Up::new(extra);
-        up.spawn();
+        Up::new(extra).started()
+    }
+
+    /// Spawns `self` and reads the project and token berth up made.
+    fn started(mut self) -> Up {
+        self.spawn();
+        let mut up = self;
         let config: Value = serde_json::from_slice(
             &std::fs::read(up.config_path()).expect("berth up writes the client config"),
         )
@@ -56,7 +67,10 @@ impl Up {
     }
 
     fn home(&self) -> PathBuf {
-        self.berth.dir.path().join("home")
+        match &self.shared_home {
+            Some(home) => home.clone(),
+            None => self.berth.dir.path().join("home"),
+        }
     }
 
     fn config_path(&self) -> PathBuf {
@@ -107,9 +121,23 @@ impl Up {
             .append(true)
             .open(self.berth.dir.path().join("up.log"))
             .expect("log");
-        let child = self
-            .berth
-            .command()
+        let mut command = self.berth.command();
+        if let Some(nofile) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: runs in the forked child before exec and only makes
+            // one system call (no allocation, no lock).
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = rustix::process::Rlimit {
+                        current: Some(nofile),
+                        maximum: Some(nofile),
+                    };
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = command
             .env("HOME", self.home())
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("BERTH_URL")
@@ -123,6 +151,14 @@ impl Up {
             .spawn()
             .expect("start berth up");
         self.child = Some(child);
+    }
+
+    /// How many file descriptors the berth up process has open.
+    fn open_fds(&self) -> usize {
+        let pid = self.child.as_ref().expect("berth up runs").id();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
     }
 
     fn log(&self) -> String {
@@ -152,7 +188,11 @@ impl Up {
     }
 
     fn endpoint(&self) -> Endpoint {
-        Endpoint::Tcp(([127, 0, 0, 1], self.port).into())
+        Endpoint::Tcp(self.addr())
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
     }
 
     fn agent(&self) -> Endpoint {
@@ -248,6 +288,13 @@ impl Up {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The output so far of the task's first attempt, from the agent.
+    fn agent_log_of(&self, id: &str) -> String {
+        self.agent()
+            .get(&format!("/v1/containers/task-{id}-1/logs"))
+            .text()
     }
 
     fn log_of(&self, id: &str) -> String {
@@ -803,6 +850,317 @@ fn schedules_queue_their_runs() {
         std::thread::sleep(Duration::from_millis(100));
     }
     up.stop_and_check_clean();
+}
+
+/// A flood of idle clients (no token, not a byte sent) far beyond the task
+/// API's connection cap: berth up holds no more than the cap of them, so
+/// its file descriptors stay free for its own work; the dispatcher claims
+/// and runs a task meanwhile; the idle clients are closed after the header
+/// timeout; and an authorised client is answered (issue 16: ~20,000 idle
+/// connections took every descriptor and the dispatcher stopped).
+#[test]
+fn idle_clients_beyond_the_cap_do_not_starve_the_dispatcher() {
+    const CAP: usize = 16;
+    const FLOOD: usize = 1500;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+    let mut up = Up::new(&["--max-connections", "16", "--header-timeout", "2s"]);
+    // Low enough that the flood alone would exhaust it without the cap.
+    up.nofile = Some(1100);
+    let up = up.started();
+    up.push_code(
+        &json!({"name": "hi", "image": "berth/stack-busybox", "command": "echo dispatched"}),
+        None,
+    );
+    // Claimed only once the flood is in place.
+    let id = up
+        .queue(vec![json!({"code_name": "hi", "delay": 5})])
+        .remove(0);
+    let fds_before = up.open_fds();
+    let flood_started = Instant::now();
+    let mut idle = berth_testkit::flood::open_idle(up.addr(), FLOOD, Duration::from_secs(3));
+    eprintln!(
+        "{} of {FLOOD} idle clients connected in {:?}; berth up had {fds_before} descriptors",
+        idle.len(),
+        flood_started.elapsed()
+    );
+    assert!(idle.len() > 4 * CAP, "the flood never got going");
+
+    // The store, read behind the server's back (its API is behind the
+    // flood): the task runs to its end while the clients sit there, and
+    // berth up never holds more than the cap of them.
+    let mut most_fds = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        most_fds = most_fds.max(up.open_fds());
+        let done = tasks_in_store(&up.berth.data_dir(), &up.project, &["complete"]);
+        if done.iter().any(|(task, _, _)| *task == id) {
+            break;
+        }
+        let ended = tasks_in_store(
+            &up.berth.data_dir(),
+            &up.project,
+            &["error", "killed", "timeout", "cancelled"],
+        );
+        assert!(
+            ended.is_empty(),
+            "the task ended badly: {ended:?}\n{}",
+            up.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the task was not run during the flood: {:?}\n{}",
+            tasks_in_store(&up.berth.data_dir(), &up.project, &[]),
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "the task completed {:?} into the flood; berth up held at most {most_fds} descriptors",
+        flood_started.elapsed()
+    );
+    // Its own (store, agent socket, shims, this task) plus the capped
+    // clients, with room for the task's container and shim.
+    assert!(
+        most_fds <= fds_before + CAP + 64,
+        "berth up held {most_fds} descriptors during the flood ({fds_before} before)"
+    );
+
+    // The first clients were let in and closed for sending no request.
+    for client in idle.iter_mut().take(CAP) {
+        let after = client
+            .closed_by_server(Duration::from_secs(30))
+            .expect("an idle client was never closed");
+        assert!(
+            after >= HEADER_TIMEOUT - Duration::from_millis(100),
+            "closed after {after:?}, before the header timeout"
+        );
+    }
+    // The rest go away; an authorised client is then answered.
+    drop(idle);
+    let task = up.wait_for(&id, &["complete"], Duration::from_secs(60));
+    assert_eq!(up.log_of(&id), "dispatched\n", "{task}");
+    up.stop_and_check_clean();
+}
+
+/// A task that handles the cancel's SIGTERM and exits 0 still ends
+/// `cancelled`: a requested cancel that reached the task wins over its exit
+/// code (issue 16: it ended `complete`).
+#[test]
+fn a_cancelled_task_that_exits_0_from_its_sigterm_handler_is_cancelled() {
+    let up = Up::start(&[]);
+    up.push_code(
+        &json!({"name": "graceful", "image": "berth/stack-busybox",
+                "command": "sh -c 'trap \"echo got TERM; exit 0\" TERM; echo ready; while true; do sleep 1 & wait $!; done'"}),
+        None,
+    );
+    let id = up.queue(vec![json!({"code_name": "graceful"})]).remove(0);
+    up.wait_for(&id, &["running"], Duration::from_secs(60));
+    // The trap is set once it has said so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !up.agent_log_of(&id).contains("ready") {
+        assert!(Instant::now() < deadline, "the task never got ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = up.call(
+        "POST",
+        &format!("/tasks/{id}/cancel"),
+        "application/json",
+        b"{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let task = up.wait_for(
+        &id,
+        &["cancelled", "complete", "error", "killed"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(task["status"], "cancelled", "{task}");
+    assert!(up.log_of(&id).contains("got TERM"), "{}", up.log_of(&id));
+    up.stop_and_check_clean();
+}
+
+/// When the store cannot take an attempt's end (its disk is full), the
+/// dispatcher keeps the container and tries again, so the task never shows
+/// `running` with its container gone; once there is room the end and the
+/// whole log are stored (issue 16: the container was removed and the task
+/// stayed `running` until a restart).
+#[test]
+fn a_task_whose_end_cannot_be_stored_yet_keeps_its_container_and_ends_later() {
+    let mut up = Up::new(&[]);
+    let disk = berth_testkit::tmpfs::SmallTmpfs::mount(&up.berth.dir.path().join("db"), "32m");
+    let url = format!("sqlite://{}/berth.db", disk.path().display());
+    up.extra.extend(["--database".to_owned(), url]);
+    let mut up = up.started();
+    // A log too big for the pages the database already has.
+    up.push_code(
+        &json!({"name": "big", "image": "berth/stack-busybox",
+                "command": "sh -c 'echo started; sleep 2; head -c 2000000 /dev/zero | tr \"\\0\" x; echo; echo finished'"}),
+        None,
+    );
+    let id = up.queue(vec![json!({"code_name": "big"})]).remove(0);
+    let container = format!("/v1/containers/task-{id}-1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !up.agent_log_of(&id).contains("started") {
+        assert!(
+            Instant::now() < deadline,
+            "the task never started: {}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    disk.fill();
+    // The container ends; the dispatcher fails to store that, a few times.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while up.agent().get(&container).json()["state"] != "exited" {
+        assert!(Instant::now() < deadline, "the container never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let task = up.task(&id);
+    assert_eq!(task["status"], "running", "{task}");
+    let kept = up.agent().get(&container);
+    assert_eq!(
+        kept.status,
+        200,
+        "the container of a running task is gone: {}",
+        kept.text()
+    );
+
+    disk.free();
+    let task = up.wait_for(
+        &id,
+        &["complete", "error", "killed"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(task["status"], "complete", "{task}");
+    let log = up.log_of(&id);
+    assert!(
+        log.starts_with("started\n") && log.ends_with("x\nfinished\n"),
+        "{} bytes",
+        log.len()
+    );
+    assert_eq!(
+        log.len(),
+        "started\n".len() + 2_000_000 + "\nfinished\n".len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while up.agent().get(&container).status != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "the container stayed after its end was stored"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    up.stop();
+    disk.unmount();
+    up.berth.assert_clean();
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("JSON")
+}
+
+/// A second `berth up` (another data dir and port) never redirects the
+/// user's client config to itself: it writes its own settings under its
+/// data dir and says how to use them. The first instance, restarted on
+/// another port, still updates the config (it is the same instance); and
+/// a config naming an address whose server is gone is taken over by the
+/// instance that now serves there (issue 16: the second instance silently
+/// overwrote ~/.config/berth/config.json).
+#[test]
+fn a_second_instance_leaves_the_users_client_config_alone() {
+    let first = Up::start(&[]);
+    let home = first.home();
+    let config_path = first.config_path();
+    let mine = read_json(&config_path);
+    assert_eq!(mine["url"], format!("http://127.0.0.1:{}", first.port));
+
+    let mut second = Up::new(&[]);
+    second.shared_home = Some(home.clone());
+    second.spawn();
+    assert_eq!(
+        read_json(&config_path),
+        mine,
+        "the second instance redirected the CLI"
+    );
+    let own = second.berth.data_dir().join("client.json");
+    let theirs = read_json(&own);
+    assert_eq!(theirs["url"], format!("http://127.0.0.1:{}", second.port));
+    assert_ne!(theirs["token"], mine["token"]);
+    second.project = theirs["project_id"].as_str().expect("project").to_owned();
+    second.token = theirs["token"].as_str().expect("token").to_owned();
+    let told = second.log();
+    assert!(
+        told.contains(&format!("export BERTH_CONFIG={}", own.display())),
+        "{told}"
+    );
+    // The CLI reaches each instance: the default one by default, the second
+    // one through its own file.
+    let code_ls = |config: Option<&Path>| {
+        let mut command = first.berth.command();
+        command
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("BERTH_URL")
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_PROJECT_ID")
+            .env_remove("BERTH_CONFIG");
+        if let Some(config) = config {
+            command.env("BERTH_CONFIG", config);
+        }
+        let out = command
+            .args(["code", "ls", "--json"])
+            .output()
+            .expect("berth code ls");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    second.push_code(
+        &json!({"name": "only-on-second", "image": "berth/stack-busybox", "command": "true"}),
+        None,
+    );
+    assert!(!code_ls(None).contains("only-on-second"));
+    assert!(code_ls(Some(&own)).contains("only-on-second"));
+
+    // Restarted on another port, the second instance's own file follows;
+    // the user's config still does not.
+    second.stop();
+    second.port = free_port();
+    second.spawn();
+    assert_eq!(
+        read_json(&own)["url"],
+        format!("http://127.0.0.1:{}", second.port)
+    );
+    assert_eq!(read_json(&own)["token"], theirs["token"]);
+    assert_eq!(read_json(&config_path), mine);
+
+    // The first instance moved to another port: the config is its own, so
+    // it follows.
+    let mut first = first;
+    first.stop();
+    first.port = free_port();
+    first.spawn();
+    let moved = read_json(&config_path);
+    assert_eq!(moved["url"], format!("http://127.0.0.1:{}", first.port));
+    assert_eq!(moved["token"], mine["token"]);
+
+    // A config naming the second instance's address with a token from
+    // elsewhere (its server is long gone): the instance now serving there
+    // takes it over.
+    first.stop();
+    let stale = json!({"url": format!("http://127.0.0.1:{}", second.port), "project_id": "gone", "token": "gone"});
+    std::fs::write(&config_path, stale.to_string()).unwrap();
+    second.stop();
+    second.spawn();
+    assert_eq!(read_json(&config_path), read_json(&own));
+    second.stop_and_check_clean();
+    first.berth.assert_clean();
 }
 
 /// Reads the task table straight from the SQLite file of a stopped server.

@@ -1,8 +1,9 @@
 //! `/v1/containers/…`.
 
-use super::{JsonBody, Params};
+use super::extract::{JsonBody, Params};
+use crate::clock::now_ms;
 use crate::error::ApiError;
-use crate::registry::{Entry, Phase};
+use crate::record::{Entry, Phase, STOPPED};
 use crate::shim::{self, parse_signal};
 use crate::Agent;
 use axum::body::Body;
@@ -136,9 +137,9 @@ async fn stop_detached(entry: &Arc<Entry>, signal: i32, grace: Duration) -> Resu
 
 async fn stop_container(entry: &Entry, signal: i32, grace: Duration) -> Result<(), ApiError> {
     entry.set_kill_reason(KillReason {
-        reason: "stopped".into(),
+        reason: STOPPED.into(),
         message: format!("stopped through the API (signal {signal})"),
-        at: crate::registry::now_ms(),
+        at: now_ms(),
     })?;
     deliver(entry, signal).await?;
     if signal != libc::SIGKILL && wait_for_end(entry, grace).await {
@@ -206,6 +207,11 @@ pub async fn metrics(
 /// container has ended and everything it wrote has been sent (or until it
 /// has been silent for five minutes: the client then resumes from its
 /// offset). The `X-Berth-Log-Offset` header echoes where the body starts.
+///
+/// The log of an ended container that lost output (past its cap, or to a
+/// failed write such as a full disk) ends with one more line, not part of
+/// the file and not counted in offsets: `[berth: N bytes of output were
+/// dropped: WHY]`.
 pub async fn logs(
     State(agent): State<Agent>,
     Path(id): Path<String>,
@@ -225,6 +231,7 @@ pub async fn logs(
         seeked: false,
         done: false,
         idle_since: tokio::time::Instant::now(),
+        last_byte: None,
     };
     let stream = futures_util::stream::unfold(state, |mut tail| async move {
         tail.next_chunk().await.map(|chunk| (chunk, tail))
@@ -247,6 +254,9 @@ struct LogTail {
     seeked: bool,
     done: bool,
     idle_since: tokio::time::Instant,
+    /// The last byte sent, to start the dropped-output line on a line of
+    /// its own.
+    last_byte: Option<u8>,
 }
 
 /// A follow stream with no new output for this long ends.
@@ -285,6 +295,7 @@ impl LogTail {
                         buf.truncate(n);
                         self.offset += n as u64;
                         self.idle_since = tokio::time::Instant::now();
+                        self.last_byte = buf.last().copied();
                         return Some(Ok(buf));
                     }
                     Err(e) => {
@@ -294,7 +305,11 @@ impl LogTail {
                 }
             }
             // At the end of what is written so far.
-            if !self.follow || ended_before_read {
+            if ended_before_read {
+                self.done = true;
+                return self.dropped_output_line().map(Ok);
+            }
+            if !self.follow {
                 return None;
             }
             // A silent container would keep a vanished client's stream
@@ -310,5 +325,37 @@ impl LogTail {
 
     fn ended(&self) -> bool {
         matches!(*self.entry.phase.borrow(), Phase::Exited { .. })
+    }
+
+    /// The line that ends the log of a container that lost output.
+    fn dropped_output_line(&self) -> Option<Vec<u8>> {
+        let phase = self.entry.phase.borrow();
+        let Phase::Exited {
+            record:
+                berth_shim::ExitRecord::Finished {
+                    log_dropped_bytes,
+                    log_write_error,
+                    ..
+                },
+            ..
+        } = &*phase
+        else {
+            return None;
+        };
+        if *log_dropped_bytes == 0 {
+            return None;
+        }
+        let why = match log_write_error {
+            Some(error) => format!("the log could not be written ({error})"),
+            None => "the log reached its size cap".to_owned(),
+        };
+        let start = match self.last_byte {
+            Some(b'\n') | None => "",
+            Some(_) => "\n",
+        };
+        Some(
+            format!("{start}[berth: {log_dropped_bytes} bytes of output were dropped: {why}]\n")
+                .into_bytes(),
+        )
     }
 }

@@ -1,21 +1,19 @@
-//! The HTTP API: routes, request extraction with JSON errors, bearer-token
-//! checking for TCP, and serving on the unix socket and TCP.
+//! The HTTP API: routes, bearer-token checking for TCP, and serving on the
+//! unix socket and TCP (request extraction is `extract`'s).
 
 mod containers;
+mod extract;
 mod system;
 
 use crate::error::ApiError;
 use crate::Agent;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
-use axum::http::request::Parts;
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use berth_core::ErrorCode;
-use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 
@@ -68,40 +66,6 @@ async fn method_not_allowed() -> Response {
     ));
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
-}
-
-/// A JSON body: malformed JSON, unknown fields and bodies over the limit
-/// become API errors (400 / 413) with the parser's explanation.
-pub struct JsonBody<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
-            } else {
-                ApiError::invalid(format!("reading the request body: {}", r.body_text()))
-            }
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
-    }
-}
-
-/// Query parameters, with unknown or malformed ones answered as 400.
-pub struct Params<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        Query::<T>::try_from_uri(&parts.uri)
-            .map(|Query(q)| Params(q))
-            .map_err(|r| ApiError::invalid(format!("invalid query: {}", r.body_text())))
-    }
 }
 
 /// Rejects TCP requests without `Authorization: Bearer <token>`.
@@ -205,31 +169,34 @@ impl Listening {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let local = axum::serve(unix, router(agent.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let limits = agent.config.connections;
+        let local = berth_http::serve(
+            unix,
+            router(agent.clone()),
+            limits,
+            stopped(stop_rx.clone()),
+        );
         let serving = async move {
             match tcp {
                 Some((listener, token)) => {
                     let remote = router(agent.clone())
                         .layer(middleware::from_fn_with_state(token, require_token));
-                    let remote =
-                        axum::serve(listener, remote).with_graceful_shutdown(stopped(stop_rx));
-                    let (a, b) = tokio::join!(local, remote);
-                    a.and(b)
+                    let remote = berth_http::serve(listener, remote, limits, stopped(stop_rx));
+                    tokio::join!(local, remote);
                 }
                 None => local.await,
             }
         };
-        let result = tokio::select! {
-            served = serving => served.map_err(|e| ApiError::io("serving", e)),
-            () = bounded => Ok(()),
+        tokio::select! {
+            () = serving => {}
+            () = bounded => {}
         };
         // Clients of a stopped agent find no socket rather than a refusal.
         let _ = std::fs::remove_file(&socket);
         if state.config.state_tmpfs {
             state.release_state_tmpfs().await;
         }
-        result
+        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Images, node, events, metrics, and the API's own description.
 
-use super::Params;
+use super::extract::Params;
 use crate::error::ApiError;
 use crate::Agent;
 use axum::body::Body;

@@ -16,6 +16,7 @@ pub use metrics::CgroupMetrics;
 pub use stats::CgroupStats;
 
 use crate::error::{Result, RuntimeError};
+use crate::kernel;
 use crate::kernel_files;
 use crate::spec::Limits;
 use std::collections::BTreeSet;
@@ -66,6 +67,49 @@ impl Controller {
     }
 }
 
+/// How a container's first process gets into its cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupJoin {
+    /// No v1 hierarchy: on v2 the process is cloned straight into its
+    /// cgroup (`CLONE_INTO_CGROUP`), so nothing moves.
+    NoMove,
+    /// It moves itself into its v1 cgroups (writing "0" to `tasks`), which
+    /// the kernel does without the global `cgroup_threadgroup_rwsem`
+    /// (Linux 5.5+).
+    SelfMove,
+    /// It moves itself, taking that lock, but a cgroup mount has
+    /// `favordynmods`, whose writers need no RCU grace period.
+    SelfMoveFavorDynmods,
+    /// It moves itself, taking that lock: after a moment of idle its writer
+    /// waits for an RCU grace period (milliseconds on a quiet VM).
+    SelfMoveLocked,
+}
+
+impl CgroupJoin {
+    /// Whether joining costs no RCU grace period after idle.
+    pub fn is_fast(self) -> bool {
+        !matches!(self, CgroupJoin::SelfMoveLocked)
+    }
+
+    /// A short human description, for `berth info`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CgroupJoin::NoMove => "fast: nothing moves (cloned into its cgroup on v2)",
+            CgroupJoin::SelfMove => {
+                "fast: the container's process moves itself into its v1 cgroups, \
+                 which skips the global lock (Linux 5.5+)"
+            }
+            CgroupJoin::SelfMoveFavorDynmods => {
+                "fast: a cgroup mount has favordynmods, so the move waits for no RCU grace period"
+            }
+            CgroupJoin::SelfMoveLocked => {
+                "slow after idle: each move takes a global lock that waits for an RCU \
+                 grace period (this kernel predates lockless self-moves, Linux 5.5)"
+            }
+        }
+    }
+}
+
 /// One mounted v1 hierarchy and the controllers it carries.
 #[derive(Debug, Clone)]
 struct V1Hierarchy {
@@ -81,6 +125,9 @@ pub struct CgroupHost {
     /// when the layout was found without the mount table (see
     /// [`CgroupHost::fast_moves`]).
     favor_dynmods: Option<bool>,
+    /// The kernel moves a thread that moves itself without taking the
+    /// global lock (Linux 5.5+); containers join their v1 cgroups so.
+    lockless_self_moves: bool,
     v1: Vec<V1Hierarchy>,
     unified: Option<PathBuf>,
     v2_controllers: BTreeSet<Controller>,
@@ -103,6 +150,9 @@ impl CgroupHost {
             Some(host) => host,
             None => Self::from_mountinfo(&read_mountinfo()?, parent_name),
         };
+        // Upstream commit 9a3284fad42f ("cgroup: Optimize single thread
+        // migration", merged for 5.5; backported to 5.4.213).
+        host.lockless_self_moves = kernel::at_least(5, 5);
         if let Some(unified) = &host.unified {
             let available =
                 kernel_files::read(&unified.join("cgroup.controllers")).unwrap_or_default();
@@ -137,6 +187,7 @@ impl CgroupHost {
         const ROOT: &str = "/sys/fs/cgroup";
         let host = |v1, unified| CgroupHost {
             favor_dynmods: None,
+            lockless_self_moves: false,
             v1,
             unified,
             v2_controllers: BTreeSet::new(),
@@ -213,6 +264,7 @@ impl CgroupHost {
         }
         CgroupHost {
             favor_dynmods: Some(favor_dynmods),
+            lockless_self_moves: false,
             v1,
             unified,
             v2_controllers: BTreeSet::new(),
@@ -234,18 +286,32 @@ impl CgroupHost {
         !self.v2_controllers.is_empty()
     }
 
-    /// Whether moving a process into a v1 cgroup is fast here. Without
-    /// `favordynmods` on a cgroup mount (Linux 6.0+), each move after an idle
-    /// spell waits for an RCU grace period (milliseconds on a quiet VM);
-    /// v2 hosts avoid the move altogether with `CLONE_INTO_CGROUP`.
-    /// (Reads the mount table if the layout was found without it.)
-    pub fn fast_moves(&self) -> bool {
-        self.uses_v2()
-            || self.favor_dynmods.unwrap_or_else(|| {
-                read_mountinfo().is_ok_and(|m| {
-                    Self::from_mountinfo(&m, &self.parent_name).favor_dynmods == Some(true)
-                })
+    /// How a container's first process gets into its cgroups here.
+    /// (Reads the mount table only on kernels without lockless self-moves
+    /// and only if the layout was found without it.)
+    pub fn join(&self) -> CgroupJoin {
+        if self.v1.is_empty() {
+            return CgroupJoin::NoMove;
+        }
+        if self.lockless_self_moves {
+            return CgroupJoin::SelfMove;
+        }
+        let favor_dynmods = self.favor_dynmods.unwrap_or_else(|| {
+            read_mountinfo().is_ok_and(|m| {
+                Self::from_mountinfo(&m, &self.parent_name).favor_dynmods == Some(true)
             })
+        });
+        if favor_dynmods {
+            CgroupJoin::SelfMoveFavorDynmods
+        } else {
+            CgroupJoin::SelfMoveLocked
+        }
+    }
+
+    /// Whether joining the container's cgroups is fast here, after idle as
+    /// well as back-to-back (see [`CgroupJoin`]).
+    pub fn fast_moves(&self) -> bool {
+        self.join().is_fast()
     }
 
     /// Whether device access can be restricted (v1 devices controller).
@@ -289,6 +355,17 @@ impl CgroupHost {
             needed.insert(Controller::Pids);
         }
         needed
+    }
+
+    /// How many v1 cgroups a container with `limits` joins: one per v1
+    /// hierarchy carrying a controller it needs (as [`CgroupHost::create`]
+    /// makes them).
+    pub fn v1_cgroup_count(&self, limits: &Limits) -> usize {
+        let needed = Self::needed(limits);
+        self.v1
+            .iter()
+            .filter(|h| !h.controllers.is_disjoint(&needed))
+            .count()
     }
 
     /// Only the hierarchies carrying a needed controller get a directory:
@@ -553,13 +630,32 @@ impl ContainerCgroup {
         })
     }
 
-    /// Moves process `pid` into every v1 hierarchy of the container.
-    pub fn add_process(&self, pid: i32) -> Result<()> {
-        let pid = pid.to_string();
-        for dir in &self.paths.v1 {
-            files::write(&dir.path.join("cgroup.procs"), &pid)?;
-        }
-        Ok(())
+    /// The `tasks` file of each v1 directory, in order, opened for the
+    /// container's first process to move itself in (it writes "0" to each,
+    /// see `process::child::join_v1_cgroups`): a move by pid would take a
+    /// global lock whose writer waits for an RCU grace period.
+    pub fn open_v1_tasks(&self) -> Result<Vec<OwnedFd>> {
+        use rustix::fs::{open, Mode, OFlags};
+        self.paths
+            .v1
+            .iter()
+            .map(|dir| {
+                let tasks = dir.path.join("tasks");
+                open(&tasks, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
+                    RuntimeError::Cgroup {
+                        path: tasks,
+                        action: "opening",
+                        source: e.into(),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// The `tasks` file of the v1 directory at `index` (in the order of
+    /// [`ContainerCgroup::open_v1_tasks`]), for error messages.
+    pub fn v1_tasks_path(&self, index: usize) -> Option<PathBuf> {
+        self.paths.v1.get(index).map(|dir| dir.path.join("tasks"))
     }
 
     /// Reads usage counters (for the result and for metrics).
@@ -682,10 +778,46 @@ mod tests {
     }
 
     #[test]
-    fn favordynmods_on_any_cgroup_mount_makes_moves_fast() {
-        assert!(!CgroupHost::from_mountinfo(HYBRID, "berth").fast_moves());
+    fn favordynmods_on_any_cgroup_mount_makes_locked_moves_fast() {
+        let host = CgroupHost::from_mountinfo(HYBRID, "berth");
+        assert_eq!(host.join(), CgroupJoin::SelfMoveLocked);
+        assert!(!host.fast_moves());
         let tuned = HYBRID.replace("rw,nsdelegate", "rw,nsdelegate,favordynmods");
-        assert!(CgroupHost::from_mountinfo(&tuned, "berth").fast_moves());
+        let host = CgroupHost::from_mountinfo(&tuned, "berth");
+        assert_eq!(host.join(), CgroupJoin::SelfMoveFavorDynmods);
+        assert!(host.fast_moves());
+    }
+
+    #[test]
+    fn self_moves_are_fast_on_a_kernel_that_skips_the_lock() {
+        let mut host = CgroupHost::from_mountinfo(HYBRID, "berth");
+        host.lockless_self_moves = true;
+        assert_eq!(host.join(), CgroupJoin::SelfMove);
+        assert!(host.fast_moves());
+    }
+
+    #[test]
+    fn without_v1_hierarchies_nothing_moves() {
+        let v2 = |path: &Path| (path == Path::new("/sys/fs/cgroup")).then_some(CGROUP2_MAGIC);
+        let host =
+            CgroupHost::from_standard_layout("0::/user.slice\n", "berth", v2).expect("pure v2");
+        assert_eq!(host.join(), CgroupJoin::NoMove);
+    }
+
+    #[test]
+    fn a_container_joins_one_v1_cgroup_per_hierarchy_it_needs() {
+        let host = CgroupHost::from_mountinfo(HYBRID, "berth");
+        // memory and cpu,cpuacct (cpuacct for CPU time); no devices here.
+        assert_eq!(host.v1_cgroup_count(&Limits::default()), 2);
+        let limits = Limits {
+            pids: Some(10),
+            ..Limits::default()
+        };
+        assert_eq!(host.v1_cgroup_count(&limits), 3);
+        assert_eq!(
+            host.v1_cgroup_count(&limits),
+            host.paths_for("c1", &CgroupHost::needed(&limits)).v1.len()
+        );
     }
 
     /// `/proc/self/cgroup` of a process on the hybrid host of [`HYBRID`].

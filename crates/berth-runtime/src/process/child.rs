@@ -4,12 +4,20 @@
 //! must not allocate, take locks or panic: only system calls on data the
 //! parent prepared in a [`Plan`]. Any failure is written to the report pipe
 //! as a [`Report`] and the child exits.
+//!
+//! [`run`] is the sequence, one named function per step; rustix makes the
+//! system calls it has safe, non-allocating wrappers for (paths are passed
+//! as `&CStr`, which rustix passes through without copying), libc the rest.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use super::affinity;
-use super::fdpass::{recv_fd, send_fd};
+use super::fdpass::{recv_fd, recv_fds, send_fd, MAX_FDS};
 use super::plan::{proc_fd_path, Create, Plan, Step};
+use rustix::fs::{Access, Mode, OFlags};
+use rustix::io::Errno;
+use rustix::process::{Gid, Signal, Uid};
 use std::ffi::CStr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// Declares [`Stage`] and the table that maps raw numbers back to it, from
 /// one list, so the two can never disagree.
@@ -60,6 +68,10 @@ stages! {
     Stdio,
     Terminal,
     Session,
+    /// Moving into the v1 cgroups; the index is the hierarchy's position
+    /// in the container's v1 directories, or their count when the files
+    /// did not arrive.
+    JoinCgroups,
     Ready,
     WaitStart,
     /// Widening the CPU set back to the parent's before the command runs.
@@ -243,6 +255,16 @@ macro_rules! check {
     }};
 }
 
+/// The value of a rustix call, or fails with its error.
+macro_rules! ok {
+    ($ch:expr, $stage:expr, $index:expr, $result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(e) => fail($ch, $stage, $index as u32, e.raw_os_error()),
+        }
+    };
+}
+
 #[repr(C)]
 struct OpenHow {
     flags: u64,
@@ -422,17 +444,14 @@ fn close(fd: RawFd) {
 /// host's mount tree, copied into this namespace) on the new one, and
 /// detaching it leaves only the container's tree. `root` stays valid for
 /// the steps that follow.
-fn pivot_into(ch: &Channels, root: RawFd, old_root: &mut OldRoot) {
-    // SAFETY: plain system calls on an fd we hold and static strings.
-    unsafe {
-        check!(ch, Stage::PivotRoot, 0, libc::fchdir(root));
-        check!(
-            ch,
-            Stage::PivotRoot,
-            1,
-            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as i32
-        );
-    }
+fn pivot_into(ch: &Channels, root: BorrowedFd<'_>, old_root: &mut OldRoot) {
+    ok!(ch, Stage::PivotRoot, 0, rustix::process::fchdir(root));
+    ok!(
+        ch,
+        Stage::PivotRoot,
+        1,
+        rustix::process::pivot_root(c".", c".")
+    );
     old_root.start_detach(ch);
     ch.mark(Stage::PivotRoot);
 }
@@ -496,14 +515,15 @@ impl OldRoot {
             // The helper shares this CPU (setup runs narrowed to one) and
             // would wait for it until we block: let it start the detach now,
             // so that its wait for the grace period overlaps our steps.
-            // SAFETY: a plain system call.
-            unsafe { libc::sched_yield() };
+            rustix::thread::sched_yield();
             Detach::Detaching(pid)
         } else {
-            // SAFETY: a plain system call on a static string.
-            check!(ch, Stage::PivotRoot, 2, unsafe {
-                libc::umount2(c".".as_ptr(), libc::MNT_DETACH)
-            });
+            ok!(
+                ch,
+                Stage::PivotRoot,
+                2,
+                rustix::mount::unmount(c".", rustix::mount::UnmountFlags::DETACH)
+            );
             Detach::Detached
         };
     }
@@ -511,8 +531,9 @@ impl OldRoot {
     /// Waits until the old root is detached, then enters the new "/".
     fn finish(&mut self, ch: &Channels) {
         if let Detach::Detaching(pid) = self.state {
-            // SAFETY: waitid on our own helper into a local siginfo.
+            // SAFETY: siginfo_t is plain data; zero is a valid value.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waitid on our own helper into a local siginfo.
             check!(ch, Stage::PivotRoot, 2, unsafe {
                 libc::waitid(
                     libc::P_PID,
@@ -534,10 +555,7 @@ impl OldRoot {
             self.state = Detach::Detached;
         }
         if let Detach::Detached = self.state {
-            // SAFETY: a plain system call on a static string.
-            check!(ch, Stage::PivotRoot, 3, unsafe {
-                libc::chdir(c"/".as_ptr())
-            });
+            ok!(ch, Stage::PivotRoot, 3, rustix::process::chdir(c"/"));
             ch.mark(Stage::OldRootDetached);
         }
     }
@@ -588,8 +606,8 @@ fn bring_loopback_up(ch: &Channels) {
 }
 
 /// What steps carry over to later steps.
-struct StepContext {
-    old_root: OldRoot,
+struct StepContext<'a> {
+    old_root: &'a mut OldRoot,
     empty_dir: EmptyDir,
 }
 
@@ -643,7 +661,14 @@ impl Drop for EmptyDir {
     }
 }
 
-fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step, ctx: &mut StepContext) {
+fn run_step(
+    ch: &Channels,
+    root_fd: BorrowedFd<'_>,
+    index: usize,
+    step: &Step,
+    ctx: &mut StepContext<'_>,
+) {
+    let root = root_fd.as_raw_fd();
     match step {
         Step::Mount {
             target,
@@ -692,7 +717,7 @@ fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step, ctx: &mut Ste
             ch.mark(Stage::JoinNetwork);
             bring_loopback_up(ch);
         }
-        Step::PivotRoot => pivot_into(ch, root, &mut ctx.old_root),
+        Step::PivotRoot => pivot_into(ch, root_fd, ctx.old_root),
         Step::Mask { target } => {
             let fd = open_in_root(root, target, libc::O_PATH);
             if fd < 0 {
@@ -701,6 +726,7 @@ fn run_step(ch: &Channels, root: RawFd, index: usize, step: &Step, ctx: &mut Ste
                 }
                 fail(ch, Stage::ResolveTarget, index as u32, errno());
             }
+            // SAFETY: stat is plain data; zero is a valid value.
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             // SAFETY: fstat into a local struct.
             check!(ch, Stage::ResolveTarget, index, unsafe {
@@ -815,6 +841,44 @@ fn make_dev_nodes(ch: &Channels, root: RawFd, index: usize) {
     close(dev);
 }
 
+/// Moves this process into the container's v1 cgroups, once the parent
+/// has made them and sent their `tasks` files (`count` of them, in the
+/// order of the container's v1 directories).
+///
+/// The process moves itself, by writing "0" to `tasks`: the kernel then
+/// migrates only the calling thread and, since the thread is `current`,
+/// skips the global `cgroup_threadgroup_rwsem` that a move by pid (or any
+/// write to `cgroup.procs`) takes for writing. That lock's writer waits for
+/// an RCU grace period unless one just passed, which after a moment of
+/// idle costs milliseconds per start (Linux 5.5+, commit 9a3284fad42f
+/// "cgroup: Optimize single thread migration"; older kernels take the lock
+/// and the move is merely as slow as a move by pid). Moving the one thread
+/// moves the whole process because it is the only one: the helper that
+/// detaches the old root shares this memory but is a process of its own,
+/// gone by now, and nothing here starts threads. This comes before the
+/// cgroup namespace is made (rooted at the cgroups joined here), before
+/// the identity changes and before exec.
+fn join_v1_cgroups(ch: &Channels, count: usize) {
+    let mut fds = [-1; MAX_FDS];
+    let received = recv_fds(ch.start, &mut fds);
+    if received < 0 {
+        fail(ch, Stage::JoinCgroups, count as u32, errno());
+    }
+    if received as usize != count {
+        fail(ch, Stage::JoinCgroups, count as u32, libc::EBADMSG);
+    }
+    for (index, fd) in fds[..count].iter().enumerate() {
+        // SAFETY: a write of a static byte to an fd the parent sent.
+        let written = unsafe { libc::write(*fd, c"0".as_ptr().cast(), 1) };
+        if written != 1 {
+            let err = if written < 0 { errno() } else { libc::EIO };
+            fail(ch, Stage::JoinCgroups, index as u32, err);
+        }
+        close(*fd);
+    }
+    ch.mark(Stage::JoinCgroups);
+}
+
 fn setup_terminal(ch: &Channels) {
     // SAFETY: pty calls on fds this process owns.
     unsafe {
@@ -859,371 +923,441 @@ fn setup_terminal(ch: &Channels) {
     }
 }
 
-/// Runs the child's sequence and executes the container's command.
+/// Runs the child's sequence and executes the container's command: each
+/// step below is one named function, in the order they run.
 ///
 /// # Safety
 /// Must only be called in the child right after `clone`, with a `plan` and
-/// channels prepared by the parent. Never returns.
+/// channels prepared by the parent. Never returns. Everything it calls
+/// relies on that: it runs in a copy of the parent's address space, so it
+/// makes system calls on the plan's prepared data only, and never
+/// allocates, takes a lock or unwinds.
 pub unsafe fn run(plan: &Plan, ch: &Channels) -> ! {
-    // SAFETY (whole function): raw system calls on prepared, NUL-terminated
-    // data; no allocation and no locks.
-    unsafe {
-        ch.mark(Stage::Cloned);
-        // Off the parent's CPU first, in case this runs before the parent
-        // has moved us (see process::affinity). Best effort: where this
-        // fails, setup runs where the kernel or the parent put it, and the
-        // widening after the go follows whichever narrowing succeeded.
-        let narrowed = plan
-            .cpus
-            .as_ref()
-            .is_some_and(|cpus| affinity::set_own(&cpus.setup) == 0);
-        for fd in ch.parent_ends {
-            if fd >= 0 {
-                libc::close(fd);
-            }
-        }
-        // Die with the supervisor: a container never outlives its monitor.
-        // (If the parent died before this call, `start` reads end-of-file.)
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    ch.mark(Stage::Cloned);
+    let narrowed = leave_the_parents_cpu(plan);
+    cut_ties_with_the_parent(ch);
+    reset_signals(ch);
+    make_namespaces(ch, plan);
+    let root = mount_the_root(ch, plan);
+    set_hostname(ch, plan);
+    // The helper that detaches the old root runs on a stack inside this
+    // value: it lives in this frame, which never returns, and never moves.
+    let mut old_root = OldRoot::new();
+    build_the_file_system(ch, plan, root.as_fd(), &mut old_root);
+    drop(root);
+    shrink_the_bounding_set(ch, plan);
+    set_rlimits(ch, plan);
+    // From here on paths resolve from "/": the old root must be gone.
+    old_root.finish(ch);
+    make_the_root_read_only(ch, plan);
+    enter_the_working_dir(ch, plan);
+    connect_stdio(ch, plan);
+    let first_existing = find_the_command(plan);
+    if plan.v1_cgroups > 0 {
+        join_v1_cgroups(ch, plan.v1_cgroups);
+    }
+    let go = report_ready_and_wait_for_the_go(ch, plan);
+    widen_the_cpu_set(ch, plan, narrowed, go);
+    enter_a_cgroup_namespace(ch);
+    switch_identity(ch, plan);
+    close_inherited_fds_on_exec(ch);
+    install_seccomp(ch, plan);
+    exec(ch, plan, first_existing)
+}
 
-        // Signal dispositions and the mask are inherited: start clean.
-        for sig in 1..=libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
+/// Off the parent's CPU first, in case this runs before the parent has
+/// moved us (see process::affinity). Best effort: where this fails, setup
+/// runs where the kernel or the parent put it, and the widening after the
+/// go follows whichever narrowing succeeded. Returns whether it narrowed.
+fn leave_the_parents_cpu(plan: &Plan) -> bool {
+    plan.cpus
+        .as_ref()
+        .is_some_and(|cpus| affinity::set_own(&cpus.setup) == 0)
+}
+
+/// Closes the parent's ends of the channels (so that the parent's death
+/// reads as end-of-file on `start`), and dies with the supervisor: a
+/// container never outlives its monitor. (If the parent died before this,
+/// `start` reads end-of-file.)
+fn cut_ties_with_the_parent(ch: &Channels) {
+    for fd in ch.parent_ends {
+        if fd >= 0 {
+            close(fd);
         }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
+    }
+    // Best effort, as the end-of-file on `start` covers a parent gone first.
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+}
+
+/// Signal dispositions and the mask are inherited: start clean.
+fn reset_signals(ch: &Channels) {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: resetting a disposition to the default installs no
+            // handler; an invalid number only makes the call fail.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: sigset_t is plain data; sigemptyset fills it in.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid local set, and no old mask asked for.
+    check!(ch, Stage::Signals, 0, unsafe {
         libc::sigemptyset(&mut empty);
-        check!(
-            ch,
-            Stage::Signals,
-            0,
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut())
-        );
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut())
+    });
+    ch.mark(Stage::Signals);
+}
 
-        ch.mark(Stage::Signals);
-        // The namespaces clone did not create: making them here overlaps
-        // with the parent's cgroup setup on another CPU.
-        check!(ch, Stage::Namespaces, 0, libc::unshare(plan.unshare_flags));
-        libc::umask(0);
-        ch.mark(Stage::Namespaces);
+/// The namespaces clone did not create: making them here overlaps with the
+/// parent's work on another CPU.
+fn make_namespaces(ch: &Channels, plan: &Plan) {
+    // SAFETY: unshare of namespaces only (no CLONE_FILES or CLONE_FS),
+    // in a single-threaded process.
+    check!(ch, Stage::Namespaces, 0, unsafe {
+        libc::unshare(plan.unshare_flags)
+    });
+    rustix::process::umask(Mode::empty());
+    ch.mark(Stage::Namespaces);
+}
 
-        check!(
+/// Makes the copied mount tree private, mounts the memory scratch (if
+/// any) and the overlay, and opens the container's root.
+fn mount_the_root(ch: &Channels, plan: &Plan) -> OwnedFd {
+    use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags};
+    ok!(
+        ch,
+        Stage::MakePrivate,
+        0,
+        mount_change(
+            c"/",
+            MountPropagationFlags::REC | MountPropagationFlags::PRIVATE
+        )
+    );
+    ch.mark(Stage::MakePrivate);
+    if let Some(scratch) = &plan.scratch_tmpfs {
+        ok!(
             ch,
-            Stage::MakePrivate,
+            Stage::Scratch,
             0,
-            libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null()
+            mount(
+                c"tmpfs",
+                scratch.mount_point.as_c_str(),
+                c"tmpfs",
+                MountFlags::empty(),
+                scratch.options.as_c_str()
             )
         );
-        ch.mark(Stage::MakePrivate);
-        if let Some(scratch) = &plan.scratch_tmpfs {
-            check!(
+        for (i, dir) in scratch.dirs.iter().enumerate() {
+            ok!(
                 ch,
                 Stage::Scratch,
-                0,
-                libc::mount(
-                    c"tmpfs".as_ptr(),
-                    scratch.mount_point.as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    0,
-                    scratch.options.as_ptr().cast()
-                )
+                i + 1,
+                rustix::fs::mkdir(dir.as_c_str(), Mode::from_raw_mode(0o755))
             );
-            for (i, dir) in scratch.dirs.iter().enumerate() {
-                check!(ch, Stage::Scratch, i + 1, libc::mkdir(dir.as_ptr(), 0o755));
-            }
-            ch.mark(Stage::Scratch);
         }
-        check!(
-            ch,
-            Stage::MountOverlay,
-            0,
-            libc::chdir(plan.layers_dir.as_ptr())
-        );
-        check!(
-            ch,
-            Stage::MountOverlay,
-            1,
-            libc::mount(
-                c"overlay".as_ptr(),
-                plan.rootfs.as_ptr(),
-                c"overlay".as_ptr(),
-                // Device nodes shipped in an image stay inert; /dev is a
-                // separate tmpfs with the standard nodes only.
-                libc::MS_NODEV,
-                plan.overlay_data.as_ptr().cast()
-            )
-        );
-        ch.mark(Stage::MountOverlay);
-        let root = check!(
-            ch,
-            Stage::OpenRootfs,
-            0,
-            libc::open(
-                plan.rootfs.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
-            )
-        );
-        check!(
-            ch,
-            Stage::Hostname,
-            0,
-            libc::sethostname(plan.hostname.as_ptr(), plan.hostname.as_bytes().len())
-        );
-        ch.mark(Stage::Hostname);
-        let mut ctx = StepContext {
-            old_root: OldRoot::new(),
-            empty_dir: EmptyDir { fd: -1 },
-        };
-        for (i, step) in plan.steps.iter().enumerate() {
-            run_step(ch, root, i, step, &mut ctx);
-        }
-        drop(ctx.empty_dir);
-        ch.mark(Stage::Mount);
-        libc::close(root);
+        ch.mark(Stage::Scratch);
+    }
+    // The overlay's lower dirs are named relative to their common parent.
+    ok!(
+        ch,
+        Stage::MountOverlay,
+        0,
+        rustix::process::chdir(plan.layers_dir.as_c_str())
+    );
+    ok!(
+        ch,
+        Stage::MountOverlay,
+        1,
+        mount(
+            c"overlay",
+            plan.rootfs.as_c_str(),
+            c"overlay",
+            // Device nodes shipped in an image stay inert; /dev is a
+            // separate tmpfs with the standard nodes only.
+            MountFlags::NODEV,
+            plan.overlay_data.as_c_str()
+        )
+    );
+    ch.mark(Stage::MountOverlay);
+    ok!(
+        ch,
+        Stage::OpenRootfs,
+        0,
+        rustix::fs::open(
+            plan.rootfs.as_c_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty()
+        )
+    )
+}
 
-        // Capabilities, first part: shrink the bounding set while still
-        // privileged (and here, while the parent still works and the old
-        // root detaches, not after the go). The effective set keeps what
-        // the steps below need.
-        for cap in 0..=plan.last_cap {
-            if plan.caps & (1u64 << cap) == 0 {
-                check!(
-                    ch,
-                    Stage::Capabilities,
-                    cap,
-                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0)
-                );
-            }
-        }
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        );
-        ch.mark(Stage::Capabilities);
+fn set_hostname(ch: &Channels, plan: &Plan) {
+    ok!(
+        ch,
+        Stage::Hostname,
+        0,
+        rustix::system::sethostname(plan.hostname.as_bytes())
+    );
+    ch.mark(Stage::Hostname);
+}
 
-        for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
-            check!(ch, Stage::Rlimit, i, libc::setrlimit(*resource, limit));
-        }
+/// The plan's steps: mounts, device nodes, the network namespace, the
+/// pivot and Docker's guards, in the order the plan gives.
+fn build_the_file_system(ch: &Channels, plan: &Plan, root: BorrowedFd<'_>, old_root: &mut OldRoot) {
+    let mut ctx = StepContext {
+        old_root,
+        empty_dir: EmptyDir { fd: -1 },
+    };
+    for (i, step) in plan.steps.iter().enumerate() {
+        run_step(ch, root, i, step, &mut ctx);
+    }
+    ch.mark(Stage::Mount);
+}
 
-        // From here on paths resolve from "/": the old root must be gone.
-        ctx.old_root.finish(ch);
-        // Every mount target exists by now: the root may turn read-only.
-        if plan.read_only_root {
-            check!(
+/// Capabilities, first part: shrink the bounding set while still
+/// privileged (and here, while the parent still works and the old root
+/// detaches, not after the go). The effective set keeps what the steps
+/// below need; [`switch_identity`] pins it.
+fn shrink_the_bounding_set(ch: &Channels, plan: &Plan) {
+    use rustix::thread::{remove_capability_from_bounding_set, CapabilitySet};
+    for cap in 0..=plan.last_cap.min(63) {
+        if plan.caps & (1u64 << cap) == 0 {
+            ok!(
                 ch,
-                Stage::ReadOnlyRoot,
-                0,
-                libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                    std::ptr::null()
-                )
+                Stage::Capabilities,
+                cap,
+                remove_capability_from_bounding_set(CapabilitySet::from_bits_retain(1 << cap))
             );
         }
+    }
+    // Nothing is in the ambient set of a process started by root; clearing
+    // it is belt and braces, so its result does not matter.
+    let _ = rustix::thread::clear_ambient_capability_set();
+    ch.mark(Stage::Capabilities);
+}
 
-        if libc::chdir(plan.cwd.as_ptr()) < 0 {
-            // Create the working directory as Docker does, then enter it.
-            for (i, part) in plan.cwd_parts.iter().enumerate() {
-                if libc::mkdir(part.as_ptr(), 0o755) < 0 && errno() != libc::EEXIST {
-                    fail(ch, Stage::WorkingDir, i as u32, errno());
-                }
-                check!(ch, Stage::WorkingDir, i, libc::chdir(part.as_ptr()));
-            }
+fn set_rlimits(ch: &Channels, plan: &Plan) {
+    for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
+        // SAFETY: setrlimit with a resource number and a limit the parent
+        // prepared.
+        check!(ch, Stage::Rlimit, i, unsafe {
+            libc::setrlimit(*resource, limit)
+        });
+    }
+}
+
+/// Every mount target exists by now: the root may turn read-only.
+fn make_the_root_read_only(ch: &Channels, plan: &Plan) {
+    use rustix::mount::{mount_remount, MountFlags};
+    if plan.read_only_root {
+        ok!(
+            ch,
+            Stage::ReadOnlyRoot,
+            0,
+            mount_remount(c"/", MountFlags::BIND | MountFlags::RDONLY, c"")
+        );
+    }
+}
+
+/// Enters the working directory, creating it as Docker does when missing.
+fn enter_the_working_dir(ch: &Channels, plan: &Plan) {
+    if rustix::process::chdir(plan.cwd.as_c_str()).is_ok() {
+        return;
+    }
+    for (i, part) in plan.cwd_parts.iter().enumerate() {
+        match rustix::fs::mkdir(part.as_c_str(), Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => fail(ch, Stage::WorkingDir, i as u32, e.raw_os_error()),
         }
+        ok!(
+            ch,
+            Stage::WorkingDir,
+            i,
+            rustix::process::chdir(part.as_c_str())
+        );
+    }
+}
 
-        if plan.terminal {
-            setup_terminal(ch);
+/// The container's stdin, stdout and stderr: a new terminal, or the fds
+/// the parent passed; either way in a session of its own.
+fn connect_stdio(ch: &Channels, plan: &Plan) {
+    if plan.terminal {
+        setup_terminal(ch);
+        return;
+    }
+    for (target, source) in plan.stdio.iter().enumerate() {
+        if *source < 0 {
+            continue;
+        }
+        if *source == target as i32 {
+            // dup2 onto itself would keep close-on-exec.
+            // SAFETY: F_SETFD on an fd the parent passed.
+            check!(ch, Stage::Stdio, target, unsafe {
+                libc::fcntl(*source, libc::F_SETFD, 0)
+            });
         } else {
-            for (target, source) in plan.stdio.iter().enumerate() {
-                if *source >= 0 {
-                    if *source == target as i32 {
-                        // dup2 onto itself would keep close-on-exec.
-                        check!(
-                            ch,
-                            Stage::Stdio,
-                            target,
-                            libc::fcntl(*source, libc::F_SETFD, 0)
-                        );
-                    } else {
-                        check!(ch, Stage::Stdio, target, libc::dup2(*source, target as i32));
-                    }
-                }
-            }
-            check!(ch, Stage::Session, 0, libc::setsid());
+            // SAFETY: dup2 of an fd the parent passed onto 0, 1 or 2,
+            // which nothing in this process holds as an OwnedFd.
+            check!(ch, Stage::Stdio, target, unsafe {
+                libc::dup2(*source, target as i32)
+            });
         }
+    }
+    ok!(ch, Stage::Session, 0, rustix::process::setsid());
+}
 
-        // execvp's search, done here while the parent still works rather
-        // than by failing execve calls after the go (each costs tens of
-        // microseconds). Candidates before the first that exists for root
-        // do not exist for the command's user either, so skipping them
-        // keeps execvp's outcome.
-        let first_existing = plan
-            .exec_candidates
-            .iter()
-            .position(|c| libc::access(c.as_ptr(), libc::F_OK) == 0)
-            .unwrap_or(0);
+/// execvp's search, done here while the parent still works rather than by
+/// failing execve calls after the go (each costs tens of microseconds).
+/// Candidates before the first that exists for root do not exist for the
+/// command's user either, so skipping them keeps execvp's outcome.
+/// Returns the index of the first candidate to try.
+fn find_the_command(plan: &Plan) -> usize {
+    plan.exec_candidates
+        .iter()
+        .position(|c| rustix::fs::access(c.as_c_str(), Access::EXISTS).is_ok())
+        .unwrap_or(0)
+}
 
-        // Tell the parent we are set up (unless asked to run at once), then
-        // wait for the go: by then the parent has put us in our cgroups.
-        if !plan.autostart {
-            send(
-                ch.report,
-                Report {
-                    stage: Stage::Ready as u32,
-                    index: 0,
-                    errno: 0,
-                },
-            );
-            ch.mark(Stage::Ready);
+/// Tells the parent we are set up (unless asked to run at once), then
+/// waits for the go. Returns the go byte (see [`go`]); exits quietly when
+/// the parent went away or aborted the start.
+fn report_ready_and_wait_for_the_go(ch: &Channels, plan: &Plan) -> u8 {
+    if !plan.autostart {
+        send(
+            ch.report,
+            Report {
+                stage: Stage::Ready as u32,
+                index: 0,
+                errno: 0,
+            },
+        );
+        ch.mark(Stage::Ready);
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: a one-byte read into a local buffer.
+    let n = unsafe { libc::read(ch.start, byte.as_mut_ptr().cast(), 1) };
+    if n != 1 {
+        // SAFETY: leaving the child without running any Rust destructors.
+        unsafe { libc::_exit(1) };
+    }
+    ch.mark(Stage::WaitStart);
+    byte[0]
+}
+
+/// Setup is done: the command may run on any CPU the parent may. Only
+/// after the go, which the parent sends after narrowing this process
+/// itself: no narrowing can come after this widening.
+fn widen_the_cpu_set(ch: &Channels, plan: &Plan, narrowed: bool, go: u8) {
+    if let Some(cpus) = plan.cpus.as_ref() {
+        if narrowed || go & go::PARENT_NARROWED != 0 {
+            check!(ch, Stage::CpuSet, 0, affinity::set_own(&cpus.run));
+            ch.mark(Stage::CpuSet);
         }
-        let mut byte = [0u8; 1];
-        let n = libc::read(ch.start, byte.as_mut_ptr().cast(), 1);
-        if n != 1 {
-            // The parent went away or aborted the start.
-            libc::_exit(1);
-        }
-        ch.mark(Stage::WaitStart);
-        // Setup is done: the command may run on any CPU the parent may.
-        // Only after the go, which the parent sends after narrowing this
-        // process itself: no narrowing can come after this widening.
-        if let Some(cpus) = plan.cpus.as_ref() {
-            if narrowed || byte[0] & go::PARENT_NARROWED != 0 {
-                check!(ch, Stage::CpuSet, 0, affinity::set_own(&cpus.run));
-                ch.mark(Stage::CpuSet);
-            }
-        }
-        // A cgroup namespace rooted at the container's own cgroups.
-        check!(
-            ch,
-            Stage::CgroupNamespace,
-            0,
-            libc::unshare(libc::CLONE_NEWCGROUP)
-        );
+    }
+}
 
-        // Identity changes use raw system calls: glibc's wrappers would try
-        // to broadcast them to threads that exist only in the parent.
-        // The bounding set shrank before the go; now switch identity, then
-        // pin the effective/permitted sets.
-        check!(
-            ch,
-            Stage::Identity,
-            0,
-            libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) as i32
-        );
-        check!(
-            ch,
-            Stage::Identity,
-            1,
-            libc::syscall(libc::SYS_setresgid, plan.gid, plan.gid, plan.gid) as i32
-        );
-        check!(
-            ch,
-            Stage::Identity,
-            2,
-            libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid) as i32
-        );
-        if plan.uid == 0 {
-            set_capabilities(ch, plan.caps);
-        }
-        // Changing uid/gid clears the parent-death signal: set it again.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        check!(
-            ch,
-            Stage::NoNewPrivs,
-            0,
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        );
-        libc::umask(0o022);
+/// A cgroup namespace rooted at the container's own cgroups (joined by now,
+/// on v1 by [`join_v1_cgroups`], on v2 by the clone).
+fn enter_a_cgroup_namespace(ch: &Channels) {
+    // SAFETY: unshare of a namespace only, in a single-threaded process.
+    check!(ch, Stage::CgroupNamespace, 0, unsafe {
+        libc::unshare(libc::CLONE_NEWCGROUP)
+    });
+}
 
-        ch.mark(Stage::NoNewPrivs);
-        // Close every inherited fd on exec except stdio (Linux 5.11+).
-        check!(
-            ch,
-            Stage::Stdio,
-            3,
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ) as i32
-        );
+/// The command's identity: groups, gid, uid, then (for root) the effective
+/// and permitted capabilities; the bounding set shrank before the go.
+/// rustix makes the raw, per-thread system calls: glibc's wrappers would
+/// try to broadcast them to threads that exist only in the parent.
+fn switch_identity(ch: &Channels, plan: &Plan) {
+    use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+    // from_raw_unchecked: the ids pass through as the spec gives them.
+    let gid = Gid::from_raw_unchecked(plan.gid);
+    let uid = Uid::from_raw_unchecked(plan.uid);
+    ok!(ch, Stage::Identity, 0, set_thread_groups(&plan.groups));
+    ok!(ch, Stage::Identity, 1, set_thread_res_gid(gid, gid, gid));
+    ok!(ch, Stage::Identity, 2, set_thread_res_uid(uid, uid, uid));
+    if plan.uid == 0 {
+        set_capabilities(ch, plan.caps);
+    }
+    // Changing uid/gid clears the parent-death signal: set it again.
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    ok!(
+        ch,
+        Stage::NoNewPrivs,
+        0,
+        rustix::thread::set_no_new_privs(true)
+    );
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+    ch.mark(Stage::NoNewPrivs);
+}
 
-        let filter = plan.seccomp;
-        let rc = crate::security::seccomp::install(filter);
-        if rc != 0 {
-            fail(ch, Stage::Seccomp, 0, rc);
-        }
+/// Root's effective and permitted sets become the container's capabilities.
+fn set_capabilities(ch: &Channels, caps: u64) {
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    let caps = CapabilitySet::from_bits_retain(caps);
+    let sets = CapabilitySets {
+        effective: caps,
+        permitted: caps,
+        inheritable: CapabilitySet::empty(),
+    };
+    ok!(
+        ch,
+        Stage::Capabilities,
+        64,
+        rustix::thread::set_capabilities(None, sets)
+    );
+}
 
-        ch.mark(Stage::Seccomp);
-        // execvp: try each candidate; remember EACCES but keep looking.
-        let mut error = libc::ENOENT;
-        for candidate in &plan.exec_candidates[first_existing..] {
+/// Every inherited fd but stdio closes on exec (Linux 5.11+).
+fn close_inherited_fds_on_exec(ch: &Channels) {
+    // SAFETY: close_range only marks fds close-on-exec; nothing is closed.
+    check!(ch, Stage::Stdio, 3, unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) as i32
+    });
+}
+
+/// Docker's default seccomp filter, last before exec.
+fn install_seccomp(ch: &Channels, plan: &Plan) {
+    // SAFETY: no_new_privs is set (switch_identity); from here on only
+    // execve and the calls the filter allows are made.
+    let rc = unsafe { crate::security::seccomp::install(plan.seccomp) };
+    if rc != 0 {
+        fail(ch, Stage::Seccomp, 0, rc);
+    }
+    ch.mark(Stage::Seccomp);
+}
+
+/// execvp: tries each candidate from `first`; remembers EACCES but keeps
+/// looking, as execvp does. Returns only by failing.
+fn exec(ch: &Channels, plan: &Plan, first: usize) -> ! {
+    let mut error = libc::ENOENT;
+    for candidate in &plan.exec_candidates[first..] {
+        // SAFETY: a NUL-terminated path and the NULL-terminated argument
+        // and environment vectors the plan owns.
+        unsafe {
             libc::execve(
                 candidate.as_ptr(),
                 plan.argv_ptrs.as_ptr(),
                 plan.envp_ptrs.as_ptr(),
-            );
-            let e = errno();
-            match e {
-                libc::ENOENT | libc::ENOTDIR => {}
-                libc::EACCES => error = e,
-                _ => {
-                    error = e;
-                    break;
-                }
+            )
+        };
+        let e = errno();
+        match e {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => error = e,
+            _ => {
+                error = e;
+                break;
             }
         }
-        fail(ch, Stage::Exec, 0, error)
     }
-}
-
-fn set_capabilities(ch: &Channels, caps: u64) {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let header = Header {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let low = caps as u32;
-    let high = (caps >> 32) as u32;
-    let data = [
-        Data {
-            effective: low,
-            permitted: low,
-            inheritable: 0,
-        },
-        Data {
-            effective: high,
-            permitted: high,
-            inheritable: 0,
-        },
-    ];
-    // SAFETY: capset with a v3 header and two data words.
-    check!(ch, Stage::Capabilities, 64, unsafe {
-        libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as i32
-    });
+    fail(ch, Stage::Exec, 0, error)
 }
 
 #[cfg(test)]

@@ -106,6 +106,10 @@ pub struct Plan {
     pub unshare_flags: libc::c_int,
     /// On cgroup v2 the child is cloned straight into this directory.
     pub v2_cgroup_dir: Option<OwnedFd>,
+    /// How many v1 cgroups the child joins: the parent sends that many
+    /// `tasks` files in one message once it has made the cgroups, and the
+    /// child moves itself into each (see `child::join_v1_cgroups`).
+    pub v1_cgroups: usize,
     pub hostname: CString,
     /// The parent makes a network namespace and sends it to the child.
     pub new_network: bool,
@@ -132,7 +136,7 @@ pub struct Plan {
     pub cpus: Option<ChildCpus>,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
-    pub groups: Vec<libc::gid_t>,
+    pub groups: Vec<rustix::process::Gid>,
     pub caps: u64,
     pub last_cap: u32,
     pub seccomp: &'static [seccomp::Instruction],
@@ -319,6 +323,7 @@ impl Plan {
             clone_flags,
             unshare_flags,
             v2_cgroup_dir: None,
+            v1_cgroups: 0,
             hostname: cstring("hostname", spec.effective_hostname())?,
             new_network: spec.network == NetworkMode::None,
             layers_dir,
@@ -337,7 +342,13 @@ impl Plan {
             cpus: None,
             uid: spec.process.user.uid,
             gid: spec.process.user.gid,
-            groups: spec.process.user.additional_gids.clone(),
+            groups: spec
+                .process
+                .user
+                .additional_gids
+                .iter()
+                .map(|g| rustix::process::Gid::from_raw_unchecked(*g))
+                .collect(),
             caps,
             last_cap: features.last_cap,
             seccomp: seccomp::default_filter(),

@@ -9,9 +9,9 @@
 //! path is public and compared plainly.
 
 use super::error::ApiError;
-use super::extract::query_pairs;
+use super::extract::{path_param, query_pairs};
 use crate::AppState;
-use axum::extract::{FromRequestParts, RawPathParams};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
@@ -42,19 +42,6 @@ impl FromRequestParts<AppState> for Tenant {
         }
         Ok(Tenant { project_id })
     }
-}
-
-/// A path parameter of the matched route, without axum's plain-text
-/// rejections.
-pub async fn path_param(parts: &mut Parts, name: &str) -> Result<String, ApiError> {
-    let params = RawPathParams::from_request_parts(parts, &())
-        .await
-        .map_err(|_| ApiError::bad("the request path is not valid UTF-8"))?;
-    params
-        .iter()
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_owned())
-        .ok_or_else(|| ApiError::Internal(format!("route has no {{{name}}} parameter")))
 }
 
 /// The secret a request presents, from its `Authorization` header or its

@@ -104,12 +104,14 @@ fn database_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6). PostgreSQL:
+            // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_FULL (13:
+            // the disk is full; the write is refused whole and the store
+            // works again once space is freed). PostgreSQL:
             // connection exceptions (08…), insufficient resources (53…),
             // operator intervention such as a shutdown (57P…), and
             // serialization failures / deadlocks (40001, 40P01) that a retry
             // resolves.
-            matches!(&*code, "5" | "6" | "40001" | "40P01")
+            matches!(&*code, "5" | "6" | "13" | "40001" | "40P01")
                 || code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")

@@ -3,10 +3,9 @@
 //! answered as `{"msg": …}` like everything else, never with axum's
 //! plain-text rejections.
 
-use super::auth::path_param;
 use super::error::ApiError;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use berth_store::Page;
@@ -26,6 +25,19 @@ impl<S: Send + Sync> FromRequestParts<S> for IdParam {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<IdParam, ApiError> {
         path_param(parts, "id").await.map(IdParam)
     }
+}
+
+/// A path parameter of the matched route, without axum's plain-text
+/// rejections.
+pub async fn path_param(parts: &mut Parts, name: &str) -> Result<String, ApiError> {
+    let params = RawPathParams::from_request_parts(parts, &())
+        .await
+        .map_err(|_| ApiError::bad("the request path is not valid UTF-8"))?;
+    params
+        .iter()
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+        .ok_or_else(|| ApiError::Internal(format!("route has no {{{name}}} parameter")))
 }
 
 /// `application/x-www-form-urlencoded` pairs of a query string, decoded.

@@ -13,6 +13,7 @@ mod error;
 mod extract;
 mod package;
 mod schedules;
+mod task_fields;
 mod tasks;
 mod warnings;
 mod wire;

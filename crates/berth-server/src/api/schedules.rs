@@ -18,7 +18,7 @@
 use super::auth::Tenant;
 use super::error::{ApiError, ApiResult};
 use super::extract::{IdParam, JsonValue, QueryMap};
-use super::tasks::{take_client_extras, take_payload, MAX_TAG_BYTES};
+use super::task_fields::{take_client_extras, take_payload, MAX_TAG_BYTES};
 use super::warnings::Warnings;
 use super::wire::{self, Fields, BODY};
 use crate::config::ServerConfig;

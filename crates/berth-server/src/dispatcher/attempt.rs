@@ -12,6 +12,11 @@ use berth_store::{container_name, AttemptEnd, ClaimedTask, Millis, Task};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The first and the longest pause before an attempt whose end could not
+/// be stored is driven again.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(500);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
+
 /// How long one wait long-poll lasts on the agent.
 const WAIT_POLL: Duration = Duration::from_secs(30);
 
@@ -50,11 +55,41 @@ pub(super) async fn run(
 ) {
     let container = container_name(&claimed.task.id, claimed.task.attempt);
     shared.in_flight_insert(&container);
-    let result = drive(&shared, &agent, &claimed, &container, resume).await;
-    if let Err(e) = result {
-        // The store was unreachable: the task stays active and the next
-        // start of the server (or the sweep) reconciles it.
-        tracing::error!(task = %claimed.task.id, "recording the attempt: {e}");
+    let mut claimed = claimed;
+    let mut resume = resume;
+    let mut backoff = STORE_RETRY_FIRST;
+    while let Err(e) = drive(&shared, &agent, &claimed, &container, resume).await {
+        // The store failed (a full disk, a lost connection) before the
+        // attempt's end was recorded. Keep the container and try again: a
+        // resumed drive finds it (or learns that it vanished) and records
+        // the end once the store works, so the task never stays `running`
+        // with its container gone.
+        tracing::error!(
+            task = %claimed.task.id,
+            "recording the attempt: {e}; trying again in {backoff:?}"
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(STORE_RETRY_MAX);
+        resume = true;
+        match shared
+            .store
+            .task(&claimed.task.project_id, &claimed.task.id)
+            .await
+        {
+            Ok(Some(now))
+                if now.attempt == claimed.task.attempt
+                    && matches!(
+                        now.status,
+                        berth_store::TaskStatus::Preparing | berth_store::TaskStatus::Running
+                    ) =>
+            {
+                claimed.task = now;
+            }
+            // Ended, or moved on to another attempt, meanwhile.
+            Ok(_) => break,
+            // Still failing: the next drive says so again.
+            Err(_) => {}
+        }
     }
     remove_container(&agent, &container).await;
     shared.in_flight_remove(&container);

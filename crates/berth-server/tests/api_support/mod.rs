@@ -266,13 +266,12 @@ impl Harness {
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let limits = config.connections;
         let server = rt.spawn(async move {
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("serve");
+            berth_http::serve(listener, router(state), limits, async {
+                let _ = rx.await;
+            })
+            .await;
         });
         let endpoint = Endpoint::Tcp(addr);
         let mut harness = Harness {

@@ -163,27 +163,27 @@ impl Store {
         const DURABLE: &[&str] = &["PRAGMA synchronous = FULL"];
         const RELAXED: &[&str] = &["PRAGMA synchronous = NORMAL"];
         const READER: &[&str] = &["PRAGMA query_only = 1"];
-        let durable = sqlite_connection(&options, DURABLE).await?;
-        let relaxed = match sqlite_connection(&options, RELAXED).await {
-            Ok(conn) => conn,
+        let durable = Writer::held(options.clone(), DURABLE).await?;
+        let relaxed = match Writer::held(options.clone(), RELAXED).await {
+            Ok(writer) => writer,
             Err(err) => {
-                let _ = durable.close().await;
+                durable.close().await;
                 return Err(err.into());
             }
         };
         let read = match sqlite_pool(&options, SQLITE_READERS, READER).await {
             Ok(pool) => pool,
             Err(err) => {
-                let _ = durable.close().await;
-                let _ = relaxed.close().await;
+                durable.close().await;
+                relaxed.close().await;
                 return Err(err.into());
             }
         };
         Ok(Store {
             dialect: Dialect::Sqlite,
             read,
-            durable: Writer::held(durable),
-            relaxed: Writer::held(relaxed),
+            durable,
+            relaxed,
         })
     }
 
@@ -327,7 +327,7 @@ async fn set_wal(options: &AnyConnectOptions) -> Result<(), StoreError> {
 }
 
 /// A SQLite connection set up with `pragmas`.
-async fn sqlite_connection(
+pub(super) async fn sqlite_connection(
     options: &AnyConnectOptions,
     pragmas: &'static [&'static str],
 ) -> Result<AnyConnection, sqlx::Error> {

@@ -1,6 +1,7 @@
 //! Writer connections: a pool on PostgreSQL, one held connection on SQLite.
 
 use crate::error::StoreError;
+use sqlx::any::AnyConnectOptions;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 use std::ops::{Deref, DerefMut};
@@ -14,8 +15,9 @@ use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 /// its busy handler, and a pool's acquire and release cost a few thread
 /// hand-offs per operation, which measured as about a third of a
 /// dispatcher transition. Writers queue fairly on the mutex instead. A
-/// local file does not go stale the way a network connection can, so
-/// nothing is lost by never reconnecting. On PostgreSQL, a pool.
+/// local file does not go stale the way a network connection can, so the
+/// connection is replaced only when a failure left it unusable (see
+/// [`Writer::acquire`]). On PostgreSQL, a pool.
 #[derive(Clone)]
 pub(crate) enum Writer {
     Pool(AnyPool),
@@ -27,6 +29,9 @@ pub(crate) enum Writer {
 /// it.
 pub(crate) struct HeldConn {
     conn: AnyConnection,
+    /// How to open a replacement, should this one be left unusable.
+    options: AnyConnectOptions,
+    pragmas: &'static [&'static str],
     /// A [`WriteConn::fetch_batch`] was started and has not been seen to
     /// finish: its caller was cancelled mid-way, and SQLite's worker thread
     /// stops a batch whose caller has gone after the statement it is on,
@@ -127,12 +132,46 @@ async fn roll_back(conn: &mut AnyConnection) {
     let _ = conn.execute("ROLLBACK").await;
 }
 
+/// Makes the held connection usable again after a transaction was dropped
+/// without ending cleanly (no caller holds one while the connection is
+/// ours).
+///
+/// Usually the dropped transaction's rollback is only still queued on the
+/// connection's worker thread, and one round trip lets it run. But when a
+/// statement or COMMIT fails with SQLITE_FULL or SQLITE_IOERR, SQLite may
+/// already have rolled the transaction back itself; the driver's rollback
+/// then fails with "no transaction is active" and the driver keeps
+/// counting a transaction that no longer exists, refusing every later
+/// BEGIN. A connection in that state is replaced by a fresh one, so that
+/// a full disk fails the writes made while it is full and no more.
+async fn repair(held: &mut HeldConn) -> Result<(), StoreError> {
+    roll_back(&mut held.conn).await;
+    if !held.conn.is_in_transaction() {
+        return Ok(());
+    }
+    tracing::warn!("a failed SQLite write left its connection unusable; reopening it");
+    let fresh = super::sqlite_connection(&held.options, held.pragmas).await?;
+    let stale = std::mem::replace(&mut held.conn, fresh);
+    // Whatever the stale connection still holds ends with it; it has
+    // nothing uncommitted that anyone was told about.
+    let _ = stale.close().await;
+    Ok(())
+}
+
 impl Writer {
-    pub(crate) fn held(conn: AnyConnection) -> Writer {
-        Writer::Held(Arc::new(Mutex::new(Some(HeldConn {
+    /// A held SQLite connection opened with `options` and set up with
+    /// `pragmas` (again so for any replacement).
+    pub(crate) async fn held(
+        options: AnyConnectOptions,
+        pragmas: &'static [&'static str],
+    ) -> Result<Writer, sqlx::Error> {
+        let conn = super::sqlite_connection(&options, pragmas).await?;
+        Ok(Writer::Held(Arc::new(Mutex::new(Some(HeldConn {
             conn,
+            options,
+            pragmas,
             batch_pending: false,
-        }))))
+        })))))
     }
 
     pub(crate) async fn acquire(&self) -> Result<WriteConn, StoreError> {
@@ -147,6 +186,9 @@ impl Writer {
                     // whatever part of the abandoned batch it still ran.
                     roll_back(&mut held.conn).await;
                     held.batch_pending = false;
+                }
+                if held.conn.is_in_transaction() {
+                    repair(&mut held).await?;
                 }
                 Ok(WriteConn::Held {
                     conn: held,

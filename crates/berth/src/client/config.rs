@@ -186,6 +186,15 @@ fn resolve(args: &ClientArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Re
     }
 }
 
+/// Whether two server URLs name the same server (after the normalisation
+/// of [`normalize_url`]); an invalid URL names none.
+pub fn same_url(a: &str, b: &str) -> bool {
+    match (normalize_url(a), normalize_url(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// `host:port` → `http://host:port`; no trailing slash. https is refused:
 /// this build has no TLS.
 fn normalize_url(url: &str) -> Result<String, CliError> {
@@ -316,6 +325,9 @@ mod tests {
 
     #[test]
     fn urls_are_normalized() {
+        assert!(same_url("127.0.0.1:8380", "http://127.0.0.1:8380/"));
+        assert!(!same_url("127.0.0.1:8380", "http://127.0.0.1:8381"));
+        assert!(!same_url("https://h", "https://h"));
         assert_eq!(normalize_url("h:1/").unwrap(), "http://h:1");
         assert!(normalize_url("https://h").is_err());
         assert!(normalize_url("ftp://h").is_err());

@@ -2,6 +2,7 @@
 
 use crate::cli::{AgentArgs, Global};
 use crate::cmd::invalid;
+use crate::cmd::server::connection_limits;
 use crate::cmd::stop_signal::StopSignal;
 use crate::CliError;
 use berth_agent::AgentConfig;
@@ -58,6 +59,8 @@ fn config(global: &Global, args: AgentArgs) -> Result<AgentConfig, CliError> {
     }
     config.tcp_listen = args.listen;
     config.state_tmpfs = args.state_tmpfs;
+    let listeners = if config.tcp_listen.is_some() { 2 } else { 1 };
+    config.connections = connection_limits(&args.connections, listeners)?;
     if let Some(path) = args.token_file {
         let token = std::fs::read_to_string(&path)
             .map_err(|e| invalid(format!("--token-file {}: {e}", path.display())))?;

@@ -15,6 +15,9 @@ pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
     );
     let store = open_store(global)?;
     let leases = release_stale_leases(global, &store)?;
+    let temp = store
+        .remove_orphaned_temp()
+        .map_err(crate::CliError::from)?;
     let state_unmounted =
         berth_agent::release_idle_state(&global.data_dir).map_err(|e| crate::CliError(e.report))?;
     if args.json {
@@ -23,10 +26,11 @@ pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
             serde_json::json!({
                 "containers_removed": containers,
                 "leases_released": leases,
+                "image_temp_removed": temp,
                 "agent_state_unmounted": state_unmounted,
             })
         );
-    } else if containers.is_empty() && leases.is_empty() && !state_unmounted {
+    } else if containers.is_empty() && leases.is_empty() && temp.is_empty() && !state_unmounted {
         println!("nothing to clean up");
     } else {
         for id in &containers {
@@ -34,6 +38,9 @@ pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
         }
         for holder in &leases {
             println!("released lease of {holder}");
+        }
+        for name in &temp {
+            println!("removed images/tmp/{name} (its process is gone)");
         }
         if state_unmounted {
             println!("unmounted the idle agent state tmpfs");

@@ -10,13 +10,13 @@ pub fn run(global: &Global, args: InfoArgs) -> anyhow::Result<u8> {
         .release()
         .to_string_lossy()
         .into_owned();
-    let fast_moves = cgroups.fast_moves();
+    let join = cgroups.join();
     let info = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "kernel": kernel,
         "cgroups": cgroups.describe(),
         "device_cgroup": cgroups.restricts_devices(),
-        "fast_cgroup_moves": fast_moves,
+        "fast_cgroup_moves": join.is_fast(),
         "data_dir": global.data_dir,
         "cgroup_parent": global.cgroup_parent,
     });
@@ -34,15 +34,7 @@ pub fn run(global: &Global, args: InfoArgs) -> anyhow::Result<u8> {
                 "no (CAP_MKNOD is dropped instead)"
             }
         );
-        println!(
-            "cgroup moves:  {}",
-            if fast_moves {
-                "fast"
-            } else {
-                "slow after idle: each waits for an RCU grace period; mount a cgroup \
-                 hierarchy with -o remount,favordynmods (Linux 6.0+) to avoid it (see README)"
-            }
-        );
+        println!("cgroup moves:  {}", join.describe());
         println!("data dir:      {}", global.data_dir.display());
     }
     Ok(0)

@@ -1,6 +1,6 @@
 //! `berth server`: the control plane in the foreground.
 
-use crate::cli::{CodeLimitArgs, Global, ServerArgs};
+use crate::cli::{CodeLimitArgs, ConnectionArgs, Global, ServerArgs};
 use crate::cmd::stop_signal::StopSignal;
 use crate::cmd::{database_url, invalid};
 use crate::CliError;
@@ -28,7 +28,8 @@ pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
         };
         agents.push(AgentClient::new(endpoint, token));
     }
-    let config = server_config(args.min_schedule_interval, &args.code_limits)?;
+    let mut config = server_config(args.min_schedule_interval, &args.code_limits)?;
+    config.connections = connection_limits(&args.connections, 1)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -75,6 +76,63 @@ pub fn server_config(
             .then_some(code_limits.code_revisions_kept),
         ..ServerConfig::default()
     })
+}
+
+/// The limits of each listener from flags, once the open-files limit is
+/// known to hold `listeners` listeners full of clients and the daemon's
+/// own files besides. A cap given explicitly must fit; the default one
+/// shrinks to what fits (with a warning).
+pub fn connection_limits(
+    args: &ConnectionArgs,
+    listeners: u64,
+) -> Result<berth_http::Limits, CliError> {
+    let timeout = |flag: &str, value: &str| {
+        let parsed = humantime::parse_duration(value)
+            .map_err(|e| invalid(format!("--{flag} {value:?}: {e}")))?;
+        if parsed.is_zero() {
+            return Err(invalid(format!("--{flag} must be above zero")));
+        }
+        Ok(parsed)
+    };
+    let header_timeout = timeout("header-timeout", &args.header_timeout)?;
+    let idle_timeout = timeout("idle-timeout", &args.idle_timeout)?;
+    let max_connections = match args.max_connections {
+        Some(0) => return Err(invalid("--max-connections must be at least 1")),
+        Some(cap) => {
+            berth_http::ensure_file_headroom(cap.saturating_mul(listeners))
+                .map_err(|e| invalid(e.to_string()))?;
+            cap
+        }
+        None => default_connection_cap(listeners)?,
+    };
+    Ok(berth_http::Limits {
+        max_connections: usize::try_from(max_connections)
+            .map_err(|_| invalid("--max-connections is too large"))?,
+        header_timeout,
+        idle_timeout,
+    })
+}
+
+/// The smallest cap the default shrinks to before giving up.
+const MIN_DEFAULT_CONNECTIONS: u64 = 16;
+
+fn default_connection_cap(listeners: u64) -> Result<u64, CliError> {
+    let wanted = berth_http::Limits::DEFAULT.max_connections as u64;
+    match berth_http::ensure_file_headroom(wanted * listeners) {
+        Ok(_) => Ok(wanted),
+        Err(e) => {
+            let fits = e.allowed.saturating_sub(e.reserve) / listeners.max(1);
+            if fits < MIN_DEFAULT_CONNECTIONS {
+                return Err(invalid(e.to_string()));
+            }
+            tracing::warn!(
+                "the open-files limit ({}) holds {fits} client connections per listener, \
+                 not {wanted}: serving with --max-connections {fits}",
+                e.allowed
+            );
+            Ok(fits)
+        }
+    }
 }
 
 /// Opens the store, with an error that says which database failed.

@@ -7,7 +7,7 @@ mod stack;
 use crate::cli::{Global, UpArgs};
 use crate::client::{self, ClientConfig};
 use crate::cmd::agent::default_shim;
-use crate::cmd::server::{bind, open_database, redact, server_config};
+use crate::cmd::server::{bind, connection_limits, open_database, redact, server_config};
 use crate::cmd::stop_signal::StopSignal;
 use crate::cmd::{database_url, open_store};
 use crate::CliError;
@@ -16,6 +16,7 @@ use berth_core::{ErrorCode, ErrorReport};
 use berth_server::{AgentClient, AgentEndpoint};
 use berth_store::Store;
 use stack::{ensure_default_stack, DEFAULT_STACK};
+use std::path::{Path, PathBuf};
 
 /// Runtimes the default stack serves, with their command templates.
 const DEFAULT_RUNTIMES: [(&str, &[&str]); 2] =
@@ -34,7 +35,10 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
     // Every task makes and removes a container: its state churns.
     agent_config.state_tmpfs = !args.state_on_disk;
     let socket = agent_config.socket.clone();
-    let config = server_config(args.min_schedule_interval, &args.code_limits)?;
+    let mut config = server_config(args.min_schedule_interval, &args.code_limits)?;
+    // Two listeners: the task API and the agent's unix socket.
+    config.connections = connection_limits(&args.connections, 2)?;
+    agent_config.connections = config.connections;
 
     // The agent spawns shims (fork+exec in one step), never forks, so the
     // multi-threaded runtime is safe for it too.
@@ -46,7 +50,8 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
         let store = open_database(&url).await?;
         map_default_runtimes(&store).await?;
         let api_url = format!("http://{}", args.listen);
-        let (project_id, token) = project_for_this_machine(&store, &api_url).await?;
+        let settings = client_settings(&store, &api_url, &global.data_dir).await?;
+        let (project_id, token) = (&settings.project_id, &settings.token);
         let listener = bind(args.listen).await?;
 
         let agent = berth_agent::open(agent_config)
@@ -70,7 +75,11 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
         println!("  task API   {api_url}/2/projects/{project_id}/");
         println!("  project    {project_id}");
         println!("  token      {token}");
-        println!("  client     {} (berth code push, berth task queue … need no flags)", client::default_path().display());
+        if settings.default_written {
+            println!("  client     {} (berth code push, berth task queue … need no flags)", settings.default.display());
+        } else {
+            println!("  client     {} (your {} is another berth's and was left as it is; use this one with\n             export BERTH_CONFIG={})", settings.own.display(), settings.default.display(), settings.own.display());
+        }
         println!("  database   {}", redact(&url));
         println!("  agent      unix://{}", socket.display());
         println!("  stacks     sh, binary → {DEFAULT_STACK}");
@@ -108,39 +117,104 @@ async fn map_default_runtimes(store: &Store) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The project and token in this machine's client config, if they still
-/// open this store; else a new project `default` whose token the config
-/// then holds.
-async fn project_for_this_machine(
+/// Where `berth up` left the client settings of this instance.
+struct ClientSettings {
+    project_id: String,
+    token: String,
+    /// This instance's own client config, always written:
+    /// `<data dir>/client.json`.
+    own: PathBuf,
+    /// The user's default client config ([`client::default_path`]), and
+    /// whether it now points here.
+    default: PathBuf,
+    default_written: bool,
+}
+
+/// The project and token of this machine's client: those of this
+/// instance's own client config or of the user's default one, if they
+/// still open this store; else a new project `default` and its token.
+///
+/// The settings always go to `<data dir>/client.json`. The user's default
+/// config gets them only when that redirects nothing: when it is absent,
+/// when it already names this instance's address (whatever served there
+/// before is gone: this instance holds the port now), or when its token
+/// opens this store (the same instance, moved to another address).
+/// Otherwise it belongs to another berth and is left alone.
+async fn client_settings(
     store: &Store,
     api_url: &str,
-) -> Result<(String, String), CliError> {
-    let path = client::default_path();
-    if let Ok(Some(existing)) = client::load(&path) {
-        if let (Some(project_id), Some(token)) = (&existing.project_id, &existing.token) {
-            let opens = store.authenticate(token).await.map_err(store_error)?;
-            if opens.as_deref() == Some(project_id.as_str()) {
-                let config = ClientConfig {
-                    url: Some(api_url.to_owned()),
-                    ..existing.clone()
-                };
-                client::save(&path, &config).map_err(|e| config_error(&path, e))?;
-                return Ok((project_id.clone(), token.clone()));
-            }
+    data_dir: &Path,
+) -> Result<ClientSettings, CliError> {
+    let own_path = data_dir.join("client.json");
+    let default_path = client::default_path();
+    let own = client::load(&own_path).ok().flatten();
+    // An unreadable default config is the user's to fix, not ours to
+    // replace.
+    let default = client::load(&default_path);
+    let default_readable = default.as_ref().ok().cloned().flatten();
+
+    let mut found = None;
+    for candidate in [&own, &default_readable].into_iter().flatten() {
+        if let Some(pair) = opens_this_store(store, candidate).await? {
+            found = Some(pair);
+            break;
         }
     }
-    let project = store.create_project("default").await.map_err(store_error)?;
-    let (_, token) = store
-        .create_token(&project.id, "berth up")
-        .await
-        .map_err(store_error)?;
+    let (project_id, token) = match found {
+        Some(pair) => pair,
+        None => {
+            let project = store.create_project("default").await.map_err(store_error)?;
+            let (_, token) = store
+                .create_token(&project.id, "berth up")
+                .await
+                .map_err(store_error)?;
+            (project.id, token)
+        }
+    };
     let config = ClientConfig {
         url: Some(api_url.to_owned()),
-        project_id: Some(project.id.clone()),
+        project_id: Some(project_id.clone()),
         token: Some(token.clone()),
     };
-    client::save(&path, &config).map_err(|e| config_error(&path, e))?;
-    Ok((project.id, token))
+    client::save(&own_path, &config).map_err(|e| config_error(&own_path, e))?;
+
+    let default_is_ours = match &default {
+        Ok(None) => true,
+        Ok(Some(existing)) => {
+            existing
+                .url
+                .as_deref()
+                .is_some_and(|url| client::same_url(url, api_url))
+                || opens_this_store(store, existing).await?.is_some()
+        }
+        Err(_) => false,
+    };
+    if default_is_ours && default.as_ref().ok().cloned().flatten() != Some(config.clone()) {
+        client::save(&default_path, &config).map_err(|e| config_error(&default_path, e))?;
+    }
+    Ok(ClientSettings {
+        project_id,
+        token,
+        own: own_path,
+        default: default_path,
+        default_written: default_is_ours,
+    })
+}
+
+/// The config's project and token if the token opens that project in this
+/// store.
+async fn opens_this_store(
+    store: &Store,
+    config: &ClientConfig,
+) -> Result<Option<(String, String)>, CliError> {
+    let (Some(project_id), Some(token)) = (&config.project_id, &config.token) else {
+        return Ok(None);
+    };
+    let opens = store.authenticate(token).await.map_err(store_error)?;
+    Ok(
+        (opens.as_deref() == Some(project_id.as_str()))
+            .then(|| (project_id.clone(), token.clone())),
+    )
 }
 
 fn store_error(e: berth_store::StoreError) -> CliError {
