@@ -4,7 +4,7 @@
 use super::bundle::zip_to_layer_tar;
 use super::outcome::{decide, infra, Decision};
 use super::request::{create_request, package_image};
-use super::Shared;
+use super::shared::Shared;
 use crate::dispatch::AgentHandle;
 use berth_api::{ClientError, ContainerView, ErrorCode};
 use berth_core::time::now_millis;
