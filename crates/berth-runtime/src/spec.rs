@@ -135,6 +135,17 @@ impl ContainerSpec {
                 return bad(format!("environment entry {var:?} is not KEY=VALUE"));
             }
         }
+        // -1 (4294967295) tells setresuid/setresgid/setgroups' callers to
+        // leave an id unchanged: the process would stay root.
+        let user = &self.process.user;
+        let ids = [user.uid, user.gid]
+            .into_iter()
+            .chain(user.additional_gids.iter().copied());
+        if let Some(id) = ids.into_iter().find(|id| *id == u32::MAX) {
+            return bad(format!(
+                "user or group id {id} is not a valid id (it means \"unchanged\" to the kernel)"
+            ));
+        }
         if !self.process.cwd.starts_with('/') {
             return bad(format!(
                 "working directory {:?} must be absolute",
