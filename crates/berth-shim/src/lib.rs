@@ -41,9 +41,8 @@
 //!
 //! ## Memory
 //!
-//! Once its container runs, a shim gives back what only the start needed
-//! (free heap pages, its mappings of startup code): see `memory.rs` and
-//! `bench/shim_rss.sh`.
+//! Once its container runs, a shim gives back the free heap pages only the
+//! start needed: see `memory.rs` and `bench/shim_rss.sh`.
 
 mod client;
 mod control;

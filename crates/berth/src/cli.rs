@@ -32,30 +32,6 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Parses the process's arguments, printing help or the error and
-    /// exiting as clap does.
-    pub fn parse_args() -> Cli {
-        Cli::try_parse_args_from(std::env::args_os().collect()).unwrap_or_else(|e| e.exit())
-    }
-
-    /// Parses `argv`, trying `berth run` first on a parser that knows only
-    /// it: building the whole command tree costs `berth run` a tenth of a
-    /// millisecond it does not need. Anything that parser refuses (another
-    /// command, help, a version request, a mistake) goes to the full
-    /// parser, so every message and error is the full parser's own.
-    pub fn try_parse_args_from(argv: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
-        if argv.iter().skip(1).any(|a| a == "run") {
-            if let Ok(cli) = RunOnlyCli::try_parse_from(&argv) {
-                let RunOnlyCommand::Run(args) = cli.command;
-                return Ok(Cli {
-                    global: cli.global,
-                    command: Command::Run(args),
-                });
-            }
-        }
-        Cli::try_parse_from(argv)
-    }
-
     /// Whether errors should be printed as JSON (the subcommand asked for it).
     pub fn wants_json(&self) -> bool {
         match &self.command {
@@ -72,23 +48,6 @@ impl Cli {
             Command::Agent(_) | Command::Server(_) | Command::Up(_) => false,
         }
     }
-}
-
-/// `berth [GLOBAL FLAGS] run …` and nothing else (see
-/// [`Cli::try_parse_args_from`]). It never prints: what it refuses is
-/// parsed again by [`Cli`].
-#[derive(Debug, Parser)]
-#[command(name = "berth")]
-struct RunOnlyCli {
-    #[command(flatten)]
-    global: Global,
-    #[command(subcommand)]
-    command: RunOnlyCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum RunOnlyCommand {
-    Run(Box<RunArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -478,91 +437,6 @@ mod tests {
     #[test]
     fn flags_are_consistent() {
         Cli::command().debug_assert();
-    }
-
-    fn os_args(argv: &[&str]) -> Vec<std::ffi::OsString> {
-        argv.iter().map(Into::into).collect()
-    }
-
-    #[test]
-    fn run_only_parser_agrees_with_the_full_one() {
-        for argv in [
-            &["berth", "run", "busybox", "true"][..],
-            &[
-                "berth",
-                "--data-dir",
-                "/d",
-                "run",
-                "--json",
-                "-m",
-                "64m",
-                "busybox",
-                "true",
-            ],
-            &[
-                "berth",
-                "run",
-                "--data-dir",
-                "/d",
-                "--verbose",
-                "busybox",
-                "sh",
-                "-c",
-                "run",
-            ],
-            &[
-                "berth",
-                "run",
-                "--pids-limit",
-                "8",
-                "busybox",
-                "--",
-                "run",
-                "--json",
-            ],
-            &["berth", "--cgroup-parent", "run", "run", "run"],
-        ] {
-            let fast = RunOnlyCli::try_parse_from(argv)
-                .unwrap_or_else(|e| panic!("{argv:?}: the run-only parser refused it: {e}"));
-            let full = Cli::try_parse_from(argv).unwrap();
-            let Command::Run(full_args) = &full.command else {
-                panic!("{argv:?} is not run")
-            };
-            let RunOnlyCommand::Run(fast_args) = &fast.command;
-            assert_eq!(format!("{:?}", fast.global), format!("{:?}", full.global));
-            assert_eq!(format!("{fast_args:?}"), format!("{full_args:?}"));
-            let via_entry = Cli::try_parse_args_from(os_args(argv)).unwrap();
-            assert_eq!(format!("{via_entry:?}"), format!("{full:?}"));
-        }
-    }
-
-    #[test]
-    fn whatever_the_run_only_parser_refuses_gets_the_full_parsers_answer() {
-        // Another command mentioning "run", help, version and mistakes.
-        let cases: &[&[&str]] = &[
-            &["berth", "image", "import", "run", "/x.tar"],
-            &["berth", "run", "--help"],
-            &["berth", "--version", "run"],
-            &["berth", "run", "--memory", "lots", "busybox"],
-            &["berth", "run"],
-            &["berth", "run", "--no-such-flag", "busybox"],
-        ];
-        for argv in cases {
-            let full = Cli::try_parse_from(*argv);
-            let ours = Cli::try_parse_args_from(os_args(argv));
-            match (&full, &ours) {
-                (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{argv:?}"),
-                (Err(a), Err(b)) => {
-                    assert_eq!(a.kind(), b.kind(), "{argv:?}");
-                    assert_eq!(a.to_string(), b.to_string(), "{argv:?}");
-                }
-                _ => panic!("{argv:?}: full parser {full:?}, ours {ours:?}"),
-            }
-        }
-        assert!(matches!(
-            Cli::try_parse_args_from(os_args(cases[0])).map(|c| c.command),
-            Ok(Command::Image(_))
-        ));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod output;
 mod when;
 
 use berth_core::{ErrorCode, ErrorReport};
+use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
 
@@ -51,7 +52,7 @@ impl<E: berth_core::HasErrorCode> From<E> for CliError {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_args();
+    let cli = Cli::parse();
     init_tracing(cli.global.verbose);
     if cli.command.is_long_running() {
         if let Some(e) = handoff::to_daemon_build() {
