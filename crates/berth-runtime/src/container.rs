@@ -239,6 +239,10 @@ impl Runtime {
                 .map_err(io::Error::from),
             }
         };
+        // Held from the create to the lock so that `gc` never sees this
+        // claim unlocked and takes it for a crashed supervisor's.
+        let _creating =
+            lock_containers_dir(&self.config.containers_dir, FlockOperation::LockShared)?;
         for _ in 0..3 {
             let lock = match make(&path) {
                 Ok(lock) => lock,
@@ -508,7 +512,12 @@ impl Runtime {
             let Ok(lock) = open_claim(&claim) else {
                 continue;
             };
-            if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+            // A claim being created is unlocked for a moment; its creator
+            // holds the dir shared meanwhile, so wait for it.
+            let creators_done = lock_containers_dir(containers_dir, FlockOperation::LockExclusive)?;
+            let ours = flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok();
+            drop(creators_done);
+            if !ours {
                 continue; // a live supervisor holds it
             }
             // One stuck container must not stop the sweep: clean what can
@@ -531,6 +540,21 @@ impl Runtime {
             _ => Ok(cleaned),
         }
     }
+}
+
+/// Locks the containers dir itself (a fresh open file description each
+/// time, so that threads of one process do not share the lock): creators
+/// hold it shared between creating a claim and locking it, `gc` exclusive
+/// while it tests a claim's lock.
+fn lock_containers_dir(dir: &Path, how: FlockOperation) -> Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| RuntimeError::host_io(format!("opening {}", dir.display()), e))?;
+    flock(&fd, how).map_err(|e| RuntimeError::host_io(format!("locking {}", dir.display()), e))?;
+    Ok(fd)
 }
 
 /// Opens a container's claim (its directory or lock file) for locking.

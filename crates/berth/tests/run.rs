@@ -447,6 +447,35 @@ fn gc_leaves_running_containers_alone() {
     b.assert_clean();
 }
 
+/// A claim is unlocked for a moment while it is created; `gc` running
+/// then must wait, not take it for a crashed supervisor's (CI once saw
+/// `gc` report a container that was starting as removed).
+#[test]
+fn gc_racing_container_starts_removes_nothing() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let starts: Vec<_> = (0..8)
+        .map(|i| {
+            b.command()
+                .args(["run", "--name", &format!("r{i}"), "busybox", "true"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut removed = Vec::new();
+    for _ in 0..20 {
+        let out = b.run(&["gc", "--json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        removed.extend(out.json()["containers_removed"].as_array().unwrap().clone());
+    }
+    for mut start in starts {
+        assert!(start.wait().unwrap().success());
+    }
+    assert_eq!(removed, Vec::<serde_json::Value>::new());
+    b.assert_clean();
+}
+
 #[test]
 fn gc_never_touches_containers_of_another_data_dir() {
     let ours = Berth::new();
