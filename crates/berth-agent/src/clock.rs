@@ -1,11 +1,8 @@
 //! The wall clock as the agent stamps its records and events: milliseconds
 //! since the Unix epoch.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
+/// [`berth_core::time::now_millis`] as the agent's API carries times:
+/// unsigned (a clock set before 1970 reads as 0).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64)
+    u64::try_from(berth_core::time::now_millis()).unwrap_or(0)
 }

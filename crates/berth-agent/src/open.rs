@@ -58,14 +58,15 @@ impl AgentState {
     /// At shutdown: takes the state tmpfs down if no container state is
     /// left on it (running containers keep it for the next agent). Shims
     /// of containers deleted just now may still be removing their runtime
-    /// dirs: give them a moment, and clean up after any that died.
+    /// dirs: give them a moment (up to 10 s: a teardown on a loaded host
+    /// took longer than 2 s), and clean up after any that died.
     pub(crate) async fn release_state_tmpfs(self: &Arc<Self>) {
         let root = self.config.run_dir();
         let no_containers = fs::read_dir(self.config.state_root())
             .map(|mut d| d.next().is_none())
             .unwrap_or(false);
         if no_containers {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {
                 let this = self.clone();
                 let _ = tokio::task::spawn_blocking(move || watch::gc_runtime_dirs(&this)).await;

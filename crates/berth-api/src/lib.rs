@@ -2,7 +2,7 @@
 //!
 //! It owns what travels between an agent and its clients (the control
 //! plane, the CLI, the tests): the request and response types, the error
-//! body with its typed [`ErrorCode`](berth_core::ErrorCode) and the HTTP
+//! body with its typed [`ErrorCode`] and the HTTP
 //! status each code is answered with, the OpenAPI document generated from
 //! these types ([`openapi`]), and the one HTTP client that speaks it
 //! ([`AgentClient`] typed, [`Transport`] raw, [`blocking`] for tests).

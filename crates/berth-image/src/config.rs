@@ -8,9 +8,9 @@
 
 use crate::digest;
 use crate::model::RuntimeDefaults;
+use berth_core::time;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `PATH` of an image that does not say otherwise (Docker's default).
 pub(crate) const DEFAULT_PATH_ENV: &str =
@@ -124,7 +124,7 @@ pub(crate) fn host_arch() -> &'static str {
 /// The config of an image made from a plain rootfs tarball: host platform,
 /// Docker's default `PATH`, no command (the user gives one at run time).
 pub(crate) fn rootfs_config(diff_id_hex: &str, source_name: &str) -> Vec<u8> {
-    let created = now_rfc3339();
+    let created = time::format_rfc3339_seconds(time::now_millis());
     let config = serde_json::json!({
         "created": created,
         "architecture": host_arch(),
@@ -136,52 +136,9 @@ pub(crate) fn rootfs_config(diff_id_hex: &str, source_name: &str) -> Vec<u8> {
     config.to_string().into_bytes()
 }
 
-/// Current UTC time as RFC 3339 (`2024-05-01T12:34:56Z`), without a date crate.
-pub(crate) fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
-}
-
-fn rfc3339(unix_secs: u64) -> String {
-    let days = (unix_secs / 86_400) as i64;
-    let rem = unix_secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
-/// calendar (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_times_as_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
 
     #[test]
     fn reads_docker_configs_leniently() {
@@ -214,5 +171,20 @@ mod tests {
         assert_eq!(view.diff_id_hexes().unwrap(), vec![hex]);
         assert_eq!(view.runtime_defaults().env, vec![DEFAULT_PATH_ENV]);
         assert!(view.runtime_defaults().cmd.is_empty());
+    }
+
+    #[test]
+    fn generated_config_is_created_now_in_whole_seconds() {
+        let before = time::now_millis();
+        let config: serde_json::Value =
+            serde_json::from_slice(&rootfs_config(&"1".repeat(64), "root.tar")).unwrap();
+        let created = config["created"].as_str().unwrap();
+        assert!(
+            created.ends_with('Z') && !created.contains('.'),
+            "{created}"
+        );
+        let at = time::parse_rfc3339(created).unwrap();
+        assert!(at <= time::now_millis() && at > before - 1000, "{created}");
+        assert_eq!(config["history"][0]["created"], created);
     }
 }

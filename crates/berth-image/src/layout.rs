@@ -22,7 +22,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The annotation that carries a tag (`name:tag`) in `index.json`.
 pub(crate) const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -125,13 +124,10 @@ impl Layout {
     /// across processes and threads).
     pub(crate) fn temp_path(&self, prefix: &str) -> PathBuf {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let millis = berth_core::time::now_millis();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         self.tmp
-            .join(format!("{prefix}-{}-{nanos:x}-{n}", std::process::id()))
+            .join(format!("{prefix}-{}-{millis:x}-{n}", std::process::id()))
     }
 
     /// Replaces `dest` with `bytes` atomically (temp file in `tmp/`, fsync,

@@ -135,6 +135,17 @@ impl ContainerSpec {
                 return bad(format!("environment entry {var:?} is not KEY=VALUE"));
             }
         }
+        // -1 (4294967295) tells setresuid/setresgid/setgroups' callers to
+        // leave an id unchanged: the process would stay root.
+        let user = &self.process.user;
+        let ids = [user.uid, user.gid]
+            .into_iter()
+            .chain(user.additional_gids.iter().copied());
+        if let Some(id) = ids.into_iter().find(|id| *id == u32::MAX) {
+            return bad(format!(
+                "user or group id {id} is not a valid id (it means \"unchanged\" to the kernel)"
+            ));
+        }
         if !self.process.cwd.starts_with('/') {
             return bad(format!(
                 "working directory {:?} must be absolute",
@@ -188,9 +199,7 @@ pub fn random_container_id() -> ContainerId {
     // getrandom never fails for 8 bytes on Linux ≥ 3.17 once the pool is
     // initialised; fall back to time and pid if it somehow does.
     if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let t = berth_core::time::now_millis().unsigned_abs();
         bytes = (t ^ u64::from(std::process::id())).to_le_bytes();
     }
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

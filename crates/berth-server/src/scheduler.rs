@@ -6,7 +6,8 @@
 //! replayed in a burst.
 
 use crate::dispatch::Dispatch;
-use berth_store::{now_millis, Store};
+use berth_core::time::now_millis;
+use berth_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -15,7 +15,7 @@ both!(
 
 fn schedules_round_trip(h: &Harness) {
     h.image_code("cron");
-    let before = berth_store::now_millis();
+    let before = berth_core::time::now_millis();
     let r = h.post_json(
         "schedules",
         &json!({"schedules": [
@@ -64,7 +64,7 @@ fn schedules_round_trip(h: &Harness) {
         .unwrap()
         .spec
         .start_at;
-    assert!(start >= before && start <= berth_store::now_millis());
+    assert!(start >= before && start <= berth_core::time::now_millis());
 
     let r = h.post(&format!("schedules/{}/cancel", s[0]), "", b"");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -84,10 +84,11 @@ fn schedules_round_trip(h: &Harness) {
         .unwrap()
         .unwrap();
     let fired = h
-        .block_on(
-            h.store
-                .fire_schedule(&s[1], due.next_start.unwrap(), berth_store::now_millis()),
-        )
+        .block_on(h.store.fire_schedule(
+            &s[1],
+            due.next_start.unwrap(),
+            berth_core::time::now_millis(),
+        ))
         .unwrap();
     assert!(fired.is_some());
     let two = h.get(&format!("schedules/{}", s[1])).json();
@@ -151,6 +152,17 @@ fn bad_schedules_store_nothing(h: &Harness) {
         json!({"code_name": "cron", "end_at": "2030-13-01T00:00:00Z"}),
         400,
         "end_at",
+    );
+    // The refusal says what is wrong with the time.
+    bad(
+        json!({"code_name": "cron", "start_at": "2030-02-29T00:00:00Z"}),
+        400,
+        "'day' for `2030-02`",
+    );
+    bad(
+        json!({"code_name": "cron", "start_at": "2030-01-02T00:00:00"}),
+        400,
+        "no offset",
     );
     bad(
         json!({"code_name": "cron", "start_at": "2030-01-02T00:00:00Z", "end_at": "2030-01-01T00:00:00Z"}),

@@ -400,7 +400,7 @@ fn task_listing_filters_and_pages(h: &Harness) {
     let claimed = h.claim_all("agent-1");
     let attempt = |id: &str| claimed.iter().find(|(t, _)| t == id).unwrap().1;
     h.finish(&a[1], attempt(&a[1]), TaskStatus::Complete, b"done\n");
-    let now = berth_store::now_millis();
+    let now = berth_core::time::now_millis();
     assert!(h
         .block_on(h.store.mark_running(&b[0], attempt(&b[0]), now))
         .unwrap());
@@ -491,7 +491,7 @@ fn task_logs(h: &Harness) {
     assert_eq!(task["exit_code"], 0);
     // Running on an agent this server cannot reach: the stored log (none
     // yet) is answered rather than an error.
-    let now = berth_store::now_millis();
+    let now = berth_core::time::now_millis();
     assert!(h
         .block_on(h.store.mark_running(&t[1], attempt(&t[1]), now))
         .unwrap());
@@ -522,7 +522,7 @@ fn cancel(h: &Harness) {
     // dispatcher's (its agent is unknown here, which is only logged).
     let claimed = h.claim_all("agent-1");
     let attempt = |id: &str| claimed.iter().find(|(t, _)| t == id).unwrap().1;
-    let now = berth_store::now_millis();
+    let now = berth_core::time::now_millis();
     assert!(h
         .block_on(h.store.mark_running(&t[1], attempt(&t[1]), now))
         .unwrap());

@@ -6,11 +6,11 @@ use crate::diag::diag;
 use crate::error::ShimError;
 use crate::log::OutputLog;
 use crate::spec::ShimSpec;
-use crate::state::{unix_ms, ShimState, StateDir, Status};
+use crate::state::{ShimState, StateDir, Status};
 use berth_runtime::{Container, Runtime, StdioFds};
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// A running container and what the supervisor needs to watch it.
 pub(crate) struct Started {
@@ -45,7 +45,7 @@ pub(crate) fn start(
         shim_pid: std::process::id(),
         container_pid: container.pid(),
         status: Status::Running,
-        started_at: unix_ms(SystemTime::now()),
+        started_at: u64::try_from(berth_core::time::now_millis()).unwrap_or(0),
         exited_at: None,
     };
     // Output waits in the pipes meanwhile. Without a log or a state record

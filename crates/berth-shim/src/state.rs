@@ -16,7 +16,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A container's state dir: created by the caller, filled by the shim.
 #[derive(Debug, Clone)]
@@ -134,7 +133,9 @@ pub struct ShimState {
     pub shim_pid: u32,
     pub container_pid: i32,
     pub status: Status,
-    /// When the container started, in milliseconds since the Unix epoch.
+    /// When the container started, in milliseconds since the Unix epoch
+    /// (unsigned, as the agent's API carries it: a clock set before 1970
+    /// reads as 0).
     pub started_at: u64,
     /// When the shim saw it exit (ms since the epoch), once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,12 +181,6 @@ impl ExitRecord {
             ExitRecord::Failed { error } => Some(error),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64)
 }
 
 #[cfg(test)]

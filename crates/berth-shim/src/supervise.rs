@@ -11,11 +11,11 @@ use crate::error::ShimError;
 use crate::log::OutputLog;
 use crate::signals::STOP_GRACE;
 use crate::start::Started;
-use crate::state::{unix_ms, ExitRecord, ShimState, StateDir, Status};
+use crate::state::{ExitRecord, ShimState, StateDir, Status};
 use berth_core::{ErrorReport, HasErrorCode};
 use berth_runtime::supervise::{Event, Exit, Handler, PollSet, SignalFd, Supervisor as Loop};
 use berth_runtime::{Container, ContainerResult, ExitStatus};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Between attempts to write an exit record that failed (disk full).
 const RECORD_RETRY: Duration = Duration::from_secs(1);
@@ -123,7 +123,7 @@ impl Supervisor {
             }
         };
         shim.state.status = Status::Exited;
-        shim.state.exited_at = Some(unix_ms(SystemTime::now()));
+        shim.state.exited_at = Some(u64::try_from(berth_core::time::now_millis()).unwrap_or(0));
         if let Err(e) = shim.dir.write_atomic("state.json", &shim.state) {
             diag(&format!("writing state.json: {e}"));
         }

@@ -1,7 +1,6 @@
-//! Ids and clock.
+//! Ids.
 
-use crate::model::Millis;
-use std::time::{SystemTime, UNIX_EPOCH};
+use berth_core::time::now_millis;
 
 /// A new 24-hex-character id: 8 characters of creation time in seconds,
 /// then 16 random ones.
@@ -13,12 +12,4 @@ pub fn new_id() -> String {
     // retry rather than accept it.
     while rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty()).is_err() {}
     format!("{seconds:08x}{}", hex::encode(random))
-}
-
-/// The wall clock in milliseconds since the Unix epoch.
-pub fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }

@@ -18,6 +18,6 @@ pub mod model;
 mod store;
 
 pub use error::StoreError;
-pub use ids::{new_id, now_millis};
+pub use ids::new_id;
 pub use model::*;
 pub use store::{Dialect, Store, PRIORITY_HEAD_START_MS};

@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-/// Milliseconds since the Unix epoch.
-pub type Millis = i64;
+pub use berth_core::time::Millis;
 
 /// A project: the unit of isolation. Every code, task and schedule belongs
 /// to exactly one, and a token opens exactly one.

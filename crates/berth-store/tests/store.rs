@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+use berth_core::time::now_millis;
 use berth_store::*;
 use common::*;
 use sha2::{Digest, Sha256};

@@ -1,14 +1,12 @@
 //! Times and durations as people type and read them: RFC 3339, Unix
 //! seconds, `90s` / `5m`, and "3m ago".
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use berth_core::time::{format_rfc3339_seconds, now_millis, parse_rfc3339};
 
-/// Seconds since the Unix epoch, now.
+/// Seconds since the Unix epoch, now: berth's one clock in the unit the
+/// command line speaks.
 pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    now_millis().div_euclid(1000)
 }
 
 /// `90`, `90s`, `5m`, `1h30m` → seconds (clap value parser).
@@ -22,82 +20,15 @@ pub fn parse_secs(text: &str) -> Result<u64, String> {
         .map_err(|e| format!("{text:?} is not a duration (e.g. 30, 30s, 5m, 2h): {e}"))
 }
 
-/// An RFC 3339 time → seconds since the epoch (fractions dropped).
-/// Accepts `Z` or a `±HH:MM` offset, and `T`, `t` or a space between date
-/// and time.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let b = text.trim().as_bytes();
-    if b.len() < 19 {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = std::str::from_utf8(b.get(range)?).ok()?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &b[19..];
-    if rest.first() == Some(&b'.') {
-        let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &rest[1 + digits..];
-    }
-    let offset = match rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let digits = [*h1, *h2, *m1, *m2];
-            if !digits.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let d = |i: usize| i64::from(digits[i] - b'0');
-            let minutes = (d(0) * 10 + d(1)) * 60 + d(2) * 10 + d(3);
-            if *sign == b'+' {
-                minutes * 60
-            } else {
-                -minutes * 60
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// An RFC 3339 time → seconds since the epoch (fractions dropped). Which
+/// forms are accepted: [`berth_core::time`].
+fn rfc3339_secs(text: &str) -> Option<i64> {
+    parse_rfc3339(text).ok().map(|ms| ms.div_euclid(1000))
 }
 
 /// Seconds since the epoch → `2024-05-01T12:00:00Z`.
 pub fn format_rfc3339(secs: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
-    humantime::format_rfc3339_seconds(time).to_string()
+    format_rfc3339_seconds(secs.saturating_mul(1000))
 }
 
 /// A moment a user typed: `now`, RFC 3339, Unix seconds, or a duration
@@ -107,11 +38,14 @@ pub fn parse_moment(text: &str, future: bool) -> Result<i64, String> {
     if text == "now" {
         return Ok(now_secs());
     }
-    if let Some(secs) = parse_rfc3339(text) {
-        return Ok(secs);
-    }
     if let Ok(secs) = text.parse::<i64>() {
         return Ok(secs);
+    }
+    if looks_like_a_date(text) {
+        // Say what is wrong with it rather than list every form a time may take.
+        return parse_rfc3339(text)
+            .map(|ms| ms.div_euclid(1000))
+            .map_err(|e| e.to_string());
     }
     let (duration, ahead) = match text.strip_prefix('+') {
         Some(rest) => (rest, true),
@@ -128,11 +62,17 @@ pub fn parse_moment(text: &str, future: bool) -> Result<i64, String> {
     }
 }
 
+/// `2024-…`: a text meant as a date, not as a duration.
+fn looks_like_a_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() > 4 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
+}
+
 /// A time in a JSON answer, as RFC 3339 text or a number of seconds or
 /// milliseconds since the epoch.
 pub fn seconds_of(value: &serde_json::Value) -> Option<i64> {
     match value {
-        serde_json::Value::String(text) => parse_rfc3339(text),
+        serde_json::Value::String(text) => rfc3339_secs(text),
         serde_json::Value::Number(n) => {
             let n = n.as_i64()?;
             // Milliseconds from 1973 on are larger than any time in seconds
@@ -186,22 +126,39 @@ mod tests {
 
     #[test]
     fn parses_rfc3339() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339_secs("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(
-            parse_rfc3339("2024-02-29T12:34:56.789Z"),
+            rfc3339_secs("2024-02-29T12:34:56.789Z"),
             Some(1_709_210_096)
         );
         assert_eq!(
-            parse_rfc3339("2024-02-29T14:34:56+02:00"),
+            rfc3339_secs("2024-02-29T14:34:56+02:00"),
             Some(1_709_210_096)
         );
         assert_eq!(
-            parse_rfc3339("2024-02-29 12:34:56-00:30"),
+            rfc3339_secs("2024-02-29 12:34:56-00:30"),
             Some(1_709_211_896)
         );
-        assert_eq!(parse_rfc3339("2024-02-29T12:34:56"), None);
-        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(rfc3339_secs("2024-02-29T12:34:56"), None);
+        assert_eq!(rfc3339_secs("yesterday"), None);
+        // Fractions are dropped towards the past, before 1970 too.
+        assert_eq!(rfc3339_secs("1969-12-31T23:59:59.5Z"), Some(-1));
         assert_eq!(format_rfc3339(1_709_210_096), "2024-02-29T12:34:56Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn refuses_impossible_dates_and_says_why() {
+        // These were read as 2023-03-03 and 2024-03-01T01:38:00Z.
+        let error = parse_moment("2023-02-31T00:00:00Z", true).unwrap_err();
+        assert!(error.contains("'day' for `2023-02`"), "{error}");
+        let error = parse_moment("2024-02-29T01:00:00+99:99", true).unwrap_err();
+        assert!(error.contains("offset"), "{error}");
+        // The colon-less offset the task API accepts is a time here too.
+        assert_eq!(
+            parse_moment("2024-02-29T14:34:56+0200", true),
+            Ok(1_709_210_096)
+        );
     }
 
     #[test]

@@ -486,6 +486,17 @@ fn bad_requests_get_clear_json_errors_and_change_nothing() {
         assert_eq!(api.get("/v1/ping").status, 200);
     }
     // Nothing was created or imported by any of them.
+    // A body that is no archive: refused, and the answer names no path of
+    // the agent's host (the upload's temp file).
+    let r = api.post("/v1/images?reference=junk:1", b"not an archive");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error_code(), "invalid_archive");
+    let message = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let data_dir = agent.berth.data_dir().display().to_string();
+    assert!(!message.contains(&data_dir), "a host path in {message:?}");
     assert_eq!(api.get("/v1/containers").json(), json!([]));
     assert_eq!(api.get("/v1/images").json(), images_before);
     assert_eq!(agent.berth.store_listing(), store_before);

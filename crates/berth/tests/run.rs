@@ -139,6 +139,22 @@ fn bad_requests_fail_clearly_and_create_nothing() {
             &["run", "--json", "--user", "ghost", "busybox", "true"],
             "invalid_argument",
         ),
+        // -1 means "unchanged" to setresuid: the process would stay root.
+        (
+            &["run", "--json", "--user", "4294967295", "busybox", "id"],
+            "invalid_argument",
+        ),
+        (
+            &[
+                "run",
+                "--json",
+                "--user",
+                "1000:4294967295",
+                "busybox",
+                "id",
+            ],
+            "invalid_argument",
+        ),
         (
             &["run", "--json", "busybox", "not-a-command"],
             "command_not_found",

@@ -12,7 +12,7 @@ use berth_api::ImageSummary;
 use berth_api::{
     Event, EventsQuery, ImportImageQuery, NodeView, Ping, PruneReport, RemoveImageQuery,
 };
-use berth_core::{ErrorCode, ImageRef};
+use berth_core::{ErrorCode, HasErrorCode, ImageRef};
 use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -104,11 +104,20 @@ pub async fn import_image(
     let this = agent.clone();
     let summary = tokio::task::spawn_blocking(move || {
         // `path` (a TempPath) removes the upload when dropped here.
-        this.images.import(&reference, &path, &mut |_| {})
+        this.images
+            .import(&reference, &path, &mut |_| {})
+            .map_err(|e| {
+                // The client sent a body, not a file: the agent's temp path
+                // means nothing to it and tells it about the host.
+                let upload = path.display().to_string();
+                ApiError::new(
+                    e.code(),
+                    e.to_string().replace(&upload, "the uploaded archive"),
+                )
+            })
     })
     .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| ApiError::from_lib(&e))?;
+    .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok((StatusCode::CREATED, Json(summary)))
 }
 

@@ -37,7 +37,7 @@ fn project(path: &str) -> String {
 /// Every route under `/2/projects/{project_id}/`.
 ///
 /// Bodies are bounded: JSON bodies at `max_json_bytes`, code uploads at
-/// `max_package_bytes` plus [`UPLOAD_SLACK_BYTES`], webhook bodies (which
+/// `max_package_bytes` plus `UPLOAD_SLACK_BYTES`, webhook bodies (which
 /// are a payload) at `max_payload_bytes`; beyond that → 413.
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();

@@ -2,7 +2,8 @@
 //! schedule, cancel.
 //!
 //! Validation limits of a schedule: `code_name` required and a code of the
-//! project; `payload` as for tasks; `start_at` RFC 3339 (default now);
+//! project; `payload` as for tasks; `start_at` RFC 3339 (default now; the
+//! forms `berth_core::time::parse_rfc3339` accepts);
 //! `run_every` at least `min_schedule_interval_secs` and at most 10 years
 //! (absent: run once); `run_times` ≥ 1; `end_at` RFC 3339, not before
 //! `start_at`; `priority` 0–2; `timeout` 1–`max_timeout_secs` (default
@@ -24,7 +25,8 @@ use crate::config::ServerConfig;
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
-use berth_store::{now_millis, Millis, NewSchedule, ScheduleStatus};
+use berth_core::time::{now_millis, parse_rfc3339};
+use berth_store::{Millis, NewSchedule, ScheduleStatus};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -34,10 +36,11 @@ pub const MAX_RUN_EVERY_SECS: i64 = 10 * 365 * 86_400;
 fn time_field(f: &mut Fields, key: &str) -> ApiResult<Option<Millis>> {
     match f.take(key) {
         None => Ok(None),
-        Some(Value::String(text)) => wire::parse_time(&text).map(Some).ok_or_else(|| {
+        Some(Value::String(text)) => parse_rfc3339(&text).map(Some).map_err(|e| {
             ApiError::bad(format!(
-                "{}.{key} must be an RFC 3339 time such as 2026-11-21T10:00:00Z, not {text:?}",
-                f.what()
+                "{}.{key} must be an RFC 3339 time such as 2026-11-21T10:00:00Z, not {text:?}: {}",
+                f.what(),
+                e.reason()
             ))
         }),
         Some(other) => Err(ApiError::bad(format!(

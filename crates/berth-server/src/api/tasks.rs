@@ -28,7 +28,8 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use berth_store::{now_millis, CancelOutcome, NewTask, TaskFilter, TaskStatus};
+use berth_core::time::now_millis;
+use berth_store::{CancelOutcome, NewTask, TaskFilter, TaskStatus};
 use serde_json::{json, Value};
 
 /// Longest progress `msg`.

@@ -4,10 +4,11 @@
 use super::bundle::zip_to_layer_tar;
 use super::outcome::{decide, infra, Decision};
 use super::request::{create_request, package_image};
-use super::Shared;
+use super::shared::Shared;
 use crate::dispatch::AgentHandle;
 use berth_api::{ClientError, ContainerView, ErrorCode};
-use berth_store::{container_name, now_millis, AttemptEnd, ClaimedTask, Millis, Task};
+use berth_core::time::now_millis;
+use berth_store::{container_name, AttemptEnd, ClaimedTask, Millis, Task};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

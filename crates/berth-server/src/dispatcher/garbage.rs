@@ -9,7 +9,7 @@
 //! removed at a later sweep, once that container is gone.
 
 use super::request::{package_image, PACKAGE_IMAGE_PREFIX};
-use super::Shared;
+use super::shared::Shared;
 use crate::dispatch::AgentHandle;
 use berth_api::ErrorCode;
 use std::collections::HashSet;

@@ -14,13 +14,16 @@ mod bundle;
 mod garbage;
 mod outcome;
 mod request;
+mod shared;
 
 pub use request::{CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};
+use shared::Shared;
 
 use crate::config::ServerConfig;
 use crate::dispatch::{AgentHandle, Dispatch};
 use berth_api::{ContainerView, ListQuery};
-use berth_store::{now_millis, AttemptEnd, Store};
+use berth_core::time::now_millis;
+use berth_store::{AttemptEnd, Store};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,37 +34,6 @@ const CLAIM_BATCH: usize = 64;
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Longest sleep with nothing to do (another server may share the store).
 const IDLE_POLL: Duration = Duration::from_secs(1);
-
-/// What the attempts share.
-pub(crate) struct Shared {
-    pub store: Store,
-    pub dispatch: Arc<Dispatch>,
-    pub config: Arc<ServerConfig>,
-    /// Containers an attempt of this process is driving (the sweep leaves
-    /// them alone).
-    in_flight: Mutex<HashSet<String>>,
-}
-
-impl Shared {
-    fn in_flight_insert(&self, container: &str) {
-        if let Ok(mut set) = self.in_flight.lock() {
-            set.insert(container.to_owned());
-        }
-    }
-
-    fn in_flight_remove(&self, container: &str) {
-        if let Ok(mut set) = self.in_flight.lock() {
-            set.remove(container);
-        }
-    }
-
-    fn is_in_flight(&self, container: &str) -> bool {
-        self.in_flight
-            .lock()
-            .map(|set| set.contains(container))
-            .unwrap_or(true)
-    }
-}
 
 /// The dispatcher of one server.
 pub struct Dispatcher {

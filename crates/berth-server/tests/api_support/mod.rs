@@ -325,10 +325,11 @@ impl Harness {
     /// returning (id, attempt) pairs.
     pub fn claim_all(&self, agent: &str) -> Vec<(String, i64)> {
         let claimed = self
-            .block_on(
-                self.store
-                    .claim_tasks(agent, 1000, berth_store::now_millis() + 10_000_000),
-            )
+            .block_on(self.store.claim_tasks(
+                agent,
+                1000,
+                berth_core::time::now_millis() + 10_000_000,
+            ))
             .expect("claim");
         claimed
             .into_iter()
@@ -338,7 +339,7 @@ impl Harness {
 
     /// Runs a claimed task to `status` with `log` as its output.
     pub fn finish(&self, id: &str, attempt: i64, status: berth_store::TaskStatus, log: &[u8]) {
-        let now = berth_store::now_millis();
+        let now = berth_core::time::now_millis();
         assert!(self
             .block_on(self.store.mark_running(id, attempt, now))
             .expect("mark running"));

@@ -17,8 +17,9 @@
 use super::rows::{self, CODE_COLUMNS, REVISION_COLUMNS};
 use super::{Dialect, Store};
 use crate::error::StoreError;
-use crate::ids::{new_id, now_millis};
+use crate::ids::new_id;
 use crate::model::*;
+use berth_core::time::now_millis;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 use std::collections::HashSet;
@@ -314,31 +315,18 @@ impl Store {
         let now = now_millis();
         let mut conn = self.durable.acquire().await?;
         let mut tx = self.begin_write(&mut conn).await?;
-        // Lock the code first: queue_tasks holds it shared while it adds
-        // tasks, so once we have it no new task of this code can appear
-        // behind the cancellation below.
-        let sql = format!(
-            "SELECT id FROM codes WHERE id = $1 AND project_id = $2 {}",
-            self.dialect.pg("FOR UPDATE")
-        );
-        let found = sqlx::query(&sql)
-            .bind(code_id)
-            .bind(project_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if found.is_none() {
+        let cancelled = lock_code_and_cancel_queued(
+            &mut tx,
+            self.dialect,
+            project_id,
+            code_id,
+            "code deleted",
+            now,
+        )
+        .await?;
+        if cancelled.is_none() {
             return Ok(false);
         }
-        sqlx::query(
-            "UPDATE tasks SET status = 'cancelled', msg = 'code deleted', end_time = $3,
-                 updated_at = $3
-             WHERE code_id = $1 AND project_id = $2 AND status = 'queued'",
-        )
-        .bind(code_id)
-        .bind(project_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
         sqlx::query("DELETE FROM codes WHERE id = $1 AND project_id = $2")
             .bind(code_id)
             .bind(project_id)
@@ -709,4 +697,43 @@ async fn project_package_bytes(
     .fetch_one(&mut *conn)
     .await?;
     Ok(bytes)
+}
+
+/// Locks the project's code for the rest of `tx` and cancels its queued
+/// tasks with `msg`: how many, or `None` (nothing done) if the project has
+/// no such code.
+/// queue_tasks holds the code's row shared while it adds tasks, so once this
+/// holds it no new task of the code can appear behind the cancellation.
+pub(super) async fn lock_code_and_cancel_queued(
+    tx: &mut super::Tx<'_>,
+    dialect: Dialect,
+    project_id: &str,
+    code_id: &str,
+    msg: &str,
+    now: Millis,
+) -> Result<Option<u64>, StoreError> {
+    let sql = format!(
+        "SELECT id FROM codes WHERE id = $1 AND project_id = $2 {}",
+        dialect.pg("FOR UPDATE")
+    );
+    let found = sqlx::query(&sql)
+        .bind(code_id)
+        .bind(project_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    let cancelled = sqlx::query(
+        "UPDATE tasks SET status = 'cancelled', msg = $4, end_time = $3, updated_at = $3
+         WHERE code_id = $1 AND project_id = $2 AND status = 'queued'",
+    )
+    .bind(code_id)
+    .bind(project_id)
+    .bind(now)
+    .bind(msg)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(Some(cancelled))
 }

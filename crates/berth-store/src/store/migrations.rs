@@ -10,7 +10,7 @@
 
 use super::{Dialect, Store};
 use crate::error::StoreError;
-use crate::ids::now_millis;
+use berth_core::time::now_millis;
 
 /// One schema change. `sql` is shared by both databases; `{blob}` stands
 /// for the byte-string type (BLOB / BYTEA), the only DDL difference berth

@@ -2,8 +2,9 @@
 
 use super::Store;
 use crate::error::StoreError;
-use crate::ids::{new_id, now_millis};
+use crate::ids::new_id;
 use crate::model::*;
+use berth_core::time::now_millis;
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::Row;

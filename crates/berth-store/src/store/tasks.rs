@@ -243,29 +243,18 @@ impl Store {
     ) -> Result<Option<CodeCancel>, StoreError> {
         let mut conn = self.durable.acquire().await?;
         let mut tx = self.begin_write(&mut conn).await?;
-        let sql = format!(
-            "SELECT id FROM codes WHERE id = $1 AND project_id = $2 {}",
-            self.dialect.pg("FOR UPDATE")
-        );
-        let found = sqlx::query(&sql)
-            .bind(code_id)
-            .bind(project_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if found.is_none() {
-            return Ok(None);
-        }
-        let queued = sqlx::query(
-            "UPDATE tasks SET status = 'cancelled', msg = 'cancelled', end_time = $3,
-                 updated_at = $3
-             WHERE code_id = $1 AND project_id = $2 AND status = 'queued'",
+        let Some(queued) = super::codes::lock_code_and_cancel_queued(
+            &mut tx,
+            self.dialect,
+            project_id,
+            code_id,
+            "cancelled",
+            now,
         )
-        .bind(code_id)
-        .bind(project_id)
-        .bind(now)
-        .execute(&mut *tx)
         .await?
-        .rows_affected();
+        else {
+            return Ok(None);
+        };
         let sql = format!(
             "SELECT id, agent, attempt FROM tasks
              WHERE code_id = $1 AND project_id = $2 AND status IN ('preparing', 'running')

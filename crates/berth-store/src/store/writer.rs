@@ -150,7 +150,7 @@ async fn repair(held: &mut HeldConn) -> Result<(), StoreError> {
         return Ok(());
     }
     tracing::warn!("a failed SQLite write left its connection unusable; reopening it");
-    let fresh = super::sqlite_connection(&held.options, held.pragmas).await?;
+    let fresh = super::sqlite::sqlite_connection(&held.options, held.pragmas).await?;
     let stale = std::mem::replace(&mut held.conn, fresh);
     // Whatever the stale connection still holds ends with it; it has
     // nothing uncommitted that anyone was told about.
@@ -165,7 +165,7 @@ impl Writer {
         options: AnyConnectOptions,
         pragmas: &'static [&'static str],
     ) -> Result<Writer, sqlx::Error> {
-        let conn = super::sqlite_connection(&options, pragmas).await?;
+        let conn = super::sqlite::sqlite_connection(&options, pragmas).await?;
         Ok(Writer::Held(Arc::new(Mutex::new(Some(HeldConn {
             conn,
             options,

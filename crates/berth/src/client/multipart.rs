@@ -50,10 +50,7 @@ impl Multipart {
             let candidate = format!(
                 "berth-boundary-{:x}-{:x}-{attempt}",
                 std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0)
+                berth_core::time::now_millis()
             );
             let clash = self
                 .parts

@@ -174,22 +174,43 @@ fn limits(args: &RunArgs) -> Result<Limits, CliError> {
     })
 }
 
+/// The longest `--timeout`: beyond it a deadline is no deadline, and far
+/// beyond it (`1e20`) the arithmetic overflows.
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// `500ms`, `30s`, `5m`, `1h30m`; a bare number means seconds.
 fn parse_duration(text: &str) -> Result<Duration, CliError> {
-    if let Ok(secs) = text.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-    }
-    humantime::parse_duration(text).map_err(|e| {
-        invalid(format!(
+    let parsed = match text.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|e| e.to_string()),
+        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+    };
+    match parsed {
+        Ok(timeout) if timeout <= MAX_TIMEOUT => Ok(timeout),
+        Ok(_) => Err(invalid(format!("--timeout {text:?}: at most 365 days"))),
+        Err(e) => Err(invalid(format!(
             "--timeout {text:?}: {e} (examples: 500ms, 30s, 5m)"
-        ))
-    })
+        ))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn timeouts_are_bounded_and_never_panic() {
+        use super::parse_duration;
+        assert_eq!(
+            parse_duration("1.5").ok(),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_duration("5m").ok(),
+            Some(std::time::Duration::from_secs(300))
+        );
+        for bad in ["1e20", "-1", "NaN", "inf", "400d", "1000000000y", "soon"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1,4 +1,5 @@
-//! `cfg(postgres_tests)` when PostgreSQL is set up for the tests (or CI
+//! The build script of the crates whose tests run on PostgreSQL (berth-store,
+//! berth-server): `cfg(postgres_tests)` when PostgreSQL is set up for the tests (or CI
 //! demands it, where a missing URL then fails): without it the PostgreSQL
 //! variants show as ignored, never as passed having done nothing.
 fn main() {

@@ -1,0 +1,39 @@
+//! What the dispatcher's loops and its attempts share: the store, the
+//! agents, the configuration, and the containers this process is driving.
+
+use crate::config::ServerConfig;
+use crate::dispatch::Dispatch;
+use berth_store::Store;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// What the attempts share.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub dispatch: Arc<Dispatch>,
+    pub config: Arc<ServerConfig>,
+    /// Containers an attempt of this process is driving (the sweep leaves
+    /// them alone).
+    pub(super) in_flight: Mutex<HashSet<String>>,
+}
+
+impl Shared {
+    pub(super) fn in_flight_insert(&self, container: &str) {
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.insert(container.to_owned());
+        }
+    }
+
+    pub(super) fn in_flight_remove(&self, container: &str) {
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.remove(container);
+        }
+    }
+
+    pub(super) fn is_in_flight(&self, container: &str) -> bool {
+        self.in_flight
+            .lock()
+            .map(|set| set.contains(container))
+            .unwrap_or(true)
+    }
+}
