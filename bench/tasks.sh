@@ -224,10 +224,12 @@ if [[ -z $berth_bin ]]; then
 fi
 berth=$(realpath "$berth_bin")
 [[ -x $berth ]] || { echo "no berth binary at $berth" >&2; exit 1; }
-[[ -x $(dirname "$berth")/berth-shim ]] || {
-    echo "no berth-shim beside $berth (berth up runs the one next to it)" >&2
-    exit 1
-}
+for beside in berthd berth-shim; do
+    [[ -x $(dirname "$berth")/$beside ]] || {
+        echo "no $beside beside $berth (berth up runs berthd next to it, and berthd the shim next to itself)" >&2
+        exit 1
+    }
+done
 "$berth" up --help >/dev/null 2>&1 || { echo "$berth has no 'up' command (too old?)" >&2; exit 1; }
 
 work=$(mktemp -d /var/tmp/berth-tasksbench.XXXXXX)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the release `berth` and `berth-shim` binaries as static, non-PIE
-# executables in target/dist/.
+# Builds the release `berth`, `berthd` and `berth-shim` binaries as static,
+# non-PIE executables in target/dist/ (install them side by side).
 #
 # Why static non-PIE: berth is started once per container by scripts and
 # schedulers, so its own start-up is on the hot path. A dynamically linked
@@ -12,18 +12,20 @@
 # berth-shim is started for every container the agent creates and berth for
 # every `berth run`. Static glibc probes the CPU's caches with dozens of
 # `cpuid` instructions before main, and each one traps to the hypervisor in
-# a VM: ~0.4 ms per start here (berth-shim: 0.92 ms to print its usage
-# against glibc, 0.53 ms against musl; `berth run`: 0.5-0.8 ms faster).
+# a VM (berth-shim: 0.92 ms to print its usage against glibc, 0.53 ms
+# against musl; `berth run` 13-22% slower against glibc in an interleaved
+# A/B, docs/performance.md "Startup tricks: what each is worth").
 # The shim is single-threaded and allocates little, so musl's simple
 # allocator costs nothing there; musl also halves its resident memory.
 #
-# Why berth twice: the long-running, multi-threaded commands (up, server,
-# agent) are faster against glibc (bench/tasks.sh: 206-217 tasks/s, 179 on
-# musl even with jemalloc). So target/dist/berth is the musl build and
-# target/dist/berth-daemon the same program against glibc; the musl build
-# hands those commands to it (crates/berth/src/handoff.rs). berth's musl
-# build compiles C (zstd, SQLite), hence the musl C compiler from Debian's
-# musl-tools; without it both builds are glibc and berth-daemon is not made.
+# Why two programs: berth (containers, images, the task platform's client)
+# links no server, store or agent code; berthd serves `up`, `server`,
+# `agent` and the operator commands (`project`, `token`, `stack`), which
+# berth execs from its own directory. berthd is built against glibc: the
+# long-running, multi-threaded daemons are faster there (bench/tasks.sh:
+# 206-217 tasks/s, 179 with the server on musl even with jemalloc). berth's
+# musl build compiles C (zstd), hence the musl C compiler from Debian's
+# musl-tools; without it berth is built against glibc too.
 #
 # The explicit --target keeps these flags away from build scripts and proc
 # macros, which must stay dynamic.
@@ -45,7 +47,7 @@ elif timeout 300 rustup target add "$musl" >/dev/null 2>&1; then
     shim_target=$musl
 else
     echo "build: Rust target $musl unavailable (rustup target add $musl failed);" \
-        "berth and berth-shim are built against glibc and start ~0.4 ms slower" >&2
+        "berth and berth-shim are built against glibc and start slower" >&2
 fi
 berth_target=$host
 if [[ $shim_target == "$musl" ]]; then
@@ -53,7 +55,7 @@ if [[ $shim_target == "$musl" ]]; then
         berth_target=$musl
     else
         echo "build: no musl C compiler (Debian package musl-tools): berth is" \
-            "built against glibc only and starts ~0.5 ms slower" >&2
+            "built against glibc and starts slower" >&2
     fi
 fi
 
@@ -64,23 +66,19 @@ static_build() { # PACKAGE TARGET [cargo args...]
         cargo build --release --locked -p "$package" --target "$target" \
         --target-dir target/static "$@"
 }
-static_build berth "$host" "$@"
-[[ $berth_target == "$host" ]] || static_build berth "$berth_target" "$@"
+static_build berth "$berth_target" "$@"
+static_build berthd "$host" "$@"
 static_build berth-shim "$shim_target" "$@"
 
 mkdir -p target/dist
-install_bin() { # NAME TARGET [INSTALLED_NAME]
-    cp "target/static/$2/release/$1" "target/dist/${3:-$1}.tmp"
-    mv "target/dist/${3:-$1}.tmp" "target/dist/${3:-$1}"
+install_bin() { # NAME TARGET
+    cp "target/static/$2/release/$1" "target/dist/$1.tmp"
+    mv "target/dist/$1.tmp" "target/dist/$1"
 }
+install_bin berth "$berth_target"
+install_bin berthd "$host"
 install_bin berth-shim "$shim_target"
-if [[ $berth_target == "$host" ]]; then
-    rm -f target/dist/berth-daemon
-    install_bin berth "$host"
-    echo "built target/dist/berth ($host) and target/dist/berth-shim ($shim_target)"
-else
-    install_bin berth "$host" berth-daemon
-    install_bin berth "$berth_target"
-    echo "built target/dist/berth ($berth_target), target/dist/berth-daemon ($host)" \
-        "and target/dist/berth-shim ($shim_target)"
-fi
+# What an earlier build shipped in berthd's place.
+rm -f target/dist/berth-daemon
+echo "built target/dist/berth ($berth_target), target/dist/berthd ($host)" \
+    "and target/dist/berth-shim ($shim_target)"

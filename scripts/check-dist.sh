@@ -3,8 +3,9 @@
 # (built by cargo, dynamic, glibc) does not run: builds them, then
 #   - runs a container with target/dist/berth (the musl build when the
 #     toolchain allows) and checks its result and that nothing is left;
-#   - checks that, with target/dist/berth-daemon present, the musl build
-#     hands a long-running command (server) to it (crates/berth/src/handoff.rs).
+#   - checks that target/dist/berth links no server, store or agent code
+#     (their symbols are in berthd and not in berth), and that it hands the
+#     daemons' commands to target/dist/berthd (crates/berth/src/daemon.rs).
 #
 # Usage: scripts/check-dist.sh BUSYBOX_TARBALL   (as root)
 set -euo pipefail
@@ -44,11 +45,16 @@ for hierarchy in /sys/fs/cgroup/*/"$cgroup_parent"; do
 done
 echo "check-dist: target/dist/berth ran containers and left nothing"
 
-if [[ -x target/dist/berth-daemon ]]; then
-    err=$(BERTH_LOG=berth=debug "$berth" server --database bogus:// 2>&1) && fail "server accepted a bogus database"
-    [[ $err == *"handing the command to the glibc build"* ]] || fail "no hand-off: $err"
-    [[ $err == *"unsupported database URL"* ]] || fail "the glibc build did not run: $err"
-    echo "check-dist: target/dist/berth hands long-running commands to target/dist/berth-daemon"
-else
-    echo "check-dist: no target/dist/berth-daemon (berth built against glibc only)"
-fi
+berthd=$repo/target/dist/berthd
+[[ -x $berthd ]] || fail "no target/dist/berthd"
+# Mangled symbol names (not stripped): <length><crate name>.
+for crate in 12berth_server 11berth_store 11berth_agent; do
+    grep -qa "$crate" "$berthd" || fail "berthd has no $crate symbols: this check cannot see them"
+    ! grep -qa "$crate" "$berth" || fail "target/dist/berth links ${crate#??} code"
+done
+echo "check-dist: target/dist/berth links no server, store or agent code"
+err=$("$berth" --data-dir "$scratch/data" server --database bogus:// 2>&1) && fail "server accepted a bogus database"
+[[ $err == *"unsupported database URL"* ]] || fail "berthd did not run the server: $err"
+help=$("$berth" up --help) || fail "berth up --help failed"
+[[ $help == *"--state-on-disk"* ]] || fail "berth up --help is not berthd's: $help"
+echo "check-dist: target/dist/berth hands the daemons' commands to target/dist/berthd"

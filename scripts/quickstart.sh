@@ -20,11 +20,12 @@ show() { printf '$ %s\n' "$*"; "$@"; }
 say "system packages"
 bash scripts/ensure-deps.sh
 
-say "building berth (static release binary)"
+say "building berth (static release binaries: berth, berthd, berth-shim)"
 bash scripts/build.sh
+# berth runs `berth up` as berthd, found next to it.
 berth="$repo/target/dist/berth"
 
-say "berth up: the task API, a local agent, SQLite and a default stack, in one process"
+say "berth up: the task API, a local agent, SQLite and a default stack, in one process (berthd)"
 data_dir=${BERTH_DATA_DIR:-/var/lib/berth}
 listen=${BERTH_LISTEN:-127.0.0.1:8380}
 mkdir -p "$data_dir"

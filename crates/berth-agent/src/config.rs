@@ -1,8 +1,9 @@
 //! What an agent is started with.
 
+use berth_agent_dir::AgentDir;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The agent's settings; `berth agent` fills them from flags and env.
@@ -70,25 +71,26 @@ impl AgentConfig {
         }
     }
 
-    pub(crate) fn agent_dir(&self) -> PathBuf {
-        self.data_dir.join("agent")
+    /// `<data>/agent` and its layout (see berth_agent_dir).
+    pub(crate) fn agent_dir(&self) -> AgentDir {
+        AgentDir::of(&self.data_dir)
     }
 
     /// What lives only while the host is up: the state tmpfs when
     /// [`AgentConfig::state_tmpfs`] is set.
     pub(crate) fn run_dir(&self) -> PathBuf {
-        run_dir(&self.data_dir)
+        self.agent_dir().run_dir()
     }
 
     /// One state dir per container.
     pub(crate) fn state_root(&self) -> PathBuf {
-        self.run_dir().join("containers")
+        self.agent_dir().state_root()
     }
 
     /// The runtime's dirs of memory-scratch containers (a lock and a mount
     /// point each), beside their state.
     pub(crate) fn volatile_runtime_dir(&self) -> PathBuf {
-        volatile_runtime_dir(&self.data_dir)
+        self.agent_dir().volatile_runtime_dir()
     }
 
     /// The runtime's dirs of disk-scratch containers (their writable
@@ -96,14 +98,4 @@ impl AgentConfig {
     pub(crate) fn runtime_containers_dir(&self) -> PathBuf {
         self.data_dir.join("containers")
     }
-}
-
-pub(crate) fn run_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("agent").join("run")
-}
-
-/// Where the agent of `data_dir` keeps the runtime dirs of its
-/// memory-scratch containers (for `berth gc`).
-pub fn volatile_runtime_dir(data_dir: &Path) -> PathBuf {
-    run_dir(data_dir).join("runtime")
 }

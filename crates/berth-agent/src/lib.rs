@@ -19,7 +19,9 @@
 //!   (disk-scratch ones use `<data dir>/containers/`, as `berth run` does);
 //! - `events.log`: one JSON event per line.
 //!
-//! (`run/` may be a tmpfs of its own: [`AgentConfig::state_tmpfs`].)
+//! (`run/` may be a tmpfs of its own: [`AgentConfig::state_tmpfs`]. The
+//! layout, the agent's lock and that tmpfs are berth_agent_dir's, which
+//! `berth gc` shares.)
 //!
 //! A restarted agent rebuilds everything from these files and the shims'
 //! sockets; see [`open()`].
@@ -39,12 +41,11 @@ mod record;
 mod recover;
 mod shim;
 mod state;
-mod state_fs;
 mod watch;
 
 pub use api::{listen, router, serve, Listening};
 pub use berth_api::{ContainerState, ContainerView, CreateContainer, InlineFile, KillReason};
-pub use config::{volatile_runtime_dir, AgentConfig};
+pub use config::AgentConfig;
 pub use error::ApiError;
 pub use events::{Event, EventKind};
 
@@ -58,11 +59,4 @@ pub type Agent = Arc<state::AgentState>;
 /// Must be called inside a tokio runtime.
 pub async fn open(config: AgentConfig) -> Result<Agent, ApiError> {
     open::open(config).await
-}
-
-/// `berth gc`'s part for the agent: unmounts the state tmpfs of the agent
-/// of `data_dir` once it holds no container state and no agent runs there.
-/// True if it did.
-pub fn release_idle_state(data_dir: &std::path::Path) -> Result<bool, ApiError> {
-    open::release_idle_state(data_dir)
 }

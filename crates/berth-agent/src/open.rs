@@ -1,18 +1,18 @@
 //! The composition root: opens an agent (raises the open-files limit, takes
 //! the agent-dir lock, puts the state on its tmpfs, builds the shared
 //! state, recovers the containers of a previous agent, starts the memory
-//! policy) and lets go of the state tmpfs at shutdown or in `berth gc`.
+//! policy) and lets go of the state tmpfs at shutdown.
 
 use crate::config::AgentConfig;
 use crate::error::ApiError;
 use crate::events::EventLog;
 use crate::state::AgentState;
 use crate::{memory, recover, watch};
+use berth_agent_dir::LockError;
 use berth_core::ErrorCode;
 use berth_image::ImageStore;
 use berth_runtime::{Runtime, RuntimeConfig};
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +23,9 @@ pub(crate) async fn open(config: AgentConfig) -> Result<Arc<AgentState>, ApiErro
     fs::create_dir_all(&run).map_err(|e| ApiError::io(format!("creating {}", run.display()), e))?;
     // Before anything is read or changed: a second agent on the same
     // data dir would fight the first over every container.
-    let agent_lock = lock_agent_dir(&config.agent_dir())?;
+    let agent_lock = config.agent_dir().lock().map_err(lock_error)?;
     if config.state_tmpfs {
-        use crate::state_fs::{ensure_tmpfs, StateFs};
+        use berth_agent_dir::state_fs::{ensure_tmpfs, StateFs};
         match ensure_tmpfs(&run) {
             Ok(StateFs::Mounted) => tracing::info!("container state on a new tmpfs at {}", run.display()),
             Ok(StateFs::AlreadyTmpfs) => {}
@@ -46,7 +46,7 @@ pub(crate) async fn open(config: AgentConfig) -> Result<Arc<AgentState>, ApiErro
     })
     .map_err(|e| ApiError::from_lib(&e))?;
     let images = ImageStore::open(&config.data_dir).map_err(|e| ApiError::from_lib(&e))?;
-    let events = EventLog::open(&config.agent_dir().join("events.log"))
+    let events = EventLog::open(&config.agent_dir().path().join("events.log"))
         .map_err(|e| ApiError::io("opening events.log", e))?;
     let agent = Arc::new(AgentState::new(config, runtime, images, events, agent_lock));
     recover::rediscover(&agent).await?;
@@ -79,7 +79,7 @@ impl AgentState {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        match crate::state_fs::release_if_empty(&root) {
+        match berth_agent_dir::state_fs::release_if_empty(&root) {
             Ok(true) => tracing::info!("unmounted the state tmpfs at {}", root.display()),
             Ok(false) => {}
             Err(e) => tracing::warn!("unmounting {}: {e}", root.display()),
@@ -87,40 +87,12 @@ impl AgentState {
     }
 }
 
-/// Unmounts the state tmpfs of the agent of `data_dir` if no agent runs
-/// there and no container state is left on it.
-pub(crate) fn release_idle_state(data_dir: &Path) -> Result<bool, ApiError> {
-    let config = AgentConfig::new(data_dir.to_path_buf(), PathBuf::new());
-    if !config.agent_dir().is_dir() {
-        return Ok(false);
-    }
-    let _lock = match lock_agent_dir(&config.agent_dir()) {
-        Ok(lock) => lock,
-        Err(e) if e.report.code == ErrorCode::InvalidState => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    let root = config.run_dir();
-    crate::state_fs::release_if_empty(&root)
-        .map_err(|e| ApiError::io(format!("unmounting {}", root.display()), e))
-}
-
-/// Takes `<agent dir>/lock` exclusively, or says which agent holds it.
-fn lock_agent_dir(dir: &Path) -> Result<fs::File, ApiError> {
-    use rustix::fs::{flock, FlockOperation};
-    let path = dir.join("lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| ApiError::io(format!("opening {}", path.display()), e))?;
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(ApiError::new(
-            ErrorCode::InvalidState,
-            format!("another agent is running on {}", dir.display()),
-        )),
-        Err(e) => Err(ApiError::io(format!("locking {}", path.display()), e)),
+/// The agent dir's lock error as the API's: a held lock is the caller's
+/// mistake (a second agent on one data dir), anything else the host's.
+fn lock_error(e: LockError) -> ApiError {
+    match e {
+        LockError::Held(_) => ApiError::new(ErrorCode::InvalidState, e.to_string()),
+        LockError::Io { what, source } => ApiError::io(what, source),
     }
 }
 

@@ -6,6 +6,7 @@ use crate::config::AgentConfig;
 use crate::error::ApiError;
 use crate::events::{EventKind, EventLog};
 use crate::record::{lock, Entry, Phase};
+use berth_agent_dir::AgentLock;
 use berth_core::ErrorCode;
 use berth_image::ImageStore;
 use berth_runtime::Runtime;
@@ -26,7 +27,7 @@ pub struct AgentState {
     /// processes; this keeps one agent's uploads from racing its removals).
     pub image_lock: tokio::sync::Mutex<()>,
     /// Held for the agent's life: one agent per data dir.
-    _agent_lock: fs::File,
+    _agent_lock: AgentLock,
 }
 
 impl AgentState {
@@ -37,7 +38,7 @@ impl AgentState {
         runtime: Runtime,
         images: ImageStore,
         events: EventLog,
-        agent_lock: fs::File,
+        agent_lock: AgentLock,
     ) -> AgentState {
         AgentState {
             config,

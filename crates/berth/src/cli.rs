@@ -2,12 +2,11 @@
 //! sense for scripts.
 
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-mod operator;
 mod platform;
 
-pub use operator::*;
 pub use platform::*;
 
 #[derive(Debug, Parser)]
@@ -39,17 +38,21 @@ impl Cli {
             Command::Image(a) => a.json(),
             Command::Gc(a) => a.json,
             Command::Info(a) => a.json,
-            Command::Project(a) => a.json(),
-            Command::Token(a) => a.json(),
-            Command::Stack(a) => a.json(),
             Command::Code(a) => a.json(),
             Command::Task(a) => a.json(),
             Command::Schedule(a) => a.json(),
-            Command::Agent(_) | Command::Server(_) | Command::Up(_) => false,
+            // berthd reports its own errors.
+            Command::Agent(_)
+            | Command::Server(_)
+            | Command::Up(_)
+            | Command::Project(_)
+            | Command::Token(_)
+            | Command::Stack(_) => false,
         }
     }
 }
 
+/// The flags every command takes, berth's and berthd's alike.
 #[derive(Debug, Args)]
 pub struct Global {
     /// Where images and container files live.
@@ -75,6 +78,11 @@ pub struct Global {
 
 // `defer`: a subcommand's arguments are only built when it is the one
 // being run, so `berth run` does not pay for the rest of the CLI.
+//
+// The daemons and the operator commands (agent … stack) are served by
+// `berthd`, which links the server, the store and the agent: berth hands
+// them over with their arguments untouched (`--help` included, hence no
+// help flag of their own here).
 #[derive(Debug, Subcommand)]
 #[command(defer = true)]
 pub enum Command {
@@ -87,17 +95,23 @@ pub enum Command {
     /// Show what this host supports (cgroup layout, kernel features).
     Info(InfoArgs),
     /// Run the host agent: the HTTP API that runs containers for the control plane.
-    Agent(AgentArgs),
+    #[command(disable_help_flag = true, after_help = SERVED_BY_BERTHD)]
+    Agent(DaemonArgs),
     /// Run the control plane: the IronWorker-compatible task API and the dispatcher.
-    Server(ServerArgs),
+    #[command(disable_help_flag = true, after_help = SERVED_BY_BERTHD)]
+    Server(DaemonArgs),
     /// Run everything on this machine: server, local agent, SQLite and a default stack.
-    Up(UpArgs),
+    #[command(disable_help_flag = true, after_help = SERVED_BY_BERTHD)]
+    Up(DaemonArgs),
     /// Manage projects (operator; opens the server's database).
-    Project(ProjectArgs),
+    #[command(disable_help_flag = true, after_help = SERVED_BY_BERTHD)]
+    Project(DaemonArgs),
     /// Manage a project's API tokens (operator; opens the server's database).
-    Token(TokenArgs),
+    #[command(disable_help_flag = true, after_help = SERVED_BY_BERTHD)]
+    Token(DaemonArgs),
     /// Map classic runtimes (sh, python, …) to images (operator; opens the server's database).
-    Stack(StackArgs),
+    #[command(disable_help_flag = true, after_help = SERVED_BY_BERTHD)]
+    Stack(DaemonArgs),
     /// Push and manage codes on a berth server.
     Code(CodeArgs),
     /// Queue, list, follow, cancel and retry tasks on a berth server.
@@ -106,168 +120,18 @@ pub enum Command {
     Schedule(ScheduleArgs),
 }
 
-impl Command {
-    /// The commands that serve until stopped (see `handoff`).
-    pub fn is_long_running(&self) -> bool {
-        matches!(
-            self,
-            Command::Agent(_) | Command::Server(_) | Command::Up(_)
-        )
-    }
-}
+/// What `berth help COMMAND` says of the commands berthd serves.
+const SERVED_BY_BERTHD: &str = "berthd serves this command (berth runs it): \
+`berth COMMAND --help` shows its flags.";
 
+// The arguments of a command berthd serves, which berth passes on without
+// reading them. (A `//` comment: clap would show a doc comment as the
+// command's help.)
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Runs the host agent in the foreground. It serves the /v1 API on a unix \
-socket (and on TCP with --listen, where every request needs Authorization: Bearer <token>), \
-starts one berth-shim per container, and can be killed, restarted or upgraded while \
-containers run: a new agent rediscovers them from the data dir.\n\n\
-The API is described at GET /v1/openapi.json.",
-    after_help = "Examples:\n  berth agent\n  \
-curl --unix-socket /var/lib/berth/agent.sock http://agent/v1/node\n  \
-berth agent --listen 0.0.0.0:7420 --token-file /etc/berth/agent.token --label zone=a\n  \
-berth agent --memory-ceiling 16g --memory-pressure 0.9"
-)]
-pub struct AgentArgs {
-    /// Unix socket of the local API [default: <data dir>/agent.sock].
-    #[arg(long, env = "BERTH_AGENT_SOCKET")]
-    pub socket: Option<PathBuf>,
-    /// Also serve the API on this TCP address (needs --token-file).
-    #[arg(long, env = "BERTH_AGENT_LISTEN")]
-    pub listen: Option<std::net::SocketAddr>,
-    /// File holding the bearer token TCP callers must present.
-    #[arg(long, env = "BERTH_AGENT_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// A label reported by /v1/node (KEY=VALUE; repeatable).
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
-    /// Memory all containers together may use [default: 90% of RAM].
-    #[arg(long, env = "BERTH_AGENT_MEMORY_CEILING")]
-    pub memory_ceiling: Option<String>,
-    /// Fraction of the ceiling at which the container furthest above its
-    /// memory request is killed.
-    #[arg(long, env = "BERTH_AGENT_MEMORY_PRESSURE", default_value_t = 0.9)]
-    pub memory_pressure: f64,
-    /// How often memory is sampled, e.g. 250ms.
-    #[arg(long, default_value = "250ms")]
-    pub memory_interval: String,
-    /// The berth-shim binary [default: berth-shim next to this binary].
-    #[arg(long, env = "BERTH_SHIM")]
-    pub shim: Option<PathBuf>,
-    /// Keep per-container state (specs, records, sockets, logs) on a
-    /// private tmpfs at <data dir>/agent/run: no disk I/O per
-    /// container, but each log takes RAM (up to its cap) until the
-    /// container is deleted. The mount outlives the agent while containers
-    /// remain; the agent (at exit) or `berth gc` removes it once empty.
-    #[arg(long, env = "BERTH_AGENT_STATE_TMPFS")]
-    pub state_tmpfs: bool,
-    #[command(flatten)]
-    pub connections: ConnectionArgs,
-}
-
-/// The limits of every listening socket a daemon serves (the task API; the
-/// agent's unix socket and TCP port, each counted on its own).
-#[derive(Debug, Args)]
-pub struct ConnectionArgs {
-    /// Client connections open at once on each listener; more clients wait
-    /// until one closes. The open-files limit must hold them plus 1024
-    /// [default: 1024, or fewer if the open-files limit allows fewer].
-    #[arg(long, env = "BERTH_MAX_CONNECTIONS")]
-    pub max_connections: Option<u64>,
-    /// Time a client has to send a request's headers, counted from when
-    /// the server waits for them (also how long an idle kept-alive
-    /// connection stays open), e.g. 30s.
-    #[arg(long, env = "BERTH_HEADER_TIMEOUT", default_value = "30s")]
-    pub header_timeout: String,
-    /// How long the server waits on a client that stopped sending a
-    /// request body or reading a response, e.g. 60s.
-    #[arg(long, env = "BERTH_IDLE_TIMEOUT", default_value = "60s")]
-    pub idle_timeout: String,
-}
-
-/// What a project may keep of its code (see `berth server --help`).
-#[derive(Debug, Args)]
-pub struct CodeLimitArgs {
-    /// Most bytes one project's code packages may take unpacked (each
-    /// distinct package of its kept revisions, once; e.g. 2GiB); 0 for no
-    /// limit. Uploads over it are refused with 413.
-    #[arg(long, env = "BERTH_MAX_PROJECT_PACKAGE_BYTES", default_value = "2GiB")]
-    pub max_project_package_bytes: String,
-    /// Revisions kept per code, newest first (and any a queued or running
-    /// task uses); older ones and their packages are deleted. 0 keeps all.
-    #[arg(long, env = "BERTH_CODE_REVISIONS_KEPT", default_value_t = berth_server::DEFAULT_CODE_REVISIONS_KEPT)]
-    pub code_revisions_kept: u32,
-}
-
-/// Where the control plane keeps its state.
-#[derive(Debug, Args)]
-pub struct DatabaseArgs {
-    /// sqlite://PATH or postgres://USER:PASSWORD@HOST/DB
-    /// [default: sqlite://<data dir>/server/berth.db].
-    #[arg(long, env = "BERTH_DATABASE")]
-    pub database: Option<String>,
-}
-
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Runs the control plane in the foreground: the IronWorker v2 task API under \
-/2/projects/{project_id}/, the dispatcher that runs queued tasks on the agents given with \
---agent, and the schedule runner. State lives in SQLite (default) or PostgreSQL; the server \
-can be killed and restarted while tasks run.",
-    after_help = "Examples:\n  berth server --agent unix:///var/lib/berth/agent.sock\n  \
-berth server --listen 0.0.0.0:8380 --database postgres://berth@db/berth \\\n    \
---agent http://host-a:7420 --agent-token-file /etc/berth/agent.token"
-)]
-pub struct ServerArgs {
-    /// Address of the task API.
-    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8380")]
-    pub listen: std::net::SocketAddr,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// An agent to run tasks on: unix:///PATH/agent.sock or http://HOST:PORT (repeatable).
-    #[arg(long = "agent", env = "BERTH_AGENTS", value_delimiter = ',')]
-    pub agents: Vec<String>,
-    /// File holding the bearer token of agents reached over TCP.
-    #[arg(long, env = "BERTH_AGENT_TOKEN_FILE")]
-    pub agent_token_file: Option<PathBuf>,
-    /// Shortest run_every a schedule may have, in seconds (IronWorker: 60).
-    #[arg(long, env = "BERTH_MIN_SCHEDULE_INTERVAL", default_value_t = 60)]
-    pub min_schedule_interval: i64,
-    #[command(flatten)]
-    pub code_limits: CodeLimitArgs,
-    #[command(flatten)]
-    pub connections: ConnectionArgs,
-}
-
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Starts berth's whole stack on this machine in the foreground: the task API, \
-a local agent, a SQLite store under the data dir, and a default stack (a small image the \
-runtimes `sh` and `binary` map to). Prints the URL, a project id and a token, and writes them \
-to <data dir>/client.json and to your client config (~/.config/berth/config.json) so that \
-`berth code push`, `berth task queue` and friends need no flags. Your client config is only \
-written when it is absent or already names this instance (its address, or a token of its \
-store): a second instance never redirects it; use it with BERTH_CONFIG=<data dir>/client.json.",
-    after_help = "Examples:\n  berth up\n  berth up --listen 0.0.0.0:8380 --data-dir /srv/berth"
-)]
-pub struct UpArgs {
-    /// Address of the task API.
-    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8380")]
-    pub listen: std::net::SocketAddr,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// Shortest run_every a schedule may have, in seconds (IronWorker: 60).
-    #[arg(long, env = "BERTH_MIN_SCHEDULE_INTERVAL", default_value_t = 60)]
-    pub min_schedule_interval: i64,
-    #[command(flatten)]
-    pub code_limits: CodeLimitArgs,
-    /// Keep the local agent's per-container state on disk instead of the
-    /// private tmpfs berth up mounts at <data dir>/agent/run (see
-    /// `berth agent --help`, --state-tmpfs).
-    #[arg(long)]
-    pub state_on_disk: bool,
-    #[command(flatten)]
-    pub connections: ConnectionArgs,
+pub struct DaemonArgs {
+    /// Flags and arguments (see `berth COMMAND --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -437,6 +301,37 @@ mod tests {
     #[test]
     fn flags_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn commands_berthd_serves_take_any_arguments_help_included() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["berth", "up", "--help"], &["--help"]),
+            (&["berth", "up"], &[]),
+            (
+                &[
+                    "berth",
+                    "server",
+                    "--listen",
+                    "0.0.0.0:1",
+                    "--agent",
+                    "unix:///a",
+                ],
+                &["--listen", "0.0.0.0:1", "--agent", "unix:///a"],
+            ),
+            (
+                &["berth", "token", "create", "p1", "--name", "ci", "-h"],
+                &["create", "p1", "--name", "ci", "-h"],
+            ),
+        ];
+        for (argv, passed) in cases {
+            let cli = Cli::try_parse_from(*argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let (Command::Up(args) | Command::Server(args) | Command::Token(args)) = cli.command
+            else {
+                panic!("{argv:?} parsed as {:?}", cli.command)
+            };
+            assert_eq!(args.args, *passed, "{argv:?}");
+        }
     }
 
     #[test]

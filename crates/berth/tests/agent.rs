@@ -19,13 +19,7 @@ struct Agent {
 }
 
 fn shim_binary() -> PathBuf {
-    let shim = Path::new(env!("CARGO_BIN_EXE_berth")).with_file_name("berth-shim");
-    assert!(
-        shim.is_file(),
-        "{} is missing: run the workspace's tests (cargo test --workspace) or cargo build -p berth-shim",
-        shim.display()
-    );
-    shim
+    common::berth_binary().with_file_name("berth-shim")
 }
 
 impl Agent {

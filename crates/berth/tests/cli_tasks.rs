@@ -2,6 +2,8 @@
 //! (SQLite, no agents, so queued tasks stay queued), a project made with
 //! `berth project create`, and the client commands run as processes.
 
+mod common;
+
 use serde_json::Value;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -24,6 +26,7 @@ struct Project {
 }
 
 /// What a `berth` process did.
+#[derive(Debug)]
 struct Out {
     code: i32,
     stdout: String,
@@ -59,7 +62,7 @@ fn free_port() -> u16 {
 /// BERTH_*/IRON_* variables, and a private HOME so that no real client
 /// config file is found.
 fn bare_berth(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    let mut c = Command::new(common::berth_binary());
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
         if key.starts_with("BERTH_") || key.starts_with("IRON_") || key == "XDG_CONFIG_HOME" {
@@ -500,6 +503,45 @@ fn classic_code_from_a_directory() {
         server.operator(&["stack", "map", "cobol", "cobol:1"]).code,
         2
     );
+}
+
+#[test]
+fn berth_hands_daemon_and_operator_commands_to_berthd() {
+    let home = tempfile::tempdir().expect("home");
+    // Next to berth (as built): berthd's own help, named as typed.
+    let help = output({
+        let mut c = bare_berth(home.path());
+        c.args(["up", "--help"]);
+        c
+    })
+    .ok();
+    assert!(help.stdout.contains("--state-on-disk"), "{}", help.stdout);
+    assert!(help.stdout.contains("Usage: berth up"), "{}", help.stdout);
+    // A berth without berthd beside it or on PATH says so, and does nothing.
+    let alone = tempfile::tempdir().expect("dir");
+    let berth = alone.path().join("berth");
+    std::fs::copy(common::berth_binary(), &berth).expect("copy berth");
+    for command in ["up", "server", "agent", "project", "token", "stack"] {
+        let out = output({
+            let mut c = Command::new(&berth);
+            c.env("PATH", "/nonexistent")
+                .env("HOME", home.path())
+                .arg("--data-dir")
+                .arg(alone.path().join("data"))
+                .arg(command)
+                .stdin(Stdio::null());
+            c
+        });
+        assert_eq!(out.code, 125, "{command}: {out:?}");
+        assert!(
+            out.stderr
+                .contains(&format!("`berth {command}` is served by berthd"))
+                && out.stderr.contains("nor on PATH"),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+    assert!(!alone.path().join("data").exists(), "something was made");
 }
 
 #[test]

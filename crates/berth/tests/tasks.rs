@@ -340,7 +340,7 @@ impl Drop for Up {
         // Containers a failed test left: force them out through a fresh
         // agent so that no shim or cgroup outlives the test.
         if self.berth.data_dir().join("agent/run/containers").exists() {
-            let _ = Command::new(env!("CARGO_BIN_EXE_berth"))
+            let _ = Command::new(common::berth_binary())
                 .arg("--data-dir")
                 .arg(self.berth.data_dir())
                 .arg("--cgroup-parent")

@@ -70,7 +70,7 @@ pub async fn import_image(
 ) -> Result<(StatusCode, Json<ImageSummary>), ApiError> {
     let reference = ImageRef::parse(&query.reference)
         .map_err(|e| ApiError::invalid(format!("reference: {e}")))?;
-    let uploads = agent.config.agent_dir().join("uploads");
+    let uploads = agent.config.agent_dir().path().join("uploads");
     tokio::fs::create_dir_all(&uploads)
         .await
         .map_err(|e| ApiError::io("creating the uploads dir", e))?;

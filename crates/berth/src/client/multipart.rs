@@ -1,5 +1,6 @@
 //! A `multipart/form-data` body, built in memory (code packages are small).
 
+#[derive(Default)]
 pub struct Multipart {
     parts: Vec<Part>,
 }
@@ -13,7 +14,7 @@ struct Part {
 
 impl Multipart {
     pub fn new() -> Multipart {
-        Multipart { parts: Vec::new() }
+        Multipart::default()
     }
 
     pub fn text(mut self, name: &str, content_type: &str, body: Vec<u8>) -> Multipart {

@@ -2,12 +2,15 @@
 
 use crate::cli::{GcArgs, Global};
 use crate::cmd::{image::release_stale_leases, open_runtime, open_store};
+use berth_agent_dir::AgentDir;
+use berth_core::{ErrorCode, ErrorReport};
 
 pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
     let runtime = open_runtime(global)?;
     let mut containers = runtime.gc().map_err(crate::CliError::from)?;
     // The agent keeps its memory-scratch containers apart.
-    let agent_containers = berth_agent::volatile_runtime_dir(&global.data_dir);
+    let agent_dir = AgentDir::of(&global.data_dir);
+    let agent_containers = agent_dir.volatile_runtime_dir();
     containers.extend(
         runtime
             .gc_dir(&agent_containers)
@@ -18,8 +21,9 @@ pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
     let temp = store
         .remove_orphaned_temp()
         .map_err(crate::CliError::from)?;
-    let state_unmounted =
-        berth_agent::release_idle_state(&global.data_dir).map_err(|e| crate::CliError(e.report))?;
+    let state_unmounted = agent_dir
+        .release_idle_state()
+        .map_err(|e| crate::CliError(ErrorReport::new(ErrorCode::HostIo, e.to_string())))?;
     if args.json {
         println!(
             "{}",

@@ -1,23 +1,15 @@
-//! One module per subcommand.
+//! One module per subcommand of berth (berthd's are in crates/berthd).
 
-pub mod agent;
 pub mod code;
 pub mod gc;
 pub mod image;
 pub mod info;
-pub mod operator;
-pub mod project;
 pub mod remote;
 pub mod run;
 pub mod schedule;
-pub mod server;
-pub mod stack;
-pub mod stop_signal;
 pub mod task;
-pub mod token;
-pub mod up;
 
-use crate::cli::{DatabaseArgs, Global};
+use crate::cli::Global;
 use crate::CliError;
 use berth_core::{ErrorCode, ErrorReport};
 use berth_image::ImageStore;
@@ -36,19 +28,12 @@ pub fn open_runtime(global: &Global) -> Result<Runtime, CliError> {
     })?)
 }
 
+/// A not-found error.
+pub fn not_found(message: impl Into<String>) -> CliError {
+    CliError(ErrorReport::new(ErrorCode::NotFound, message))
+}
+
 /// A usage error with a stable code.
 pub fn invalid(message: impl Into<String>) -> CliError {
     CliError(ErrorReport::new(ErrorCode::InvalidArgument, message))
-}
-
-/// The control plane's database URL: the flag (or `BERTH_DATABASE`), else
-/// SQLite under the data dir.
-pub fn database_url(global: &Global, args: &DatabaseArgs) -> String {
-    match &args.database {
-        Some(url) => url.clone(),
-        None => format!(
-            "sqlite://{}",
-            global.data_dir.join("server").join("berth.db").display()
-        ),
-    }
 }

@@ -5,8 +5,73 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 pub use berth_testkit::unique;
+
+/// The berth binary under test, with `berthd` and `berth-shim` built next
+/// to it.
+///
+/// `berth up|server|agent|project|token|stack` run berthd from berth's
+/// directory, and berthd's agent starts berth-shim from its own; but
+/// `cargo test -p berth` builds only this package's binary. So the first
+/// call in a test process builds the other two with this build's cargo,
+/// profile and target dir (a no-op when they are fresh; cargo's lock
+/// serializes test processes that ask at once). Under nextest, which runs
+/// each test in a process of its own, once per run.
+pub fn berth_binary() -> &'static Path {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let berth = Path::new(env!("CARGO_BIN_EXE_berth"));
+    BUILT.get_or_init(|| build_next_to(berth));
+    berth
+}
+
+fn build_next_to(berth: &Path) {
+    let profile_dir = berth.parent().expect("berth's directory");
+    let stamp = profile_dir.join(".berth-test-daemons");
+    let run = std::env::var("NEXTEST_RUN_ID").ok();
+    let built = ["berthd", "berth-shim"].map(|b| profile_dir.join(b));
+    if run.is_some()
+        && std::fs::read_to_string(&stamp).ok() == run
+        && built.iter().all(|b| b.is_file())
+    {
+        return;
+    }
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => panic!("no profile in {}", berth.display()),
+    };
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--quiet", "-p", "berthd", "-p", "berth-shim"])
+        .args(["--profile", profile]);
+    // <target dir>/<profile>/berth, or <target dir>/<triple>/<profile>/berth.
+    let above = profile_dir.parent().expect("target dir");
+    if above.join("CACHEDIR.TAG").exists() {
+        cargo.arg("--target-dir").arg(above);
+    } else {
+        let triple = above.file_name().expect("target triple");
+        let target_dir = above.parent().expect("target dir");
+        cargo
+            .arg("--target")
+            .arg(triple)
+            .arg("--target-dir")
+            .arg(target_dir);
+    }
+    let status = cargo.status().expect("running cargo");
+    assert!(
+        status.success(),
+        "building berthd and berth-shim for the tests failed ({status})"
+    );
+    for binary in &built {
+        assert!(binary.is_file(), "cargo built no {}", binary.display());
+    }
+    if let Some(run) = run {
+        let _ = std::fs::write(&stamp, run);
+    }
+}
 
 pub struct Berth {
     pub dir: tempfile::TempDir,
@@ -65,7 +130,7 @@ impl Berth {
     }
 
     pub fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut c = Command::new(berth_binary());
         c.arg("--data-dir")
             .arg(self.data_dir())
             .arg("--cgroup-parent")

@@ -5,7 +5,7 @@ mod package;
 use crate::cli::{CodeArgs, CodeCommand, CodePushArgs};
 use crate::client::{encode, Api, Multipart};
 use crate::cmd::invalid;
-use crate::cmd::operator::not_found;
+use crate::cmd::not_found;
 use crate::cmd::remote::{
     connect, details, is_not_found, list, print_json, text, unwrap, when, when_long,
 };

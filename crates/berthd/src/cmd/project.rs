@@ -1,9 +1,10 @@
 //! `berth project create|ls` (operator).
 
-use crate::cli::{Global, ProjectArgs, ProjectCommand};
-use crate::cmd::invalid;
+use crate::cli::{ProjectArgs, ProjectCommand};
 use crate::cmd::operator::{ago, with_store};
-use crate::output::table;
+use berth::cli::Global;
+use berth::cmd::invalid;
+use berth::output::table;
 use serde_json::json;
 
 pub fn run(global: &Global, args: ProjectArgs) -> anyhow::Result<u8> {

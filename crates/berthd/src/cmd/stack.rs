@@ -1,9 +1,11 @@
 //! `berth stack map|ls|rm` (operator): classic runtimes → images.
 
-use crate::cli::{Global, StackArgs, StackCommand};
-use crate::cmd::invalid;
-use crate::cmd::operator::{ago, not_found, with_store};
-use crate::output::table;
+use crate::cli::{StackArgs, StackCommand};
+use crate::cmd::operator::{ago, with_store};
+use berth::cli::Global;
+use berth::cmd::invalid;
+use berth::cmd::not_found;
+use berth::output::table;
 use serde_json::json;
 
 /// The command template of a well-known runtime.

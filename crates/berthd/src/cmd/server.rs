@@ -1,9 +1,11 @@
 //! `berth server`: the control plane in the foreground.
 
-use crate::cli::{CodeLimitArgs, ConnectionArgs, Global, ServerArgs};
+use crate::cli::{CodeLimitArgs, ConnectionArgs, ServerArgs};
+use crate::cmd::database_url;
 use crate::cmd::stop_signal::StopSignal;
-use crate::cmd::{database_url, invalid};
-use crate::CliError;
+use berth::cli::Global;
+use berth::cmd::invalid;
+use berth::CliError;
 use berth_core::{ByteSize, ErrorCode, ErrorReport};
 use berth_server::{AgentClient, AgentEndpoint, ServerConfig};
 use berth_store::Store;

@@ -6,7 +6,7 @@
 //! appears would end the process without its graceful stop: no socket
 //! removed, no state tmpfs released.
 
-use crate::CliError;
+use berth::CliError;
 use berth_core::{ErrorCode, ErrorReport};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 

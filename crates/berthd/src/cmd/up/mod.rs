@@ -4,13 +4,15 @@
 
 mod stack;
 
-use crate::cli::{Global, UpArgs};
-use crate::client::{self, ClientConfig};
+use crate::cli::UpArgs;
 use crate::cmd::agent::default_shim;
+use crate::cmd::database_url;
 use crate::cmd::server::{bind, connection_limits, open_database, redact, server_config};
 use crate::cmd::stop_signal::StopSignal;
-use crate::cmd::{database_url, open_store};
-use crate::CliError;
+use berth::cli::Global;
+use berth::client::{self, ClientConfig};
+use berth::cmd::open_store;
+use berth::CliError;
 use berth_agent::AgentConfig;
 use berth_core::{ErrorCode, ErrorReport};
 use berth_server::{AgentClient, AgentEndpoint};

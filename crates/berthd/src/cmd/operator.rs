@@ -1,9 +1,10 @@
 //! What the operator commands (`project`, `token`, `stack`) share: the
 //! control plane's store, opened directly for one command.
 
-use crate::cli::{DatabaseArgs, Global};
+use crate::cli::DatabaseArgs;
 use crate::cmd::database_url;
-use crate::CliError;
+use berth::cli::Global;
+use berth::CliError;
 use berth_core::{ErrorCode, ErrorReport};
 use berth_store::{Store, StoreError};
 use std::future::Future;
@@ -49,11 +50,6 @@ pub fn store_error(e: StoreError) -> CliError {
     CliError(ErrorReport::new(code, e.to_string()))
 }
 
-/// A not-found error.
-pub fn not_found(message: impl Into<String>) -> CliError {
-    CliError(ErrorReport::new(ErrorCode::NotFound, message))
-}
-
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -70,7 +66,7 @@ fn redact(url: &str) -> String {
 
 /// Milliseconds since the epoch → "3m ago".
 pub fn ago(ms: i64) -> String {
-    crate::when::relative(ms / 1000)
+    berth::when::relative(ms / 1000)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! without a journal the allocator even scans past every inode freed in the
 //! last minute, which grows with the container churn.
 //!
-//! With [`AgentConfig::state_tmpfs`](crate::AgentConfig::state_tmpfs) the
+//! When told to (`berth agent --state-tmpfs`, and `berth up` by default) the
 //! agent mounts a private tmpfs on `<data>/agent/run` (container state
 //! dirs and the runtime dirs of memory-scratch containers) unless that
 //! already is on one. The mount outlives the agent (running containers keep their state
@@ -27,7 +27,7 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// What [`ensure_tmpfs`] found or did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StateFs {
+pub enum StateFs {
     /// The dir already was on a tmpfs (ours from before, or the host's /run).
     AlreadyTmpfs,
     /// A new tmpfs was mounted on it.
@@ -38,7 +38,7 @@ pub(crate) enum StateFs {
 }
 
 /// Puts `dir` (which exists) on a tmpfs unless it already is on one.
-pub(crate) fn ensure_tmpfs(dir: &Path) -> io::Result<StateFs> {
+pub fn ensure_tmpfs(dir: &Path) -> io::Result<StateFs> {
     if is_tmpfs(dir)? {
         return Ok(StateFs::AlreadyTmpfs);
     }
@@ -60,7 +60,7 @@ pub(crate) fn ensure_tmpfs(dir: &Path) -> io::Result<StateFs> {
 /// Unmounts the tmpfs on `dir` if it is a mount point of its own holding no
 /// container state (nothing but empty dirs); true if it did. A tmpfs the dir merely lies on (the
 /// host's /run) is left alone.
-pub(crate) fn release_if_empty(dir: &Path) -> io::Result<bool> {
+pub fn release_if_empty(dir: &Path) -> io::Result<bool> {
     if !dir.exists() || !is_tmpfs(dir)? || !is_mount_point(dir)? {
         return Ok(false);
     }

@@ -1,8 +1,10 @@
 //! `berth token create|ls|revoke` (operator).
 
-use crate::cli::{Global, TokenArgs, TokenCommand};
-use crate::cmd::operator::{ago, not_found, with_store};
-use crate::output::table;
+use crate::cli::{TokenArgs, TokenCommand};
+use crate::cmd::operator::{ago, with_store};
+use berth::cli::Global;
+use berth::cmd::not_found;
+use berth::output::table;
 use serde_json::json;
 
 pub fn run(global: &Global, args: TokenArgs) -> anyhow::Result<u8> {

@@ -1,10 +1,11 @@
 //! `berth agent`: the host daemon in the foreground.
 
-use crate::cli::{AgentArgs, Global};
-use crate::cmd::invalid;
+use crate::cli::AgentArgs;
 use crate::cmd::server::connection_limits;
 use crate::cmd::stop_signal::StopSignal;
-use crate::CliError;
+use berth::cli::Global;
+use berth::cmd::invalid;
+use berth::CliError;
 use berth_agent::AgentConfig;
 use berth_core::ByteSize;
 use std::path::PathBuf;

@@ -2,8 +2,8 @@
 //! a one-layer image, so a fresh machine can run `sh` and `binary` tasks
 //! without any registry.
 
-use crate::cmd::invalid;
-use crate::CliError;
+use berth::cmd::invalid;
+use berth::CliError;
 use berth_core::{ErrorCode, ErrorReport};
 use berth_image::ImageStore;
 use std::path::{Path, PathBuf};
