@@ -13,7 +13,7 @@
 # every `berth run`. Static glibc probes the CPU's caches with dozens of
 # `cpuid` instructions before main, and each one traps to the hypervisor in
 # a VM (berth-shim: 0.92 ms to print its usage against glibc, 0.53 ms
-# against musl; `berth run` 13-22% slower against glibc in an interleaved
+# against musl; `berth run` 15-25% slower against glibc in an interleaved
 # A/B, docs/performance.md "Startup tricks: what each is worth").
 # The shim is single-threaded and allocates little, so musl's simple
 # allocator costs nothing there; musl also halves its resident memory.
