@@ -14,9 +14,9 @@
 
 use crate::digest::{self, ProgressReader};
 use crate::error::{self, ImageError};
+use crate::import::plan::SourceFile;
 use crate::import::sniff::{self, Compression};
 use crate::import::staging::Staging;
-use crate::import::SourceFile;
 use crate::layout::{self, MAX_JSON_BYTES};
 use crate::unpack::normalize;
 use sha2::{Digest as _, Sha256};

@@ -10,7 +10,7 @@ use crate::config::ConfigView;
 use crate::digest;
 use crate::error::ImageError;
 use crate::import::archive::{read_json_file, ArchiveMembers};
-use crate::import::{check_platform, ImagePlan, PlannedConfig, PlannedLayer};
+use crate::import::plan::{check_platform, ImagePlan, PlannedConfig, PlannedLayer};
 use crate::model::SourceFormat;
 use crate::unpack::normalize;
 use berth_core::ImageRef;

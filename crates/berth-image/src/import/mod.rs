@@ -17,11 +17,12 @@
 mod archive;
 mod docker;
 mod oci;
+mod plan;
 mod rootfs;
 pub(crate) mod sniff;
 pub(crate) mod staging;
 
-use crate::config::{self, host_arch, ConfigView};
+use crate::config::{self, ConfigView};
 use crate::digest;
 use crate::error::ImageError;
 use crate::layout::{ref_name, Layout, REF_NAME_ANNOTATION};
@@ -30,85 +31,20 @@ use crate::model::{ImageSummary, ImportProgress, SourceFormat};
 use archive::Scanned;
 use berth_core::ImageRef;
 use oci_spec::image::{Descriptor, Digest, ImageManifestBuilder, MediaType};
+use plan::{PlannedConfig, PlannedLayer};
 use sniff::Compression;
 use staging::{BlobRef, Staging};
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
-
-/// A file of the import source.
-#[derive(Debug, Clone)]
-pub(crate) struct SourceFile {
-    pub path: PathBuf,
-    /// Its sha256 when already known (archive members are hashed as they are
-    /// staged); `None` for files read in place (an OCI directory, a rootfs).
-    pub sha256: Option<String>,
-    pub size: u64,
-}
-
-/// One layer to import.
-#[derive(Debug)]
-pub(crate) struct PlannedLayer {
-    pub file: SourceFile,
-    /// The blob digest the manifest promises, if there is one.
-    pub digest: Option<String>,
-    /// The blob size the manifest promises, if there is one.
-    pub size: Option<u64>,
-    /// The diff_id the config promises (`None` for a rootfs: computed).
-    pub diff_id: Option<String>,
-}
-
-#[derive(Debug)]
-pub(crate) enum PlannedConfig {
-    /// The source's config, byte for byte (its digest is the image id).
-    Given {
-        bytes: Vec<u8>,
-        view: Box<ConfigView>,
-    },
-    /// Made up once the diff_id is known (plain rootfs tarballs).
-    Generated { source_name: String },
-}
-
-#[derive(Debug)]
-pub(crate) struct ImagePlan {
-    pub format: SourceFormat,
-    pub config: PlannedConfig,
-    /// The source's manifest, byte for byte, with its media type; `None` to
-    /// write an OCI manifest for the imported blobs.
-    pub manifest: Option<(Vec<u8>, MediaType)>,
-    pub layers: Vec<PlannedLayer>,
-}
 
 /// A layer blob as it ends up in the store.
 struct LayerOutcome {
     hex: String,
     size: u64,
     media_type: MediaType,
-}
-
-/// berth runs Linux images; another architecture is allowed (binfmt may run
-/// it) but worth a warning.
-pub(crate) fn check_platform(view: &ConfigView, label: &str) -> Result<(), ImageError> {
-    if !view.os.is_empty() && view.os != "linux" {
-        return Err(ImageError::invalid_archive(
-            label,
-            format!(
-                "the image is for {}/{}; berth runs linux images",
-                view.os, view.architecture
-            ),
-        ));
-    }
-    if !view.architecture.is_empty() && view.architecture != host_arch() {
-        tracing::warn!(
-            source = label,
-            image_arch = %view.architecture,
-            host_arch = host_arch(),
-            "importing an image built for another architecture"
-        );
-    }
-    Ok(())
 }
 
 pub(crate) fn import(

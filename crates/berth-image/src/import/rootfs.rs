@@ -1,6 +1,6 @@
 //! A plain root file system tarball: one layer, and a config made up for it.
 
-use crate::import::{ImagePlan, PlannedConfig, PlannedLayer, SourceFile};
+use crate::import::plan::{ImagePlan, PlannedConfig, PlannedLayer, SourceFile};
 use crate::model::SourceFormat;
 use std::path::Path;
 

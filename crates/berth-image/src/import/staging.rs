@@ -16,8 +16,8 @@
 
 use crate::digest::{self, HashingReader, ProgressReader};
 use crate::error::{self, ImageError};
+use crate::import::plan::SourceFile;
 use crate::import::sniff::{self, Compression};
-use crate::import::SourceFile;
 use crate::layout::{self, Layout};
 use crate::unpack::{self, UnpackStats};
 use rustix::fs::{RenameFlags, CWD};

@@ -2,7 +2,7 @@
 //! following the leaf.
 
 use super::sparse::Sparse;
-use super::{os, Unpacker, OPAQUE_XATTR};
+use super::state::{os, Unpacker, OPAQUE_XATTR};
 use crate::error::{self, ImageError};
 use rustix::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, Gid, Mode, Timespec, Timestamps, Uid, XattrFlags};

@@ -35,35 +35,27 @@
 mod meta;
 mod paths;
 mod sparse;
+mod state;
 
 use crate::error::{self, ImageError};
 use meta::Meta;
 pub(crate) use paths::normalize;
 use paths::split;
 use rustix::fd::{AsFd, OwnedFd};
-use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Timestamps, Uid, XattrFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Uid, XattrFlags};
 use rustix::io::Errno;
+pub(crate) use state::UnpackStats;
+use state::{os, Unpacker, OPAQUE_XATTR};
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use tar::EntryType;
 
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const COPY_BUFFER: usize = 128 << 10;
-
-/// Counts of what one layer contained.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct UnpackStats {
-    pub entries: u64,
-    /// Bytes of regular file data written.
-    pub file_bytes: u64,
-}
 
 /// Unpacks the tar stream `reader` into the (existing, empty) directory
 /// `root`. Subtrees that entries replace are moved into `trash` (same file
@@ -104,19 +96,6 @@ pub(crate) fn unpack<R: Read>(
     }
     unpacker.finish()?;
     Ok((archive.into_inner(), unpacker.stats))
-}
-
-/// The state of one layer being unpacked.
-struct Unpacker<'l> {
-    root: OwnedFd,
-    trash: OwnedFd,
-    trash_seq: u64,
-    label: &'l str,
-    /// Directory mtimes, applied at the end (creating entries inside a
-    /// directory changes its mtime). Keyed by normalised path.
-    dir_times: HashMap<Vec<u8>, Timestamps>,
-    buf: Vec<u8>,
-    stats: UnpackStats,
 }
 
 impl Unpacker<'_> {
@@ -449,26 +428,4 @@ impl Unpacker<'_> {
         }
         Ok(())
     }
-
-    fn fail(&self, name: &str, reason: impl Into<String>) -> ImageError {
-        ImageError::invalid_entry(self.label, name, reason)
-    }
-
-    /// An OS error for an entry: the host's fault (disk full) or the
-    /// archive's (a name too long, a link to nothing).
-    fn os(&self, name: &str, action: &str, err: impl Into<io::Error>) -> ImageError {
-        let err = err.into();
-        if error::is_host_fault(&err) {
-            ImageError::io(
-                format!("unpacking {} (entry {name:?}): {action}", self.label),
-                err,
-            )
-        } else {
-            self.fail(name, format!("{action}: {err}"))
-        }
-    }
-}
-
-fn os(bytes: &[u8]) -> &OsStr {
-    OsStr::from_bytes(bytes)
 }

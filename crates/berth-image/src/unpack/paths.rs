@@ -2,7 +2,7 @@
 //! directories opened with `RESOLVE_IN_ROOT`, and clearing a leaf for its
 //! replacement.
 
-use super::{os, Unpacker};
+use super::state::{os, Unpacker};
 use crate::error::ImageError;
 use rustix::fd::OwnedFd;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};

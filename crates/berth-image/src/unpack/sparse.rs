@@ -2,7 +2,7 @@
 //! hands over as ordinary files holding a map and the data chunks. Go's
 //! archive/tar (and so Docker) expands them; so do we, keeping the holes.
 
-use super::Unpacker;
+use super::state::Unpacker;
 use crate::error::{self, ImageError};
 use std::collections::HashMap;
 use std::fs::File;

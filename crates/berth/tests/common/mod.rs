@@ -47,18 +47,17 @@ fn build_next_to(berth: &Path) {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["build", "--quiet", "-p", "berthd", "-p", "berth-shim"])
         .args(["--profile", profile]);
-    // <target dir>/<profile>/berth, or <target dir>/<triple>/<profile>/berth.
-    let above = profile_dir.parent().expect("target dir");
-    if above.join("CACHEDIR.TAG").exists() {
-        cargo.arg("--target-dir").arg(above);
-    } else {
-        let triple = above.file_name().expect("target triple");
-        let target_dir = above.parent().expect("target dir");
+    // <target dir>/<profile>/berth, or <target dir>/<triple>/<profile>/berth;
+    // cargo tells integration tests where <target dir>/tmp is.
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir");
+    cargo.arg("--target-dir").arg(target_dir);
+    let above = profile_dir.parent().expect("profile's parent");
+    if above != target_dir {
         cargo
             .arg("--target")
-            .arg(triple)
-            .arg("--target-dir")
-            .arg(target_dir);
+            .arg(above.file_name().expect("target triple"));
     }
     let status = cargo.status().expect("running cargo");
     assert!(

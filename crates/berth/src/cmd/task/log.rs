@@ -1,6 +1,6 @@
 //! `berth task log [-f]`.
 
-use super::{ended, get};
+use super::status::{ended, get};
 use crate::client::{encode, Api};
 use crate::CliError;
 use std::io::Write;

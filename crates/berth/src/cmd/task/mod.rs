@@ -2,18 +2,18 @@
 
 mod log;
 mod queue;
+mod status;
+
+use status::{ended, get};
 
 use crate::cli::{TaskArgs, TaskCommand, TaskLsArgs};
 use crate::client::{encode, Api};
 use crate::cmd::remote::{
-    clip, connect, created_id, details, list, print_json, text, unwrap, when, when_long,
+    clip, connect, created_id, details, list, print_json, text, when, when_long,
 };
 use crate::output::table;
 use crate::CliError;
 use serde_json::{json, Value};
-
-/// The statuses a task ends in.
-pub const TERMINAL: [&str; 5] = ["complete", "error", "cancelled", "timeout", "killed"];
 
 pub fn run(args: TaskArgs) -> anyhow::Result<u8> {
     let api = connect(&args.client)?;
@@ -53,19 +53,6 @@ pub fn run(args: TaskArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
-}
-
-/// A task by id.
-pub fn get(api: &Api, id: &str) -> Result<Value, CliError> {
-    let answer = api.get(&format!("/tasks/{}", encode(id)), &[])?;
-    Ok(unwrap(&answer, "task").clone())
-}
-
-/// Whether a task object has ended.
-pub fn ended(task: &Value) -> bool {
-    task.get("status")
-        .and_then(Value::as_str)
-        .is_some_and(|s| TERMINAL.contains(&s))
 }
 
 fn ls(api: &Api, args: TaskLsArgs) -> Result<(), CliError> {

@@ -1,6 +1,6 @@
 //! `berth task queue`: queue N tasks in batches, optionally wait for them.
 
-use super::{ended, get};
+use super::status::{ended, get};
 use crate::cli::TaskQueueArgs;
 use crate::client::Api;
 use crate::cmd::remote::{list, print_json, read_payload, text, unexpected};
