@@ -31,6 +31,7 @@ mod containers;
 mod endpoint;
 mod error;
 mod events;
+pub mod fleet;
 mod node;
 pub mod openapi;
 mod transport;

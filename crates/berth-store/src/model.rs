@@ -31,6 +31,45 @@ pub struct TokenInfo {
     pub revoked_at: Option<Millis>,
 }
 
+/// An operator token's public description (fleet-wide: hosts and pools,
+/// no project's data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorTokenInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+/// A host of the fleet, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    /// Base URL of its agent's API.
+    pub address: String,
+    /// The bearer the server presents to its agent.
+    pub credential: String,
+    pub drained: bool,
+    pub down: bool,
+    pub operator_labels: std::collections::BTreeMap<String, String>,
+    /// Its last report, JSON (the server's contract type; opaque here).
+    pub report: String,
+    pub joined_at: Millis,
+    pub last_heartbeat: Millis,
+}
+
+/// A host joining (or re-joining) the fleet.
+#[derive(Debug, Clone)]
+pub struct NodeJoin {
+    pub name: String,
+    /// The identity an earlier join gave it, if it has one.
+    pub node_id: Option<String>,
+    pub address: String,
+    pub credential: String,
+    pub report: String,
+}
+
 /// Maps a classic IronWorker runtime name (`sh`, `binary`, `python`, …) to
 /// an image and the way a package's file is invoked in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -178,6 +178,39 @@ ALTER TABLE packages ADD COLUMN unpacked_size BIGINT;
 CREATE INDEX code_revisions_project ON code_revisions (project_id, package_sha256);
 "#,
     },
+    Migration {
+        version: 3,
+        sql: r#"
+-- The fleet's hosts. `credential` is the bearer the server presents to the
+-- host's agent (the agent made it; the server must send it as it is);
+-- heartbeats are checked against the SHA-256 of the host's heartbeat
+-- token. `report` is the host's last report (JSON: capacity, allocatable,
+-- allocated, used, images, labels, version).
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    address TEXT NOT NULL,
+    credential TEXT NOT NULL,
+    heartbeat_sha256 TEXT NOT NULL UNIQUE,
+    drained BIGINT NOT NULL DEFAULT 0,
+    down BIGINT NOT NULL DEFAULT 0,
+    operator_labels TEXT NOT NULL DEFAULT '{}',
+    report TEXT NOT NULL,
+    joined_at BIGINT NOT NULL,
+    last_heartbeat BIGINT NOT NULL
+);
+CREATE INDEX nodes_heartbeat ON nodes (down, last_heartbeat);
+
+-- Tokens of the fleet's operators (hosts, pools): no project's.
+CREATE TABLE operator_tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+"#,
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -35,6 +35,8 @@
 
 mod codes;
 mod migrations;
+mod nodes;
+pub use nodes::HeartbeatOutcome;
 mod projects;
 mod rows;
 mod schedules;

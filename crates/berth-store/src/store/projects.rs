@@ -206,7 +206,7 @@ fn stack(row: &AnyRow) -> Result<Stack, StoreError> {
 }
 
 /// `bt_` and 40 hex characters from the kernel's CSPRNG.
-fn new_secret() -> Result<String, StoreError> {
+pub(super) fn new_secret() -> Result<String, StoreError> {
     let mut bytes = [0u8; SECRET_BYTES];
     let mut filled = 0;
     while filled < bytes.len() {
@@ -224,6 +224,6 @@ fn new_secret() -> Result<String, StoreError> {
 }
 
 /// The stored form of a secret: its SHA-256 in hex.
-fn secret_hash(secret: &str) -> String {
+pub(super) fn secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }

@@ -1,0 +1,189 @@
+//! The fleet's contract: how an agent joins a server and keeps itself
+//! registered, and how operators see and steer the hosts.
+//!
+//! An agent joins with `POST /v1/fleet/join`, presenting the fleet's join
+//! token as its bearer. It hands the server its own API's address and a
+//! credential of its own making, which the server presents on every call to
+//! that agent (never the join token, which every host knows). The server
+//! answers with the host's identity and a heartbeat token of this host
+//! alone. From then on the agent sends `POST /v1/fleet/heartbeat` with that
+//! token every `heartbeat_interval_ms`; a host whose heartbeats stop is
+//! marked down after [`JoinAccepted::down_after_ms`].
+//!
+//! Operators read and steer hosts under `/v1/nodes` with an operator token.
+
+use crate::node::{Capacity, Used};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// An amount of each resource the placement engine counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Thousandths of a CPU.
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub pids: u64,
+}
+
+impl Resources {
+    /// Whether every amount of `self` is at most that of `other`.
+    pub fn fits_in(&self, other: &Resources) -> bool {
+        self.cpu_millis <= other.cpu_millis
+            && self.memory_bytes <= other.memory_bytes
+            && self.disk_bytes <= other.disk_bytes
+            && self.pids <= other.pids
+    }
+}
+
+/// What a host tells the server, at join and in every heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostReport {
+    /// What the machine has.
+    pub capacity: Capacity,
+    /// What the host offers tasks (the capacity minus a reserve for the
+    /// system, or what `--allocatable` says).
+    pub allocatable: Resources,
+    /// What the containers on it were promised (their requests).
+    pub allocated: Resources,
+    /// What they use now (the cgroup parent's counters).
+    pub used: Used,
+    /// References of the images present on the host.
+    pub images: Vec<String>,
+    /// The host's own labels (`--labels`); operators may add theirs.
+    pub labels: BTreeMap<String, String>,
+    /// The agent's version.
+    pub version: String,
+}
+
+/// `POST /v1/fleet/join` (bearer: the join token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The host's name in the fleet (unique; DNS-label-like).
+    pub name: String,
+    /// The identity an earlier join gave this host, when it has one: a
+    /// restarted agent keeps its identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Base URL of the agent's `/v1` API, as the server reaches it
+    /// (`http://HOST:PORT`).
+    pub address: String,
+    /// The bearer the server presents to this agent's API.
+    pub credential: String,
+    pub report: HostReport,
+}
+
+/// The answer to a join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JoinAccepted {
+    pub node_id: String,
+    /// The bearer of this host's heartbeats (shown once).
+    pub heartbeat_token: String,
+    pub heartbeat_interval_ms: u64,
+    /// Heartbeats missing this long mark the host down.
+    pub down_after_ms: u64,
+}
+
+/// `POST /v1/fleet/heartbeat` (bearer: the host's heartbeat token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub node_id: String,
+    pub report: HostReport,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatAccepted {
+    pub heartbeat_interval_ms: u64,
+    /// What the server makes of the host now.
+    pub state: NodeState,
+}
+
+/// Where a host stands in the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Takes new work.
+    Ready,
+    /// Takes no new work; finishes what it runs (`berth node drain`).
+    Draining,
+    /// Missed its heartbeats: its tasks are run elsewhere.
+    Down,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Ready => "ready",
+            NodeState::Draining => "draining",
+            NodeState::Down => "down",
+        }
+    }
+}
+
+/// `GET /v1/nodes` and `GET /v1/nodes/{name}`: a host as the server knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeInfo {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    pub state: NodeState,
+    /// Set by `berth node drain` (the state says `draining` unless down).
+    pub drained: bool,
+    /// The host's labels with the operator's on top.
+    pub labels: BTreeMap<String, String>,
+    /// The operator's own labels (`berth node label`).
+    pub operator_labels: BTreeMap<String, String>,
+    /// What the server has reserved on it for tasks.
+    pub reserved: Resources,
+    /// Tasks placed on it and not ended.
+    pub tasks: u64,
+    pub report: HostReport,
+    pub joined_at_ms: i64,
+    pub last_heartbeat_ms: i64,
+}
+
+/// `PUT /v1/nodes/{name}/labels`: the operator's labels, set and removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelChange {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_in_needs_every_resource_to_fit() {
+        let host = Resources {
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+            disk_bytes: 10 << 30,
+            pids: 100,
+        };
+        assert!(Resources::default().fits_in(&host));
+        assert!(host.fits_in(&host));
+        let too_many_pids = Resources {
+            pids: 101,
+            ..Resources::default()
+        };
+        assert!(!too_many_pids.fits_in(&host));
+    }
+
+    #[test]
+    fn a_join_with_an_unknown_field_is_refused() {
+        let err = serde_json::from_value::<LabelChange>(serde_json::json!({"sett": {}}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+}

@@ -1,0 +1,339 @@
+//! The fleet's hosts and the operators' tokens.
+//!
+//! A host joins (a row, keyed by a stable id, with a unique name), then
+//! heartbeats; the dispatcher marks the silent ones down. Everything about a
+//! host is here, not in one server's memory, so that any server (and the
+//! next leader) sees the same fleet.
+
+use super::projects::{new_secret, secret_hash};
+use super::rows::corrupt;
+use super::Store;
+use crate::error::StoreError;
+use crate::ids::new_id;
+use crate::model::{Millis, Node, NodeJoin, OperatorTokenInfo};
+use berth_core::time::now_millis;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+const NODE_COLUMNS: &str = "id, name, address, credential, drained, down, operator_labels, \
+                            report, joined_at, last_heartbeat";
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    pub node: Node,
+    /// The host had been marked down: it is back.
+    pub was_down: bool,
+}
+
+impl Store {
+    /// Registers a host, or re-registers one that presents the identity an
+    /// earlier join gave it (it keeps that id, and its drain and operator
+    /// labels). Returns the host and its new heartbeat token (shown once;
+    /// the store keeps its hash). A name another host holds is a
+    /// `Conflict`: two machines never share a name.
+    pub async fn join_node(&self, join: &NodeJoin) -> Result<(Node, String), StoreError> {
+        let heartbeat = new_secret()?;
+        let now = now_millis();
+        let mut conn = self.durable.acquire().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        let holder: Option<String> = sqlx::query_scalar("SELECT id FROM nodes WHERE name = $1")
+            .bind(&join.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let known = match &join.node_id {
+            Some(id) => {
+                sqlx::query_scalar::<_, String>("SELECT id FROM nodes WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        };
+        if let Some(holder) = &holder {
+            if known.as_ref() != Some(holder) {
+                return Err(StoreError::Conflict(format!(
+                    "a host named {:?} is in the fleet already (id {holder}): remove it with \
+                     `berth node rm {}` or give this host another name",
+                    join.name, join.name
+                )));
+            }
+        }
+        let id = match known {
+            Some(id) => {
+                sqlx::query(
+                    "UPDATE nodes SET name = $2, address = $3, credential = $4,
+                         heartbeat_sha256 = $5, report = $6, down = 0, last_heartbeat = $7
+                     WHERE id = $1",
+                )
+                .bind(&id)
+                .bind(&join.name)
+                .bind(&join.address)
+                .bind(&join.credential)
+                .bind(secret_hash(&heartbeat))
+                .bind(&join.report)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+            None => {
+                let id = new_id();
+                sqlx::query(
+                    "INSERT INTO nodes (id, name, address, credential, heartbeat_sha256, report,
+                         joined_at, last_heartbeat)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                )
+                .bind(&id)
+                .bind(&join.name)
+                .bind(&join.address)
+                .bind(&join.credential)
+                .bind(secret_hash(&heartbeat))
+                .bind(&join.report)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+        };
+        let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1"))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let node = node(&row)?;
+        tx.commit().await?;
+        Ok((node, heartbeat))
+    }
+
+    /// Records a heartbeat: the host's new report, and that it is alive
+    /// (a host marked down is up again). `None` when no host has this id
+    /// and heartbeat token (removed, or a token of another host).
+    pub async fn heartbeat(
+        &self,
+        node_id: &str,
+        token: &str,
+        report: &str,
+    ) -> Result<Option<HeartbeatOutcome>, StoreError> {
+        let mut conn = self.durable.acquire().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        let was_down: Option<i64> =
+            sqlx::query_scalar("SELECT down FROM nodes WHERE id = $1 AND heartbeat_sha256 = $2")
+                .bind(node_id)
+                .bind(secret_hash(token))
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(was_down) = was_down else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE nodes SET report = $2, last_heartbeat = $3, down = 0 WHERE id = $1")
+            .bind(node_id)
+            .bind(report)
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1"))
+            .bind(node_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let node = node(&row)?;
+        tx.commit().await?;
+        Ok(Some(HeartbeatOutcome {
+            node,
+            was_down: was_down != 0,
+        }))
+    }
+
+    /// Marks down every host whose last heartbeat is older than `cutoff`
+    /// and returns them. Each host is returned by exactly one call, however
+    /// many servers call it at once (the update is conditional on `down =
+    /// 0`).
+    pub async fn mark_silent_nodes_down(&self, cutoff: Millis) -> Result<Vec<Node>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "UPDATE nodes SET down = 1 WHERE down = 0 AND last_heartbeat < $1
+             RETURNING {NODE_COLUMNS}"
+        ))
+        .bind(cutoff)
+        .fetch_all(&mut *self.durable.acquire().await?)
+        .await?;
+        rows.iter().map(node).collect()
+    }
+
+    /// Every host, by name.
+    pub async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name"))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(node).collect()
+    }
+
+    pub async fn node_by_name(&self, name: &str) -> Result<Option<Node>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(node).transpose()
+    }
+
+    pub async fn node(&self, id: &str) -> Result<Option<Node>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(node).transpose()
+    }
+
+    /// Drains (no new work) or undrains a host; `None` if there is no such host.
+    pub async fn set_node_drained(
+        &self,
+        name: &str,
+        drained: bool,
+    ) -> Result<Option<Node>, StoreError> {
+        let done = sqlx::query("UPDATE nodes SET drained = $2 WHERE name = $1")
+            .bind(name)
+            .bind(i64::from(drained))
+            .execute(&mut *self.durable.acquire().await?)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.node_by_name(name).await
+    }
+
+    /// Sets and removes operator labels of a host; `None` if there is no
+    /// such host.
+    pub async fn change_node_labels(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<Option<Node>, StoreError> {
+        let mut conn = self.durable.acquire().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        let labels: Option<String> =
+            sqlx::query_scalar("SELECT operator_labels FROM nodes WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(labels) = labels else {
+            return Ok(None);
+        };
+        let mut labels = parse_labels(&labels)?;
+        for key in remove {
+            labels.remove(key);
+        }
+        labels.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let labels = serde_json::to_string(&labels).map_err(|e| corrupt("nodes", e.to_string()))?;
+        sqlx::query("UPDATE nodes SET operator_labels = $2 WHERE name = $1")
+            .bind(name)
+            .bind(labels)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = $1"))
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        let node = node(&row)?;
+        tx.commit().await?;
+        Ok(Some(node))
+    }
+
+    /// Removes a host from the fleet; false if there is no such host. Its
+    /// heartbeats are refused from then on; it may join again as a new host.
+    pub async fn remove_node(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM nodes WHERE name = $1")
+            .bind(name)
+            .execute(&mut *self.durable.acquire().await?)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ----- operator tokens --------------------------------------------------
+
+    /// Creates an operator token and returns it with its secret (shown only
+    /// now; the store keeps its SHA-256).
+    pub async fn create_operator_token(
+        &self,
+        name: &str,
+    ) -> Result<(OperatorTokenInfo, String), StoreError> {
+        let secret = new_secret()?;
+        let token = OperatorTokenInfo {
+            id: new_id(),
+            name: name.to_string(),
+            created_at: now_millis(),
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO operator_tokens (id, name, secret_sha256, created_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(secret_hash(&secret))
+        .bind(token.created_at)
+        .execute(&mut *self.durable.acquire().await?)
+        .await?;
+        Ok((token, secret))
+    }
+
+    /// Whether a secret is a live (unrevoked) operator token.
+    pub async fn authenticate_operator(&self, secret: &str) -> Result<bool, StoreError> {
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM operator_tokens WHERE secret_sha256 = $1 AND revoked_at IS NULL",
+        )
+        .bind(secret_hash(secret))
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    pub async fn operator_tokens(&self) -> Result<Vec<OperatorTokenInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at, revoked_at FROM operator_tokens ORDER BY created_at, id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OperatorTokenInfo {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    created_at: row.try_get("created_at")?,
+                    revoked_at: row.try_get("revoked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes an operator token by id; false if no such (unrevoked) token.
+    pub async fn revoke_operator_token(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE operator_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now_millis())
+        .execute(&mut *self.durable.acquire().await?)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+fn parse_labels(json: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    serde_json::from_str(json).map_err(|e| corrupt("nodes", format!("operator_labels: {e}")))
+}
+
+fn node(row: &AnyRow) -> Result<Node, StoreError> {
+    let labels: String = row.try_get("operator_labels")?;
+    Ok(Node {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        address: row.try_get("address")?,
+        credential: row.try_get("credential")?,
+        drained: row.try_get::<i64, _>("drained")? != 0,
+        down: row.try_get::<i64, _>("down")? != 0,
+        operator_labels: parse_labels(&labels)?,
+        report: row.try_get("report")?,
+        joined_at: row.try_get("joined_at")?,
+        last_heartbeat: row.try_get("last_heartbeat")?,
+    })
+}

@@ -1,0 +1,177 @@
+//! The fleet's hosts and operator tokens in the store, on SQLite and on
+//! PostgreSQL (see `common`).
+
+#[macro_use]
+mod common;
+
+use berth_store::*;
+use std::collections::BTreeMap;
+
+store_tests!(
+    join_heartbeat_and_rejoin,
+    names_are_unique_across_hosts,
+    silent_hosts_are_marked_down_once,
+    drain_labels_and_remove,
+    operator_tokens_open_nothing_of_a_project,
+);
+
+fn join(name: &str, node_id: Option<&str>) -> NodeJoin {
+    NodeJoin {
+        name: name.to_owned(),
+        node_id: node_id.map(str::to_owned),
+        address: format!("http://{name}:8390"),
+        credential: format!("credential-of-{name}"),
+        report: r#"{"v":1}"#.to_owned(),
+    }
+}
+
+async fn join_heartbeat_and_rejoin(store: Store) {
+    let (node, token) = store.join_node(&join("h1", None)).await.unwrap();
+    assert_eq!(node.name, "h1");
+    assert!(!node.down && !node.drained);
+    assert!(token.starts_with("bt_"));
+
+    let beat = store
+        .heartbeat(&node.id, &token, r#"{"v":2}"#)
+        .await
+        .unwrap()
+        .expect("the host's own token is accepted");
+    assert_eq!(beat.node.report, r#"{"v":2}"#);
+    assert!(!beat.was_down);
+    // Another token, or another id, is no heartbeat of this host.
+    assert_eq!(
+        store.heartbeat(&node.id, "bt_wrong", "{}").await.unwrap(),
+        None
+    );
+    assert_eq!(store.heartbeat("nope", &token, "{}").await.unwrap(), None);
+
+    // A restarted agent presents its identity: same id, a new token, the
+    // old one dead.
+    let (again, token2) = store.join_node(&join("h1", Some(&node.id))).await.unwrap();
+    assert_eq!(again.id, node.id);
+    assert_ne!(token2, token);
+    assert_eq!(store.heartbeat(&node.id, &token, "{}").await.unwrap(), None);
+    assert!(store
+        .heartbeat(&node.id, &token2, "{}")
+        .await
+        .unwrap()
+        .is_some());
+    // An identity the store does not know (the host was removed) makes a
+    // new host.
+    store.remove_node("h1").await.unwrap();
+    let (fresh, _) = store.join_node(&join("h1", Some(&node.id))).await.unwrap();
+    assert_ne!(fresh.id, node.id);
+}
+
+async fn names_are_unique_across_hosts(store: Store) {
+    let (first, _) = store.join_node(&join("h1", None)).await.unwrap();
+    match store.join_node(&join("h1", None)).await {
+        Err(StoreError::Conflict(msg)) => assert!(msg.contains("h1"), "{msg}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let (second, _) = store.join_node(&join("h2", None)).await.unwrap();
+    // Nor can a known host take another's name.
+    match store.join_node(&join("h1", Some(&second.id))).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let names: Vec<String> = store
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["h1", "h2"]);
+    assert_eq!(store.node(&first.id).await.unwrap().unwrap().name, "h1");
+}
+
+async fn silent_hosts_are_marked_down_once(store: Store) {
+    let (a, token_a) = store.join_node(&join("a", None)).await.unwrap();
+    let (b, _) = store.join_node(&join("b", None)).await.unwrap();
+    // Nothing is silent before its last heartbeat.
+    let before = a.last_heartbeat.min(b.last_heartbeat);
+    assert!(store
+        .mark_silent_nodes_down(before)
+        .await
+        .unwrap()
+        .is_empty());
+    let cutoff = a.last_heartbeat.max(b.last_heartbeat) + 1;
+    let (first, second) = tokio::join!(
+        store.mark_silent_nodes_down(cutoff),
+        store.mark_silent_nodes_down(cutoff)
+    );
+    let mut down: Vec<String> = first
+        .unwrap()
+        .into_iter()
+        .chain(second.unwrap())
+        .map(|n| n.name)
+        .collect();
+    down.sort();
+    assert_eq!(down, ["a", "b"], "each host is reported down exactly once");
+    assert!(store.node_by_name("a").await.unwrap().unwrap().down);
+    // A heartbeat brings it back, and says it had been down.
+    let beat = store
+        .heartbeat(&a.id, &token_a, "{}")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(beat.was_down && !beat.node.down);
+}
+
+async fn drain_labels_and_remove(store: Store) {
+    store.join_node(&join("h1", None)).await.unwrap();
+    let drained = store.set_node_drained("h1", true).await.unwrap().unwrap();
+    assert!(drained.drained);
+    assert!(
+        !store
+            .set_node_drained("h1", false)
+            .await
+            .unwrap()
+            .unwrap()
+            .drained
+    );
+    assert_eq!(store.set_node_drained("nope", true).await.unwrap(), None);
+
+    let set = BTreeMap::from([
+        ("zone".to_owned(), "a".to_owned()),
+        ("gpu".to_owned(), "true".to_owned()),
+    ]);
+    let node = store
+        .change_node_labels("h1", &set, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(node.operator_labels, set);
+    let node = store
+        .change_node_labels("h1", &BTreeMap::new(), &["gpu".to_owned()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        node.operator_labels,
+        BTreeMap::from([("zone".to_owned(), "a".to_owned())])
+    );
+    assert_eq!(
+        store.change_node_labels("nope", &set, &[]).await.unwrap(),
+        None
+    );
+
+    assert!(store.remove_node("h1").await.unwrap());
+    assert!(!store.remove_node("h1").await.unwrap());
+    assert_eq!(store.node_by_name("h1").await.unwrap(), None);
+}
+
+async fn operator_tokens_open_nothing_of_a_project(store: Store) {
+    let project = store.create_project("p").await.unwrap();
+    let (_, project_secret) = store.create_token(&project.id, "t").await.unwrap();
+    let (info, secret) = store.create_operator_token("ops").await.unwrap();
+    assert!(store.authenticate_operator(&secret).await.unwrap());
+    // Neither kind of token opens the other's door.
+    assert_eq!(store.authenticate(&secret).await.unwrap(), None);
+    assert!(!store.authenticate_operator(&project_secret).await.unwrap());
+    assert_eq!(store.operator_tokens().await.unwrap(), vec![info.clone()]);
+    assert!(store.revoke_operator_token(&info.id).await.unwrap());
+    assert!(!store.authenticate_operator(&secret).await.unwrap());
+    assert!(!store.revoke_operator_token(&info.id).await.unwrap());
+}
