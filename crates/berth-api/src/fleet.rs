@@ -139,10 +139,6 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     /// The operator's own labels (`berth node label`).
     pub operator_labels: BTreeMap<String, String>,
-    /// What the server has reserved on it for tasks.
-    pub reserved: Resources,
-    /// Tasks placed on it and not ended.
-    pub tasks: u64,
     pub report: HostReport,
     pub joined_at_ms: i64,
     pub last_heartbeat_ms: i64,

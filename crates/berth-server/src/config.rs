@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub agent_lost_after: Duration,
     /// The task API's connection cap and timeouts.
     pub connections: berth_http::Limits,
+    /// How hosts join and keep in touch.
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 /// Limits and sizes of task containers.
@@ -80,6 +82,7 @@ impl Default for ServerConfig {
             max_infra_retries: 5,
             agent_lost_after: Duration::from_secs(60),
             connections: berth_http::Limits::DEFAULT,
+            fleet: crate::fleet::FleetConfig::default(),
         }
     }
 }

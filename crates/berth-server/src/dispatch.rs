@@ -66,6 +66,8 @@ pub struct Dispatch {
     pub(crate) schedules: Notify,
     /// Something may be left to free (a code was deleted).
     pub(crate) garbage: Notify,
+    /// A host joined, came back, was drained, relabelled or removed.
+    pub(crate) fleet: Notify,
     pub(crate) agents: Vec<Arc<AgentHandle>>,
 }
 
@@ -106,6 +108,12 @@ impl Dispatch {
     /// periodic sweep.
     pub fn garbage_changed(&self) {
         self.garbage.notify_one();
+    }
+
+    /// The fleet changed: look at the hosts again.
+    pub fn fleet_changed(&self) {
+        self.fleet.notify_one();
+        self.tasks.notify_one();
     }
 
     /// A schedule was created or cancelled.

@@ -16,6 +16,7 @@ mod api;
 mod config;
 mod dispatch;
 mod dispatcher;
+mod fleet;
 mod scheduler;
 
 pub use api::router;
@@ -25,6 +26,7 @@ pub use config::{
 };
 pub use dispatch::{AgentHandle, Dispatch};
 pub use dispatcher::{Dispatcher, CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};
+pub use fleet::FleetConfig;
 pub use scheduler::run as run_schedules;
 
 use berth_store::Store;

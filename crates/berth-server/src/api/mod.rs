@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&project("/schedules/{id}"), get(schedules::get))
         .route(&project("/schedules/{id}/cancel"), post(schedules::cancel))
+        .nest("/v1", crate::fleet::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_json_bytes))

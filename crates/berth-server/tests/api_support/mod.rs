@@ -39,6 +39,9 @@ macro_rules! both {
     };
 }
 
+/// The fleet's join token in the tests.
+pub const JOIN_TOKEN: &str = "join-token-of-the-test-fleet";
+
 /// The limits the tests run with: the defaults, but smaller bodies,
 /// packages and quotas so that "too large" is cheap to send.
 pub fn test_config() -> ServerConfig {
@@ -47,6 +50,10 @@ pub fn test_config() -> ServerConfig {
         max_package_bytes: 2 * 1024 * 1024,
         max_project_package_bytes: Some(3 * 1024 * 1024),
         code_revisions_kept: Some(3),
+        fleet: berth_server::FleetConfig {
+            join_token: Some(JOIN_TOKEN.to_owned()),
+            ..berth_server::FleetConfig::default()
+        },
         ..ServerConfig::default()
     }
 }
