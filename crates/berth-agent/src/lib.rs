@@ -33,6 +33,7 @@ mod create;
 mod error;
 mod events;
 mod host;
+pub mod join;
 mod memory;
 mod metrics;
 mod node;

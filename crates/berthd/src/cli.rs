@@ -65,6 +65,8 @@ The API is described at GET /v1/openapi.json.",
     after_help = "Examples:\n  berth agent\n  \
 curl --unix-socket /var/lib/berth/agent.sock http://agent/v1/node\n  \
 berth agent --listen 0.0.0.0:7420 --token-file /etc/berth/agent.token --label zone=a\n  \
+berth agent --listen 10.0.0.5:7420 --join http://10.0.0.1:8380 --join-token-file /etc/berth/join.token \\\n    \
+--name host-5 --labels zone=a,disk=ssd --allocatable cpus=1.5,memory=4g\n  \
 berth agent --memory-ceiling 16g --memory-pressure 0.9"
 )]
 pub struct AgentArgs {
@@ -77,9 +79,39 @@ pub struct AgentArgs {
     /// File holding the bearer token TCP callers must present.
     #[arg(long, env = "BERTH_AGENT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// A label reported by /v1/node (KEY=VALUE; repeatable).
-    #[arg(long = "label", value_name = "KEY=VALUE")]
+    /// Labels reported by /v1/node and to the fleet (KEY=VALUE; repeatable,
+    /// or comma-separated: --labels zone=a,disk=ssd).
+    #[arg(
+        long = "label",
+        visible_alias = "labels",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
     pub labels: Vec<String>,
+    /// Join the fleet of the server at this URL (http://HOST:PORT) and keep
+    /// registered with heartbeats. Needs --join-token-file and --listen.
+    #[arg(long, env = "BERTH_JOIN", value_name = "URL")]
+    pub join: Option<String>,
+    /// File holding the fleet's join token (the server's --join-token-file).
+    #[arg(long, env = "BERTH_JOIN_TOKEN_FILE", value_name = "FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// This host's name in the fleet [default: the hostname].
+    #[arg(long, env = "BERTH_NODE_NAME")]
+    pub name: Option<String>,
+    /// The address the server reaches this agent's API at (HOST:PORT)
+    /// [default: the --listen address].
+    #[arg(long, env = "BERTH_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// What this host offers tasks, e.g. cpus=1.5,memory=4g,disk=20g,pids=5000
+    /// [default: all but a tenth of the CPUs (at least 0.1), the memory
+    /// ceiling, nine tenths of the disk and of the kernel's pids]. Lets
+    /// several agents share one machine in tests.
+    #[arg(
+        long,
+        env = "BERTH_ALLOCATABLE",
+        value_name = "cpus=…,memory=…,disk=…,pids=…"
+    )]
+    pub allocatable: Option<String>,
     /// Memory all containers together may use [default: 90% of RAM].
     #[arg(long, env = "BERTH_AGENT_MEMORY_CEILING")]
     pub memory_ceiling: Option<String>,
@@ -169,6 +201,10 @@ pub struct ServerArgs {
     /// File holding the bearer token of agents reached over TCP.
     #[arg(long, env = "BERTH_AGENT_TOKEN_FILE")]
     pub agent_token_file: Option<PathBuf>,
+    /// File holding the fleet's join token: hosts presenting it may join
+    /// (`berth agent --join`). Without it the server takes no joins.
+    #[arg(long, env = "BERTH_JOIN_TOKEN_FILE", value_name = "FILE")]
+    pub join_token_file: Option<PathBuf>,
     /// Shortest run_every a schedule may have, in seconds (IronWorker: 60).
     #[arg(long, env = "BERTH_MIN_SCHEDULE_INTERVAL", default_value_t = 60)]
     pub min_schedule_interval: i64,

@@ -47,7 +47,8 @@ pub enum ProjectCommand {
     long_about = "Manage a project's API tokens. A token's secret is shown once, when it is \
 created; the server keeps only its SHA-256. Revoke by the token's id (shown by `ls`).",
     after_help = "Examples:\n  berth token create 6650e1a2c3d4e5f601234567 --name deploy\n  \
-berth token ls 6650e1a2c3d4e5f601234567\n  berth token revoke 6650e1b9aa00bb11cc22dd33"
+berth token ls 6650e1a2c3d4e5f601234567\n  berth token revoke 6650e1b9aa00bb11cc22dd33\n  \
+berth token create --operator --name ops"
 )]
 pub struct TokenArgs {
     #[command(subcommand)]
@@ -57,9 +58,16 @@ pub struct TokenArgs {
 #[derive(Debug, Subcommand)]
 #[command(defer = true)]
 pub enum TokenCommand {
-    /// Create a token for a project and print its secret (once).
+    /// Create a token for a project (or, with --operator, for the fleet's
+    /// operators) and print its secret (once).
     Create {
-        project_id: String,
+        /// The project the token opens.
+        #[arg(required_unless_present = "operator")]
+        project_id: Option<String>,
+        /// An operator token instead: it opens the fleet's hosts (`berth
+        /// node …`, /v1/nodes) and no project's data.
+        #[arg(long, conflicts_with = "project_id")]
+        operator: bool,
         /// What the token is for.
         #[arg(long, default_value = "cli")]
         name: String,
@@ -69,10 +77,15 @@ pub enum TokenCommand {
         #[command(flatten)]
         db: DatabaseArgs,
     },
-    /// List a project's tokens (never their secrets).
+    /// List a project's tokens, or with --operator the operator tokens
+    /// (never their secrets).
     #[command(alias = "list")]
     Ls {
-        project_id: String,
+        #[arg(required_unless_present = "operator")]
+        project_id: Option<String>,
+        /// The operator tokens.
+        #[arg(long, conflicts_with = "project_id")]
+        operator: bool,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,

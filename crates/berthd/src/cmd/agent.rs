@@ -6,22 +6,46 @@ use crate::cmd::stop_signal::StopSignal;
 use berth::cli::Global;
 use berth::cmd::invalid;
 use berth::CliError;
+use berth_agent::join::{Allocatable, Identity, JoinConfig};
 use berth_agent::AgentConfig;
 use berth_core::ByteSize;
 use std::path::PathBuf;
 
 pub fn run(global: &Global, args: AgentArgs) -> anyhow::Result<u8> {
-    let config = config(global, args)?;
+    let join = join_config(&args)?;
+    let mut config = config(global, args)?;
+    let join = match join {
+        Some(join) => {
+            let identity =
+                Identity::load_or_create(&config.data_dir).map_err(|e| invalid(e.to_string()))?;
+            // The server presents this credential: it is the TCP bearer
+            // (unless --token-file set one, which then serves as both).
+            match &config.token {
+                Some(token) => {
+                    let identity = Identity {
+                        credential: token.clone(),
+                        ..identity
+                    };
+                    Some((join, identity))
+                }
+                None => {
+                    config.token = Some(identity.credential.clone());
+                    Some((join, identity))
+                }
+            }
+        }
+        None => None,
+    };
     // The agent's threads never fork: shims are spawned (fork+exec in one
     // step by the standard library), so a multi-threaded runtime is safe.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config))?;
+    runtime.block_on(serve(config, join))?;
     Ok(0)
 }
 
-async fn serve(config: AgentConfig) -> Result<(), CliError> {
+async fn serve(config: AgentConfig, join: Option<(JoinConfig, Identity)>) -> Result<(), CliError> {
     let stop = StopSignal::catch()?;
     let socket = config.socket.clone();
     let tcp = config.tcp_listen;
@@ -31,6 +55,13 @@ async fn serve(config: AgentConfig) -> Result<(), CliError> {
     let containers = agent.list();
     let running = containers.iter().filter(|e| e.is_running()).count();
     let known = containers.len();
+    let joining = join.map(|(join, identity)| {
+        eprintln!(
+            "berth agent: joining the fleet of {} as {} ({})",
+            join.server, join.name, join.advertise
+        );
+        tokio::spawn(berth_agent::join::run(agent.clone(), join, identity))
+    });
     let listening = berth_agent::listen(agent)
         .await
         .map_err(|e| CliError(e.report))?;
@@ -44,6 +75,9 @@ async fn serve(config: AgentConfig) -> Result<(), CliError> {
         .serve(stop.received())
         .await
         .map_err(|e| CliError(e.report))?;
+    if let Some(joining) = joining {
+        joining.abort();
+    }
     eprintln!("berth agent: stopped; containers keep running under their shims");
     Ok(())
 }
@@ -71,7 +105,7 @@ fn config(global: &Global, args: AgentArgs) -> Result<AgentConfig, CliError> {
         }
         config.token = Some(token);
     }
-    if config.tcp_listen.is_some() && config.token.is_none() {
+    if config.tcp_listen.is_some() && config.token.is_none() && args.join.is_none() {
         return Err(invalid(
             "--listen requires --token-file: remote callers must authenticate",
         ));
@@ -102,6 +136,139 @@ fn config(global: &Global, args: AgentArgs) -> Result<AgentConfig, CliError> {
         return Err(invalid("--memory-interval must be above zero"));
     }
     Ok(config)
+}
+
+/// The fleet to join, from --join and its companions; `None` without --join.
+fn join_config(args: &AgentArgs) -> Result<Option<JoinConfig>, CliError> {
+    let Some(url) = &args.join else {
+        for (flag, given) in [
+            ("--join-token-file", args.join_token_file.is_some()),
+            ("--name", args.name.is_some()),
+            ("--advertise", args.advertise.is_some()),
+            ("--allocatable", args.allocatable.is_some()),
+        ] {
+            if given {
+                return Err(invalid(format!(
+                    "{flag} only means something with --join URL"
+                )));
+            }
+        }
+        return Ok(None);
+    };
+    let server = berth_api::Endpoint::parse(url)
+        .ok()
+        .filter(|_| url.starts_with("http://"))
+        .ok_or_else(|| {
+            invalid(format!(
+                "--join {url:?}: expected the server's http://HOST:PORT"
+            ))
+        })?;
+    let Some(token_file) = &args.join_token_file else {
+        return Err(invalid(
+            "--join needs --join-token-file: the fleet's join token",
+        ));
+    };
+    let join_token = std::fs::read_to_string(token_file)
+        .map_err(|e| invalid(format!("--join-token-file {}: {e}", token_file.display())))?
+        .trim()
+        .to_owned();
+    if join_token.is_empty() {
+        return Err(invalid(format!(
+            "--join-token-file {} is empty",
+            token_file.display()
+        )));
+    }
+    let Some(listen) = args.listen else {
+        return Err(invalid(
+            "--join needs --listen HOST:PORT: the server reaches the agent there",
+        ));
+    };
+    let advertise = match &args.advertise {
+        Some(address) => address.clone(),
+        None if listen.ip().is_unspecified() => {
+            return Err(invalid(format!(
+                "--listen {listen} is every address: say which one the server reaches with --advertise HOST:PORT"
+            )))
+        }
+        None => listen.to_string(),
+    };
+    if advertise.contains('/') || !advertise.contains(':') {
+        return Err(invalid(format!(
+            "--advertise {advertise:?}: expected HOST:PORT"
+        )));
+    }
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => hostname()?,
+    };
+    let allocatable = match &args.allocatable {
+        Some(spec) => parse_allocatable(spec)?,
+        None => Allocatable::default(),
+    };
+    Ok(Some(JoinConfig {
+        server,
+        join_token,
+        name,
+        advertise: format!("http://{advertise}"),
+        allocatable,
+    }))
+}
+
+fn hostname() -> Result<String, CliError> {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        return Err(invalid(
+            "this machine has no hostname: give the host one with --name",
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// `cpus=1.5,memory=4g,disk=20g,pids=5000`, any subset.
+fn parse_allocatable(spec: &str) -> Result<Allocatable, CliError> {
+    let mut allocatable = Allocatable::default();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("--allocatable {part:?}: expected KEY=VALUE")))?;
+        let bytes = |what: &str| -> Result<u64, CliError> {
+            value
+                .parse::<ByteSize>()
+                .map(|size| size.bytes())
+                .map_err(|e| invalid(format!("--allocatable {what}={value}: {e}")))
+        };
+        match key {
+            "cpus" => {
+                let cpus: f64 = value
+                    .parse()
+                    .ok()
+                    .filter(|c: &f64| c.is_finite() && *c >= 0.0 && *c <= 100_000.0)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "--allocatable cpus={value}: a number of CPUs, e.g. 1.5"
+                        ))
+                    })?;
+                allocatable.cpu_millis = Some((cpus * 1000.0).round() as u64);
+            }
+            "memory" => allocatable.memory_bytes = Some(bytes("memory")?),
+            "disk" => allocatable.disk_bytes = Some(bytes("disk")?),
+            "pids" => {
+                allocatable.pids =
+                    Some(value.parse().map_err(|_| {
+                        invalid(format!("--allocatable pids={value}: a whole number"))
+                    })?)
+            }
+            other => {
+                return Err(invalid(format!(
+                    "--allocatable {other:?}: known are cpus, memory, disk and pids"
+                )))
+            }
+        }
+    }
+    Ok(allocatable)
 }
 
 /// `berth-shim` next to this binary (as `cargo build` and `scripts/build.sh`

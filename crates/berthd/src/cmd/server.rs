@@ -32,6 +32,9 @@ pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
     }
     let mut config = server_config(args.min_schedule_interval, &args.code_limits)?;
     config.connections = connection_limits(&args.connections, 1)?;
+    if let Some(path) = &args.join_token_file {
+        config.fleet.join_token = Some(read_join_token(path)?);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -56,6 +59,22 @@ pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
         Ok::<_, CliError>(())
     })?;
     Ok(0)
+}
+
+/// The fleet's join token from its file: at least 16 characters, as every
+/// host of the fleet presents it.
+pub fn read_join_token(path: &std::path::Path) -> Result<String, CliError> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("--join-token-file {}: {e}", path.display())))?
+        .trim()
+        .to_owned();
+    if token.len() < 16 {
+        return Err(invalid(format!(
+            "--join-token-file {}: the join token must be at least 16 characters",
+            path.display()
+        )));
+    }
+    Ok(token)
 }
 
 /// The server's settings from flags.

@@ -10,10 +10,31 @@ use serde_json::json;
 pub fn run(global: &Global, args: TokenArgs) -> anyhow::Result<u8> {
     match args.command {
         TokenCommand::Create {
-            project_id,
+            project_id: None,
             name,
             json,
             db,
+            ..
+        } => {
+            let (info, secret) = with_store(global, &db, |store| async move {
+                store.create_operator_token(&name).await
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "id": info.id, "name": info.name, "operator": true, "token": secret })
+                );
+            } else {
+                println!("created operator token {} ({})", info.id, info.name);
+                println!("  token   {secret}   (shown only now)");
+            }
+        }
+        TokenCommand::Create {
+            project_id: Some(project_id),
+            name,
+            json,
+            db,
+            ..
         } => {
             let (info, secret) = with_store(global, &db, |store| async move {
                 store.create_token(&project_id, &name).await
@@ -34,9 +55,36 @@ pub fn run(global: &Global, args: TokenArgs) -> anyhow::Result<u8> {
             }
         }
         TokenCommand::Ls {
-            project_id,
+            project_id: None,
             json,
             db,
+            ..
+        } => {
+            let tokens = with_store(global, &db, |store| async move {
+                store.operator_tokens().await
+            })?;
+            if json {
+                println!("{}", json!({ "tokens": tokens }));
+            } else {
+                let rows: Vec<Vec<String>> = tokens
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.id.clone(),
+                            t.name.clone(),
+                            ago(t.created_at),
+                            t.revoked_at.map_or_else(|| "-".to_owned(), ago),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "NAME", "CREATED", "REVOKED"], &rows);
+            }
+        }
+        TokenCommand::Ls {
+            project_id: Some(project_id),
+            json,
+            db,
+            ..
         } => {
             let tokens = with_store(global, &db, |store| async move {
                 store.tokens(&project_id).await
@@ -60,11 +108,10 @@ pub fn run(global: &Global, args: TokenArgs) -> anyhow::Result<u8> {
         }
         TokenCommand::Revoke { token_id, json, db } => {
             let id = token_id.clone();
-            let revoked = with_store(
-                global,
-                &db,
-                |store| async move { store.revoke_token(&id).await },
-            )?;
+            // Ids are unique across both kinds: whichever holds it.
+            let revoked = with_store(global, &db, |store| async move {
+                Ok(store.revoke_token(&id).await? || store.revoke_operator_token(&id).await?)
+            })?;
             if !revoked {
                 return Err(not_found(format!("no live token with id {token_id}")).into());
             }
