@@ -3,14 +3,26 @@
 
 use berth_api::{AgentClient, ClientError};
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
 /// One agent the server runs tasks on.
 pub struct AgentHandle {
-    /// How tasks name it in the store (its URL).
+    /// How tasks name it in the store: a fleet host's id, or the URL of an
+    /// agent given with `--agent`.
     pub name: String,
+    /// What logs call it (a host's name, or the URL).
+    pub label: String,
+    /// The fleet host behind it: its address and credential, to notice
+    /// when a rejoin changed them.
+    pub(crate) joined: Option<(String, String)>,
+    /// Whether it takes new tasks (not drained, not down).
+    accepts_work: AtomicBool,
+    /// Marked down: attempts on it are run elsewhere (a watch, so that
+    /// attempts waiting on it hear of it at once).
+    lost: tokio::sync::watch::Sender<bool>,
     pub client: AgentClient,
     /// Free task slots on it.
     pub slots: Arc<Semaphore>,
@@ -23,12 +35,58 @@ pub struct AgentHandle {
 
 impl AgentHandle {
     pub fn new(client: AgentClient, max_tasks: usize) -> AgentHandle {
+        let name = client.endpoint().to_string();
         AgentHandle {
-            name: client.endpoint().to_string(),
+            label: name.clone(),
+            name,
+            joined: None,
+            accepts_work: AtomicBool::new(true),
+            lost: tokio::sync::watch::Sender::new(false),
             client,
             slots: Arc::new(Semaphore::new(max_tasks)),
             images: Mutex::new(HashSet::new()),
             uploads: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The agent of a fleet host: tasks name it by the host's id.
+    pub(crate) fn of_host(
+        node: &berth_store::Node,
+        client: AgentClient,
+        max_tasks: usize,
+    ) -> AgentHandle {
+        AgentHandle {
+            name: node.id.clone(),
+            label: node.name.clone(),
+            joined: Some((node.address.clone(), node.credential.clone())),
+            ..AgentHandle::new(client, max_tasks)
+        }
+    }
+
+    pub fn accepts_work(&self) -> bool {
+        self.accepts_work.load(Ordering::Relaxed) && !self.is_lost()
+    }
+
+    pub(crate) fn set_accepts_work(&self, accepts: bool) {
+        self.accepts_work.store(accepts, Ordering::Relaxed);
+    }
+
+    /// Whether the host was marked down (its attempts stop waiting on it).
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    pub(crate) fn set_lost(&self, lost: bool) {
+        self.lost
+            .send_if_modified(|current| std::mem::replace(current, lost) != lost);
+    }
+
+    /// Completes when the host is marked down.
+    pub(crate) async fn lost(&self) {
+        let mut lost = self.lost.subscribe();
+        // An error: the sender is gone with the handle, never lost then.
+        if lost.wait_for(|lost| *lost).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -68,7 +126,9 @@ pub struct Dispatch {
     pub(crate) garbage: Notify,
     /// A host joined, came back, was drained, relabelled or removed.
     pub(crate) fleet: Notify,
-    pub(crate) agents: Vec<Arc<AgentHandle>>,
+    /// The agents given at start (`--agent`), then the fleet's hosts as
+    /// the dispatcher last read them from the store.
+    agents: RwLock<Vec<Arc<AgentHandle>>>,
 }
 
 /// A container could not be reached.
@@ -86,17 +146,29 @@ impl Dispatch {
     /// A handle over these agents (none: tasks stay queued).
     pub fn new(agents: Vec<Arc<AgentHandle>>) -> Dispatch {
         Dispatch {
-            agents,
+            agents: RwLock::new(agents),
             ..Dispatch::default()
         }
     }
 
-    pub fn agents(&self) -> &[Arc<AgentHandle>] {
-        &self.agents
+    /// Every agent, as of now.
+    pub fn agents(&self) -> Vec<Arc<AgentHandle>> {
+        self.agents.read().map(|a| a.clone()).unwrap_or_default()
     }
 
-    pub(crate) fn agent(&self, name: &str) -> Option<&Arc<AgentHandle>> {
-        self.agents.iter().find(|agent| agent.name == name)
+    pub(crate) fn set_agents(&self, agents: Vec<Arc<AgentHandle>>) {
+        if let Ok(mut current) = self.agents.write() {
+            *current = agents;
+        }
+    }
+
+    pub(crate) fn agent(&self, name: &str) -> Option<Arc<AgentHandle>> {
+        self.agents
+            .read()
+            .ok()?
+            .iter()
+            .find(|agent| agent.name == name)
+            .cloned()
     }
 
     /// Tasks were queued (or became runnable): look at the queue now.
@@ -114,6 +186,9 @@ impl Dispatch {
     pub fn fleet_changed(&self) {
         self.fleet.notify_one();
         self.tasks.notify_one();
+        // A host that came back may run containers of attempts that ended
+        // elsewhere meanwhile: sweep now.
+        self.garbage.notify_one();
     }
 
     /// A schedule was created or cancelled.

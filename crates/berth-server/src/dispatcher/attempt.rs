@@ -364,7 +364,17 @@ async fn watch(
     let mut unreachable_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match agent.client.wait(container, WAIT_POLL).await {
+        if agent.is_lost() {
+            return Err(StartError::Infra(format!(
+                "host {} was marked down (missed its heartbeats)",
+                agent.label
+            )));
+        }
+        let waited = tokio::select! {
+            waited = agent.client.wait(container, WAIT_POLL) => waited,
+            () = agent.lost() => continue,
+        };
+        match waited {
             Ok(view) if view.state.has_ended() => return Ok(view),
             Ok(_) => unreachable_since = None,
             // The container is gone: the host lost it, not the task.

@@ -32,7 +32,7 @@ pub(super) async fn collect(shared: &Shared) {
         Err(e) => tracing::warn!("deleting code revisions no task needs: {e}"),
     }
     for agent in shared.dispatch.agents() {
-        if let Err(e) = release_package_images(shared, agent).await {
+        if let Err(e) = release_package_images(shared, &agent).await {
             tracing::warn!(agent = %agent.name, "removing package images: {e}");
         }
     }

@@ -12,6 +12,7 @@
 mod attempt;
 mod bundle;
 mod garbage;
+mod hosts;
 mod outcome;
 mod request;
 mod shared;
@@ -55,10 +56,18 @@ impl Dispatcher {
     /// Runs until the process ends: reconciles the attempts a previous
     /// server left, then dispatches. Never returns.
     pub async fn run(self) {
-        if self.shared.dispatch.agents().is_empty() {
-            tracing::warn!("no agents: queued tasks wait until the server is started with --agent");
-            return std::future::pending().await;
+        // The hosts first: reconciling must know which are alive.
+        while let Err(e) = hosts::refresh(&self.shared).await {
+            tracing::error!("reading the fleet's hosts: {e}; trying again in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        if self.shared.dispatch.agents().is_empty() && self.shared.config.fleet.join_token.is_none()
+        {
+            tracing::warn!(
+                "no agents and no --join-token-file: queued tasks wait until hosts can join"
+            );
+        }
+        tokio::spawn(hosts::watch_forever(self.shared.clone()));
         while let Err(e) = self.reconcile().await {
             tracing::error!("reconciling active tasks: {e}; trying again in 1 s");
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -79,8 +88,7 @@ impl Dispatcher {
                 .task
                 .agent
                 .as_deref()
-                .and_then(|name| shared.dispatch.agent(name))
-                .cloned();
+                .and_then(|name| shared.dispatch.agent(name));
             let Some(agent) = agent else {
                 // Its agent is no longer ours: run it again elsewhere.
                 let task = &claimed.task;
@@ -113,6 +121,9 @@ impl Dispatcher {
         loop {
             let mut claimed_any = false;
             for agent in shared.dispatch.agents() {
+                if !agent.accepts_work() {
+                    continue;
+                }
                 let free = agent.slots.available_permits().min(CLAIM_BATCH);
                 if free == 0 {
                     continue;
@@ -174,7 +185,7 @@ impl Dispatcher {
 async fn sweep_forever(shared: Arc<Shared>) {
     loop {
         for agent in shared.dispatch.agents() {
-            if let Err(e) = sweep(&shared, agent).await {
+            if let Err(e) = sweep(&shared, &agent).await {
                 tracing::warn!(agent = %agent.name, "sweeping finished task containers: {e}");
             }
         }

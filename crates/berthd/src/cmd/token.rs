@@ -60,9 +60,11 @@ pub fn run(global: &Global, args: TokenArgs) -> anyhow::Result<u8> {
             db,
             ..
         } => {
-            let tokens = with_store(global, &db, |store| async move {
-                store.operator_tokens().await
-            })?;
+            let tokens = with_store(
+                global,
+                &db,
+                |store| async move { store.operator_tokens().await },
+            )?;
             if json {
                 println!("{}", json!({ "tokens": tokens }));
             } else {
