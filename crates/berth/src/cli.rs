@@ -41,6 +41,7 @@ impl Cli {
             Command::Code(a) => a.json(),
             Command::Task(a) => a.json(),
             Command::Schedule(a) => a.json(),
+            Command::Node(a) => a.json(),
             // berthd reports its own errors.
             Command::Agent(_)
             | Command::Server(_)
@@ -118,6 +119,8 @@ pub enum Command {
     Task(TaskArgs),
     /// Create, list and cancel schedules on a berth server.
     Schedule(ScheduleArgs),
+    /// The fleet's hosts: ls, inspect, drain, undrain, label, rm (operator).
+    Node(NodeArgs),
 }
 
 /// What `berth help COMMAND` says of the commands berthd serves.

@@ -30,6 +30,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Code(args) => cmd::code::run(args),
         Command::Task(args) => cmd::task::run(args),
         Command::Schedule(args) => cmd::schedule::run(args),
+        Command::Node(args) => cmd::node::run(args),
         // These replace this process with berthd, or say why they could not.
         Command::Agent(_) => daemon::exec("agent"),
         Command::Server(_) => daemon::exec("server"),

@@ -41,6 +41,105 @@ pub struct ClientArgs {
     pub config: Option<PathBuf>,
 }
 
+/// Where the server is, and an operator token (`berth node …`).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Server options")]
+pub struct OperatorArgs {
+    /// The server, e.g. http://127.0.0.1:8380 (plain HTTP only).
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// An operator token (`berth token create --operator`).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub operator_token: Option<String>,
+    /// The client config file (JSON: url, operator_token).
+    #[arg(
+        id = "operator_client_config",
+        long = "client-config",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "The fleet's hosts, as the server sees them: list, inspect, drain (no new \
+work; what runs finishes), undrain, label and remove. Needs an operator token \
+(`berth token create --operator`).",
+    after_help = "Examples:\n  berth node ls\n  berth node inspect host-1 --json\n  \
+berth node drain host-1\n  berth node label host-2 gpu=true zone-\n  berth node rm host-3\n\n\
+Settings: the server URL from --url, BERTH_URL or the client config's `url`; the operator \
+token from --operator-token, BERTH_OPERATOR_TOKEN or the client config's `operator_token`."
+)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    pub command: NodeCommand,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List the hosts: state, address, what they offer and run.
+    #[command(alias = "list")]
+    Ls {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one host whole.
+    Inspect {
+        name: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a host no new work; what runs there finishes.
+    Drain {
+        name: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a drained host take work again.
+    Undrain {
+        name: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set (KEY=VALUE) or remove (KEY-) the operator's labels of a host.
+    Label {
+        name: String,
+        /// KEY=VALUE to set, KEY- to remove.
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        changes: Vec<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a host from the fleet (it may join again as a new host).
+    Rm {
+        name: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl NodeArgs {
+    pub fn json(&self) -> bool {
+        match &self.command {
+            NodeCommand::Ls { json }
+            | NodeCommand::Inspect { json, .. }
+            | NodeCommand::Drain { json, .. }
+            | NodeCommand::Undrain { json, .. }
+            | NodeCommand::Label { json, .. }
+            | NodeCommand::Rm { json, .. } => *json,
+        }
+    }
+}
+
 /// A task's payload: text, a file, or standard input.
 #[derive(Debug, Clone, Args)]
 pub struct PayloadArgs {

@@ -23,6 +23,9 @@ pub struct ClientConfig {
     pub project_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// An operator token: the fleet's hosts (`berth node …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_token: Option<String>,
 }
 
 /// Complete settings: enough to talk to a project's API.
@@ -104,6 +107,77 @@ pub fn save(path: &Path, config: &ClientConfig) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// Complete settings of an operator: the server and an operator token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedOperator {
+    pub url: String,
+    pub token: String,
+}
+
+impl ResolvedOperator {
+    /// `--url`, else `BERTH_URL`, else the config file's `url`; the token
+    /// from `--operator-token`, else `BERTH_OPERATOR_TOKEN`, else the
+    /// config file's `operator_token`.
+    pub fn from_args(args: &crate::cli::OperatorArgs) -> Result<ResolvedOperator, CliError> {
+        resolve_operator(args, &|name| std::env::var(name).ok())
+    }
+}
+
+fn resolve_operator(
+    args: &crate::cli::OperatorArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ResolvedOperator, CliError> {
+    let env_var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let mut url = args.url.clone().or_else(|| env_var("BERTH_URL"));
+    let mut token = args
+        .operator_token
+        .clone()
+        .or_else(|| env_var("BERTH_OPERATOR_TOKEN"));
+    let explicit_file = args
+        .config
+        .clone()
+        .or_else(|| env_var("BERTH_CONFIG").map(PathBuf::from));
+    let path = explicit_file
+        .clone()
+        .unwrap_or_else(|| default_path_with(env));
+    if url.is_none() || token.is_none() {
+        let file = load(&path).map_err(|e| {
+            invalid(format!(
+                "cannot read the client config {}: {e}",
+                path.display()
+            ))
+        })?;
+        match file {
+            Some(file) => {
+                url = url.or(file.url);
+                token = token.or(file.operator_token);
+            }
+            None if explicit_file.is_some() => {
+                return Err(invalid(format!(
+                    "the client config {} does not exist",
+                    path.display()
+                )))
+            }
+            None => {}
+        }
+    }
+    match (url, token) {
+        (Some(url), Some(token)) => Ok(ResolvedOperator {
+            url: normalize_url(&url)?,
+            token: token.trim().to_owned(),
+        }),
+        (url, _) => Err(invalid(format!(
+            "berth node needs {}: pass --url and --operator-token, or set BERTH_URL and              BERTH_OPERATOR_TOKEN (make one with `berth token create --operator`), or put              `operator_token` in {}",
+            if url.is_none() {
+                "a server URL and an operator token"
+            } else {
+                "an operator token"
+            },
+            path.display()
+        ))),
+    }
 }
 
 impl Resolved {
@@ -246,6 +320,7 @@ mod tests {
                 url: Some("http://file:1".into()),
                 project_id: Some("file-project".into()),
                 token: Some("file-token".into()),
+                operator_token: None,
             },
         );
         let args = ClientArgs {
@@ -308,6 +383,49 @@ mod tests {
     }
 
     #[test]
+    fn the_operator_token_comes_from_flag_env_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            dir.path(),
+            &ClientConfig {
+                url: Some("http://file:1".into()),
+                operator_token: Some("file-ops".into()),
+                ..ClientConfig::default()
+            },
+        );
+        let args = crate::cli::OperatorArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let no_env = |_: &str| None;
+        let from_file = resolve_operator(&args, &no_env).unwrap();
+        assert_eq!(from_file.url, "http://file:1");
+        assert_eq!(from_file.token, "file-ops");
+        let env = |name: &str| (name == "BERTH_OPERATOR_TOKEN").then(|| "env-ops".to_owned());
+        assert_eq!(resolve_operator(&args, &env).unwrap().token, "env-ops");
+        let flag = crate::cli::OperatorArgs {
+            operator_token: Some("flag-ops".into()),
+            ..args.clone()
+        };
+        assert_eq!(resolve_operator(&flag, &env).unwrap().token, "flag-ops");
+        // A project's token is never taken for an operator's.
+        let project_only = write_config(
+            dir.path(),
+            &ClientConfig {
+                url: Some("http://file:1".into()),
+                token: Some("project-token".into()),
+                ..ClientConfig::default()
+            },
+        );
+        let args = crate::cli::OperatorArgs {
+            config: Some(project_only),
+            ..Default::default()
+        };
+        let err = resolve_operator(&args, &no_env).unwrap_err().to_string();
+        assert!(err.contains("operator token"), "{err}");
+    }
+
+    #[test]
     fn save_is_private_and_round_trips() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
@@ -315,6 +433,7 @@ mod tests {
             url: Some("http://a:1".into()),
             project_id: Some("p".into()),
             token: Some("t".into()),
+            operator_token: Some("o".into()),
         };
         let path = write_config(dir.path(), &config);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

@@ -4,7 +4,7 @@
 //! Server errors (`{"msg": "…"}`) become [`CliError`]s carrying that
 //! message; an unreachable server becomes an error naming its URL.
 
-use super::config::Resolved;
+use super::config::{Resolved, ResolvedOperator};
 use super::multipart::Multipart;
 use crate::CliError;
 use berth_core::{ErrorCode, ErrorReport};
@@ -19,22 +19,28 @@ pub struct Api {
     agent: ureq::Agent,
     server: String,
     base: String,
-    token: String,
+    /// `Authorization` header value.
+    authorization: String,
 }
 
 impl Api {
+    /// A project's client: paths under `/2/projects/{project_id}`.
     pub fn new(config: &Resolved) -> Api {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(120))
-            .timeout_write(Duration::from_secs(300))
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build();
         Api {
-            agent,
+            agent: http_agent(),
             server: config.url.clone(),
             base: format!("{}/2/projects/{}", config.url, encode(&config.project_id)),
-            token: config.token.clone(),
+            authorization: format!("OAuth {}", config.token),
+        }
+    }
+
+    /// An operator's client: paths from the server's root (`/v1/nodes`).
+    pub fn operator(config: &ResolvedOperator) -> Api {
+        Api {
+            agent: http_agent(),
+            server: config.url.clone(),
+            base: config.url.clone(),
+            authorization: format!("Bearer {}", config.token),
         }
     }
 
@@ -42,7 +48,7 @@ impl Api {
         let mut req = self
             .agent
             .request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &format!("OAuth {}", self.token))
+            .set("Authorization", &self.authorization)
             .set("Accept", "application/json");
         for (key, value) in query {
             req = req.query(key, value);
@@ -63,6 +69,14 @@ impl Api {
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         let req = self
             .request("POST", path, &[])
+            .set("Content-Type", "application/json");
+        let response = self.call(req.send_string(&body.to_string()))?;
+        self.json(response)
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        let req = self
+            .request("PUT", path, &[])
             .set("Content-Type", "application/json");
         let response = self.call(req.send_string(&body.to_string()))?;
         self.json(response)
@@ -95,9 +109,15 @@ impl Api {
 
     fn status_error(&self, status: u16, response: ureq::Response) -> CliError {
         let body = self.bytes(response).unwrap_or_default();
+        // The task API answers {"msg"}, the fleet API {"error": {"message"}}.
         let msg = serde_json::from_slice::<Value>(&body)
             .ok()
-            .and_then(|v| v.get("msg").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|v| {
+                v.get("msg")
+                    .or_else(|| v.pointer("/error/message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
         let code = match status {
             400 | 422 => ErrorCode::InvalidArgument,
@@ -109,6 +129,10 @@ impl Api {
             _ => ErrorCode::Internal,
         };
         let msg = match (status, msg.is_empty()) {
+            (401 | 403, _) if self.authorization.starts_with("Bearer") => format!(
+                "the server refused the operator token (HTTP {status}{}): check --operator-token / BERTH_OPERATOR_TOKEN",
+                if msg.is_empty() { String::new() } else { format!(": {msg}") }
+            ),
             (401 | 403, _) => format!(
                 "the server refused the token for project {} (HTTP {status}{}): check --token / BERTH_TOKEN",
                 self.project_hint(),
@@ -174,6 +198,15 @@ impl Api {
             ))
         })
     }
+}
+
+fn http_agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(10))
+        .timeout_read(Duration::from_secs(120))
+        .timeout_write(Duration::from_secs(300))
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// What a path segment keeps unencoded: RFC 3986's unreserved characters.

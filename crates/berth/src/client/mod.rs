@@ -4,6 +4,6 @@ mod config;
 mod http;
 mod multipart;
 
-pub use config::{default_path, load, same_url, save, ClientConfig, Resolved};
+pub use config::{default_path, load, same_url, save, ClientConfig, Resolved, ResolvedOperator};
 pub use http::{encode, Api};
 pub use multipart::Multipart;

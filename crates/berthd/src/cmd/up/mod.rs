@@ -177,6 +177,7 @@ async fn client_settings(
         url: Some(api_url.to_owned()),
         project_id: Some(project_id.clone()),
         token: Some(token.clone()),
+        operator_token: None,
     };
     client::save(&own_path, &config).map_err(|e| config_error(&own_path, e))?;
 

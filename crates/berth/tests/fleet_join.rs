@@ -1,0 +1,251 @@
+//! A fleet on loopback: a real `berthd server` and real agents that join it
+//! (`berthd agent --join`), steered with `berth node …`, running tasks
+//! through real shims and containers. (The fleet in network namespaces is
+//! `scripts/fleet.sh`'s.)
+
+mod common;
+
+use common::{berth_binary, Berth, Run};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const JOIN_TOKEN: &str = "join-token-of-this-test-0123456789";
+
+fn berthd() -> PathBuf {
+    berth_binary().with_file_name("berthd")
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A daemon killed (SIGKILL) and reaped when dropped.
+struct Daemon(Option<Child>);
+
+impl Daemon {
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Fleet {
+    /// The server's data dir (its SQLite store).
+    server_dir: Berth,
+    /// Killed when the fleet is dropped.
+    _server: Daemon,
+    url: String,
+    join_file: PathBuf,
+    /// (name, its data dir and cgroup parent, its agent)
+    hosts: Vec<(String, Berth, Daemon)>,
+    ops: String,
+}
+
+impl Fleet {
+    fn start(hosts: usize) -> Fleet {
+        let server_dir = Berth::new();
+        let join_file = server_dir.dir.path().join("join.token");
+        std::fs::write(&join_file, JOIN_TOKEN).unwrap();
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(server_dir.dir.path().join("server.log")).unwrap();
+        let server = Command::new(berthd())
+            .arg("--data-dir")
+            .arg(server_dir.data_dir())
+            .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--join-token-file")
+            .arg(&join_file)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start berthd server");
+        let mut fleet = Fleet {
+            server_dir,
+            _server: Daemon(Some(server)),
+            url,
+            join_file,
+            hosts: Vec::new(),
+            ops: String::new(),
+        };
+        fleet.ops = fleet
+            .operator(&["token", "create", "--operator", "--json"])
+            .json()["token"]
+            .as_str()
+            .expect("an operator token")
+            .to_owned();
+        for i in 1..=hosts {
+            fleet.add_host(&format!("host-{i}"), if i % 2 == 1 { "a" } else { "b" });
+        }
+        fleet.wait_for(|nodes| nodes.len() == hosts && nodes.iter().all(|n| n["state"] == "ready"));
+        fleet
+    }
+
+    fn add_host(&mut self, name: &str, zone: &str) {
+        let host = Berth::new();
+        host.import_busybox("busybox:latest");
+        let port = free_port();
+        let log = std::fs::File::create(host.dir.path().join("agent.log")).unwrap();
+        let agent = Command::new(berthd())
+            .arg("--data-dir")
+            .arg(host.data_dir())
+            .arg("--cgroup-parent")
+            .arg(&host.cgroup_parent)
+            .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--join", &self.url, "--name", name])
+            .arg("--join-token-file")
+            .arg(&self.join_file)
+            .args(["--labels", &format!("zone={zone}")])
+            .args(["--allocatable", "cpus=1,memory=1g"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start berthd agent");
+        self.hosts
+            .push((name.to_owned(), host, Daemon(Some(agent))));
+    }
+
+    /// `berthd ARGS` on the server's store.
+    fn operator(&self, args: &[&str]) -> Run {
+        let out = Command::new(berthd())
+            .arg("--data-dir")
+            .arg(self.server_dir.data_dir())
+            .args(args)
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
+
+    /// `berth node ARGS` as an operator of this fleet.
+    fn node(&self, args: &[&str]) -> Run {
+        let out = Command::new(berth_binary())
+            .arg("node")
+            .args(args)
+            .env("BERTH_URL", &self.url)
+            .env("BERTH_OPERATOR_TOKEN", &self.ops)
+            .env("BERTH_CONFIG", "/nonexistent/berth-config.json")
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
+
+    fn nodes(&self) -> Vec<Value> {
+        let run = self.node(&["ls", "--json"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.json().as_array().cloned().unwrap_or_default()
+    }
+
+    fn wait_for(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let nodes = self.nodes();
+            if done(&nodes) {
+                return nodes;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fleet never got there: {nodes:#?}\nserver log:\n{}",
+                std::fs::read_to_string(self.server_dir.dir.path().join("server.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn host(&self, name: &str) -> &Berth {
+        &self.hosts.iter().find(|(n, _, _)| n == name).unwrap().1
+    }
+}
+
+fn state_of(nodes: &[Value], name: &str) -> String {
+    nodes
+        .iter()
+        .find(|n| n["name"] == name)
+        .map(|n| n["state"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn hosts_join_are_steered_and_a_silent_one_goes_down() {
+    let fleet = Fleet::start(2);
+    let nodes = fleet.nodes();
+    assert_eq!(nodes[0]["name"], "host-1");
+    assert_eq!(nodes[0]["labels"]["zone"], "a");
+    assert_eq!(nodes[1]["labels"]["zone"], "b");
+    assert_eq!(nodes[0]["report"]["allocatable"]["cpu_millis"], 1000);
+    assert_eq!(
+        nodes[0]["report"]["allocatable"]["memory_bytes"],
+        1u64 << 30
+    );
+    assert!(nodes[0]["report"]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i == "busybox:latest"));
+    let table = fleet.node(&["ls"]);
+    assert!(table.stdout.contains("host-2") && table.stdout.contains("ready"));
+
+    // Drain, label, and the errors.
+    let drained = fleet.node(&["drain", "host-1", "--json"]);
+    assert_eq!(drained.json()["state"], "draining");
+    let labelled = fleet.node(&["label", "host-2", "gpu=true", "zone-", "--json"]);
+    assert_eq!(labelled.code, 0, "{}", labelled.stderr);
+    assert_eq!(
+        labelled.json()["labels"],
+        serde_json::json!({"gpu": "true", "zone": "b"}),
+        "an operator can only remove labels the operator set"
+    );
+    let missing = fleet.node(&["drain", "nope"]);
+    assert_eq!(missing.code, 125);
+    assert!(
+        missing.stderr.contains("no host named"),
+        "{}",
+        missing.stderr
+    );
+    let wrong = Command::new(berth_binary())
+        .args([
+            "node",
+            "ls",
+            "--url",
+            &fleet.url,
+            "--operator-token",
+            "bt_wrong",
+        ])
+        .env("BERTH_CONFIG", "/nonexistent/berth-config.json")
+        .output()
+        .unwrap();
+    assert_eq!(Run::from(wrong).code, 125);
+
+    // A restarted agent is the same host.
+    let id_before = fleet.nodes()[1]["id"].clone();
+    let identity: Value = serde_json::from_slice(
+        &std::fs::read(fleet.host("host-2").data_dir().join("agent/identity.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(identity["node_id"], id_before);
+
+    // A host whose agent dies is marked down.
+    let mut fleet = fleet;
+    fleet.hosts[1].2.kill9();
+    let started = Instant::now();
+    let nodes = fleet.wait_for(|nodes| state_of(nodes, "host-2") == "down");
+    assert_eq!(state_of(&nodes, "host-1"), "draining");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "marked down after {:?}",
+        started.elapsed()
+    );
+    drop(fleet);
+}
