@@ -61,7 +61,7 @@
 #   (A.B.C.<I+1>/24) is a veth pair with bfl<tag>hI on the bridge, loopback
 #   up, and an agent listening on A.B.C.<I+1>:7420;
 #   per host a cgroup parent berth-fleet-<tag>-host-I in every hierarchy,
-#   a data dir DIR/hosts/host-I/data and a log DIR/hosts/host-I/agent.log;
+#   a data dir DIR/host-I/data and a log DIR/host-I/agent.log;
 #   the server's data dir DIR/server (SQLite DIR/server/berth.db, log
 #   DIR/server/server.log); a project, its token, the agents' token
 #   (DIR/agent.token). No firewall rule and no route beyond the bridge's.
@@ -217,9 +217,9 @@ netns_of() { printf 'berth-fleet-%s-%s' "$tag" "$1"; }
 cgroup_of() { printf 'berth-fleet-%s-%s' "$tag" "$1"; }
 # Interface names are at most 15 characters: bfl + 8 + h + up to 3.
 veth_of() { printf '%sh%s' "$bridge" "$(host_index "$1")"; }
-host_dir() { printf '%s/hosts/%s' "$dir" "$1"; }
+host_dir() { printf '%s/%s' "$dir" "$1"; }
 
-# --- the fleet's records (DIR/fleet.conf, DIR/hosts/NAME/host.conf) ------
+# --- the fleet's records (DIR/fleet.conf, DIR/NAME/host.conf) ------------
 
 # conf_get FILE KEY: the value of KEY=... in FILE (empty if absent).
 conf_get() {
@@ -301,17 +301,22 @@ daemon_pid() {
 server_pid() { daemon_pid "$dir/server/server.pid" "$dir/server"; }
 agent_pid() { daemon_pid "$(host_dir "$1")/agent.pid" "$(host_dir "$1")/data"; }
 
+parent_of() {
+    local stat rest ppid=""
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 0
+    rest=${stat##*) }
+    read -r _ ppid _ <<<"$rest"
+    printf '%s' "$ppid"
+}
+
 # Processes that must never be killed: this script and whoever started it
 # (whose command line may well name DIR).
 declare -A spared=()
 spare_ancestors() {
-    local p=$$ stat rest ppid
+    local p=$$
     while [[ -n $p && $p != 0 ]]; do
         spared[$p]=1
-        { read -r stat <"/proc/$p/stat"; } 2>/dev/null || break
-        rest=${stat##*) }
-        read -r _ ppid _ <<<"$rest"
-        p=$ppid
+        p=$(parent_of "$p")
     done
 }
 
@@ -425,17 +430,19 @@ http_status() {
     ' "$1" "$2" "$3" 2>/dev/null || true
 }
 
-# wait_for WHAT PIDFN LOG CHECK...: waits until CHECK succeeds, failing
-# early with the log's tail if the daemon died.
+# wait_for WHAT PID LOG CHECK...: waits until CHECK succeeds, failing
+# early with the log's tail if the daemon (PID, just started) died.
 wait_for() {
-    local what=$1 pid_fn=$2 log=$3 deadline
+    local what=$1 pid=$2 log=$3 deadline
     shift 3
     deadline=$((SECONDS + wait_secs))
     while ((SECONDS < deadline)); do
         if "$@"; then
             return 0
         fi
-        if [[ -z $($pid_fn) ]]; then
+        # pid_alive, not the pid-file check: right after the fork the
+        # child may not have exec'd the daemon yet.
+        if ! pid_alive "$pid"; then
             note "$what exited; the end of $log:"
             tail -n 20 "$log" >&2 2>/dev/null || true
             return 1
@@ -799,6 +806,13 @@ cmd_up() {
     if [[ -d $dir && -n $(ls -A -- "$dir") ]]; then
         die "$EXIT_CONFLICT" "$dir is not empty and holds no fleet: give an empty or new --dir"
     fi
+    # The agent binds a unix socket per container in its data dir, at
+    # DATA/agent/run/containers/task-<24 hex>-<attempt>/shim.sock, and a
+    # socket path has at most 107 bytes: tasks fail on a longer DIR.
+    local longest_data_dir
+    longest_data_dir="$(host_dir "host-$hosts")/data"
+    ((${#longest_data_dir} + 65 <= 107)) ||
+        usage_error "--dir $dir is too long: the agents' data dirs ($longest_data_dir) must have at most 42 characters, as their containers' unix sockets are below them; use a shorter DIR (at most $((42 - ${#longest_data_dir} + ${#dir})) characters)"
     if ip link show "$bridge" >/dev/null 2>&1 ||
         [[ -n $(ip netns list 2>/dev/null | grep -F "berth-fleet-$tag-" || true) ]]; then
         die "$EXIT_CONFLICT" "links or namespaces of a fleet in $dir exist but $dir holds none: remove them with: $0 down --dir $dir"
@@ -872,14 +886,14 @@ cmd_up() {
     fi
 
     start_server
-    wait_for "the server" server_pid "$dir/server/server.log" server_answers ||
+    wait_for "the server" "$(<"$dir/server/server.pid")" "$dir/server/server.log" server_answers ||
         die "$EXIT_FAILED" "the server did not come up"
     for ((i = 1; i <= hosts; i++)); do
         start_agent "host-$i"
     done
     for ((i = 1; i <= hosts; i++)); do
         name=host-$i
-        wait_for "the agent of $name" "agent_pid $name" "$(host_dir "$name")/agent.log" agent_answers "$name" ||
+        wait_for "the agent of $name" "$(<"$(host_dir "$name")/agent.pid")" "$(host_dir "$name")/agent.log" agent_answers "$name" ||
             die "$EXIT_FAILED" "the agent of $name did not come up"
     done
 
@@ -1072,7 +1086,7 @@ cmd_revive_host() {
     ip link set "$veth" up
     ip -n "$ns" link set eth0 up
     start_agent "$name"
-    wait_for "the agent of $name" "agent_pid $name" "$(host_dir "$name")/agent.log" agent_answers "$name" ||
+    wait_for "the agent of $name" "$(<"$(host_dir "$name")/agent.pid")" "$(host_dir "$name")/agent.log" agent_answers "$name" ||
         die "$EXIT_FAILED" "the agent of $name did not come back"
     note "$name: revived (agent pid $(agent_pid "$name")), on its old data dir"
 }
@@ -1084,8 +1098,17 @@ cmd_revive_host() {
 # cgroups.
 fleet_pids() {
     local f ns parent
-    for f in "$dir/server/server.pid" "$dir"/hosts/*/agent.pid; do
-        [[ -f $f ]] && daemon_pid "$f" "$dir/" && echo
+    local pid
+    for f in "$dir/server/server.pid" "$dir"/host-*/agent.pid; do
+        [[ -f $f ]] || continue
+        daemon_pid "$f" "$dir/"
+        echo
+        # A daemon this very up started may not have exec'd yet (a failed
+        # up cleaning up): then it is still our child, under our name.
+        read -r pid <"$f" || continue
+        if pid_alive "$pid" && [[ $(parent_of "$pid") == "$$" ]]; then
+            printf '%s\n' "$pid"
+        fi
     done
     berth_pids_naming "$dir/" "--cgroup-parent berth-fleet-$tag-"
     while IFS= read -r ns; do
