@@ -22,7 +22,10 @@
 #                       Safe to run twice, and after an `up` that failed
 #
 # Every verb takes --dir DIR (default /tmp/berth-fleet); fleets in
-# different dirs are independent and can run side by side.
+# different dirs are independent and can run side by side. Keep DIR short
+# (about 30 characters at most): the agents' data dirs are below it, and
+# their containers' unix sockets below those. revive-host also takes
+# --bin-dir and --timeout.
 #
 # Options of up:
 #   --hosts N             agent hosts, named host-1 … host-N (1 to 200)
@@ -34,7 +37,9 @@
 #                         host. Keys may be left out. Default: cpus = this
 #                         machine's, memory and disk = 80 % of the
 #                         machine's (free disk of DIR) split evenly, pids =
-#                         half of pid_max split evenly (repeatable)
+#                         half of pid_max split evenly (repeatable).
+#                         Until agents join (#17), only memory reaches
+#                         the agent, as its --memory-ceiling
 #   --labels [HOST:]k=v,… labels added to a host's (every host's without
 #                         HOST:). Every host has host=host-I and zone=a or
 #                         zone=b (alternating: host-1 a, host-2 b, …)
@@ -117,7 +122,7 @@ print_help() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' 
 # --- options ------------------------------------------------------------
 
 verb=""
-dir=${BERTH_FLEET_DIR_DEFAULT:-/tmp/berth-fleet}
+dir=/tmp/berth-fleet
 bin_dir=${BERTH_BIN_DIR:-}
 hosts=""
 host_arg=""
@@ -873,7 +878,7 @@ cmd_up() {
         write_host_conf "$name" "$labels" "$allocatable"
         make_host_network "$name"
     done
-    note "network: bridge $bridge ($(server_ip)/24), $hosts namespaces berth-fleet-$tag-host-*"
+    note "network: bridge $bridge ($(server_ip)/24), $hosts network namespace(s) berth-fleet-$tag-host-*"
 
     if ((stack)); then
         local tarball
