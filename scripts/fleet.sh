@@ -1047,7 +1047,8 @@ host_pids() {
     hd=$(host_dir "$name")
     agent_pid "$name"
     echo
-    berth_pids_naming "$hd/" "--cgroup-parent $(cgroup_of "$name")"
+    # The trailing space keeps host-1 from matching host-10's shims.
+    berth_pids_naming "$hd/" "--cgroup-parent $(cgroup_of "$name") "
     netns_pids "$(netns_of "$name")"
     cgroup_pids "$(cgroup_of "$name")"
 }
