@@ -68,15 +68,16 @@
 #   per host a cgroup parent berth-fleet-<tag>-host-I in every hierarchy,
 #   a data dir DIR/host-I/data and a log DIR/host-I/agent.log;
 #   the server's data dir DIR/server (SQLite DIR/server/berth.db, log
-#   DIR/server/server.log); a project, its token, the agents' token
-#   (DIR/agent.token). No firewall rule and no route beyond the bridge's.
+#   DIR/server/server.log); a project and its token, the fleet's join token
+#   (DIR/join.token) and an operator token (DIR/operator.token). No firewall
+#   rule and no route beyond the bridge's.
 #
 # DIR/env (and up's standard output) holds KEY=VALUE lines:
 #   BERTH_URL, BERTH_PROJECT_ID, BERTH_TOKEN   for berth and IronWorker clients
 #   BERTH_FLEET_HOSTS       host names, comma-separated
 #   BERTH_FLEET_DIR         DIR
 #   BERTH_FLEET_DATABASE    the server's database, for operator commands
-#   BERTH_FLEET_AGENT_TOKEN_FILE   the bearer token the agents demand
+#   BERTH_OPERATOR_TOKEN    for `berth node …` (the fleet's hosts)
 # Load it into a shell with: set -a; . DIR/env; set +a
 #
 # Examples:
@@ -435,6 +436,17 @@ http_status() {
     ' "$1" "$2" "$3" 2>/dev/null || true
 }
 
+# http_body IP PORT PATH [TOKEN]: the body of a GET (empty if no answer).
+http_body() {
+    PROBE_TOKEN=${4:-} timeout 2 bash -c '
+        exec 3<>"/dev/tcp/$0/$1" || exit 1
+        auth=""
+        [[ -n $PROBE_TOKEN ]] && auth="Authorization: Bearer $PROBE_TOKEN"$'"'\r\n'"'
+        printf "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%s\r\n" "$2" "$0" "$auth" >&3
+        sed "1,/^\r\$/d" <&3
+    ' "$1" "$2" "$3" 2>/dev/null || true
+}
+
 # wait_for WHAT PID LOG CHECK...: waits until CHECK succeeds, failing
 # early with the log's tail if the daemon (PID, just started) died.
 wait_for() {
@@ -463,52 +475,49 @@ server_answers() {
     code=$(http_status "$(server_ip)" "$server_port" /2/projects/fleet-probe/tasks)
     [[ -n $code ]]
 }
+# host_credential NAME: the bearer the server presents to NAME's agent.
+host_credential() {
+    json_field "$(cat "$(host_dir "$1")/data/agent/identity.json" 2>/dev/null)" credential
+}
+# agent_answers NAME: the agent answers on its address (with its own
+# credential) and the server lists it as ready.
 agent_answers() { # NAME
-    local code
-    code=$(http_status "$(host_ip "$1")" "$agent_port" /v1/node "$(<"$dir/agent.token")")
-    [[ $code == 200 ]]
+    local code credential
+    credential=$(host_credential "$1")
+    [[ -n $credential ]] || return 1
+    code=$(http_status "$(host_ip "$1")" "$agent_port" /v1/node "$credential")
+    [[ $code == 200 ]] || return 1
+    http_body "$(server_ip)" "$server_port" "/v1/nodes/$1" "$(<"$dir/operator.token")" |
+        grep -q '"state":"ready"'
 }
 
 # --- attaching agents to the server ---------------------------------------
 
 # attach_flags server | agent NAME: the flags that connect agents and
-# server, one per line. THE place to change when agents join by themselves.
+# server, one per line.
 #
-# TODAY the server is told where every agent is (--agent URL, repeatable)
-# and the bearer token the agents demand (--agent-token-file); an agent
-# serves its API on its address (--listen, --token-file), reports its
-# labels (--label K=V, repeatable) and knows of its allocatable only the
-# memory, as the ceiling of all its containers (--memory-ceiling).
-#
-# TODO(#17, hosts join): once `berthd agent --join` exists, this becomes
-#   server: nothing (the join token is made in up, DIR/join.token)
-#   agent:  --join "$(server_url)" --join-token-file "$dir/join.token"
-#           --name NAME --labels k=v,… --advertise IP:PORT
-#           --allocatable cpus=…,memory=…,disk=…,pids=…
-# (plus --listen IP:PORT if --advertise does not imply it), and up waits
-# for every host to show up in the server's node list instead of asking
-# each agent. The server already starts before the agents, as joining
-# needs.
+# The server takes joins with the fleet's join token (--join-token-file
+# DIR/join.token). Each agent serves its API on its address (--listen) and
+# joins the server (--join URL --join-token-file … --name NAME), reporting
+# its labels (--labels k=v,…) and what it offers (--allocatable …, whose
+# memory also caps all its containers together: --memory-ceiling). The
+# agent makes its own credential, which only the server learns (kept in
+# DIR/host-N/data/agent/identity.json).
 attach_flags() {
-    local role=$1 i name kv
+    local role=$1 name kv
     case "$role" in
         server)
-            for ((i = 1; i <= hosts; i++)); do
-                printf '%s\n' --agent "http://$(host_ip "host-$i"):$agent_port"
-            done
-            printf '%s\n' --agent-token-file "$dir/agent.token"
+            printf '%s\n' --join-token-file "$dir/join.token"
             ;;
         agent)
             name=$2
-            printf '%s\n' --listen "$(host_ip "$name"):$agent_port" --token-file "$dir/agent.token"
             local labels allocatable
             labels=$(conf_get "$(host_dir "$name")/host.conf" labels)
             allocatable=$(conf_get "$(host_dir "$name")/host.conf" allocatable)
+            printf '%s\n' --listen "$(host_ip "$name"):$agent_port" \
+                --join "$(server_url)" --join-token-file "$dir/join.token" --name "$name" \
+                --labels "$labels" --allocatable "$allocatable"
             local -a pairs
-            IFS=, read -r -a pairs <<<"$labels"
-            for kv in "${pairs[@]}"; do
-                printf '%s\n' --label "$kv"
-            done
             IFS=, read -r -a pairs <<<"$allocatable"
             for kv in "${pairs[@]}"; do
                 [[ $kv == memory=* ]] && printf '%s\n' --memory-ceiling "${kv#memory=}"
@@ -851,7 +860,7 @@ cmd_up() {
     printf 'hosts=%s\nsubnet=%s\nserver_port=%s\nagent_port=%s\nbin_dir=%s\ntag=%s\nbridge=%s\n' \
         "$hosts" "$subnet" "$server_port" "$agent_port" "$bin_dir" "$tag" "$bridge" >"$dir/fleet.conf"
     mkdir -p "$dir/server"
-    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/agent.token")
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/join.token")
 
     local defaults i name labels allocatable
     defaults=$(default_allocatable)
@@ -893,6 +902,10 @@ cmd_up() {
     start_server
     wait_for "the server" "$(<"$dir/server/server.pid")" "$dir/server/server.log" server_answers ||
         die "$EXIT_FAILED" "the server did not come up"
+    local operator_token
+    operator_token=$(json_field "$(operator token create --operator --name fleet.sh --json)" token)
+    [[ -n $operator_token ]] || die "$EXIT_FAILED" "berthd token create --operator printed no token"
+    (umask 077 && printf '%s' "$operator_token" >"$dir/operator.token")
     for ((i = 1; i <= hosts; i++)); do
         start_agent "host-$i"
     done
@@ -922,7 +935,7 @@ cmd_up() {
         printf 'BERTH_FLEET_HOSTS=%s\n' "$(host_names ,)"
         printf 'BERTH_FLEET_DIR=%q\n' "$dir"
         printf 'BERTH_FLEET_DATABASE=%q\n' "$(database_url)"
-        printf 'BERTH_FLEET_AGENT_TOKEN_FILE=%q\n' "$dir/agent.token"
+        printf 'BERTH_OPERATOR_TOKEN=%s\n' "$operator_token"
     } >"$dir/env.tmp"
     mv -f "$dir/env.tmp" "$dir/env"
     up_done=1

@@ -130,7 +130,7 @@ cmp -s "$work/up.out" "$dir/env" || fail "up printed something else than it wrot
     # shellcheck disable=SC1091
     . "$dir/env"
     set +a
-    env | grep -E '^BERTH_(URL|PROJECT_ID|TOKEN|FLEET_[A-Z_]+)=' >"$work/client.env"
+    env | grep -E '^BERTH_(URL|PROJECT_ID|TOKEN|OPERATOR_TOKEN|FLEET_[A-Z_]+)=' >"$work/client.env"
 )
 [[ $(grep -c '^BERTH_FLEET_HOSTS=host-1,host-2,host-3$' "$work/client.env") == 1 ]] ||
     fail "BERTH_FLEET_HOSTS is not host-1,host-2,host-3: $(cat "$work/client.env")"
@@ -138,11 +138,24 @@ expect_exit 5 "$fleet" up --hosts 1 --dir "$dir"
 
 tag=$(tag_of "$dir")
 bin_dir=$(sed -n 's/^bin_dir=//p' "$dir/fleet.conf")
-agent_token=$(<"$dir/agent.token")
+# The bearer the server presents to a host's agent: its own, in its identity.
+credential_of() {
+    jq -r .credential "$dir/$1/data/agent/identity.json"
+}
 berth() {
     env -i PATH="$PATH" HOME="$work/home" $(cat "$work/client.env") "$bin_dir/berth" "$@" </dev/null
 }
 mkdir -p "$work/home"
+
+say "every host joined: ready in the server's node list, each with a credential of its own"
+berth node ls --json >"$work/nodes.json" || fail "berth node ls failed"
+[[ $(jq '[.[] | select(.state == "ready")] | length' "$work/nodes.json") == 3 ]] ||
+    fail "not 3 ready hosts: $(cat "$work/nodes.json")"
+[[ $(jq -r '[.[].name] | join(",")' "$work/nodes.json") == host-1,host-2,host-3 ]] ||
+    fail "hosts are not host-1..3: $(cat "$work/nodes.json")"
+[[ $(for h in host-1 host-2 host-3; do credential_of "$h"; done | sort -u | wc -l) == 3 ]] ||
+    fail "hosts share a credential"
+! grep -q "$(credential_of host-1)" "$work/nodes.json" || fail "berth node ls shows a host's credential"
 
 say "every host: alive, in its own network namespace, answering on its address with its labels"
 status_json >"$work/status.json"
@@ -155,7 +168,7 @@ for h in host-1 host-2 host-3; do
     [[ $(readlink "/proc/$pid/ns/net") == "net:[$(stat -L -c %i "/run/netns/$ns")]" ]] ||
         fail "the agent of $h (pid $pid) is not in the network namespace $ns"
     [[ $(readlink "/proc/$pid/ns/net") != $(readlink /proc/self/ns/net) ]] || fail "$h shares this machine's network"
-    node=$(http_get "$(host_field "$h" address)" /v1/node "$agent_token")
+    node=$(http_get "$(host_field "$h" address)" /v1/node "$(credential_of "$h")")
     [[ $(jq -r '.labels.host' <<<"$node") == "$h" ]] || fail "$h's agent reports other labels: $node"
     [[ $(jq -r '.capacity.memory_ceiling_bytes' <<<"$node") == $((2 * 1024 * 1024 * 1024)) ]] ||
         fail "$h's agent did not get memory=2g: $node"
@@ -216,7 +229,7 @@ done
 for link in "$(ip -o link show dev "bfl$tag${victim/host-/h}")" "$(ip -n "berth-fleet-$tag-$victim" -o link show dev eth0)"; do
     [[ $link == *"<"*">"* && ! $link =~ \<([A-Z_]+,)*UP[,\>] ]] || fail "a link of $victim is up: $link"
 done
-[[ -z $(http_get "$victim_address" /v1/node "$agent_token") ]] || fail "the killed $victim still answers"
+[[ -z $(http_get "$victim_address" /v1/node "$(credential_of "$victim")") ]] || fail "the killed $victim still answers"
 [[ $(status_json | jq '[.hosts[] | select(.alive)] | length') == 2 ]] || fail "the other hosts died too"
 expect_exit 0 "$fleet" kill-host "$victim" --dir "$dir"
 expect_exit 4 "$fleet" kill-host host-4 --dir "$dir"
@@ -226,7 +239,7 @@ say "revive-host $victim: same data dir, answering again, and the fleet runs tas
 [[ $(host_field "$victim" state) == alive && $(host_field "$victim" link) == up ]] ||
     fail "status after revive-host: $(status_json)"
 [[ $(host_field "$victim" pid) != "$victim_pid" ]] || fail "revive-host started no new agent"
-node=$(http_get "$victim_address" /v1/node "$agent_token")
+node=$(http_get "$victim_address" /v1/node "$(credential_of "$victim")")
 [[ $(jq -r '.images | index("berth/stack-busybox:latest") != null' <<<"$node") == true ]] ||
     fail "the revived $victim lost its data dir's images: $node"
 expect_exit 5 "$fleet" revive-host "$victim" --dir "$dir"

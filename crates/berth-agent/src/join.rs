@@ -131,7 +131,7 @@ impl Identity {
             std::fs::create_dir_all(dir).map_err(|e| io_error("creating the directory of", e))?;
         }
         let temp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(|e| io_error("encoding", e.into()))?;
+        let json = serde_json::to_vec(self).map_err(|e| io_error("encoding", e.into()))?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
