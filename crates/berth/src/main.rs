@@ -16,9 +16,28 @@ static ALLOCATOR: arena::StartArena<std::alloc::System> =
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Code(_) | Command::Task(_) | Command::Schedule(_) | Command::Node(_)
+    ) {
+        quiet_on_closed_pipe();
+    }
     berth::init_tracing(cli.global.verbose);
     let json = cli.wants_json();
     berth::finish(run(cli), json)
+}
+
+/// A client command whose reader went away (`berth task ls --json | head`)
+/// ends as other command-line tools do, by SIGPIPE, instead of panicking
+/// on the write. Only the server's clients: they hold nothing to clean up,
+/// while `berth run` (a container to tear down) and the image commands
+/// (leases, staging) must finish their work whatever happens to stdout.
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal, before any
+    // thread is started; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {

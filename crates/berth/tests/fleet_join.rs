@@ -228,6 +228,23 @@ fn hosts_join_are_steered_and_a_silent_one_goes_down() {
         .unwrap();
     assert_eq!(Run::from(wrong).code, 125);
 
+    // A reader that went away ends the client quietly, as it would `ls`.
+    let mut child = Command::new(berth_binary())
+        .args(["node", "ls", "--json"])
+        .env("BERTH_URL", &fleet.url)
+        .env("BERTH_OPERATOR_TOKEN", &fleet.ops)
+        .env("BERTH_CONFIG", "/nonexistent/berth-config.json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+
     // A restarted agent is the same host.
     let id_before = fleet.nodes()[1]["id"].clone();
     let identity: Value = serde_json::from_slice(
