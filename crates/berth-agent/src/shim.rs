@@ -128,7 +128,8 @@ pub async fn request(
     timeout: Option<Duration>,
 ) -> std::io::Result<Response> {
     let exchange = async {
-        let mut stream = UnixStream::connect(dir.socket()).await?;
+        let socket = berth_shim::SocketPath::of(&dir.socket())?;
+        let mut stream = UnixStream::connect(socket.path()).await?;
         let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
         line.push(b'\n');
         stream.write_all(&line).await?;

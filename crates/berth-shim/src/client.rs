@@ -15,7 +15,7 @@ pub struct Client {
 impl Client {
     /// Connects to the socket at `path` (`StateDir::socket`).
     pub fn connect(path: &Path) -> io::Result<Client> {
-        let stream = UnixStream::connect(path)?;
+        let stream = UnixStream::connect(crate::SocketPath::of(path)?.path())?;
         Ok(Client {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,

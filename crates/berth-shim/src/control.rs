@@ -248,7 +248,7 @@ impl Server {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let listener = UnixListener::bind(path)?;
+        let listener = UnixListener::bind(crate::SocketPath::of(path)?.path())?;
         listener.set_nonblocking(true)?;
         Ok(Server {
             listener,

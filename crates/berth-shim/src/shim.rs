@@ -117,7 +117,8 @@ fn check_dir(dir: &StateDir) -> Result<(), ShimError> {
     if dir.exit_file().exists() {
         return Err(refuse("already has an exit record"));
     }
-    if UnixStream::connect(dir.socket()).is_ok() {
+    let socket = crate::SocketPath::of(&dir.socket()).map_err(|e| refuse(&e.to_string()))?;
+    if UnixStream::connect(socket.path()).is_ok() {
         return Err(refuse("another shim is serving it"));
     }
     Ok(())

@@ -235,6 +235,33 @@ fn a_container_runs_end_to_end_through_the_api() {
     agent.delete_all_and_check_clean();
 }
 
+/// A 64-character id below an ordinary data dir puts the shim's socket
+/// past the 107 bytes a socket address holds: it is bound and reached
+/// through its directory's descriptor instead (every call failed before).
+#[test]
+fn a_container_with_the_longest_id_is_driven_through_its_shim() {
+    let agent = Agent::start(&[]);
+    let id = format!("{}-{}", unique("long"), "x".repeat(64))
+        .chars()
+        .take(64)
+        .collect::<String>();
+    let socket = agent
+        .berth
+        .data_dir()
+        .join("agent/run/containers")
+        .join(&id)
+        .join("shim.sock");
+    assert!(socket.as_os_str().len() > 107, "{}", socket.display());
+    agent.create(json!({"id": id, "image": "busybox", "command": sh("sleep 30")}));
+    let r = agent
+        .api
+        .post_json(&format!("/v1/containers/{id}/stop?grace=1"), &json!({}));
+    assert!(r.status < 300, "stop: {}", r.text());
+    let done = agent.wait(&id);
+    assert_eq!(done["state"], "exited", "{done}");
+    agent.delete_all_and_check_clean();
+}
+
 #[test]
 fn logs_follow_streams_until_the_container_ends() {
     let agent = Agent::start(&[]);
