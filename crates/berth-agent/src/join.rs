@@ -146,8 +146,8 @@ impl Identity {
     }
 }
 
-/// 32 random bytes from the kernel, as hex.
-fn random_credential() -> io::Result<String> {
+/// 32 random bytes from the kernel, as hex: a credential, or a join token.
+pub fn random_credential() -> io::Result<String> {
     let mut bytes = [0u8; 32];
     let mut filled = 0;
     while filled < bytes.len() {

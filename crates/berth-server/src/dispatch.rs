@@ -15,15 +15,18 @@ pub struct AgentHandle {
     pub name: String,
     /// What logs call it (a host's name, or the URL).
     pub label: String,
-    /// The fleet host behind it: its address and credential, to notice
-    /// when a rejoin changed them.
-    pub(crate) joined: Option<(String, String)>,
+    /// Whether it is a host of the fleet (else an agent given with
+    /// `--agent`).
+    pub(crate) from_fleet: bool,
+    /// Where it is reached, and with what: a rejoining host may come back
+    /// at another address (a restarted `berth up` gets a new port) and is
+    /// the same host, so attempts under way carry on with the new one.
+    reach: RwLock<Reach>,
     /// Whether it takes new tasks (not drained, not down).
     accepts_work: AtomicBool,
     /// Marked down: attempts on it are run elsewhere (a watch, so that
     /// attempts waiting on it hear of it at once).
     lost: tokio::sync::watch::Sender<bool>,
-    pub client: AgentClient,
     /// Free task slots on it.
     pub slots: Arc<Semaphore>,
     /// Package images known to be imported there.
@@ -33,16 +36,28 @@ pub struct AgentHandle {
     pub(crate) uploads: tokio::sync::Mutex<()>,
 }
 
+/// How an agent is reached.
+struct Reach {
+    client: AgentClient,
+    /// For a fleet host, what its client was made from.
+    address: String,
+    credential: String,
+}
+
 impl AgentHandle {
     pub fn new(client: AgentClient, max_tasks: usize) -> AgentHandle {
         let name = client.endpoint().to_string();
         AgentHandle {
             label: name.clone(),
             name,
-            joined: None,
+            from_fleet: false,
             accepts_work: AtomicBool::new(true),
             lost: tokio::sync::watch::Sender::new(false),
-            client,
+            reach: RwLock::new(Reach {
+                client,
+                address: String::new(),
+                credential: String::new(),
+            }),
             slots: Arc::new(Semaphore::new(max_tasks)),
             images: Mutex::new(HashSet::new()),
             uploads: tokio::sync::Mutex::new(()),
@@ -55,11 +70,43 @@ impl AgentHandle {
         client: AgentClient,
         max_tasks: usize,
     ) -> AgentHandle {
-        AgentHandle {
+        let handle = AgentHandle {
             name: node.id.clone(),
             label: node.name.clone(),
-            joined: Some((node.address.clone(), node.credential.clone())),
-            ..AgentHandle::new(client, max_tasks)
+            from_fleet: true,
+            ..AgentHandle::new(client.clone(), max_tasks)
+        };
+        handle.reach_at(client, &node.address, &node.credential);
+        handle
+    }
+
+    /// The client of the agent, as of now.
+    pub fn client(&self) -> AgentClient {
+        match self.reach.read() {
+            Ok(reach) => reach.client.clone(),
+            Err(poisoned) => poisoned.into_inner().client.clone(),
+        }
+    }
+
+    /// Whether the host is reached at this address with this credential.
+    pub(crate) fn reached_at(&self, address: &str, credential: &str) -> bool {
+        let check = |r: &Reach| r.address == address && r.credential == credential;
+        match self.reach.read() {
+            Ok(reach) => check(&reach),
+            Err(poisoned) => check(&poisoned.into_inner()),
+        }
+    }
+
+    /// Points the handle at the host's new address or credential.
+    pub(crate) fn reach_at(&self, client: AgentClient, address: &str, credential: &str) {
+        let reach = Reach {
+            client,
+            address: address.to_owned(),
+            credential: credential.to_owned(),
+        };
+        match self.reach.write() {
+            Ok(mut current) => *current = reach,
+            Err(poisoned) => *poisoned.into_inner() = reach,
         }
     }
 
@@ -203,7 +250,7 @@ impl Dispatch {
             agent: agent.to_owned(),
             message: "not an agent of this server".to_owned(),
         })?;
-        let client = handle.client.clone();
+        let client = handle.client();
         let container = container.to_owned();
         tokio::spawn(async move {
             match client.stop(&container, None, CANCEL_GRACE).await {
@@ -228,7 +275,7 @@ impl Dispatch {
             agent: agent.to_owned(),
             message: "not an agent of this server".to_owned(),
         })?;
-        match handle.client.logs(container, 0).await {
+        match handle.client().logs(container, 0).await {
             Ok(bytes) => Ok(Some(bytes.to_vec())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(unreachable(agent, e)),

@@ -145,6 +145,12 @@ pub async fn serve(
 }
 
 impl Listening {
+    /// The TCP address the API is bound to, if it serves TCP (with its
+    /// port when `--listen` asked for port 0).
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Serves the API until `shutdown` completes, then removes the socket.
     /// Containers are not touched by shutting down.
     pub async fn serve(

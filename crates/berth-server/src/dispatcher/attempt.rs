@@ -169,7 +169,7 @@ async fn drive(
             .mark_running(&task.id, task.attempt, start_time)
             .await?;
     }
-    let log = match agent.client.logs(container, 0).await {
+    let log = match agent.client().logs(container, 0).await {
         Ok(bytes) => bytes.to_vec(),
         Err(e) => {
             tracing::warn!(task = %task.id, "reading the log: {e}");
@@ -254,7 +254,7 @@ async fn begin(
     if !resume {
         return start(shared, agent, claimed, container).await.map(Some);
     }
-    match agent.client.get(container).await {
+    match agent.client().get(container).await {
         Ok(view) => Ok(Some(view)),
         // The create never reached the agent: make it now.
         Err(e) if e.is_not_found() && claimed.task.status == berth_store::TaskStatus::Preparing => {
@@ -291,11 +291,11 @@ async fn start(
     if let Some(sha) = &code.package_sha256 {
         ensure_package(shared, agent, sha, code.spec.file_name.as_deref()).await?;
     }
-    let created = agent.client.create(&request).await;
+    let created = agent.client().create(&request).await;
     match created {
         Ok(view) => Ok(view),
         Err(e) if e.code() == Some(ErrorCode::ContainerExists) => agent
-            .client
+            .client()
             .get(container)
             .await
             .map_err(|e| StartError::Infra(e.to_string())),
@@ -324,7 +324,7 @@ async fn ensure_package(
         return Ok(());
     }
     // A restarted server: the agent may have it from before.
-    if let Ok(images) = agent.client.images().await {
+    if let Ok(images) = agent.client().images().await {
         agent.images_remember(images.iter().map(|image| image.reference.to_string()));
         if agent.has_image(&reference) {
             return Ok(());
@@ -344,7 +344,7 @@ async fn ensure_package(
         .map_err(|e| StartError::Infra(format!("converting the package: {e}")))?
         .map_err(|e| StartError::Task(e.to_string()))?;
     agent
-        .client
+        .client()
         .import_image(&reference, tar.into(), Duration::from_secs(300))
         .await
         .map_err(|e| agent_failure("importing the code package", e))?;
@@ -370,8 +370,9 @@ async fn watch(
                 agent.label
             )));
         }
+        let client = agent.client();
         let waited = tokio::select! {
-            waited = agent.client.wait(container, WAIT_POLL) => waited,
+            waited = client.wait(container, WAIT_POLL) => waited,
             () = agent.lost() => continue,
         };
         match waited {
@@ -405,7 +406,7 @@ async fn watch(
 /// Removes the container and its files from the agent. A failure is left
 /// to the sweep.
 pub(super) async fn remove_container(agent: &AgentHandle, container: &str) {
-    match agent.client.remove(container, true).await {
+    match agent.client().remove(container, true).await {
         Ok(_) => {}
         Err(e) if e.is_not_found() => {}
         Err(e) => tracing::warn!(container, "removing the container: {e}"),

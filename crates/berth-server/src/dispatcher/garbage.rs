@@ -41,7 +41,7 @@ pub(super) async fn collect(shared: &Shared) {
 /// Removes the agent's package images whose package the store no longer
 /// has, then has the agent free their layers.
 async fn release_package_images(shared: &Shared, agent: &AgentHandle) -> Result<(), String> {
-    let images = agent.client.images().await.map_err(|e| e.to_string())?;
+    let images = agent.client().images().await.map_err(|e| e.to_string())?;
     let packaged: Vec<String> = images
         .iter()
         .map(|image| image.reference.to_string())
@@ -62,7 +62,7 @@ async fn release_package_images(shared: &Shared, agent: &AgentHandle) -> Result<
         .collect();
     let mut removed = 0usize;
     for reference in packaged.iter().filter(|r| !wanted.contains(*r)) {
-        match agent.client.remove_image(reference, false).await {
+        match agent.client().remove_image(reference, false).await {
             Ok(()) => {
                 removed += 1;
                 agent.image_forget(reference);
@@ -81,7 +81,7 @@ async fn release_package_images(shared: &Shared, agent: &AgentHandle) -> Result<
         return Ok(());
     }
     let report = agent
-        .client
+        .client()
         .prune_images(PRUNE_TIMEOUT)
         .await
         .map_err(|e| format!("pruning: {e}"))?;

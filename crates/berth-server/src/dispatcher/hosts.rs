@@ -31,11 +31,8 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
     let mut by_name: HashMap<&str, &Arc<AgentHandle>> =
         current.iter().map(|a| (a.name.as_str(), a)).collect();
     // The agents given with --agent stay as they are.
-    let mut next: Vec<Arc<AgentHandle>> = current
-        .iter()
-        .filter(|a| a.joined.is_none())
-        .cloned()
-        .collect();
+    let mut next: Vec<Arc<AgentHandle>> =
+        current.iter().filter(|a| !a.from_fleet).cloned().collect();
     for node in &nodes {
         let existing = by_name.remove(node.id.as_str());
         if node.down {
@@ -44,23 +41,28 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
             }
             continue;
         }
-        let same = |h: &&Arc<AgentHandle>| {
-            h.joined.as_ref() == Some(&(node.address.clone(), node.credential.clone()))
-        };
-        let handle = match existing.filter(same) {
-            Some(handle) => handle.clone(),
-            None => {
-                if let Some(old) = existing {
-                    old.set_lost(true);
+        let client = || -> Option<AgentClient> {
+            match Endpoint::parse(&node.address) {
+                Ok(endpoint) => Some(AgentClient::new(endpoint, Some(node.credential.clone()))),
+                Err(e) => {
+                    tracing::error!(node = %node.name, "host address {:?}: {e}", node.address);
+                    None
                 }
-                let endpoint = match Endpoint::parse(&node.address) {
-                    Ok(endpoint) => endpoint,
-                    Err(e) => {
-                        tracing::error!(node = %node.name, "host address {:?}: {e}", node.address);
-                        continue;
-                    }
-                };
-                let client = AgentClient::new(endpoint, Some(node.credential.clone()));
+            }
+        };
+        let handle = match existing {
+            // A rejoin at another address (or with another credential) is
+            // the same host: attempts under way carry on through the new one.
+            Some(handle) => {
+                if !handle.reached_at(&node.address, &node.credential) {
+                    let Some(client) = client() else { continue };
+                    tracing::info!(node = %node.name, address = %node.address, "host reached at a new address");
+                    handle.reach_at(client, &node.address, &node.credential);
+                }
+                handle.clone()
+            }
+            None => {
+                let Some(client) = client() else { continue };
                 Arc::new(AgentHandle::of_host(
                     node,
                     client,
@@ -73,7 +75,7 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
         next.push(handle);
     }
     // Hosts removed from the fleet.
-    for gone in by_name.into_values().filter(|a| a.joined.is_some()) {
+    for gone in by_name.into_values().filter(|a| a.from_fleet) {
         gone.set_lost(true);
     }
     shared.dispatch.set_agents(next);

@@ -202,7 +202,7 @@ async fn sweep(shared: &Shared, agent: &AgentHandle) -> Result<(), String> {
     // was created after its claim, so its attempt is in the list read next
     // unless it is over.
     let containers: Vec<ContainerView> = agent
-        .client
+        .client()
         .list(&ListQuery::default())
         .await
         .map_err(|e| e.to_string())?;

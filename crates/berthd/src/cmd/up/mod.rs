@@ -13,9 +13,10 @@ use berth::cli::Global;
 use berth::client::{self, ClientConfig};
 use berth::cmd::open_store;
 use berth::CliError;
+use berth_agent::join::{Allocatable, Identity, JoinConfig};
 use berth_agent::AgentConfig;
 use berth_core::{ErrorCode, ErrorReport};
-use berth_server::{AgentClient, AgentEndpoint};
+use berth_server::AgentEndpoint;
 use berth_store::Store;
 use stack::{ensure_default_stack, DEFAULT_STACK};
 use std::path::{Path, PathBuf};
@@ -38,9 +39,19 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
     agent_config.state_tmpfs = !args.state_on_disk;
     let socket = agent_config.socket.clone();
     let mut config = server_config(args.min_schedule_interval, &args.code_limits)?;
-    // Two listeners: the task API and the agent's unix socket.
-    config.connections = connection_limits(&args.connections, 2)?;
+    // Three listeners: the task API, the agent's unix socket and its TCP
+    // port.
+    config.connections = connection_limits(&args.connections, 3)?;
     agent_config.connections = config.connections;
+    // A one-host fleet on the fleet's own path: the local agent joins the
+    // server like any other host, over loopback TCP, with a credential of
+    // its own; the join token is this instance's.
+    let join_token = local_join_token(&global.data_dir)?;
+    config.fleet.join_token = Some(join_token.clone());
+    let identity = Identity::load_or_create(&global.data_dir)
+        .map_err(|e| CliError(ErrorReport::new(ErrorCode::HostIo, e.to_string())))?;
+    agent_config.tcp_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    agent_config.token = Some(identity.credential.clone());
 
     // The agent spawns shims (fork+exec in one step), never forks, so the
     // multi-threaded runtime is safe for it too.
@@ -61,9 +72,13 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
             .map_err(|e| CliError(e.report))?;
         // Bound before the task API answers: whoever sees berth up answer
         // finds the agent's socket too.
+        let joining = agent.clone();
         let agent = berth_agent::listen(agent)
             .await
             .map_err(|e| CliError(e.report))?;
+        let agent_addr = agent.tcp_addr().ok_or_else(|| {
+            CliError(ErrorReport::new(ErrorCode::Internal, "the local agent serves no TCP port"))
+        })?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let agent_stopped = {
             let mut stop = stop_rx.clone();
@@ -71,7 +86,14 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             }))
         };
-        let agents = vec![AgentClient::new(AgentEndpoint::Unix(socket.clone()), None)];
+        let join = JoinConfig {
+            server: AgentEndpoint::parse(&api_url).map_err(berth::cmd::invalid)?,
+            join_token,
+            name: local_host_name(),
+            advertise: format!("http://{agent_addr}"),
+            allocatable: Allocatable::default(),
+        };
+        let joined = tokio::spawn(berth_agent::join::run(joining, join, identity));
 
         println!("berth is up");
         println!("  task API   {api_url}/2/projects/{project_id}/");
@@ -83,24 +105,80 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
             println!("  client     {} (your {} is another berth's and was left as it is; use this one with\n             export BERTH_CONFIG={})", settings.own.display(), settings.default.display(), settings.own.display());
         }
         println!("  database   {}", redact(&url));
-        println!("  agent      unix://{}", socket.display());
+        println!("  agent      unix://{} and http://{agent_addr} (joined as host {})", socket.display(), local_host_name());
+        println!("  operator   {} (berth node ls)", settings.operator_token);
         println!("  stacks     sh, binary → {DEFAULT_STACK}");
         println!("Try:\n  berth code push hello --runtime sh --file hello.sh --dir ./hello\n  berth task queue hello --payload '{{\"name\":\"you\"}}' --wait\n  berth task ls");
 
         let mut stop = stop_rx.clone();
-        let served = berth_server::serve(store.clone(), agents, config, listener, async move {
+        let served = berth_server::serve(store.clone(), Vec::new(), config, listener, async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         });
         let served = tokio::spawn(served);
         stop_signal.received().await;
         let _ = stop_tx.send(true);
         let _ = served.await;
+        joined.abort();
         let _ = agent_stopped.await;
         store.close().await;
         eprintln!("berth up: stopped; running tasks continue under their shims and resume at the next start");
         Ok::<_, CliError>(())
     })?;
     Ok(0)
+}
+
+/// This instance's join token, made once (`<data dir>/server/join.token`,
+/// mode 0600).
+fn local_join_token(data_dir: &Path) -> Result<String, CliError> {
+    let path = data_dir.join("server").join("join.token");
+    let io_error = |what: &str, e: std::io::Error| {
+        CliError(ErrorReport::new(
+            ErrorCode::HostIo,
+            format!("{what} {}: {e}", path.display()),
+        ))
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(token) if token.trim().len() >= 16 => return Ok(token.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("reading", e)),
+    }
+    let token = berth_agent::join::random_credential().map_err(|e| io_error("making", e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("creating the directory of", e))?;
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .map_err(|e| io_error("writing", e))?;
+    Ok(token)
+}
+
+/// The local host's name in its one-host fleet: the machine's hostname when
+/// it is a valid host name, else `local`.
+fn local_host_name() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        name
+    } else {
+        "local".to_owned()
+    }
 }
 
 /// Maps `sh` and `binary` to the default stack unless the operator mapped
@@ -123,6 +201,8 @@ async fn map_default_runtimes(store: &Store) -> Result<(), CliError> {
 struct ClientSettings {
     project_id: String,
     token: String,
+    /// An operator token of this store (`berth node …`).
+    operator_token: String,
     /// This instance's own client config, always written:
     /// `<data dir>/client.json`.
     own: PathBuf,
@@ -173,11 +253,35 @@ async fn client_settings(
             (project.id, token)
         }
     };
+    // The operator token of a config this store made, else a new one.
+    let mut operator_token = None;
+    for candidate in [&own, &default_readable].into_iter().flatten() {
+        if let Some(secret) = &candidate.operator_token {
+            if store
+                .authenticate_operator(secret)
+                .await
+                .map_err(store_error)?
+            {
+                operator_token = Some(secret.clone());
+                break;
+            }
+        }
+    }
+    let operator_token = match operator_token {
+        Some(secret) => secret,
+        None => {
+            store
+                .create_operator_token("berth up")
+                .await
+                .map_err(store_error)?
+                .1
+        }
+    };
     let config = ClientConfig {
         url: Some(api_url.to_owned()),
         project_id: Some(project_id.clone()),
         token: Some(token.clone()),
-        operator_token: None,
+        operator_token: Some(operator_token.clone()),
     };
     client::save(&own_path, &config).map_err(|e| config_error(&own_path, e))?;
 
@@ -198,6 +302,7 @@ async fn client_settings(
     Ok(ClientSettings {
         project_id,
         token,
+        operator_token,
         own: own_path,
         default: default_path,
         default_written: default_is_ours,
