@@ -17,26 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-/// An amount of each resource the placement engine counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Resources {
-    /// Thousandths of a CPU.
-    pub cpu_millis: u64,
-    pub memory_bytes: u64,
-    pub disk_bytes: u64,
-    pub pids: u64,
-}
-
-impl Resources {
-    /// Whether every amount of `self` is at most that of `other`.
-    pub fn fits_in(&self, other: &Resources) -> bool {
-        self.cpu_millis <= other.cpu_millis
-            && self.memory_bytes <= other.memory_bytes
-            && self.disk_bytes <= other.disk_bytes
-            && self.pids <= other.pids
-    }
-}
+pub use berth_core::placement::Resources;
 
 /// What a host tells the server, at join and in every heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -157,23 +138,6 @@ pub struct LabelChange {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fits_in_needs_every_resource_to_fit() {
-        let host = Resources {
-            cpu_millis: 1000,
-            memory_bytes: 1 << 30,
-            disk_bytes: 10 << 30,
-            pids: 100,
-        };
-        assert!(Resources::default().fits_in(&host));
-        assert!(host.fits_in(&host));
-        let too_many_pids = Resources {
-            pids: 101,
-            ..Resources::default()
-        };
-        assert!(!too_many_pids.fits_in(&host));
-    }
 
     #[test]
     fn a_join_with_an_unknown_field_is_refused() {

@@ -10,6 +10,7 @@
 
 mod error;
 mod names;
+pub mod placement;
 mod quantity;
 mod report;
 pub mod spec;

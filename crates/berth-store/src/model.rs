@@ -107,6 +107,9 @@ pub struct NewCodeRevision {
     pub retries_delay: i64,
     /// Priority for tasks that do not give one (0–2).
     pub default_priority: i64,
+    /// What its tasks ask of the fleet, unless a task says otherwise.
+    #[serde(default)]
+    pub placement: berth_core::placement::PlacementSpec,
 }
 
 /// A code package to store with a revision.
@@ -264,6 +267,8 @@ pub struct NewTask {
     pub schedule_id: Option<String>,
     /// Set by `/tasks/{id}/retry`: the task this one re-runs.
     pub original_task_id: Option<String>,
+    /// What this task asks of the fleet beyond its code's defaults.
+    pub placement: berth_core::placement::PlacementSpec,
 }
 
 /// A task as stored.
@@ -304,6 +309,12 @@ pub struct Task {
     /// The agent running (or last to run) the current attempt.
     pub agent: Option<String>,
     pub cancel_requested: bool,
+    /// What the task asks beyond its code's defaults.
+    pub placement: berth_core::placement::PlacementSpec,
+    /// What the dispatcher reserved for the current (or last) attempt.
+    pub reserved: Option<berth_core::placement::TaskPlacement>,
+    /// The name of the host of the current (or last) attempt.
+    pub node_name: Option<String>,
 }
 
 /// Filters of `GET /tasks`. Empty `statuses` means every status.

@@ -13,6 +13,7 @@ store_tests!(
     silent_hosts_are_marked_down_once,
     drain_labels_and_remove,
     operator_tokens_open_nothing_of_a_project,
+    placement_of_codes_and_tasks_round_trips,
 );
 
 fn join(name: &str, node_id: Option<&str>) -> NodeJoin {
@@ -174,4 +175,40 @@ async fn operator_tokens_open_nothing_of_a_project(store: Store) {
     assert!(store.revoke_operator_token(&info.id).await.unwrap());
     assert!(!store.authenticate_operator(&secret).await.unwrap());
     assert!(!store.revoke_operator_token(&info.id).await.unwrap());
+}
+
+async fn placement_of_codes_and_tasks_round_trips(store: Store) {
+    use berth_core::placement::{GroupRule, PlacementSpec, Relation};
+    let project = store.create_project("p").await.unwrap();
+    let code_placement = PlacementSpec {
+        memory: Some(256 << 20),
+        cpu_millis: Some(500),
+        constraints: vec!["zone==a".into()],
+        groups: vec![GroupRule::parse("web:soft", Relation::AntiAffinity).unwrap()],
+        pool: Some("batch".into()),
+        ..PlacementSpec::default()
+    };
+    let spec = NewCodeRevision {
+        placement: code_placement.clone(),
+        ..common::code_spec("c")
+    };
+    let code = store.push_code(&project.id, &spec, None).await.unwrap();
+    assert_eq!(code.latest.spec.placement, code_placement);
+    let task_placement = PlacementSpec {
+        pids: Some(64),
+        ..PlacementSpec::default()
+    };
+    let task = NewTask {
+        placement: task_placement.clone(),
+        ..common::new_task("c")
+    };
+    let id = store
+        .queue_tasks(&project.id, &[task], 1_700_000_000_000)
+        .await
+        .unwrap()
+        .remove(0);
+    let stored = store.task(&project.id, &id).await.unwrap().unwrap();
+    assert_eq!(stored.placement, task_placement);
+    assert_eq!(stored.reserved, None);
+    assert_eq!(stored.node_name, None);
 }

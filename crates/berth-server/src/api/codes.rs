@@ -319,6 +319,7 @@ async fn parse_spec(
         retries,
         retries_delay,
         default_priority,
+        placement: Default::default(),
     })
 }
 

@@ -61,6 +61,7 @@ impl Options {
             label,
             schedule_id: None,
             original_task_id: None,
+            placement: Default::default(),
         }
     }
 }

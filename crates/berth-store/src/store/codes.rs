@@ -58,6 +58,8 @@ impl Store {
         limits: CodeLimits,
     ) -> Result<Code, StoreError> {
         let now = now_millis();
+        let placement = serde_json::to_string(&spec.placement)
+            .map_err(|e| rows::corrupt("code_revisions", format!("placement: {e}")))?;
         let env_vars = serde_json::to_string(&spec.env_vars)
             .map_err(|e| rows::corrupt("code_revisions", format!("env_vars: {e}")))?;
         let mut conn = self.durable.acquire().await?;
@@ -189,9 +191,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO code_revisions (id, code_id, project_id, rev, name, image, runtime,
                  file_name, command, config, env_vars, max_concurrency, retries, retries_delay,
-                 default_priority, package_sha256, package_size, created_at)
+                 default_priority, package_sha256, package_size, created_at, placement)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 $17, $18)",
+                 $17, $18, $19)",
         )
         .bind(&revision.id)
         .bind(&revision.code_id)
@@ -211,6 +213,7 @@ impl Store {
         .bind(&revision.package_sha256)
         .bind(revision.package_size)
         .bind(revision.created_at)
+        .bind(placement)
         .execute(&mut *tx)
         .await?;
         sqlx::query(

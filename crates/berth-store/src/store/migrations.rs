@@ -211,6 +211,19 @@ CREATE TABLE operator_tokens (
 );
 "#,
     },
+    Migration {
+        version: 4,
+        sql: r#"
+-- What a code asks of the fleet for its tasks, and what a task overrides
+-- (JSON PlacementSpec: resources, constraints, group rules, pool); what the
+-- dispatcher reserved for the current attempt (JSON TaskPlacement, set at
+-- placement) and the name of the host it placed it on.
+ALTER TABLE code_revisions ADD COLUMN placement TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE tasks ADD COLUMN placement TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE tasks ADD COLUMN reserved TEXT;
+ALTER TABLE tasks ADD COLUMN node_name TEXT;
+"#,
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 pub(crate) const TASK_COLUMNS: &str = "id, project_id, code_id, code_name, code_rev, status, \
      msg, payload, priority, timeout, delay, cluster, label, schedule_id, original_task_id, \
      retry_count, infra_failures, percent, exit_code, created_at, updated_at, eligible_at, \
-     start_time, end_time, attempt, agent, cancel_requested";
+     start_time, end_time, attempt, agent, cancel_requested, placement, reserved, node_name";
 
 /// Every column of `code_revisions`, for a query that names it `r`.
 pub(crate) const REVISION_COLUMNS: &str = "r.id, r.code_id, r.project_id, r.rev, r.name, \
      r.image, r.runtime, r.file_name, r.command, r.config, r.env_vars, r.max_concurrency, \
      r.retries, r.retries_delay, r.default_priority, r.package_sha256, r.package_size, \
-     r.created_at";
+     r.created_at, r.placement";
 
 /// A code's own columns, for a query that names `codes` `c` and joins its
 /// latest revision as `r` (select them with [`REVISION_COLUMNS`]).
@@ -27,6 +27,16 @@ pub(crate) const CODE_COLUMNS: &str = "c.paused AS code_paused, c.created_at AS 
 pub(crate) const SCHEDULE_COLUMNS: &str = "id, project_id, code_name, payload, start_at, \
      run_every, run_times, end_at, priority, timeout, cluster, label, status, next_start, \
      last_run_time, run_count, created_at, updated_at";
+
+/// A JSON column decoded into its type.
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    table: &'static str,
+    column: &str,
+) -> Result<T, StoreError> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| corrupt(table, format!("{column}: {e}")))
+}
 
 pub(crate) fn corrupt(table: &'static str, detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
@@ -65,6 +75,13 @@ pub(crate) fn task(row: &AnyRow) -> Result<Task, StoreError> {
         end_time: row.try_get("end_time")?,
         attempt: row.try_get("attempt")?,
         agent: row.try_get("agent")?,
+        placement: json_column(row, "tasks", "placement")?,
+        reserved: row
+            .try_get::<Option<String>, _>("reserved")?
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| corrupt("tasks", format!("reserved: {e}")))?,
+        node_name: row.try_get("node_name")?,
         cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
     })
 }
@@ -90,6 +107,7 @@ pub(crate) fn revision(row: &AnyRow) -> Result<CodeRevision, StoreError> {
             retries: row.try_get("retries")?,
             retries_delay: row.try_get("retries_delay")?,
             default_priority: row.try_get("default_priority")?,
+            placement: json_column(row, "code_revisions", "placement")?,
         },
         package_sha256: row.try_get("package_sha256")?,
         package_size: row.try_get("package_size")?,

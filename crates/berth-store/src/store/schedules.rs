@@ -185,6 +185,8 @@ impl Store {
             label: spec.label.clone(),
             schedule_id: Some(schedule.id.clone()),
             original_task_id: None,
+            // A scheduled task asks what its code asks.
+            placement: Default::default(),
         };
         // A run due after end_at (a schedule created that way) never fires.
         let expired = spec.end_at.is_some_and(|end| expected_next_start > end);

@@ -331,6 +331,7 @@ impl Store {
             label: task.label,
             schedule_id: None,
             original_task_id: Some(task.id),
+            placement: task.placement,
         };
         let ids = queue_in(&mut tx, self.dialect, project_id, &[copy], now).await?;
         tx.commit().await?;
@@ -683,9 +684,9 @@ pub(super) async fn queue_in(
         sqlx::query(
             "INSERT INTO tasks (id, project_id, code_id, code_name, code_rev, status, payload,
                  priority, timeout, delay, cluster, label, schedule_id, original_task_id,
-                 created_at, updated_at, eligible_at, sort_key)
+                 created_at, updated_at, eligible_at, sort_key, placement)
              VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $12, $13,
-                 $14, $14, $15, $16)",
+                 $14, $14, $15, $16, $17)",
         )
         .bind(id)
         .bind(project_id)
@@ -703,6 +704,10 @@ pub(super) async fn queue_in(
         .bind(now)
         .bind(eligible_at)
         .bind(sort_key)
+        .bind(
+            serde_json::to_string(&task.placement)
+                .map_err(|e| rows::corrupt("tasks", format!("placement: {e}")))?,
+        )
         .execute(&mut *conn)
         .await?;
     }

@@ -163,6 +163,7 @@ pub fn new_task(code: &str) -> NewTask {
         label: None,
         schedule_id: None,
         original_task_id: None,
+        placement: Default::default(),
     }
 }
 
