@@ -12,7 +12,7 @@
 //!    member of any of the request's groups (the "general mask"). If one of them is
 //!    feasible and beats the general mask, no other host can win: skip to 5.
 //! 4. **Walk** (`sample.rs`): visit the hosts of the eligible classes in the seeded
-//!    order until `max(2, ⌈log₂ n⌉)` feasible hosts with the general mask are found,
+//!    order until `max(8, ⌈log₂ n⌉)` feasible hosts with the general mask are found,
 //!    or every host has been seen. If the request names an image, also walk the hosts
 //!    holding it (a second seeded walk, bounded) so a rare image is not missed.
 //! 5. **Rank** (`rank.rs`): among the candidates with the best soft-rule key, the
@@ -233,5 +233,347 @@ pub fn can_ever_fit(fleet: &Fleet, request: &Request) -> Result<(), Refusal> {
     match explain_never(&prepared) {
         Some(refusal) => Err(refusal),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::groups::GroupRule;
+    use crate::refusal::{Reason, RefusalScope};
+    use crate::request::Strategy;
+    use crate::snapshot::{CommitError, Node, NodeState};
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    fn host(name: &str) -> Node {
+        Node::new(name, Resources::new(4000, 4 * GIB, 10 * GIB, 1000))
+    }
+
+    fn req(id: &str) -> Request {
+        Request::new(id, Resources::new(500, 512 * MIB, 0, 10))
+    }
+
+    fn fleet(nodes: Vec<Node>) -> Fleet {
+        Fleet::new(nodes).expect("valid fleet")
+    }
+
+    fn placed(fleet: &Fleet, request: &Request) -> Placement {
+        place(fleet, request).unwrap_or_else(|r| panic!("{} refused: {r}", request.id()))
+    }
+
+    #[test]
+    fn spread_picks_the_least_loaded_and_binpack_the_fullest() {
+        let half = Resources::new(2000, 2 * GIB, 0, 0);
+        let f = fleet(vec![
+            host("a").with_allocated(half),
+            host("b"),
+            host("c").with_allocated(half),
+        ]);
+        assert_eq!(placed(&f, &req("t")).node, "b");
+        let binpack = req("t").with_strategy(Strategy::Binpack);
+        assert_ne!(placed(&f, &binpack).node, "b");
+    }
+
+    #[test]
+    fn image_holders_are_preferred_when_load_is_close() {
+        let f = fleet(vec![
+            host("a"),
+            host("b")
+                .with_image("app:1")
+                .with_allocated(Resources::new(400, 0, 0, 0)),
+            host("c"),
+        ]);
+        let p = placed(&f, &req("t").with_image("app:1"));
+        assert_eq!(p.node, "b");
+        assert!(p.image_present);
+        assert!(!placed(&f, &req("t").with_image("other")).image_present);
+    }
+
+    #[test]
+    fn the_issue_refusal_is_explained_host_by_host() {
+        let f = fleet(vec![
+            host("h1").with_label("gpu", "false"),
+            host("h2"),
+            host("h3")
+                .with_label("gpu", "true")
+                .with_allocated(Resources::new(0, 4 * GIB - 200 * MIB, 0, 0)),
+            host("h4")
+                .with_label("gpu", "true")
+                .with_member("web", "web_red"),
+            host("h5")
+                .with_label("gpu", "true")
+                .with_state(NodeState::Draining),
+        ]);
+        let request = req("web_blue")
+            .with_constraints(["gpu==true"])
+            .and_then(|r| {
+                Ok(r.with_rule(GroupRule::hard_anti_affinity("web"))
+                    .expect("rule"))
+            })
+            .expect("valid");
+        let refusal = place(&f, &request).expect_err("nothing fits");
+        assert_eq!(
+            refusal.to_string(),
+            "2 hosts lack label gpu=true; 1 host has 200 MiB of the 512 MiB of memory requested free; \
+             1 host holds web_red (anti-affinity, group web); 1 host is drained"
+        );
+        assert_eq!(refusal.scope, RefusalScope::Now);
+        assert_eq!(refusal.hosts, 5);
+        assert_eq!(refusal.groups[0].hosts, vec!["h1", "h2"]);
+        // Nothing can fit NOW, but it could ever: the queue keeps it.
+        assert_eq!(can_ever_fit(&f, &request), Ok(()));
+    }
+
+    #[test]
+    fn never_fitting_requests_are_told_apart() {
+        let f = fleet(vec![host("a"), host("b").with_label("gpu", "true")]);
+        let huge = Request::new("t", Resources::new(500, 8 * GIB, 0, 0));
+        let refusal = can_ever_fit(&f, &huge).expect_err("larger than every host");
+        assert_eq!(refusal.scope, RefusalScope::Ever);
+        assert_eq!(
+            refusal.to_string(),
+            "2 hosts have at most 4 GiB of memory allocatable (8 GiB requested)"
+        );
+        let nowhere = req("t")
+            .with_constraints(["gpu==true", "zone==x"])
+            .expect("valid");
+        let refusal = can_ever_fit(&f, &nowhere).expect_err("no host in zone x");
+        assert_eq!(
+            refusal.to_string(),
+            "1 host lacks label gpu=true; 1 host lacks label zone=x"
+        );
+        // Load and state do not matter to can_ever_fit.
+        let busy = fleet(vec![host("a")
+            .with_allocated(Resources::new(4000, 4 * GIB, 0, 0))
+            .with_state(NodeState::Down)]);
+        assert_eq!(can_ever_fit(&busy, &req("t")), Ok(()));
+        assert_eq!(can_ever_fit(&fleet(vec![]), &req("t")), Ok(()));
+        assert_eq!(
+            place(&fleet(vec![]), &req("t"))
+                .expect_err("empty")
+                .to_string(),
+            "no hosts in the fleet"
+        );
+    }
+
+    #[test]
+    fn node_names_can_be_required_or_excluded() {
+        let f = fleet(vec![host("host-1"), host("host-2"), host("host-3")]);
+        let only = req("t").with_constraints(["node==host-3"]).expect("valid");
+        assert_eq!(placed(&f, &only).node, "host-3");
+        let not = req("t").with_constraints(["node!=host-*"]).expect("valid");
+        let refusal = place(&f, &not).expect_err("every host excluded");
+        assert_eq!(refusal.to_string(), "3 hosts have names matching host-*");
+        let missing = req("t").with_constraints(["node==host-9"]).expect("valid");
+        assert_eq!(
+            place(&f, &missing).expect_err("no such host").to_string(),
+            "3 hosts are not host-9"
+        );
+        assert!(can_ever_fit(&f, &missing).is_err());
+    }
+
+    #[test]
+    fn hard_anti_affinity_spreads_a_group_and_then_refuses() {
+        let mut f = fleet(vec![host("a"), host("b"), host("c")]);
+        let mut used = Vec::new();
+        for member in ["web_1", "web_2", "web_3"] {
+            let r = req(member)
+                .with_rule(GroupRule::hard_anti_affinity("web"))
+                .expect("rule");
+            let p = placed(&f, &r);
+            f.commit(&p).expect("commit");
+            used.push(p.node);
+        }
+        used.sort();
+        assert_eq!(used, vec!["a", "b", "c"]);
+        let fourth = req("web_4")
+            .with_rule(GroupRule::hard_anti_affinity("web"))
+            .expect("rule");
+        let refusal = place(&f, &fourth).expect_err("every host holds a member");
+        assert_eq!(
+            refusal.to_string(),
+            "3 hosts hold web_1, web_2, web_3 (anti-affinity, group web)"
+        );
+        assert!(
+            matches!(&refusal.groups[0].reason, Reason::AntiAffinity { group, .. } if group == "web")
+        );
+    }
+
+    #[test]
+    fn hard_affinity_follows_the_first_member() {
+        let mut f = fleet((0..20).map(|i| host(&format!("h{i:02}"))).collect());
+        let first = req("db_1")
+            .with_rule(GroupRule::hard_affinity("db"))
+            .expect("rule");
+        let p = placed(&f, &first);
+        f.commit(&p).expect("commit");
+        for i in 2..=6 {
+            let r = req(&format!("db_{i}"))
+                .with_rule(GroupRule::hard_affinity("db"))
+                .expect("rule");
+            let q = placed(&f, &r);
+            assert_eq!(q.node, p.node);
+            f.commit(&q).expect("commit");
+        }
+        // The host is now full (6 × 0.5 CPU of 4, 6 × 512 MiB of 4 GiB): the 9th cannot follow.
+        for i in 7..=8 {
+            let r = req(&format!("db_{i}"))
+                .with_rule(GroupRule::hard_affinity("db"))
+                .expect("rule");
+            f.commit(&placed(&f, &r)).expect("commit");
+        }
+        let r = req("db_9")
+            .with_rule(GroupRule::hard_affinity("db"))
+            .expect("rule");
+        let refusal = place(&f, &r).expect_err("the group's host is full");
+        assert!(
+            refusal
+                .to_string()
+                .contains("19 hosts hold no member of group db (affinity)"),
+            "{refusal}"
+        );
+    }
+
+    #[test]
+    fn soft_rules_are_given_up_one_at_a_time_in_listed_order() {
+        // Host a holds x (which we want to join) and y (which we want to avoid);
+        // host b holds y; host c holds nothing.
+        let f = fleet(vec![
+            host("a").with_member("x", "x_1").with_member("y", "y_1"),
+            host("b").with_member("y", "y_2"),
+            host("c").with_member("z", "z_1"),
+        ]);
+        let both = |first: GroupRule, second: GroupRule| {
+            req("t")
+                .with_rule(first)
+                .and_then(|r| r.with_rule(second))
+                .expect("rules")
+        };
+        // Join x first, avoid y second: a keeps the first, c keeps the second. Both
+        // break one rule; the first-listed is kept longest → a.
+        let p = placed(
+            &f,
+            &both(
+                GroupRule::soft_affinity("x"),
+                GroupRule::soft_anti_affinity("y"),
+            ),
+        );
+        assert_eq!(p.node, "a");
+        assert_eq!(
+            p.soft_rules_given_up,
+            vec![GroupRule::soft_anti_affinity("y")]
+        );
+        // Listed the other way round → c.
+        let p = placed(
+            &f,
+            &both(
+                GroupRule::soft_anti_affinity("y"),
+                GroupRule::soft_affinity("x"),
+            ),
+        );
+        assert_eq!(p.node, "c");
+        assert_eq!(p.soft_rules_given_up, vec![GroupRule::soft_affinity("x")]);
+        // Avoid y, avoid z: c breaks z only, b breaks y only, a breaks y only.
+        // Fewest broken first (all one), then the first-listed (y) is kept → c.
+        let p = placed(
+            &f,
+            &both(
+                GroupRule::soft_anti_affinity("y"),
+                GroupRule::soft_anti_affinity("z"),
+            ),
+        );
+        assert_eq!(p.node, "c");
+        // A host keeping every rule wins over any that breaks one.
+        let p = placed(
+            &f,
+            &both(
+                GroupRule::soft_anti_affinity("z"),
+                GroupRule::soft_affinity("x"),
+            ),
+        );
+        assert_eq!(p.node, "a");
+        assert!(p.soft_rules_given_up.is_empty());
+    }
+
+    #[test]
+    fn soft_affinity_finds_its_group_in_a_large_fleet() {
+        let mut nodes: Vec<Node> = (0..2000).map(|i| host(&format!("h{i:04}"))).collect();
+        nodes[1234] = host("h1234").with_member("cache", "cache_1");
+        let f = fleet(nodes);
+        let r = req("cache_2")
+            .with_rule(GroupRule::soft_affinity("cache"))
+            .expect("rule");
+        let p = placed(&f, &r);
+        assert_eq!(p.node, "h1234");
+        assert!(p.hosts_checked < 10, "checked {}", p.hosts_checked);
+    }
+
+    #[test]
+    fn sampling_checks_a_few_hosts_not_the_fleet() {
+        let f = fleet((0..10_000).map(|i| host(&format!("h{i:05}"))).collect());
+        let p = placed(&f, &req("t"));
+        assert_eq!(p.hosts_checked, 14);
+    }
+
+    #[test]
+    fn commit_rechecks_and_release_undoes() {
+        let mut f = fleet(vec![host("a")]);
+        let request = req("t")
+            .with_rule(GroupRule::hard_anti_affinity("g"))
+            .expect("rule");
+        let p = placed(&f, &request);
+        f.commit(&p).expect("first commit");
+        assert_eq!(f.node("a").map(|n| n.allocated), Some(p.resources));
+        assert!(matches!(
+            f.commit(&p),
+            Err(CommitError::AntiAffinityViolated { .. })
+        ));
+        f.release(&p).expect("release");
+        assert_eq!(f.node("a").map(|n| n.allocated), Some(Resources::ZERO));
+        assert!(f.node("a").is_some_and(|n| n.groups.is_empty()));
+        assert!(matches!(
+            f.release(&p),
+            Err(CommitError::NotAllocated { .. })
+        ));
+
+        let big = Request::new("big", Resources::new(3000, GIB, 0, 0));
+        let p1 = placed(&f, &big);
+        f.commit(&p1).expect("fits once");
+        let err = f.commit(&p1).expect_err("not twice");
+        assert_eq!(
+            err.to_string(),
+            "host \"a\" has 1 CPU free of the 3 CPUs requested (cpu)"
+        );
+        f.set_state("a", NodeState::Draining).expect("known host");
+        f.release(&p1).expect("release");
+        assert_eq!(f.commit(&p1), Err(CommitError::NodeNotReady("a".into())));
+        let mut gone = p1.clone();
+        gone.node = "zz".into();
+        assert_eq!(f.commit(&gone), Err(CommitError::UnknownNode("zz".into())));
+    }
+
+    #[test]
+    fn answers_depend_on_the_snapshot_and_request_only() {
+        let nodes: Vec<Node> = (0..500)
+            .map(|i| host(&format!("h{i:03}")).with_label("zone", ["a", "b", "c"][i % 3]))
+            .collect();
+        let mut reversed = nodes.clone();
+        reversed.reverse();
+        let f1 = fleet(nodes);
+        let f2 = fleet(reversed);
+        for i in 0..50 {
+            let r = req(&format!("t{i}"))
+                .with_constraints(["zone!=b"])
+                .expect("valid");
+            assert_eq!(place(&f1, &r), place(&f2, &r));
+        }
+        let a = placed(&f1, &req("x").with_seed(1)).node;
+        let spread: std::collections::BTreeSet<String> = (0..20)
+            .map(|s| placed(&f1, &req("x").with_seed(s)).node)
+            .collect();
+        assert!(spread.len() > 10, "seeds spread ties: {spread:?}");
+        assert_eq!(placed(&f1, &req("x").with_seed(1)).node, a);
     }
 }

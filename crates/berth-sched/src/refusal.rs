@@ -14,7 +14,7 @@ use crate::constraint::Constraint;
 use crate::feasibility::{Prepared, Reject};
 use crate::groups::Relation;
 use crate::request::Request;
-use crate::snapshot::{Fleet, NodeState, ResourceKind};
+use crate::snapshot::ResourceKind;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -384,47 +384,6 @@ pub(crate) fn explain_never(prepared: &Prepared<'_>) -> Option<Refusal> {
         }
     }
     Some(finish(request, RefusalScope::Ever, fleet.len(), groups))
-}
-
-/// Whether `reason` is true of host `node` for `request` (used by tests and
-/// debug checks; the explanation passes construct reasons that satisfy it).
-pub fn reason_holds(fleet: &Fleet, request: &Request, reason: &Reason, host: &str) -> bool {
-    let Some(node) = fleet.node(host) else {
-        return false;
-    };
-    let free = node.free();
-    match reason {
-        Reason::Down => node.state == NodeState::Down,
-        Reason::Drained => node.state == NodeState::Draining,
-        Reason::Constraint { constraint } => !constraint.matches(&node.name, &node.labels),
-        Reason::AntiAffinity { group, members } => node
-            .groups
-            .get(group)
-            .is_some_and(|held| !held.is_empty() && held.iter().all(|m| members.contains(m))),
-        Reason::Affinity { group } => {
-            let holds =
-                |n: &crate::snapshot::Node| n.groups.get(group).is_some_and(|m| !m.is_empty());
-            !holds(node) && fleet.nodes().iter().any(holds)
-        }
-        Reason::Insufficient {
-            resource,
-            requested,
-            most_free,
-        } => {
-            *requested == request.resources().get(*resource)
-                && free.get(*resource) < *requested
-                && free.get(*resource) <= *most_free
-        }
-        Reason::TooSmall {
-            resource,
-            requested,
-            most_allocatable,
-        } => {
-            *requested == request.resources().get(*resource)
-                && node.allocatable.get(*resource) < *requested
-                && node.allocatable.get(*resource) <= *most_allocatable
-        }
-    }
 }
 
 #[cfg(test)]

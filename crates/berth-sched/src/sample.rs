@@ -25,14 +25,18 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
-/// Enough feasible candidates to rank among: `max(2, ⌈log₂ n⌉)` for a population of
-/// `n` (Nomad's figure; 14 for 10,000 hosts). Sampling a few random hosts and taking
-/// the best is the "power of d choices": the load it leaves is close to that of a
-/// full scan, at a fraction of the cost.
+/// Enough feasible candidates to rank among: `max(8, ⌈log₂ n⌉)` for a population
+/// of `n` (14 for 10,000 hosts). Nomad uses `max(2, ⌈log₂ n⌉)`; berth's floor of 8
+/// means a small fleet is compared in full, which costs nothing there. Sampling a
+/// few random hosts and taking the best is the "power of d choices": the load it
+/// leaves is close to that of a full scan, at a fraction of the cost.
 pub(crate) fn candidate_limit(population: usize) -> usize {
     let log2 = usize::BITS - population.saturating_sub(1).leading_zeros();
-    (log2 as usize).max(2)
+    (log2 as usize).max(MIN_CANDIDATES)
 }
+
+/// The floor of [`candidate_limit`].
+const MIN_CANDIDATES: usize = 8;
 
 /// A seeded permutation of `0..len`.
 #[derive(Debug, Clone)]
@@ -114,9 +118,10 @@ mod tests {
 
     #[test]
     fn limits_follow_log2() {
-        assert_eq!(candidate_limit(0), 2);
-        assert_eq!(candidate_limit(3), 2);
-        assert_eq!(candidate_limit(5), 3);
+        assert_eq!(candidate_limit(0), 8);
+        assert_eq!(candidate_limit(3), 8);
+        assert_eq!(candidate_limit(256), 8);
+        assert_eq!(candidate_limit(257), 9);
         assert_eq!(candidate_limit(1024), 10);
         assert_eq!(candidate_limit(10_000), 14);
     }

@@ -317,7 +317,7 @@ pub enum CommitError {
     UnknownNode(String),
     #[error("host {0:?} takes no new work (drained or down)")]
     NodeNotReady(String),
-    #[error("host {node:?} has {free} of the {requested} of {resource} requested free")]
+    #[error("host {node:?} has {free} free of the {requested} requested ({resource})")]
     WouldOvercommit {
         node: String,
         resource: ResourceKind,
