@@ -367,7 +367,7 @@ mod tests {
         assert!(!got.is_empty());
         assert!(got.iter().all(|&i| {
             let n = &nodes[i as usize];
-            n.labels["zone"].starts_with("eu-") && n.labels.get("gpu").is_some()
+            n.labels["zone"].starts_with("eu-") && n.labels.contains_key("gpu")
         }));
     }
 

@@ -308,11 +308,9 @@ mod tests {
         ]);
         let request = req("web_blue")
             .with_constraints(["gpu==true"])
-            .and_then(|r| {
-                Ok(r.with_rule(GroupRule::hard_anti_affinity("web"))
-                    .expect("rule"))
-            })
-            .expect("valid");
+            .expect("valid")
+            .with_rule(GroupRule::hard_anti_affinity("web"))
+            .expect("rule");
         let refusal = place(&f, &request).expect_err("nothing fits");
         assert_eq!(
             refusal.to_string(),

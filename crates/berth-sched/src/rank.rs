@@ -49,7 +49,7 @@ pub(crate) fn load_after(hot: &Hot, request: &Resources) -> u64 {
         sum += share;
         counted += 1;
     }
-    let mean = if counted == 0 { 0 } else { sum / counted };
+    let mean = sum.checked_div(counted).unwrap_or(0);
     max + mean
 }
 

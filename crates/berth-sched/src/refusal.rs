@@ -389,7 +389,7 @@ pub(crate) fn explain_never(prepared: &Prepared<'_>) -> Option<Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{Node, Resources};
+    use crate::snapshot::{Fleet, Node, NodeState, Resources};
 
     #[test]
     fn the_issue_example_reads_as_written() {

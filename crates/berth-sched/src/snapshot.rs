@@ -99,12 +99,12 @@ pub(crate) fn format_bytes(bytes: u64) -> String {
     ];
     for (size, unit) in UNITS {
         if bytes >= size {
-            if bytes % size == 0 {
+            if bytes.is_multiple_of(size) {
                 return format!("{} {unit}", bytes / size);
             }
             // Tenths, rounded down so "free" never reads larger than it is.
             let tenths = (bytes as u128 * 10 / size as u128) as u64;
-            return if tenths % 10 == 0 {
+            return if tenths.is_multiple_of(10) {
                 format!("{} {unit}", tenths / 10)
             } else {
                 format!("{}.{} {unit}", tenths / 10, tenths % 10)
