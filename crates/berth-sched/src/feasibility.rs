@@ -3,7 +3,8 @@
 //! 1. it is Ready (drained and down hosts take nothing new);
 //! 2. its class passes every label constraint (decided once per class, `class.rs`);
 //! 3. its name passes every `node` constraint;
-//! 4. it keeps every hard group rule (`groups.rs`);
+//! 4. it keeps every hard group rule (`groups.rs`), and is not closed to any of the
+//!    request's groups by a member placed there under hard anti-affinity;
 //! 5. the request fits in what it has free: for every resource,
 //!    requested ≤ allocatable − allocated. A host never gets more.
 //!
@@ -24,6 +25,9 @@ pub(crate) struct PreparedRule<'a> {
     pub rule: &'a GroupRule,
     /// Hosts holding members of the group: (host, count), ascending.
     pub holders: &'a [(u32, u32)],
+    /// Hosts closed to the group (a member there was placed under hard
+    /// anti-affinity), ascending.
+    pub exclusive: &'a [u32],
     /// This rule's bit in the soft mask; 0 for a hard rule.
     pub bit: u64,
 }
@@ -37,7 +41,8 @@ pub(crate) enum Reject {
     Labels,
     /// It fails the host-name constraint at this position in `Request::constraints`.
     Name(usize),
-    /// It holds a member of the group of the rule at this position.
+    /// It holds a member of the group of the rule at this position, and either
+    /// that rule is hard anti-affinity or the member there was placed under one.
     AntiAffinity(usize),
     /// It holds no member of the group of the rule at this position, which has
     /// members elsewhere.
@@ -76,6 +81,7 @@ impl<'a> Prepared<'a> {
                     index,
                     rule,
                     holders: fleet.groups.holders_of(&rule.group),
+                    exclusive: fleet.groups.exclusive_of(&rule.group),
                     bit,
                 }
             })
@@ -115,6 +121,9 @@ impl<'a> Prepared<'a> {
         }
         let mut mask = 0;
         for rule in &self.rules {
+            if !rule.exclusive.is_empty() && rule.exclusive.binary_search(&node).is_ok() {
+                return Err(Reject::AntiAffinity(rule.index));
+            }
             let held = holds(rule.holders, node);
             match (rule.rule.relation, rule.bit) {
                 (Relation::AntiAffinity, 0) if held => {

@@ -3,7 +3,11 @@
 //!
 //! - A request with a rule on group G is a member of G: once committed, its host
 //!   holds it, under the request's id.
-//! - Hard anti-affinity: the host must hold no member of G.
+//! - Hard anti-affinity: the host must hold no member of G. It is also a promise to
+//!   the member that asked for it: its host is closed to G for as long as it stays,
+//!   so no later member of G joins it, whatever that member's own rules (otherwise
+//!   a member with a soft or no anti-affinity rule could land beside it). The host's
+//!   [`Node::exclusive`](crate::Node::exclusive) records this.
 //! - Hard affinity: if G has members anywhere in the fleet (on a host in any
 //!   state), the host must hold at least one; if it has none yet, any host will do.
 //! - Soft rules say the same but may be given up. They are given up ONE AT A TIME,
@@ -132,12 +136,15 @@ pub(crate) fn soft_bit(position: usize, count: usize) -> u64 {
     1u64 << (count - 1 - position)
 }
 
-/// Group → which hosts hold how many of its members.
+/// Group → which hosts hold how many of its members, and which hosts hold a member
+/// placed under hard anti-affinity (closed to the rest of the group).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct GroupIndex {
     ids: HashMap<String, u32>,
     /// Per group: (host index, members held), ascending by host.
     holders: Vec<Vec<(u32, u32)>>,
+    /// Per group: hosts closed to new members, ascending.
+    exclusive: Vec<Vec<u32>>,
 }
 
 static NO_HOLDERS: Vec<(u32, u32)> = Vec::new();
@@ -150,16 +157,47 @@ impl GroupIndex {
         }
     }
 
-    pub fn add(&mut self, group: &str, node: u32) {
-        let id = match self.ids.get(group) {
+    /// Hosts that hold a member of `group` placed under hard anti-affinity.
+    pub fn exclusive_of(&self, group: &str) -> &[u32] {
+        match self.ids.get(group) {
+            Some(&id) => &self.exclusive[id as usize],
+            None => &[],
+        }
+    }
+
+    fn id(&mut self, group: &str) -> u32 {
+        match self.ids.get(group) {
             Some(&id) => id,
             None => {
                 let id = self.holders.len() as u32;
                 self.ids.insert(group.to_owned(), id);
                 self.holders.push(Vec::new());
+                self.exclusive.push(Vec::new());
                 id
             }
+        }
+    }
+
+    pub fn set_exclusive(&mut self, group: &str, node: u32) {
+        let id = self.id(group);
+        let hosts = &mut self.exclusive[id as usize];
+        if let Err(at) = hosts.binary_search(&node) {
+            hosts.insert(at, node);
+        }
+    }
+
+    pub fn clear_exclusive(&mut self, group: &str, node: u32) {
+        let Some(&id) = self.ids.get(group) else {
+            return;
         };
+        let hosts = &mut self.exclusive[id as usize];
+        if let Ok(at) = hosts.binary_search(&node) {
+            hosts.remove(at);
+        }
+    }
+
+    pub fn add(&mut self, group: &str, node: u32) {
+        let id = self.id(group);
         let holders = &mut self.holders[id as usize];
         match holders.binary_search_by_key(&node, |h| h.0) {
             Ok(at) => holders[at].1 += 1,
@@ -233,5 +271,12 @@ mod tests {
         assert!(!holds(index.holders_of("g"), 5));
         assert!(index.holders_of("unknown").is_empty());
         index.remove("unknown", 1);
+        index.set_exclusive("g", 7);
+        index.set_exclusive("g", 7);
+        index.set_exclusive("g", 3);
+        assert_eq!(index.exclusive_of("g"), &[3, 7]);
+        index.clear_exclusive("g", 7);
+        assert_eq!(index.exclusive_of("g"), &[3]);
+        assert!(index.exclusive_of("unknown").is_empty());
     }
 }

@@ -400,6 +400,45 @@ mod tests {
     }
 
     #[test]
+    fn hard_anti_affinity_keeps_its_host_even_from_softer_members() {
+        // web_1 went to a under hard anti-affinity; b is full.
+        let full = Resources::new(4000, 4 * GIB, 0, 0);
+        let mut f = fleet(vec![host("a"), host("b").with_allocated(full)]);
+        let first = req("web_1")
+            .with_rule(GroupRule::hard_anti_affinity("web"))
+            .expect("rule");
+        let p = placed(&f, &first);
+        assert_eq!(p.node, "a");
+        f.commit(&p).expect("commit");
+        assert!(f.node("a").is_some_and(|n| n.exclusive.contains("web")));
+        // A member that would only prefer to be apart (or wants to be together!)
+        // still may not join a.
+        for rule in [
+            GroupRule::soft_anti_affinity("web"),
+            GroupRule::soft_affinity("web"),
+            GroupRule::hard_affinity("web"),
+        ] {
+            let second = req("web_2").with_rule(rule).expect("rule");
+            let refusal = place(&f, &second).expect_err("a is closed to web, b is full");
+            assert!(
+                refusal
+                    .to_string()
+                    .contains("1 host holds web_1 (anti-affinity, group web)"),
+                "{refusal}"
+            );
+        }
+        // Not a member of web: welcome.
+        assert_eq!(placed(&f, &req("other")).node, "a");
+        // Once web_1 ends, a is open again.
+        f.release(&p).expect("release");
+        assert!(f.node("a").is_some_and(|n| n.exclusive.is_empty()));
+        let second = req("web_2")
+            .with_rule(GroupRule::soft_anti_affinity("web"))
+            .expect("rule");
+        assert_eq!(placed(&f, &second).node, "a");
+    }
+
+    #[test]
     fn hard_affinity_follows_the_first_member() {
         let mut f = fleet((0..20).map(|i| host(&format!("h{i:02}"))).collect());
         let first = req("db_1")

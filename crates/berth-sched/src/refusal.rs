@@ -12,7 +12,6 @@
 
 use crate::constraint::Constraint;
 use crate::feasibility::{Prepared, Reject};
-use crate::groups::Relation;
 use crate::request::Request;
 use crate::snapshot::ResourceKind;
 use serde::{Deserialize, Serialize};
@@ -175,7 +174,8 @@ fn of_what(resource: ResourceKind) -> &'static str {
 enum GroupKey {
     Constraint(usize),
     Resource(ResourceKind),
-    Rule(usize),
+    AntiAffinity(usize),
+    Affinity(usize),
     TooSmall(ResourceKind),
     Drained,
     Down,
@@ -284,19 +284,19 @@ pub(crate) fn explain_now(prepared: &Prepared<'_>) -> (Refusal, Vec<u32>) {
                     },
                 )
             }
-            Err(Reject::AntiAffinity(index) | Reject::Affinity(index)) => {
-                let rule = &request.rules()[index];
-                let reason = match rule.relation {
-                    Relation::AntiAffinity => Reason::AntiAffinity {
-                        group: rule.group.clone(),
-                        members: Vec::new(),
-                    },
-                    Relation::Affinity => Reason::Affinity {
-                        group: rule.group.clone(),
-                    },
-                };
-                (GroupKey::Rule(index), reason)
-            }
+            Err(Reject::AntiAffinity(index)) => (
+                GroupKey::AntiAffinity(index),
+                Reason::AntiAffinity {
+                    group: request.rules()[index].group.clone(),
+                    members: Vec::new(),
+                },
+            ),
+            Err(Reject::Affinity(index)) => (
+                GroupKey::Affinity(index),
+                Reason::Affinity {
+                    group: request.rules()[index].group.clone(),
+                },
+            ),
             Err(Reject::Resource(resource)) => {
                 let free = fleet.hot[node as usize].free().get(resource);
                 (

@@ -247,6 +247,10 @@ pub struct Node {
     /// Group name → the members of that group the host holds.
     #[serde(default)]
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Groups whose member on this host was placed under hard anti-affinity: no
+    /// other member of those groups may join the host.
+    #[serde(default)]
+    pub exclusive: BTreeSet<String>,
 }
 
 impl Node {
@@ -259,6 +263,7 @@ impl Node {
             allocated: Resources::ZERO,
             images: BTreeSet::new(),
             groups: BTreeMap::new(),
+            exclusive: BTreeSet::new(),
         }
     }
 
@@ -290,6 +295,19 @@ impl Node {
         self
     }
 
+    /// Adds a member placed under hard anti-affinity: the host is closed to the
+    /// rest of its group.
+    pub fn with_exclusive_member(
+        self,
+        group: impl Into<String>,
+        member: impl Into<String>,
+    ) -> Self {
+        let group = group.into();
+        let mut node = self.with_member(group.clone(), member);
+        node.exclusive.insert(group);
+        node
+    }
+
     /// What is left to give: allocatable − allocated, never negative.
     pub fn free(&self) -> Resources {
         self.allocatable.saturating_sub(&self.allocated)
@@ -307,6 +325,8 @@ pub enum SnapshotError {
     ReservedLabel { node: String },
     #[error("the fleet has more than {max} hosts", max = u32::MAX)]
     TooManyNodes,
+    #[error("host {node:?} is marked exclusive for group {group:?} but holds no member of it")]
+    ExclusiveWithoutMember { node: String, group: String },
 }
 
 /// Why a commit, release or state change was refused. Nothing is changed when one
@@ -324,7 +344,7 @@ pub enum CommitError {
         requested: String,
         free: String,
     },
-    #[error("host {node:?} already holds {member:?} of group {group:?} (hard anti-affinity)")]
+    #[error("host {node:?} already holds {member:?} of group {group:?} (anti-affinity)")]
     AntiAffinityViolated {
         node: String,
         group: String,
@@ -385,6 +405,16 @@ impl Fleet {
                     node: node.name.clone(),
                 });
             }
+            if let Some(group) = node
+                .exclusive
+                .iter()
+                .find(|g| node.groups.get(*g).is_none_or(|m| m.is_empty()))
+            {
+                return Err(SnapshotError::ExclusiveWithoutMember {
+                    node: node.name.clone(),
+                    group: group.clone(),
+                });
+            }
             if by_name.insert(node.name.clone(), index as u32).is_some() {
                 return Err(SnapshotError::DuplicateNode(node.name.clone()));
             }
@@ -407,6 +437,9 @@ impl Fleet {
                 for _ in members {
                     groups.add(group, index as u32);
                 }
+            }
+            for group in &node.exclusive {
+                groups.set_exclusive(group, index as u32);
             }
             for image in &node.images {
                 // Indexes ascend because hosts are visited in order.
@@ -488,30 +521,35 @@ impl Fleet {
                 free: resource.format_amount(free.get(resource)),
             });
         }
-        for rule in placement.rules.iter().filter(|r| r.is_hard()) {
+        for rule in &placement.rules {
             let holders = self.groups.holders_of(&rule.group);
             let holds = crate::groups::holds(holders, index as u32);
-            match rule.relation {
-                Relation::AntiAffinity if holds => {
-                    let member = self.nodes[index]
-                        .groups
-                        .get(&rule.group)
-                        .and_then(|m| m.first())
-                        .cloned()
-                        .unwrap_or_default();
-                    return Err(CommitError::AntiAffinityViolated {
-                        node: placement.node.clone(),
-                        group: rule.group.clone(),
-                        member,
-                    });
-                }
-                Relation::Affinity if !holders.is_empty() && !holds => {
-                    return Err(CommitError::AffinityViolated {
-                        node: placement.node.clone(),
-                        group: rule.group.clone(),
-                    });
-                }
-                _ => {}
+            let closed = self
+                .groups
+                .exclusive_of(&rule.group)
+                .binary_search(&(index as u32))
+                .is_ok();
+            let hard = rule.is_hard();
+            let violated_anti =
+                closed || (hard && rule.relation == Relation::AntiAffinity && holds);
+            if violated_anti {
+                let member = self.nodes[index]
+                    .groups
+                    .get(&rule.group)
+                    .and_then(|m| m.first())
+                    .cloned()
+                    .unwrap_or_default();
+                return Err(CommitError::AntiAffinityViolated {
+                    node: placement.node.clone(),
+                    group: rule.group.clone(),
+                    member,
+                });
+            }
+            if hard && rule.relation == Relation::Affinity && !holders.is_empty() && !holds {
+                return Err(CommitError::AffinityViolated {
+                    node: placement.node.clone(),
+                    group: rule.group.clone(),
+                });
             }
         }
         // Checked above: allocated + resources ≤ allocatable, so no overflow.
@@ -527,6 +565,10 @@ impl Fleet {
                 .or_default()
                 .push(placement.request_id.clone());
             self.groups.add(&rule.group, index as u32);
+            if rule.is_hard() && rule.relation == Relation::AntiAffinity {
+                node.exclusive.insert(rule.group.clone());
+                self.groups.set_exclusive(&rule.group, index as u32);
+            }
         }
         Ok(())
     }
@@ -567,6 +609,10 @@ impl Fleet {
                 }
             }
             self.groups.remove(&rule.group, index as u32);
+            if rule.is_hard() && rule.relation == Relation::AntiAffinity {
+                node.exclusive.remove(&rule.group);
+                self.groups.clear_exclusive(&rule.group, index as u32);
+            }
         }
         node.allocated = allocated;
         self.hot[index].allocated = allocated;
@@ -621,9 +667,18 @@ mod tests {
             Some(SnapshotError::EmptyName)
         );
         assert!(matches!(
-            Fleet::new(vec![b.with_label("node", "x")]),
+            Fleet::new(vec![b.clone().with_label("node", "x")]),
             Err(SnapshotError::ReservedLabel { .. })
         ));
+        let mut closed_to_nobody = b;
+        closed_to_nobody.exclusive.insert("web".into());
+        assert_eq!(
+            Fleet::new(vec![closed_to_nobody]).err(),
+            Some(SnapshotError::ExclusiveWithoutMember {
+                node: "a".into(),
+                group: "web".into()
+            })
+        );
     }
 
     #[test]

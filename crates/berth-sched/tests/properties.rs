@@ -54,7 +54,7 @@ fn node(index: usize, load_can_exceed: bool) -> impl Strategy<Value = Node> {
         resources_between(2, 12),
         (prop_oneof![3 => 0..=60u64, 1 => 60..=100u64], any::<bool>()),
         proptest::collection::btree_set(prop_oneof![Just(IMAGES[0]), Just(IMAGES[1])], 0..=2),
-        proptest::collection::vec((0..GROUPS.len(), 0..3u8), 0..3),
+        proptest::collection::vec((0..GROUPS.len(), 0..3u8, any::<bool>()), 0..3),
     )
         .prop_map(
             move |(state, zone, gpu, rack, allocatable, (load, over), images, members)| {
@@ -85,8 +85,13 @@ fn node(index: usize, load_can_exceed: bool) -> impl Strategy<Value = Node> {
                 for image in images {
                     node = node.with_image(image);
                 }
-                for (group, member) in members {
-                    node = node.with_member(GROUPS[group], format!("{}_{member}", GROUPS[group]));
+                for (group, member, exclusive) in members {
+                    let name = format!("{}_{member}", GROUPS[group]);
+                    node = if exclusive && !node.groups.contains_key(GROUPS[group]) {
+                        node.with_exclusive_member(GROUPS[group], name)
+                    } else {
+                        node.with_member(GROUPS[group], name)
+                    };
                 }
                 node
             },
@@ -162,6 +167,9 @@ fn keeps(fleet: &Fleet, node: &Node, rule: &GroupRule) -> bool {
 fn feasible(fleet: &Fleet, node: &Node, request: &Request) -> bool {
     node.state == NodeState::Ready
         && meets_constraints(node, request)
+        // A host closed to a group by a member placed under hard anti-affinity
+        // takes no other member of it.
+        && request.rules().iter().all(|r| !node.exclusive.contains(&r.group))
         && request
             .rules()
             .iter()
@@ -191,10 +199,12 @@ fn reason_true(fleet: &Fleet, request: &Request, reason: &Reason, node: &Node) -
                 && !constraint.matches(&node.name, &node.labels)
         }
         Reason::AntiAffinity { group, members } => {
-            request
+            (request
                 .rules()
                 .iter()
                 .any(|r| r.group == *group && r.is_hard() && r.relation == Relation::AntiAffinity)
+                || (node.exclusive.contains(group)
+                    && request.rules().iter().any(|r| r.group == *group)))
                 && holds(node, group)
                 && node.groups[group].iter().all(|m| members.contains(m))
         }
@@ -426,6 +436,7 @@ proptest! {
         requests in proptest::collection::vec((request(String::new()), any::<bool>()), 1..60),
     ) {
         let mut fleet = Fleet::new(nodes).expect("unique names");
+        let initial = fleet.clone();
         let mut live = Vec::new();
         for (i, (request, release_one)) in requests.into_iter().enumerate() {
             // Unique ids, so members can be told apart.
@@ -455,23 +466,20 @@ proptest! {
                 prop_assert!(n.allocated.fits_within(&n.allocatable), "{} overcommitted", n.name);
             }
         }
-        // Hard anti-affinity, at every commit: a placement with a hard anti rule on
-        // g found its host holding no member of g, so every other member of g on
-        // its host now was committed after it (by a request whose own rule let it
-        // come: each request's rules bind that request).
-        let order: BTreeMap<&str, usize> =
-            live.iter().enumerate().map(|(i, p)| (p.request_id.as_str(), i)).collect();
-        for (at, p) in live.iter().enumerate() {
+        // Hard anti-affinity holds both ways: a placement made under it is alone
+        // of its group on its host, whatever came after it.
+        for p in &live {
             let node = fleet.node(&p.node).expect("known host");
             for rule in p.rules.iter().filter(|r| r.is_hard() && r.relation == Relation::AntiAffinity) {
-                for other in node.groups[&rule.group].iter().filter(|m| **m != p.request_id) {
-                    let later = order.get(other.as_str()).is_some_and(|&o| o > at);
-                    prop_assert!(later, "{} was on {} before {} (hard anti {})", other, p.node, p.request_id, rule.group);
-                    let other_rules = &live[order[other.as_str()]].rules;
-                    prop_assert!(!other_rules.contains(&GroupRule::hard_anti_affinity(rule.group.clone())));
-                }
+                prop_assert_eq!(&node.groups[&rule.group], &vec![p.request_id.clone()]);
+                prop_assert!(node.exclusive.contains(&rule.group));
             }
         }
+        // Releasing everything leaves the hosts as they were.
+        for p in live.iter().rev() {
+            fleet.release(p).expect("a committed placement releases");
+        }
+        prop_assert_eq!(fleet.nodes(), initial.nodes());
     }
 
     /// Committing the same placement over and over stops at the host's allocatable.
