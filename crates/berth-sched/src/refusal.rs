@@ -13,9 +13,9 @@
 use crate::constraint::Constraint;
 use crate::feasibility::{Prepared, Reject};
 use crate::request::Request;
-use crate::snapshot::ResourceKind;
+use crate::snapshot::{Fleet, ResourceKind};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 /// Whether the request fits nowhere now, or nowhere ever.
@@ -181,36 +181,63 @@ enum GroupKey {
     Down,
 }
 
-struct Pending {
-    reason: Reason,
-    hosts: Vec<String>,
-    members: BTreeSet<String>,
+/// Hosts gathered by reason during an explanation pass. Hosts are kept as indexes
+/// and named once at the end; the few distinct keys are searched linearly, starting
+/// with the last one used (neighbouring hosts tend to share a reason).
+#[derive(Default)]
+struct Grouper {
+    groups: Vec<(GroupKey, Reason, Vec<u32>)>,
+    last: usize,
 }
 
-fn finish(
-    request: &Request,
-    scope: RefusalScope,
-    hosts: usize,
-    groups: BTreeMap<GroupKey, Pending>,
-) -> Refusal {
-    let mut groups: Vec<(GroupKey, Pending)> = groups.into_iter().collect();
-    groups.sort_by(|(ka, a), (kb, b)| b.hosts.len().cmp(&a.hosts.len()).then(ka.cmp(kb)));
-    Refusal {
-        request_id: request.id().to_owned(),
-        scope,
-        hosts,
-        groups: groups
+impl Grouper {
+    /// Files `node` under `key`; returns the group's reason so the caller can update
+    /// its aggregate figure.
+    fn add(&mut self, key: GroupKey, node: u32, reason: impl FnOnce() -> Reason) -> &mut Reason {
+        let at = if self.groups.get(self.last).is_some_and(|g| g.0 == key) {
+            self.last
+        } else if let Some(at) = self.groups.iter().position(|g| g.0 == key) {
+            at
+        } else {
+            self.groups.push((key, reason(), Vec::new()));
+            self.groups.len() - 1
+        };
+        self.last = at;
+        let group = &mut self.groups[at];
+        group.2.push(node);
+        &mut group.1
+    }
+
+    fn finish(mut self, fleet: &Fleet, request: &Request, scope: RefusalScope) -> Refusal {
+        self.groups
+            .sort_by(|(ka, _, a), (kb, _, b)| b.len().cmp(&a.len()).then(ka.cmp(kb)));
+        let groups = self
+            .groups
             .into_iter()
-            .map(|(_, mut pending)| {
-                if let Reason::AntiAffinity { members, .. } = &mut pending.reason {
-                    *members = pending.members.into_iter().collect();
+            .map(|(_, mut reason, hosts)| {
+                if let Reason::AntiAffinity { group, members } = &mut reason {
+                    let held: BTreeSet<&String> = hosts
+                        .iter()
+                        .filter_map(|&n| fleet.nodes[n as usize].groups.get(group.as_str()))
+                        .flatten()
+                        .collect();
+                    *members = held.into_iter().cloned().collect();
                 }
                 RefusalGroup {
-                    reason: pending.reason,
-                    hosts: pending.hosts,
+                    reason,
+                    hosts: hosts
+                        .iter()
+                        .map(|&n| fleet.nodes[n as usize].name.clone())
+                        .collect(),
                 }
             })
-            .collect(),
+            .collect();
+        Refusal {
+            request_id: request.id().to_owned(),
+            scope,
+            hosts: fleet.len(),
+            groups,
+        }
     }
 }
 
@@ -260,80 +287,57 @@ pub(crate) fn explain_now(prepared: &Prepared<'_>) -> (Refusal, Vec<u32>) {
     let fleet = prepared.fleet;
     let request = prepared.request;
     let mut cache = ConstraintCache::new(prepared);
-    let mut groups: BTreeMap<GroupKey, Pending> = BTreeMap::new();
+    let mut grouper = Grouper::default();
     let mut feasible = Vec::new();
     for node in 0..fleet.len() as u32 {
-        let host = &fleet.nodes[node as usize];
-        let (key, reason) = match prepared.check(node) {
-            Ok(_) => {
-                feasible.push(node);
-                continue;
+        match prepared.check(node) {
+            Ok(_) => feasible.push(node),
+            Err(Reject::Down) => {
+                grouper.add(GroupKey::Down, node, || Reason::Down);
             }
-            Err(Reject::Down) => (GroupKey::Down, Reason::Down),
-            Err(Reject::Draining) => (GroupKey::Drained, Reason::Drained),
-            Err(Reject::Labels | Reject::Name(_)) => {
-                let Some(position) = cache.first_failed(node) else {
-                    // Cannot happen: the check found a failing constraint.
-                    feasible.push(node);
-                    continue;
-                };
-                (
-                    GroupKey::Constraint(position),
-                    Reason::Constraint {
-                        constraint: request.constraints()[position].clone(),
-                    },
-                )
+            Err(Reject::Draining) => {
+                grouper.add(GroupKey::Drained, node, || Reason::Drained);
             }
-            Err(Reject::AntiAffinity(index)) => (
-                GroupKey::AntiAffinity(index),
-                Reason::AntiAffinity {
+            Err(Reject::Labels | Reject::Name(_)) => match cache.first_failed(node) {
+                Some(position) => {
+                    grouper.add(GroupKey::Constraint(position), node, || {
+                        Reason::Constraint {
+                            constraint: request.constraints()[position].clone(),
+                        }
+                    });
+                }
+                // Cannot happen: the check found a failing constraint.
+                None => feasible.push(node),
+            },
+            Err(Reject::AntiAffinity(index)) => {
+                grouper.add(GroupKey::AntiAffinity(index), node, || {
+                    Reason::AntiAffinity {
+                        group: request.rules()[index].group.clone(),
+                        members: Vec::new(),
+                    }
+                });
+            }
+            Err(Reject::Affinity(index)) => {
+                grouper.add(GroupKey::Affinity(index), node, || Reason::Affinity {
                     group: request.rules()[index].group.clone(),
-                    members: Vec::new(),
-                },
-            ),
-            Err(Reject::Affinity(index)) => (
-                GroupKey::Affinity(index),
-                Reason::Affinity {
-                    group: request.rules()[index].group.clone(),
-                },
-            ),
+                });
+            }
             Err(Reject::Resource(resource)) => {
                 let free = fleet.hot[node as usize].free().get(resource);
-                (
-                    GroupKey::Resource(resource),
+                let reason = grouper.add(GroupKey::Resource(resource), node, || {
                     Reason::Insufficient {
                         resource,
                         requested: request.resources().get(resource),
                         most_free: free,
-                    },
-                )
-            }
-        };
-        let pending = groups.entry(key).or_insert_with(|| Pending {
-            reason: reason.clone(),
-            hosts: Vec::new(),
-            members: BTreeSet::new(),
-        });
-        pending.hosts.push(host.name.clone());
-        match (&mut pending.reason, reason) {
-            (
-                Reason::Insufficient { most_free, .. },
-                Reason::Insufficient {
-                    most_free: here, ..
-                },
-            ) => *most_free = (*most_free).max(here),
-            (Reason::AntiAffinity { group, .. }, _) => {
-                if let Some(members) = host.groups.get(group.as_str()) {
-                    pending.members.extend(members.iter().cloned());
+                    }
+                });
+                if let Reason::Insufficient { most_free, .. } = reason {
+                    *most_free = (*most_free).max(free);
                 }
             }
-            _ => {}
         }
     }
-    (
-        finish(request, RefusalScope::Now, fleet.len(), groups),
-        feasible,
-    )
+    (grouper.finish(fleet, request, RefusalScope::Now), feasible)
 }
 
 /// Explains why no host could ever take the request, whatever its load or state:
@@ -342,54 +346,39 @@ pub(crate) fn explain_never(prepared: &Prepared<'_>) -> Option<Refusal> {
     let fleet = prepared.fleet;
     let request = prepared.request;
     let mut cache = ConstraintCache::new(prepared);
-    let mut groups: BTreeMap<GroupKey, Pending> = BTreeMap::new();
+    let mut grouper = Grouper::default();
     for node in 0..fleet.len() as u32 {
-        let host = &fleet.nodes[node as usize];
-        let (key, reason) = if let Some(position) = cache.first_failed(node) {
-            (
-                GroupKey::Constraint(position),
+        let allocatable = &fleet.hot[node as usize].allocatable;
+        if let Some(position) = cache.first_failed(node) {
+            grouper.add(GroupKey::Constraint(position), node, || {
                 Reason::Constraint {
                     constraint: request.constraints()[position].clone(),
-                },
-            )
-        } else if let Some(resource) = request.resources().first_shortage(&host.allocatable) {
-            (
-                GroupKey::TooSmall(resource),
-                Reason::TooSmall {
-                    resource,
-                    requested: request.resources().get(resource),
-                    most_allocatable: host.allocatable.get(resource),
-                },
-            )
+                }
+            });
+        } else if let Some(resource) = request.resources().first_shortage(allocatable) {
+            let here = allocatable.get(resource);
+            let reason = grouper.add(GroupKey::TooSmall(resource), node, || Reason::TooSmall {
+                resource,
+                requested: request.resources().get(resource),
+                most_allocatable: here,
+            });
+            if let Reason::TooSmall {
+                most_allocatable, ..
+            } = reason
+            {
+                *most_allocatable = (*most_allocatable).max(here);
+            }
         } else {
             return None;
-        };
-        let pending = groups.entry(key).or_insert_with(|| Pending {
-            reason: reason.clone(),
-            hosts: Vec::new(),
-            members: BTreeSet::new(),
-        });
-        pending.hosts.push(host.name.clone());
-        if let (
-            Reason::TooSmall {
-                most_allocatable, ..
-            },
-            Reason::TooSmall {
-                most_allocatable: here,
-                ..
-            },
-        ) = (&mut pending.reason, reason)
-        {
-            *most_allocatable = (*most_allocatable).max(here);
         }
     }
-    Some(finish(request, RefusalScope::Ever, fleet.len(), groups))
+    Some(grouper.finish(fleet, request, RefusalScope::Ever))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{Fleet, Node, NodeState, Resources};
+    use crate::snapshot::{Node, NodeState, Resources};
 
     #[test]
     fn the_issue_example_reads_as_written() {
