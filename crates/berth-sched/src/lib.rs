@@ -37,6 +37,6 @@ pub use pools::{
     PoolSpec, ServeOrder, Tier, Turn,
 };
 pub use rank::IMAGE_BONUS;
-pub use refusal::{Reason, Refusal, RefusalGroup, RefusalScope};
+pub use refusal::{Reason, Refusal, RefusalGroup, RefusalScope, MAX_NAMED_HOSTS};
 pub use request::{seed_from_id, Request, RequestError, Strategy, MAX_GROUP_RULES};
 pub use snapshot::{CommitError, Fleet, Node, NodeState, ResourceKind, Resources, SnapshotError};

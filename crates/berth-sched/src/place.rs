@@ -325,6 +325,22 @@ mod tests {
     }
 
     #[test]
+    fn large_groups_are_counted_in_full_and_named_in_part() {
+        let f = fleet(
+            (0..50)
+                .map(|i| host(&format!("h{i:02}")).with_state(NodeState::Down))
+                .collect(),
+        );
+        let refusal = place(&f, &req("t")).expect_err("every host is down");
+        assert_eq!(refusal.to_string(), "50 hosts are down");
+        let group = &refusal.groups[0];
+        assert_eq!(group.count, 50);
+        assert_eq!(group.hosts.len(), crate::refusal::MAX_NAMED_HOSTS);
+        assert_eq!(group.hosts[0], "h00");
+        assert_eq!(group.hosts[31], "h31");
+    }
+
+    #[test]
     fn never_fitting_requests_are_told_apart() {
         let f = fleet(vec![host("a"), host("b").with_label("gpu", "true")]);
         let huge = Request::new("t", Resources::new(500, 8 * GIB, 0, 0));

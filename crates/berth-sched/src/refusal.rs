@@ -64,11 +64,18 @@ pub enum Reason {
     },
 }
 
+/// At most this many hosts are named per group (the first by name); `count` has
+/// them all. A refusal travels into task records and API answers: naming all
+/// 10,000 hosts of a fleet there would cost more than it tells.
+pub const MAX_NAMED_HOSTS: usize = 32;
+
 /// Hosts that share a reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefusalGroup {
     pub reason: Reason,
-    /// Host names, ascending.
+    /// How many hosts have this reason.
+    pub count: usize,
+    /// The first [`MAX_NAMED_HOSTS`] of them by name, ascending.
     pub hosts: Vec<String>,
 }
 
@@ -77,7 +84,7 @@ pub struct RefusalGroup {
 pub struct Refusal {
     pub request_id: String,
     pub scope: RefusalScope,
-    /// Hosts in the fleet; the groups name each of them once.
+    /// Hosts in the fleet; each is counted in exactly one group.
     pub hosts: usize,
     pub groups: Vec<RefusalGroup>,
 }
@@ -101,7 +108,7 @@ impl fmt::Display for Refusal {
 
 impl fmt::Display for RefusalGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.hosts.len();
+        let n = self.count;
         let plural = n != 1;
         let pick = |one: &'static str, many: &'static str| if plural { many } else { one };
         write!(f, "{n} {} ", pick("host", "hosts"))?;
@@ -181,51 +188,68 @@ enum GroupKey {
     Down,
 }
 
-/// Hosts gathered by reason during an explanation pass. Hosts are kept as indexes
-/// and named once at the end; the few distinct keys are searched linearly, starting
-/// with the last one used (neighbouring hosts tend to share a reason).
+/// One group being gathered.
+struct Gathering {
+    key: GroupKey,
+    reason: Reason,
+    count: usize,
+    /// The first hosts (by index, which is by name).
+    named: Vec<u32>,
+    /// For anti-affinity: every member held by the group's hosts.
+    members: BTreeSet<String>,
+}
+
+/// Hosts gathered by reason during an explanation pass. The few distinct keys are
+/// searched linearly, starting with the last one used (neighbouring hosts tend to
+/// share a reason); hosts are named once at the end.
 #[derive(Default)]
 struct Grouper {
-    groups: Vec<(GroupKey, Reason, Vec<u32>)>,
+    groups: Vec<Gathering>,
     last: usize,
 }
 
 impl Grouper {
-    /// Files `node` under `key`; returns the group's reason so the caller can update
-    /// its aggregate figure.
-    fn add(&mut self, key: GroupKey, node: u32, reason: impl FnOnce() -> Reason) -> &mut Reason {
-        let at = if self.groups.get(self.last).is_some_and(|g| g.0 == key) {
+    /// Counts `node` under `key`; returns the group so the caller can update its
+    /// aggregate figure.
+    fn add(&mut self, key: GroupKey, node: u32, reason: impl FnOnce() -> Reason) -> &mut Gathering {
+        let at = if self.groups.get(self.last).is_some_and(|g| g.key == key) {
             self.last
-        } else if let Some(at) = self.groups.iter().position(|g| g.0 == key) {
+        } else if let Some(at) = self.groups.iter().position(|g| g.key == key) {
             at
         } else {
-            self.groups.push((key, reason(), Vec::new()));
+            self.groups.push(Gathering {
+                key,
+                reason: reason(),
+                count: 0,
+                named: Vec::new(),
+                members: BTreeSet::new(),
+            });
             self.groups.len() - 1
         };
         self.last = at;
         let group = &mut self.groups[at];
-        group.2.push(node);
-        &mut group.1
+        group.count += 1;
+        if group.named.len() < MAX_NAMED_HOSTS {
+            group.named.push(node);
+        }
+        group
     }
 
     fn finish(mut self, fleet: &Fleet, request: &Request, scope: RefusalScope) -> Refusal {
         self.groups
-            .sort_by(|(ka, _, a), (kb, _, b)| b.len().cmp(&a.len()).then(ka.cmp(kb)));
+            .sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
         let groups = self
             .groups
             .into_iter()
-            .map(|(_, mut reason, hosts)| {
-                if let Reason::AntiAffinity { group, members } = &mut reason {
-                    let held: BTreeSet<&String> = hosts
-                        .iter()
-                        .filter_map(|&n| fleet.nodes[n as usize].groups.get(group.as_str()))
-                        .flatten()
-                        .collect();
-                    *members = held.into_iter().cloned().collect();
+            .map(|mut g| {
+                if let Reason::AntiAffinity { members, .. } = &mut g.reason {
+                    *members = g.members.into_iter().collect();
                 }
                 RefusalGroup {
-                    reason,
-                    hosts: hosts
+                    reason: g.reason,
+                    count: g.count,
+                    hosts: g
+                        .named
                         .iter()
                         .map(|&n| fleet.nodes[n as usize].name.clone())
                         .collect(),
@@ -310,12 +334,16 @@ pub(crate) fn explain_now(prepared: &Prepared<'_>) -> (Refusal, Vec<u32>) {
                 None => feasible.push(node),
             },
             Err(Reject::AntiAffinity(index)) => {
-                grouper.add(GroupKey::AntiAffinity(index), node, || {
+                let group = &request.rules()[index].group;
+                let gathering = grouper.add(GroupKey::AntiAffinity(index), node, || {
                     Reason::AntiAffinity {
-                        group: request.rules()[index].group.clone(),
+                        group: group.clone(),
                         members: Vec::new(),
                     }
                 });
+                if let Some(held) = fleet.nodes[node as usize].groups.get(group) {
+                    gathering.members.extend(held.iter().cloned());
+                }
             }
             Err(Reject::Affinity(index)) => {
                 grouper.add(GroupKey::Affinity(index), node, || Reason::Affinity {
@@ -324,14 +352,14 @@ pub(crate) fn explain_now(prepared: &Prepared<'_>) -> (Refusal, Vec<u32>) {
             }
             Err(Reject::Resource(resource)) => {
                 let free = fleet.hot[node as usize].free().get(resource);
-                let reason = grouper.add(GroupKey::Resource(resource), node, || {
+                let gathering = grouper.add(GroupKey::Resource(resource), node, || {
                     Reason::Insufficient {
                         resource,
                         requested: request.resources().get(resource),
                         most_free: free,
                     }
                 });
-                if let Reason::Insufficient { most_free, .. } = reason {
+                if let Reason::Insufficient { most_free, .. } = &mut gathering.reason {
                     *most_free = (*most_free).max(free);
                 }
             }
@@ -357,14 +385,14 @@ pub(crate) fn explain_never(prepared: &Prepared<'_>) -> Option<Refusal> {
             });
         } else if let Some(resource) = request.resources().first_shortage(allocatable) {
             let here = allocatable.get(resource);
-            let reason = grouper.add(GroupKey::TooSmall(resource), node, || Reason::TooSmall {
+            let gathering = grouper.add(GroupKey::TooSmall(resource), node, || Reason::TooSmall {
                 resource,
                 requested: request.resources().get(resource),
                 most_allocatable: here,
             });
             if let Reason::TooSmall {
                 most_allocatable, ..
-            } = reason
+            } = &mut gathering.reason
             {
                 *most_allocatable = (*most_allocatable).max(here);
             }
@@ -392,6 +420,7 @@ mod tests {
                     reason: Reason::Constraint {
                         constraint: Constraint::parse("gpu==true").expect("valid"),
                     },
+                    count: 2,
                     hosts: vec!["a".into(), "b".into()],
                 },
                 RefusalGroup {
@@ -400,6 +429,7 @@ mod tests {
                         requested: 512 * mib,
                         most_free: 200 * mib,
                     },
+                    count: 1,
                     hosts: vec!["c".into()],
                 },
                 RefusalGroup {
@@ -407,10 +437,12 @@ mod tests {
                         group: "web".into(),
                         members: vec!["web_red".into()],
                     },
+                    count: 1,
                     hosts: vec!["d".into()],
                 },
                 RefusalGroup {
                     reason: Reason::Drained,
+                    count: 1,
                     hosts: vec!["e".into()],
                 },
             ],
@@ -430,6 +462,7 @@ mod tests {
                 requested: 8000,
                 most_allocatable: 4000,
             },
+            count: 2,
             hosts: vec!["a".into(), "b".into()],
         };
         assert_eq!(
@@ -441,6 +474,7 @@ mod tests {
                 group: "g".into(),
                 members: ["a", "b", "c", "d"].map(String::from).to_vec(),
             },
+            count: 2,
             hosts: vec!["h1".into(), "h2".into()],
         };
         assert_eq!(

@@ -4,7 +4,7 @@
 use berth_sched::{
     can_ever_fit, place, serve_order, Constraint, Fleet, GroupRule, Hardness, Hold, Node,
     NodeState, PoolDemand, PoolSpec, Reason, Refusal, RefusalScope, Relation, Request, Resources,
-    SoftKey, Strategy as Ranking, Tier,
+    SoftKey, Strategy as Ranking, Tier, MAX_NAMED_HOSTS,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -237,15 +237,104 @@ fn reason_true(fleet: &Fleet, request: &Request, reason: &Reason, node: &Node) -
     }
 }
 
-/// Every host is named exactly once, and every reason is true of every host it names.
+/// A host's reason as the documented order gives it: the first failing check.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Expected {
+    Down,
+    Drained,
+    Constraint(String),
+    Anti(String),
+    Affinity(String),
+    Short(berth_sched::ResourceKind),
+    TooSmall(berth_sched::ResourceKind),
+}
+
+fn expected_now(fleet: &Fleet, request: &Request, node: &Node) -> Option<Expected> {
+    match node.state {
+        NodeState::Down => return Some(Expected::Down),
+        NodeState::Draining => return Some(Expected::Drained),
+        NodeState::Ready => {}
+    }
+    if let Some(c) = request
+        .constraints()
+        .iter()
+        .find(|c| !c.matches(&node.name, &node.labels))
+    {
+        return Some(Expected::Constraint(c.to_string()));
+    }
+    for rule in request.rules() {
+        let closed = node.exclusive.contains(&rule.group);
+        let hard = rule.is_hard();
+        if closed || (hard && rule.relation == Relation::AntiAffinity && holds(node, &rule.group)) {
+            return Some(Expected::Anti(rule.group.clone()));
+        }
+        if hard && rule.relation == Relation::Affinity && !keeps(fleet, node, rule) {
+            return Some(Expected::Affinity(rule.group.clone()));
+        }
+    }
+    request
+        .resources()
+        .first_shortage(&node.free())
+        .map(Expected::Short)
+}
+
+fn expected_ever(request: &Request, node: &Node) -> Option<Expected> {
+    if let Some(c) = request
+        .constraints()
+        .iter()
+        .find(|c| !c.matches(&node.name, &node.labels))
+    {
+        return Some(Expected::Constraint(c.to_string()));
+    }
+    request
+        .resources()
+        .first_shortage(&node.allocatable)
+        .map(Expected::TooSmall)
+}
+
+fn key_of(reason: &Reason) -> Expected {
+    match reason {
+        Reason::Down => Expected::Down,
+        Reason::Drained => Expected::Drained,
+        Reason::Constraint { constraint } => Expected::Constraint(constraint.to_string()),
+        Reason::AntiAffinity { group, .. } => Expected::Anti(group.clone()),
+        Reason::Affinity { group } => Expected::Affinity(group.clone()),
+        Reason::Insufficient { resource, .. } => Expected::Short(*resource),
+        Reason::TooSmall { resource, .. } => Expected::TooSmall(*resource),
+    }
+}
+
+/// Every host is counted once, under the first check it fails; the named hosts are
+/// the first of their group by name; every reason is true of every host it names.
 fn check_refusal(fleet: &Fleet, request: &Request, refusal: &Refusal) -> Result<(), TestCaseError> {
     prop_assert_eq!(refusal.hosts, fleet.len());
     prop_assert_eq!(refusal.request_id.as_str(), request.id());
-    let mut named = BTreeSet::new();
+    let mut by_key: BTreeMap<Expected, Vec<&Node>> = BTreeMap::new();
+    for node in fleet.nodes() {
+        let expected = match refusal.scope {
+            RefusalScope::Now => expected_now(fleet, request, node),
+            RefusalScope::Ever => expected_ever(request, node),
+        };
+        let expected = expected.expect("a refused request has no feasible host");
+        by_key.entry(expected).or_default().push(node);
+    }
+    prop_assert_eq!(refusal.groups.len(), by_key.len());
+    prop_assert!(refusal.groups.windows(2).all(|w| w[0].count >= w[1].count));
     for group in &refusal.groups {
-        prop_assert!(!group.hosts.is_empty());
+        let hosts = by_key
+            .get(&key_of(&group.reason))
+            .expect("a group per reason");
+        prop_assert_eq!(group.count, hosts.len());
+        let first: Vec<&str> = hosts
+            .iter()
+            .take(MAX_NAMED_HOSTS)
+            .map(|n| n.name.as_str())
+            .collect();
+        prop_assert_eq!(
+            &group.hosts.iter().map(String::as_str).collect::<Vec<_>>(),
+            &first
+        );
         for host in &group.hosts {
-            prop_assert!(named.insert(host.clone()), "{} named twice", host);
             let node = fleet.node(host).expect("named hosts exist");
             prop_assert!(
                 reason_true(fleet, request, &group.reason, node),
@@ -254,27 +343,35 @@ fn check_refusal(fleet: &Fleet, request: &Request, refusal: &Refusal) -> Result<
                 host
             );
         }
-        // The aggregate figure is reached by some host of the group.
+        // The aggregate figures are those of the whole group.
         match &group.reason {
             Reason::Insufficient {
                 resource,
                 most_free,
                 ..
-            } => prop_assert!(group.hosts.iter().any(|h| fleet
-                .node(h)
-                .is_some_and(|n| n.free().get(*resource) == *most_free))),
+            } => {
+                prop_assert_eq!(
+                    hosts.iter().map(|n| n.free().get(*resource)).max(),
+                    Some(*most_free)
+                );
+            }
             Reason::TooSmall {
                 resource,
                 most_allocatable,
                 ..
-            } => prop_assert!(group.hosts.iter().any(|h| fleet
-                .node(h)
-                .is_some_and(|n| n.allocatable.get(*resource) == *most_allocatable))),
+            } => {
+                prop_assert_eq!(
+                    hosts.iter().map(|n| n.allocatable.get(*resource)).max(),
+                    Some(*most_allocatable)
+                );
+            }
+            Reason::AntiAffinity { group: g, members } => {
+                let held: BTreeSet<&String> = hosts.iter().flat_map(|n| &n.groups[g]).collect();
+                prop_assert_eq!(members.iter().collect::<BTreeSet<_>>(), held);
+            }
             _ => {}
         }
     }
-    let all: BTreeSet<String> = fleet.nodes().iter().map(|n| n.name.clone()).collect();
-    prop_assert_eq!(named, all);
     Ok(())
 }
 
