@@ -344,6 +344,20 @@ pub struct ClaimedTask {
     pub code: CodeRevision,
 }
 
+/// Where the dispatcher puts a task it may start (see
+/// [`Store::claim_placed`](crate::Store::claim_placed)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaceDecision {
+    /// On this host, with this reservation.
+    On {
+        agent: String,
+        node_name: String,
+        reserved: berth_core::placement::TaskPlacement,
+    },
+    /// Nowhere now: it stays queued, with this reason in its `msg`.
+    Waits { msg: String },
+}
+
 /// How an attempt ended, as decided by the dispatcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptEnd {

@@ -14,6 +14,7 @@ store_tests!(
     drain_labels_and_remove,
     operator_tokens_open_nothing_of_a_project,
     placement_of_codes_and_tasks_round_trips,
+    claim_placed_places_or_leaves_queued_with_the_reason,
 );
 
 fn join(name: &str, node_id: Option<&str>) -> NodeJoin {
@@ -211,4 +212,74 @@ async fn placement_of_codes_and_tasks_round_trips(store: Store) {
     assert_eq!(stored.placement, task_placement);
     assert_eq!(stored.reserved, None);
     assert_eq!(stored.node_name, None);
+}
+
+async fn claim_placed_places_or_leaves_queued_with_the_reason(store: Store) {
+    use berth_core::placement::{Resources, TaskPlacement};
+    let (project, _) = common::project_with_code(&store, "c").await;
+    let now = 1_700_000_000_000;
+    let ids = store
+        .queue_tasks(
+            &project,
+            &[common::new_task("c"), common::new_task("c")],
+            now,
+        )
+        .await
+        .unwrap();
+    let reserved = TaskPlacement {
+        memory_limit: 64 << 20,
+        request: Resources {
+            memory_bytes: 64 << 20,
+            ..Resources::default()
+        },
+        constraints: Vec::new(),
+        groups: Vec::new(),
+        pool: None,
+    };
+    // The first goes to h1; the second fits nowhere.
+    let mut asked = Vec::new();
+    let mut place = |task: &Task, code: &CodeRevision| {
+        asked.push((task.id.clone(), code.spec.name.clone()));
+        if asked.len() == 1 {
+            PlaceDecision::On {
+                agent: "node-1".into(),
+                node_name: "h1".into(),
+                reserved: reserved.clone(),
+            }
+        } else {
+            PlaceDecision::Waits {
+                msg: "1 host has 0 B of the 64 MiB of memory requested free".into(),
+            }
+        }
+    };
+    let claimed = store.claim_placed(10, now, &mut place).await.unwrap();
+    assert_eq!(
+        asked,
+        [(ids[0].clone(), "c".into()), (ids[1].clone(), "c".into())]
+    );
+    assert_eq!(claimed.len(), 1);
+    let placed = &claimed[0].task;
+    assert_eq!(placed.id, ids[0]);
+    assert_eq!(placed.status, TaskStatus::Preparing);
+    assert_eq!(placed.attempt, 1);
+    assert_eq!(placed.agent.as_deref(), Some("node-1"));
+    assert_eq!(placed.node_name.as_deref(), Some("h1"));
+    assert_eq!(placed.reserved.as_ref(), Some(&reserved));
+    let waiting = store.task(&project, &ids[1]).await.unwrap().unwrap();
+    assert_eq!(waiting.status, TaskStatus::Queued);
+    assert!(waiting.msg.unwrap().contains("64 MiB"));
+    // The next round sees only the waiting one.
+    let mut seen = Vec::new();
+    let mut wait = |task: &Task, _: &CodeRevision| {
+        seen.push(task.id.clone());
+        PlaceDecision::Waits {
+            msg: "still".into(),
+        }
+    };
+    assert!(store
+        .claim_placed(10, now, &mut wait)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(seen, [ids[1].clone()]);
 }

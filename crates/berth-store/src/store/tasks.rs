@@ -395,81 +395,7 @@ impl Store {
                 .await?;
         }
 
-        // Candidates in queue order, read along the queue index: an
-        // eligible task's sort_key is at most now (priorities are not
-        // negative), which bounds the scan, and `eligible_at + 0` keeps the
-        // planner from preferring the eligible_at index and sorting every
-        // eligible task (PostgreSQL did, before its statistics existed).
-        // Codes already at their limit are excluded here so that a long
-        // queue of one saturated code does not fill every page; the
-        // per-code cap within this batch is applied below. SKIP LOCKED
-        // passes over rows another writer (a cancel) holds instead of
-        // waiting for it.
-        let limit = limit.min(MAX_CLAIM);
-        let page_size = limit as i64;
-        let candidates_sql = format!(
-            "SELECT t.id, t.code_id, t.sort_key, c.max_concurrency
-             FROM tasks t
-             JOIN codes c ON c.id = t.code_id
-             JOIN code_revisions r ON r.code_id = t.code_id AND r.rev = t.code_rev
-             WHERE t.status = 'queued' AND t.sort_key <= $1 AND t.eligible_at + 0 <= $1
-               AND t.cancel_requested = 0
-               AND c.paused = 0
-               AND (c.max_concurrency IS NULL
-                    OR (SELECT COUNT(*) FROM tasks a
-                        WHERE a.code_id = t.code_id AND a.status IN ('preparing', 'running'))
-                       < c.max_concurrency)
-               AND (t.sort_key, t.id) > ($2, $3)
-             ORDER BY t.sort_key, t.id
-             LIMIT $4 {}",
-            self.dialect.pg("FOR UPDATE OF t SKIP LOCKED")
-        );
-        let mut after: (i64, String) = (i64::MIN, String::new());
-        let mut chosen: Vec<String> = Vec::new();
-        // Per limited code: its preparing and running tasks plus the ones
-        // chosen so far.
-        let mut busy: HashMap<String, i64> = HashMap::new();
-        'rounds: for _ in 0..CLAIM_ROUNDS {
-            let candidates = sqlx::query(&candidates_sql)
-                .bind(now)
-                .bind(after.0)
-                .bind(&after.1)
-                .bind(page_size)
-                .fetch_all(&mut *tx)
-                .await?;
-            let full_page = candidates.len() as i64 == page_size;
-            for row in &candidates {
-                let id: String = row.try_get("id")?;
-                let code_id: String = row.try_get("code_id")?;
-                after = (row.try_get("sort_key")?, id.clone());
-                if let Some(max) = row.try_get::<Option<i64>, _>("max_concurrency")? {
-                    let n = match busy.get(&code_id) {
-                        Some(n) => *n,
-                        None => {
-                            sqlx::query_scalar(
-                                "SELECT COUNT(*) FROM tasks
-                                 WHERE code_id = $1 AND status IN ('preparing', 'running')",
-                            )
-                            .bind(&code_id)
-                            .fetch_one(&mut *tx)
-                            .await?
-                        }
-                    };
-                    if n >= max {
-                        busy.insert(code_id, n);
-                        continue;
-                    }
-                    busy.insert(code_id, n + 1);
-                }
-                chosen.push(id);
-                if chosen.len() == limit {
-                    break 'rounds;
-                }
-            }
-            if !full_page {
-                break;
-            }
-        }
+        let chosen = choose_claimable(&mut tx, self.dialect, limit, now).await?;
         if chosen.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
@@ -499,6 +425,92 @@ impl Store {
             if let Some(task) = claimed.remove(id) {
                 let code = revisions.get(&mut tx, &task).await?;
                 out.push(ClaimedTask { task, code });
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Takes up to `limit` queued tasks that may start now, in queue order
+    /// (as [`Store::claim_tasks`] chooses them), and asks `place` where each
+    /// goes, in that order, within one transaction: a task placed on a host
+    /// becomes `preparing` there with `attempt + 1`, its reservation and
+    /// its host's name; a task that fits nowhere stays queued with the
+    /// reason in its `msg` (written only when it changed). Returns the
+    /// placed ones with their code revision. Two concurrent callers never
+    /// take the same task.
+    pub async fn claim_placed(
+        &self,
+        limit: usize,
+        now: Millis,
+        place: &mut (dyn FnMut(&Task, &CodeRevision) -> PlaceDecision + Send),
+    ) -> Result<Vec<ClaimedTask>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.relaxed.acquire().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_CLAIM_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let chosen = choose_claimable(&mut tx, self.dialect, limit, now).await?;
+        let mut revisions = RevisionCache::default();
+        let mut out = Vec::new();
+        let select =
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND status = 'queued'");
+        let claim = format!(
+            "UPDATE tasks SET status = 'preparing', attempt = attempt + 1, agent = $2,
+                 node_name = $3, reserved = $4, msg = NULL, updated_at = $5
+             WHERE id = $1 AND status = 'queued'
+             RETURNING {TASK_COLUMNS}"
+        );
+        for id in &chosen {
+            let Some(row) = sqlx::query(&select)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                continue;
+            };
+            let task = rows::task(&row)?;
+            let code = revisions.get(&mut tx, &task).await?;
+            match place(&task, &code) {
+                PlaceDecision::On {
+                    agent,
+                    node_name,
+                    reserved,
+                } => {
+                    let reserved = serde_json::to_string(&reserved)
+                        .map_err(|e| rows::corrupt("tasks", format!("reserved: {e}")))?;
+                    let row = sqlx::query(&claim)
+                        .bind(id)
+                        .bind(&agent)
+                        .bind(&node_name)
+                        .bind(reserved)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(row) = row {
+                        out.push(ClaimedTask {
+                            task: rows::task(&row)?,
+                            code,
+                        });
+                    }
+                }
+                PlaceDecision::Waits { msg } => {
+                    if task.msg.as_deref() != Some(msg.as_str()) {
+                        sqlx::query(
+                            "UPDATE tasks SET msg = $2 WHERE id = $1 AND status = 'queued'",
+                        )
+                        .bind(id)
+                        .bind(&msg)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
             }
         }
         tx.commit().await?;
@@ -743,6 +755,94 @@ async fn code_head(
         })
     })
     .transpose()
+}
+
+/// The ids of up to `limit` (at most [`MAX_CLAIM`]) queued tasks that may
+/// start now, in queue order, skipping paused codes and codes at their
+/// `max_concurrency` (counting the ones chosen here). The caller holds the
+/// claim lock (PostgreSQL) or the write transaction (SQLite).
+async fn choose_claimable(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    limit: usize,
+    now: Millis,
+) -> Result<Vec<String>, StoreError> {
+    // Candidates in queue order, read along the queue index: an
+    // eligible task's sort_key is at most now (priorities are not
+    // negative), which bounds the scan, and `eligible_at + 0` keeps the
+    // planner from preferring the eligible_at index and sorting every
+    // eligible task (PostgreSQL did, before its statistics existed).
+    // Codes already at their limit are excluded here so that a long
+    // queue of one saturated code does not fill every page; the
+    // per-code cap within this batch is applied below. SKIP LOCKED
+    // passes over rows another writer (a cancel) holds instead of
+    // waiting for it.
+    let limit = limit.min(MAX_CLAIM);
+    let page_size = limit as i64;
+    let candidates_sql = format!(
+        "SELECT t.id, t.code_id, t.sort_key, c.max_concurrency
+             FROM tasks t
+             JOIN codes c ON c.id = t.code_id
+             JOIN code_revisions r ON r.code_id = t.code_id AND r.rev = t.code_rev
+             WHERE t.status = 'queued' AND t.sort_key <= $1 AND t.eligible_at + 0 <= $1
+               AND t.cancel_requested = 0
+               AND c.paused = 0
+               AND (c.max_concurrency IS NULL
+                    OR (SELECT COUNT(*) FROM tasks a
+                        WHERE a.code_id = t.code_id AND a.status IN ('preparing', 'running'))
+                       < c.max_concurrency)
+               AND (t.sort_key, t.id) > ($2, $3)
+             ORDER BY t.sort_key, t.id
+             LIMIT $4 {}",
+        dialect.pg("FOR UPDATE OF t SKIP LOCKED")
+    );
+    let mut after: (i64, String) = (i64::MIN, String::new());
+    let mut chosen: Vec<String> = Vec::new();
+    // Per limited code: its preparing and running tasks plus the ones
+    // chosen so far.
+    let mut busy: HashMap<String, i64> = HashMap::new();
+    'rounds: for _ in 0..CLAIM_ROUNDS {
+        let candidates = sqlx::query(&candidates_sql)
+            .bind(now)
+            .bind(after.0)
+            .bind(&after.1)
+            .bind(page_size)
+            .fetch_all(&mut *tx)
+            .await?;
+        let full_page = candidates.len() as i64 == page_size;
+        for row in &candidates {
+            let id: String = row.try_get("id")?;
+            let code_id: String = row.try_get("code_id")?;
+            after = (row.try_get("sort_key")?, id.clone());
+            if let Some(max) = row.try_get::<Option<i64>, _>("max_concurrency")? {
+                let n = match busy.get(&code_id) {
+                    Some(n) => *n,
+                    None => {
+                        sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM tasks
+                                 WHERE code_id = $1 AND status IN ('preparing', 'running')",
+                        )
+                        .bind(&code_id)
+                        .fetch_one(&mut *tx)
+                        .await?
+                    }
+                };
+                if n >= max {
+                    busy.insert(code_id, n);
+                    continue;
+                }
+                busy.insert(code_id, n + 1);
+            }
+            chosen.push(id);
+            if chosen.len() == limit {
+                break 'rounds;
+            }
+        }
+        if !full_page {
+            break;
+        }
+    }
+    Ok(chosen)
 }
 
 /// Revisions read once per (code, rev) within one call: a batch of tasks
