@@ -41,21 +41,16 @@ pub struct AppState {
 }
 
 /// Serves the task API on `listener` (under `config.connections`) and runs
-/// the dispatcher and the schedule runner over `agents`, until `shutdown`
+/// the dispatcher and the schedule runner over the hosts that joined, until `shutdown`
 /// completes. Attempts under way are left to the agents' shims; the next
 /// start resumes them.
 pub async fn serve(
     store: Store,
-    agents: Vec<AgentClient>,
     config: ServerConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let handles = agents
-        .into_iter()
-        .map(|client| Arc::new(AgentHandle::new(client, config.max_tasks_per_agent)))
-        .collect();
-    let dispatch = Arc::new(Dispatch::new(handles));
+    let dispatch = Arc::new(Dispatch::default());
     let config = Arc::new(config);
     let dispatcher =
         tokio::spawn(Dispatcher::new(store.clone(), dispatch.clone(), config.clone()).run());

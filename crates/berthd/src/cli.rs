@@ -195,12 +195,6 @@ pub struct ServerArgs {
     pub listen: std::net::SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// An agent to run tasks on: unix:///PATH/agent.sock or http://HOST:PORT (repeatable).
-    #[arg(long = "agent", env = "BERTH_AGENTS", value_delimiter = ',')]
-    pub agents: Vec<String>,
-    /// File holding the bearer token of agents reached over TCP.
-    #[arg(long, env = "BERTH_AGENT_TOKEN_FILE")]
-    pub agent_token_file: Option<PathBuf>,
     /// File holding the fleet's join token: hosts presenting it may join
     /// (`berth agent --join`). Without it the server takes no joins.
     #[arg(long, env = "BERTH_JOIN_TOKEN_FILE", value_name = "FILE")]

@@ -7,6 +7,7 @@
 //! server or watcher gets there first. When the host comes back, its sweep
 //! removes the containers of attempts that ended meanwhile.
 
+use super::placement::{default_placement, Placer};
 use super::shared::Shared;
 use crate::dispatch::AgentHandle;
 use berth_api::{AgentClient, Endpoint};
@@ -79,6 +80,15 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
         gone.set_lost(true);
     }
     shared.dispatch.set_agents(next);
+    // The placement snapshot, from the store's truth: held while the
+    // active tasks are read, so that no claim falls between.
+    let mut placer = shared.placer.lock().await;
+    let active = shared.store.active_tasks().await?;
+    *placer = Placer::build(
+        &nodes,
+        &active,
+        default_placement(&shared.config.task),
+    );
     Ok(())
 }
 

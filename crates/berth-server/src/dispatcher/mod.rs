@@ -14,6 +14,7 @@ mod bundle;
 mod garbage;
 mod hosts;
 mod outcome;
+mod placement;
 mod request;
 mod shared;
 
@@ -24,7 +25,7 @@ use crate::config::ServerConfig;
 use crate::dispatch::{AgentHandle, Dispatch};
 use berth_api::{ContainerView, ListQuery};
 use berth_core::time::now_millis;
-use berth_store::{AttemptEnd, Store};
+use berth_store::{AttemptEnd, ClaimedTask, PlaceDecision, Store};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,12 +44,14 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(store: Store, dispatch: Arc<Dispatch>, config: Arc<ServerConfig>) -> Dispatcher {
+        let defaults = placement::default_placement(&config.task);
         Dispatcher {
             shared: Arc::new(Shared {
                 store,
                 dispatch,
                 config,
                 in_flight: Mutex::new(HashSet::new()),
+                placer: tokio::sync::Mutex::new(placement::Placer::build(&[], &[], defaults)),
             }),
         }
     }
@@ -104,14 +107,8 @@ impl Dispatcher {
                     .await?;
                 continue;
             };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                // Resumed attempts take slots too, waiting if the agent is full.
-                let Ok(_permit) = agent.slots.clone().acquire_owned().await else {
-                    return;
-                };
-                attempt::run(shared, agent, claimed, true).await;
-            });
+            // Resumed attempts take slots too, waiting if the agent is full.
+            tokio::spawn(run_and_release(shared.clone(), agent, claimed, true));
         }
         Ok(())
     }
@@ -119,49 +116,41 @@ impl Dispatcher {
     async fn dispatch_forever(&self) -> ! {
         let shared = &self.shared;
         loop {
-            let mut claimed_any = false;
-            for agent in shared.dispatch.agents() {
-                if !agent.accepts_work() {
-                    continue;
-                }
-                let free = agent.slots.available_permits().min(CLAIM_BATCH);
-                if free == 0 {
-                    continue;
-                }
-                let claimed = match shared
+            let mut decided = Vec::new();
+            let claimed = {
+                let mut placer = shared.placer.lock().await;
+                let claimed = shared
                     .store
-                    .claim_tasks(&agent.name, free, now_millis())
-                    .await
-                {
-                    Ok(claimed) => claimed,
-                    Err(e) => {
-                        tracing::error!("claiming tasks: {e}");
-                        tokio::time::sleep(IDLE_POLL).await;
-                        continue;
-                    }
-                };
-                for task in claimed {
-                    claimed_any = true;
-                    let Ok(permit) = agent.slots.clone().try_acquire_owned() else {
-                        // Only this loop takes permits for new tasks, and
-                        // it counted them: a resumed attempt took one.
-                        let shared = shared.clone();
-                        let agent = agent.clone();
-                        tokio::spawn(async move {
-                            let Ok(_permit) = agent.slots.clone().acquire_owned().await else {
-                                return;
-                            };
-                            attempt::run(shared, agent, task, false).await;
-                        });
-                        continue;
-                    };
-                    let shared = shared.clone();
-                    let agent = agent.clone();
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        attempt::run(shared, agent, task, false).await;
-                    });
+                    .claim_placed(CLAIM_BATCH, now_millis(), &mut |task, code| {
+                        let decision = placer.decide(task, code);
+                        if matches!(decision, PlaceDecision::On { .. }) {
+                            decided.push(task.id.clone());
+                        }
+                        decision
+                    })
+                    .await;
+                // A task placed but not claimed after all (cancelled in the
+                // meantime, or the store failed) holds nothing.
+                let kept: HashSet<&str> = claimed
+                    .as_ref()
+                    .map(|c| c.iter().map(|c| c.task.id.as_str()).collect())
+                    .unwrap_or_default();
+                for id in decided.iter().filter(|id| !kept.contains(id.as_str())) {
+                    placer.release(id);
                 }
+                claimed
+            };
+            let claimed = match claimed {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!("claiming tasks: {e}");
+                    tokio::time::sleep(IDLE_POLL).await;
+                    continue;
+                }
+            };
+            let claimed_any = !claimed.is_empty();
+            for task in claimed {
+                self.start(task).await;
             }
             if claimed_any {
                 continue;
@@ -178,6 +167,52 @@ impl Dispatcher {
             }
         }
     }
+
+    /// Runs a placed task's attempt on its host, in the background; its
+    /// reservation is released when the attempt ends.
+    async fn start(&self, claimed: ClaimedTask) {
+        let shared = self.shared.clone();
+        let agent = claimed
+            .task
+            .agent
+            .as_deref()
+            .and_then(|id| shared.dispatch.agent(id));
+        let Some(agent) = agent else {
+            // Its host left between the snapshot and now: run it elsewhere.
+            let task = &claimed.task;
+            let end = AttemptEnd::Requeue {
+                eligible_at: now_millis(),
+                infra: true,
+                msg: Some("its host left the fleet before the task started".to_owned()),
+                log: None,
+            };
+            if let Err(e) = shared
+                .store
+                .end_attempt(&task.id, task.attempt, end, now_millis())
+                .await
+            {
+                tracing::error!(task = %task.id, "requeueing a task whose host left: {e}");
+            }
+            shared.placer.lock().await.release(&task.id);
+            return;
+        };
+        tokio::spawn(run_and_release(shared, agent, claimed, false));
+    }
+}
+
+/// Runs an attempt to its recorded end (waiting for a slot on its host),
+/// then gives back what it held in the placement snapshot.
+async fn run_and_release(
+    shared: Arc<Shared>,
+    agent: Arc<AgentHandle>,
+    claimed: ClaimedTask,
+    resume: bool,
+) {
+    let task_id = claimed.task.id.clone();
+    if let Ok(_permit) = agent.slots.clone().acquire_owned().await {
+        attempt::run(shared.clone(), agent, claimed, resume).await;
+    }
+    shared.placer.lock().await.release(&task_id);
 }
 
 /// Removes containers whose attempt is over from every agent, and what

@@ -12,7 +12,7 @@
 use crate::config::TaskDefaults;
 use berth_api::{CreateContainer, InlineFile};
 use berth_core::spec::Limits;
-use berth_core::{ByteSize, ContainerId, ImageRef};
+use berth_core::{ByteSize, ContainerId, CpuQuota, ImageRef};
 use berth_store::{container_name, CodeRevision, Stack, Task};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -129,6 +129,19 @@ pub fn create_request(
             ))
         })?;
 
+    // What the dispatcher reserved for this attempt; a task claimed before
+    // reservations existed gets the server's defaults.
+    let (memory_limit, memory_request, pids, cpus) = match &task.reserved {
+        Some(reserved) => (
+            reserved.memory_limit,
+            reserved.request.memory_bytes,
+            reserved.request.pids,
+            u32::try_from(reserved.request.cpu_millis)
+                .ok()
+                .filter(|millis| *millis > 0),
+        ),
+        None => (defaults.memory, defaults.memory_request, defaults.pids, None),
+    };
     Ok(CreateContainer {
         id: Some(id),
         image,
@@ -141,8 +154,9 @@ pub fn create_request(
         network: Default::default(),
         mounts: Vec::new(),
         limits: Limits {
-            memory: Some(ByteSize(defaults.memory)),
-            pids: Some(defaults.pids),
+            memory: Some(ByteSize(memory_limit)),
+            pids: Some(pids),
+            cpus: cpus.map(CpuQuota),
             timeout: Some(Duration::from_secs(timeout)),
             ..Limits::default()
         },
@@ -150,7 +164,7 @@ pub fn create_request(
         read_only: false,
         scratch: Default::default(),
         scratch_size: None,
-        memory_request: Some(ByteSize(defaults.memory_request)),
+        memory_request: Some(ByteSize(memory_request)),
         log_max_bytes: Some(defaults.log_max_bytes),
         labels,
         extra_images,

@@ -15,6 +15,9 @@ pub(crate) struct Shared {
     /// Containers an attempt of this process is driving (the sweep leaves
     /// them alone).
     pub(super) in_flight: Mutex<HashSet<String>>,
+    /// Where tasks go (held across a claim, so that a rebuild from the
+    /// store never interleaves with one).
+    pub(super) placer: tokio::sync::Mutex<super::placement::Placer>,
 }
 
 impl Shared {

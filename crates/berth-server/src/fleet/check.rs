@@ -72,6 +72,11 @@ pub fn labels<'a>(
             && key
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        if key == berth_sched::NODE_KEY {
+            return Err(FleetError::invalid(format!(
+                "label key {key:?} is reserved: constraints reach host names through it"
+            )));
+        }
         if !key_ok {
             return Err(FleetError::invalid(format!(
                 "label key {key:?}: 1 to {MAX_LABEL_KEY} of letters, digits and - _ . /"

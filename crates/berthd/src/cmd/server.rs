@@ -7,29 +7,11 @@ use berth::cli::Global;
 use berth::cmd::invalid;
 use berth::CliError;
 use berth_core::{ByteSize, ErrorCode, ErrorReport};
-use berth_server::{AgentClient, AgentEndpoint, ServerConfig};
+use berth_server::ServerConfig;
 use berth_store::Store;
 
 pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
     let url = database_url(global, &args.database);
-    let token = match &args.agent_token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| invalid(format!("--agent-token-file {}: {e}", path.display())))?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
-    };
-    let mut agents = Vec::new();
-    for url in &args.agents {
-        let endpoint = AgentEndpoint::parse(url).map_err(invalid)?;
-        let token = match endpoint {
-            AgentEndpoint::Tcp(_) => token.clone(),
-            AgentEndpoint::Unix(_) => None,
-        };
-        agents.push(AgentClient::new(endpoint, token));
-    }
     let mut config = server_config(args.min_schedule_interval, &args.code_limits)?;
     config.connections = connection_limits(&args.connections, 1)?;
     if let Some(path) = &args.join_token_file {
@@ -43,13 +25,16 @@ pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
         let store = open_database(&url).await?;
         let listener = bind(args.listen).await?;
         eprintln!(
-            "berth server: serving http://{} (database {}, {} agent{})",
+            "berth server: serving http://{} (database {}; hosts {})",
             args.listen,
             redact(&url),
-            agents.len(),
-            if agents.len() == 1 { "" } else { "s" }
+            if config.fleet.join_token.is_some() {
+                "join with berth agent --join"
+            } else {
+                "cannot join: no --join-token-file"
+            }
         );
-        berth_server::serve(store.clone(), agents, config, listener, stop.received())
+        berth_server::serve(store.clone(), config, listener, stop.received())
             .await
             .map_err(|e| CliError(ErrorReport::new(ErrorCode::HostIo, format!("serving: {e}"))))?;
         store.close().await;

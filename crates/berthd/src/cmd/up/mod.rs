@@ -111,7 +111,7 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
         println!("Try:\n  berth code push hello --runtime sh --file hello.sh --dir ./hello\n  berth task queue hello --payload '{{\"name\":\"you\"}}' --wait\n  berth task ls");
 
         let mut stop = stop_rx.clone();
-        let served = berth_server::serve(store.clone(), Vec::new(), config, listener, async move {
+        let served = berth_server::serve(store.clone(), config, listener, async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         });
         let served = tokio::spawn(served);
