@@ -84,11 +84,7 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
     // active tasks are read, so that no claim falls between.
     let mut placer = shared.placer.lock().await;
     let active = shared.store.active_tasks().await?;
-    *placer = Placer::build(
-        &nodes,
-        &active,
-        default_placement(&shared.config.task),
-    );
+    *placer = Placer::build(&nodes, &active, default_placement(&shared.config.task));
     Ok(())
 }
 

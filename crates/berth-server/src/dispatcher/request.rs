@@ -140,7 +140,12 @@ pub fn create_request(
                 .ok()
                 .filter(|millis| *millis > 0),
         ),
-        None => (defaults.memory, defaults.memory_request, defaults.pids, None),
+        None => (
+            defaults.memory,
+            defaults.memory_request,
+            defaults.pids,
+            None,
+        ),
     };
     Ok(CreateContainer {
         id: Some(id),
