@@ -173,9 +173,11 @@ pub struct Dispatch {
     pub(crate) garbage: Notify,
     /// A host joined, came back, was drained, relabelled or removed.
     pub(crate) fleet: Notify,
-    /// The agents given at start (`--agent`), then the fleet's hosts as
-    /// the dispatcher last read them from the store.
+    /// The fleet's hosts as the dispatcher last read them from the store.
     agents: RwLock<Vec<Arc<AgentHandle>>>,
+    /// The hosts and what each offers (no reservations): what a task is
+    /// checked against at queue time (`None` until first read).
+    capacity: RwLock<Option<Arc<berth_sched::Fleet>>>,
 }
 
 /// A container could not be reached.
@@ -195,6 +197,17 @@ impl Dispatch {
         Dispatch {
             agents: RwLock::new(agents),
             ..Dispatch::default()
+        }
+    }
+
+    /// The fleet's capacity, as of the last read of the hosts.
+    pub(crate) fn capacity(&self) -> Option<Arc<berth_sched::Fleet>> {
+        self.capacity.read().ok().and_then(|c| c.clone())
+    }
+
+    pub(crate) fn set_capacity(&self, fleet: Arc<berth_sched::Fleet>) {
+        if let Ok(mut capacity) = self.capacity.write() {
+            *capacity = Some(fleet);
         }
     }
 

@@ -232,6 +232,7 @@ async fn parse_spec(
         .int_in("retries_delay", 0..=MAX_RETRIES_DELAY)?
         .unwrap_or(0);
     let default_priority = f.int_in("default_priority", 0..=2)?.unwrap_or(0);
+    let placement = super::placement_fields::take_placement(&mut f)?;
     f.finish(warnings);
 
     if let Some(command) = &command {
@@ -319,7 +320,7 @@ async fn parse_spec(
         retries,
         retries_delay,
         default_priority,
-        placement: Default::default(),
+        placement,
     })
 }
 

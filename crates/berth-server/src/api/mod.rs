@@ -12,6 +12,7 @@ mod codes;
 mod error;
 mod extract;
 mod package;
+mod placement_fields;
 mod schedules;
 mod task_fields;
 mod tasks;

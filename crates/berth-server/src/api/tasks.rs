@@ -86,8 +86,57 @@ fn parse_task(
     };
     let label = f.short_string("label", MAX_TAG_BYTES)?;
     let cluster = f.short_string("cluster", MAX_TAG_BYTES)?;
+    let placement = super::placement_fields::take_placement(&mut f)?;
     f.finish(warnings);
-    Ok(options.into_task(config, code_name, payload, label, cluster))
+    let mut task = options.into_task(config, code_name, payload, label, cluster);
+    task.placement = placement;
+    Ok(task)
+}
+
+/// Refuses (400) a batch in which a task could never run on this fleet,
+/// whatever else runs: more than any host offers, or constraints no host
+/// meets. An empty fleet refuses nothing (hosts may still join), and
+/// neither does a fleet the dispatcher has not read yet.
+async fn refuse_what_can_never_run(
+    state: &AppState,
+    project_id: &str,
+    tasks: &[NewTask],
+) -> ApiResult<()> {
+    let Some(fleet) = state.dispatch.capacity() else {
+        return Ok(());
+    };
+    if fleet.nodes().is_empty() {
+        return Ok(());
+    }
+    let defaults = crate::dispatcher::default_placement(&state.config.task);
+    let mut codes = std::collections::HashMap::new();
+    for (i, task) in tasks.iter().enumerate() {
+        if !codes.contains_key(&task.code_name) {
+            let code = state
+                .store
+                .code_by_name(project_id, &task.code_name)
+                .await?;
+            codes.insert(task.code_name.clone(), code);
+        }
+        // An unknown code is the store's to refuse.
+        let Some(Some(code)) = codes.get(&task.code_name) else {
+            continue;
+        };
+        let reserved = task
+            .placement
+            .over(&code.latest.spec.placement)
+            .resolve(&defaults)
+            .map_err(|e| ApiError::bad(format!("tasks[{i}]: {e}")))?;
+        let request =
+            crate::dispatcher::request_for(&format!("tasks[{i}]"), &code.latest, &reserved)
+                .map_err(|e| ApiError::bad(format!("tasks[{i}]: {e}")))?;
+        if let Err(refusal) = berth_sched::can_ever_fit(&fleet, &request) {
+            return Err(ApiError::bad(format!(
+                "tasks[{i}] could never run on this fleet: {refusal}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /tasks`: `{"tasks": [...]}`, all queued or none.
@@ -125,6 +174,7 @@ pub async fn queue(
         .enumerate()
         .map(|(i, t)| parse_task(config, format!("tasks[{i}]"), t, &warnings))
         .collect::<ApiResult<Vec<_>>>()?;
+    refuse_what_can_never_run(&state, &tenant.project_id, &tasks).await?;
     let ids = state
         .store
         .queue_tasks(&tenant.project_id, &tasks, now_millis())

@@ -231,6 +231,7 @@ pub fn code(code: &Code) -> Value {
         "retries": spec.retries,
         "retries_delay": spec.retries_delay,
         "default_priority": spec.default_priority,
+        "placement": super::placement_fields::placement_json(&spec.placement),
         "paused": code.paused,
     })
 }
@@ -256,6 +257,7 @@ pub fn revision(rev: &CodeRevision) -> Value {
         "retries": spec.retries,
         "retries_delay": spec.retries_delay,
         "default_priority": spec.default_priority,
+        "placement": super::placement_fields::placement_json(&spec.placement),
         "created_at": format_time(rev.created_at),
     })
 }
@@ -302,6 +304,16 @@ pub fn task(task: &Task) -> Value {
         "schedule_id": task.schedule_id,
         "original_task_id": task.original_task_id,
         "percent": task.percent,
+        "placement": super::placement_fields::placement_json(&task.placement),
+        // The host of the current (or last) attempt, and what it reserved.
+        "node": task.node_name,
+        "reserved": task.reserved.as_ref().map(|r| json!({
+            "memory_limit": r.memory_limit,
+            "memory_request": r.request.memory_bytes,
+            "cpus": r.request.cpu_millis as f64 / 1000.0,
+            "disk": r.request.disk_bytes,
+            "pids": r.request.pids,
+        })),
         "created_at": format_time(task.created_at),
         "updated_at": format_time(task.updated_at),
     })

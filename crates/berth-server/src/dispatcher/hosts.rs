@@ -85,6 +85,9 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
     let mut placer = shared.placer.lock().await;
     let active = shared.store.active_tasks().await?;
     *placer = Placer::build(&nodes, &active, default_placement(&shared.config.task));
+    if let Some(capacity) = placer.capacity() {
+        shared.dispatch.set_capacity(std::sync::Arc::new(capacity));
+    }
     Ok(())
 }
 

@@ -24,7 +24,7 @@ pub(super) struct Placer {
 }
 
 /// What every task gets that its code and itself leave unsaid.
-pub(super) fn default_placement(defaults: &TaskDefaults) -> TaskPlacement {
+pub(crate) fn default_placement(defaults: &TaskDefaults) -> TaskPlacement {
     TaskPlacement {
         memory_limit: defaults.memory,
         request: Resources {
@@ -160,6 +160,21 @@ impl Placer {
         }
     }
 
+    /// The same hosts with nothing reserved: what queue-time checks use.
+    pub(super) fn capacity(&self) -> Option<Fleet> {
+        let fleet = self.fleet.as_ref().ok()?;
+        let nodes = fleet
+            .nodes()
+            .iter()
+            .map(|n| {
+                let mut node = Node::new(n.name.clone(), n.allocatable).with_state(n.state);
+                node.labels = n.labels.clone();
+                node
+            })
+            .collect();
+        Fleet::new(nodes).ok()
+    }
+
     /// Where `task` goes now, reserved in this fleet when it goes somewhere.
     pub(super) fn decide(&mut self, task: &Task, code: &CodeRevision) -> PlaceDecision {
         let spec = task.placement.over(&code.spec.placement);
@@ -171,7 +186,7 @@ impl Placer {
                 }
             }
         };
-        let request = match request_for(task, code, &reserved) {
+        let request = match request_for(&task.id, code, &reserved) {
             Ok(request) => request,
             Err(msg) => return PlaceDecision::Waits { msg },
         };
@@ -220,12 +235,12 @@ impl Placer {
 
 /// The engine's request for a task: its reservation, constraints, group
 /// rules and the image it runs (hosts holding it are preferred).
-pub(super) fn request_for(
-    task: &Task,
+pub(crate) fn request_for(
+    task_id: &str,
     code: &CodeRevision,
     reserved: &TaskPlacement,
 ) -> Result<Request, String> {
-    let mut request = Request::new(task.id.clone(), sched_resources(&reserved.request))
+    let mut request = Request::new(task_id, sched_resources(&reserved.request))
         .with_constraints(reserved.constraints.iter().map(String::as_str))
         .map_err(|e| format!("cannot be placed: {e}"))?;
     for rule in &reserved.groups {

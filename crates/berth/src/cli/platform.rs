@@ -296,9 +296,84 @@ pub struct CodePushArgs {
     /// Priority of tasks queued without one (0-2).
     #[arg(long, value_name = "0-2", value_parser = clap::value_parser!(u8).range(0..=2))]
     pub priority: Option<u8>,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Print JSON (the server's answer) for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What tasks ask of the fleet: on `code push` their defaults, on `task
+/// queue` a task's own (constraints and group rules add to its code's).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Placement")]
+pub struct PlacementArgs {
+    /// Memory limit, e.g. 256m; the task is killed above it.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Memory reserved on the host [default: the limit when --memory is given].
+    #[arg(long, value_name = "SIZE")]
+    pub memory_request: Option<String>,
+    /// CPUs reserved, and the task's CPU quota, e.g. 0.5.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Disk reserved on the host, e.g. 1g.
+    #[arg(long, value_name = "SIZE")]
+    pub disk: Option<String>,
+    /// Processes and threads: reserved, and the task's limit.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// A host constraint (repeatable): zone==a, gpu!=true, rack==r1*, node=~^db-.
+    #[arg(long = "constraint", value_name = "EXPR")]
+    pub constraints: Vec<String>,
+    /// Run where members of GROUP run (repeatable; GROUP:soft to prefer).
+    #[arg(long = "affinity", value_name = "GROUP[:soft]")]
+    pub affinity: Vec<String>,
+    /// Never two members of GROUP on one host (repeatable; GROUP:soft to prefer).
+    #[arg(long = "anti-affinity", value_name = "GROUP[:soft]")]
+    pub anti_affinity: Vec<String>,
+    /// The fair-share pool [default: the project's].
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+}
+
+impl PlacementArgs {
+    /// The fields of the API's code or task object (only those given).
+    pub fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
+        let mut fields = serde_json::Map::new();
+        let mut put = |key: &str, value: serde_json::Value| {
+            fields.insert(key.to_owned(), value);
+        };
+        if let Some(v) = &self.memory {
+            put("memory", json!(v));
+        }
+        if let Some(v) = &self.memory_request {
+            put("memory_request", json!(v));
+        }
+        if let Some(v) = self.cpus {
+            put("cpus", json!(v));
+        }
+        if let Some(v) = &self.disk {
+            put("disk", json!(v));
+        }
+        if let Some(v) = self.pids {
+            put("pids", json!(v));
+        }
+        if !self.constraints.is_empty() {
+            put("constraints", json!(self.constraints));
+        }
+        if !self.affinity.is_empty() {
+            put("affinity", json!(self.affinity));
+        }
+        if !self.anti_affinity.is_empty() {
+            put("anti_affinity", json!(self.anti_affinity));
+        }
+        if let Some(v) = &self.pool {
+            put("pool", json!(v));
+        }
+        fields
+    }
 }
 
 #[derive(Debug, Args)]
@@ -388,6 +463,8 @@ pub struct TaskQueueArgs {
     /// Wait until every task has ended; exit 1 if any did not complete.
     #[arg(long)]
     pub wait: bool,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Print JSON (the server's answer) for scripts.
     #[arg(long)]
     pub json: bool,

@@ -217,6 +217,7 @@ fn push(api: &Api, args: CodePushArgs) -> Result<(), CliError> {
     if let Some(p) = args.priority {
         data.insert("default_priority".into(), json!(p));
     }
+    data.extend(args.placement.fields());
 
     let mut form = Multipart::new().text(
         "data",

@@ -84,6 +84,7 @@ fn ls(api: &Api, args: TaskLsArgs) -> Result<(), CliError> {
                 text(t, "id"),
                 text(t, "code_name"),
                 text(t, "status"),
+                text(t, "node"),
                 when(t, "created_at"),
                 duration(t),
                 clip(&text(t, "label"), 20),
@@ -93,7 +94,7 @@ fn ls(api: &Api, args: TaskLsArgs) -> Result<(), CliError> {
         .collect();
     table(
         &[
-            "ID", "CODE", "STATUS", "CREATED", "DURATION", "LABEL", "MSG",
+            "ID", "CODE", "STATUS", "NODE", "CREATED", "DURATION", "LABEL", "MSG",
         ],
         &rows,
     );
@@ -129,6 +130,31 @@ fn seconds(task: &Value, key: &str) -> String {
         .map_or_else(|| "-".to_owned(), |s| format!("{s}s"))
 }
 
+/// What the task's attempt holds on its host, e.g. `512MiB limit, 64MiB
+/// reserved, 0.5 cpus, 1024 pids`, or "-".
+fn reserved(task: &Value) -> String {
+    let Some(r) = task.get("reserved").filter(|r| r.is_object()) else {
+        return "-".to_owned();
+    };
+    let bytes = |key: &str| {
+        r.get(key)
+            .and_then(Value::as_u64)
+            .map_or_else(|| "-".to_owned(), |b| berth_core::ByteSize(b).to_string())
+    };
+    let mut parts = vec![
+        format!("{} limit", bytes("memory_limit")),
+        format!("{} reserved", bytes("memory_request")),
+    ];
+    if let Some(cpus) = r.get("cpus").and_then(Value::as_f64).filter(|c| *c > 0.0) {
+        parts.push(format!("{cpus} cpus"));
+    }
+    if let Some(disk) = r.get("disk").and_then(Value::as_u64).filter(|d| *d > 0) {
+        parts.push(format!("{} disk", berth_core::ByteSize(disk)));
+    }
+    parts.push(format!("{} pids", text(r, "pids")));
+    parts.join(", ")
+}
+
 fn show(task: &Value) {
     let percent = match task.get("percent").and_then(Value::as_i64) {
         Some(p) => format!("{p}%"),
@@ -140,6 +166,8 @@ fn show(task: &Value) {
         ("revision", text(task, "code_rev")),
         ("status", text(task, "status")),
         ("msg", text(task, "msg")),
+        ("node", text(task, "node")),
+        ("reserved", reserved(task)),
         ("progress", percent),
         ("priority", text(task, "priority")),
         ("timeout", seconds(task, "timeout")),

@@ -35,6 +35,7 @@ pub fn run(api: &Api, args: TaskQueueArgs) -> Result<u8, CliError> {
     if let Some(cluster) = &args.cluster {
         task.insert("cluster".into(), json!(cluster));
     }
+    task.extend(args.placement.fields());
     let task = Value::Object(task);
 
     let bar = bar(args.count > 1 && !args.json, args.count, "queued");
