@@ -310,10 +310,13 @@ pub struct Task {
     pub agent: Option<String>,
     pub cancel_requested: bool,
     /// What the task asks beyond its code's defaults.
+    #[serde(default)]
     pub placement: berth_core::placement::PlacementSpec,
     /// What the dispatcher reserved for the current (or last) attempt.
+    #[serde(default)]
     pub reserved: Option<berth_core::placement::TaskPlacement>,
     /// The name of the host of the current (or last) attempt.
+    #[serde(default)]
     pub node_name: Option<String>,
 }
 
