@@ -38,8 +38,9 @@
 #                         machine's, memory and disk = 80 % of the
 #                         machine's (free disk of DIR) split evenly, pids =
 #                         half of pid_max split evenly (repeatable).
-#                         Until agents join (#17), only memory reaches
-#                         the agent, as its --memory-ceiling
+#                         The agent reports it to the server (placement
+#                         never gives a host more); its memory is also the
+#                         agent's --memory-ceiling
 #   --labels [HOST:]k=v,… labels added to a host's (every host's without
 #                         HOST:). Every host has host=host-I and zone=a or
 #                         zone=b (alternating: host-1 a, host-2 b, …)
