@@ -14,6 +14,7 @@ both!(
     impossible_reports_are_refused_and_change_nothing,
     operators_list_drain_label_and_remove_hosts,
     project_tokens_do_not_open_the_fleet,
+    operators_configure_pools,
 );
 
 fn report() -> Value {
@@ -277,4 +278,58 @@ fn project_tokens_do_not_open_the_fleet(h: &Harness) {
             .drained
     );
     assert_eq!(hosts(h), 1);
+}
+
+fn operators_configure_pools(h: &Harness) {
+    let ops = operator_token(h);
+    let r = send(
+        h,
+        "PUT",
+        "/v1/pools/web",
+        &ops,
+        &json!({"weight": 2, "min": {"cpus": 2, "memory": "4g"}, "max": {"cpus": 8}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let pools = send(h, "GET", "/v1/pools", &ops, &json!(null)).json();
+    assert_eq!(pools[0]["name"], "web");
+    assert_eq!(pools[0]["weight"], 2);
+    assert_eq!(pools[0]["min"]["cpus"], 2.0);
+    assert_eq!(pools[0]["min"]["memory"], 4u64 << 30);
+    assert_eq!(pools[0]["max"]["cpus"], 8.0);
+    assert_eq!(
+        pools[0]["max"]["memory"],
+        json!(null),
+        "no maximum on memory"
+    );
+    let stored = h.block_on(h.store.pools()).unwrap();
+    assert_eq!(stored[0].max.unwrap().memory_bytes, u64::MAX);
+
+    for (body, needle) in [
+        (json!({"weight": 0}), "weight"),
+        (
+            json!({"min": {"cpus": 4}, "max": {"cpus": 2}}),
+            "min is above max",
+        ),
+        (json!({"min": {"memory": "lots"}}), "memory"),
+        (json!({"min": {"gpus": 1}}), "gpus"),
+    ] {
+        let r = send(h, "PUT", "/v1/pools/batch", &ops, &body);
+        assert_fleet_error(&r, 400, "invalid_argument", needle);
+    }
+    let r = send(h, "PUT", "/v1/pools/bad%20name", &ops, &json!({}));
+    assert_fleet_error(&r, 400, "invalid_argument", "pool");
+    let r = send(h, "PUT", "/v1/pools/web", &h.token, &json!({}));
+    assert_eq!(r.status, 401, "a project's token configures no pool");
+    assert_eq!(
+        h.block_on(h.store.pools()).unwrap().len(),
+        1,
+        "nothing changed"
+    );
+
+    assert_eq!(
+        send(h, "DELETE", "/v1/pools/web", &ops, &json!(null)).status,
+        200
+    );
+    let r = send(h, "DELETE", "/v1/pools/web", &ops, &json!(null));
+    assert_fleet_error(&r, 404, "not_found", "web");
 }

@@ -20,4 +20,4 @@ mod store;
 pub use error::StoreError;
 pub use ids::new_id;
 pub use model::*;
-pub use store::{Dialect, HeartbeatOutcome, Store, PRIORITY_HEAD_START_MS};
+pub use store::{Dialect, HeartbeatOutcome, PlacementPlanner, Store, PRIORITY_HEAD_START_MS};

@@ -41,6 +41,18 @@ pub struct OperatorTokenInfo {
     pub revoked_at: Option<Millis>,
 }
 
+/// A fair-share pool as an operator configured it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Relative claim on the fleet; at least 1.
+    pub weight: u32,
+    /// Guaranteed minimum.
+    pub min: berth_core::placement::Resources,
+    /// Never exceeded; `None`: no maximum.
+    pub max: Option<berth_core::placement::Resources>,
+}
+
 /// A host of the fleet, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {

@@ -15,6 +15,7 @@ store_tests!(
     operator_tokens_open_nothing_of_a_project,
     placement_of_codes_and_tasks_round_trips,
     claim_placed_places_or_leaves_queued_with_the_reason,
+    pools_are_set_listed_and_removed,
 );
 
 fn join(name: &str, node_id: Option<&str>) -> NodeJoin {
@@ -238,21 +239,24 @@ async fn claim_placed_places_or_leaves_queued_with_the_reason(store: Store) {
     };
     // The first goes to h1; the second fits nowhere.
     let mut asked = Vec::new();
-    let mut place = |task: &Task, code: &CodeRevision| {
-        asked.push((task.id.clone(), code.spec.name.clone()));
-        if asked.len() == 1 {
+    let mut plan = |candidates: &[(Task, CodeRevision)]| {
+        asked.extend(
+            candidates
+                .iter()
+                .map(|(task, code)| (task.id.clone(), code.spec.name.clone())),
+        );
+        vec![
             PlaceDecision::On {
                 agent: "node-1".into(),
                 node_name: "h1".into(),
                 reserved: reserved.clone(),
-            }
-        } else {
+            },
             PlaceDecision::Waits {
                 msg: "1 host has 0 B of the 64 MiB of memory requested free".into(),
-            }
-        }
+            },
+        ]
     };
-    let claimed = store.claim_placed(10, now, &mut place).await.unwrap();
+    let claimed = store.claim_placed(10, now, &mut plan).await.unwrap();
     assert_eq!(
         asked,
         [(ids[0].clone(), "c".into()), (ids[1].clone(), "c".into())]
@@ -270,11 +274,14 @@ async fn claim_placed_places_or_leaves_queued_with_the_reason(store: Store) {
     assert!(waiting.msg.unwrap().contains("64 MiB"));
     // The next round sees only the waiting one.
     let mut seen = Vec::new();
-    let mut wait = |task: &Task, _: &CodeRevision| {
-        seen.push(task.id.clone());
-        PlaceDecision::Waits {
-            msg: "still".into(),
-        }
+    let mut wait = |candidates: &[(Task, CodeRevision)]| {
+        seen.extend(candidates.iter().map(|(task, _)| task.id.clone()));
+        vec![
+            PlaceDecision::Waits {
+                msg: "still".into()
+            };
+            candidates.len()
+        ]
     };
     assert!(store
         .claim_placed(10, now, &mut wait)
@@ -282,4 +289,39 @@ async fn claim_placed_places_or_leaves_queued_with_the_reason(store: Store) {
         .unwrap()
         .is_empty());
     assert_eq!(seen, [ids[1].clone()]);
+}
+
+async fn pools_are_set_listed_and_removed(store: Store) {
+    use berth_core::placement::Resources;
+    assert!(store.pools().await.unwrap().is_empty());
+    let batch = PoolConfig {
+        name: "batch".into(),
+        weight: 1,
+        min: Resources::default(),
+        max: Some(Resources {
+            cpu_millis: 4000,
+            ..Resources::default()
+        }),
+    };
+    let web = PoolConfig {
+        name: "web".into(),
+        weight: 2,
+        min: Resources {
+            memory_bytes: 1 << 30,
+            ..Resources::default()
+        },
+        max: None,
+    };
+    store.set_pool(&web).await.unwrap();
+    store.set_pool(&batch).await.unwrap();
+    assert_eq!(
+        store.pools().await.unwrap(),
+        vec![batch.clone(), web.clone()]
+    );
+    let heavier = PoolConfig { weight: 3, ..web };
+    store.set_pool(&heavier).await.unwrap();
+    assert_eq!(store.pools().await.unwrap()[1], heavier);
+    assert!(store.remove_pool("batch").await.unwrap());
+    assert!(!store.remove_pool("batch").await.unwrap());
+    assert_eq!(store.pools().await.unwrap(), vec![heavier]);
 }

@@ -42,6 +42,7 @@ impl Cli {
             Command::Task(a) => a.json(),
             Command::Schedule(a) => a.json(),
             Command::Node(a) => a.json(),
+            Command::Pool(a) => a.json(),
             // berthd reports its own errors.
             Command::Agent(_)
             | Command::Server(_)
@@ -121,6 +122,8 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// The fleet's hosts: ls, inspect, drain, undrain, label, rm (operator).
     Node(NodeArgs),
+    /// Fair-share pools: ls, set, rm (operator).
+    Pool(PoolArgs),
 }
 
 /// What `berth help COMMAND` says of the commands berthd serves.

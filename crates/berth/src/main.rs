@@ -18,7 +18,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Code(_) | Command::Task(_) | Command::Schedule(_) | Command::Node(_)
+        Command::Code(_)
+            | Command::Task(_)
+            | Command::Schedule(_)
+            | Command::Node(_)
+            | Command::Pool(_)
     ) {
         quiet_on_closed_pipe();
     }
@@ -50,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Task(args) => cmd::task::run(args),
         Command::Schedule(args) => cmd::schedule::run(args),
         Command::Node(args) => cmd::node::run(args),
+        Command::Pool(args) => cmd::pool::run(args),
         // These replace this process with berthd, or say why they could not.
         Command::Agent(_) => daemon::exec("agent"),
         Command::Server(_) => daemon::exec("server"),

@@ -228,6 +228,43 @@ fn hosts_join_are_steered_and_a_silent_one_goes_down() {
         .unwrap();
     assert_eq!(Run::from(wrong).code, 125);
 
+    // Pools, configured by an operator.
+    let pool = |args: &[&str]| {
+        let out = Command::new(berth_binary())
+            .arg("pool")
+            .args(args)
+            .env("BERTH_URL", &fleet.url)
+            .env("BERTH_OPERATOR_TOKEN", &fleet.ops)
+            .env("BERTH_CONFIG", "/nonexistent/berth-config.json")
+            .output()
+            .unwrap();
+        Run::from(out)
+    };
+    let set = pool(&[
+        "set",
+        "web",
+        "--weight",
+        "2",
+        "--min",
+        "cpus=0.5,memory=256m",
+        "--max",
+        "cpus=1",
+        "--json",
+    ]);
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    assert_eq!(set.json()["max"]["cpus"], 1.0);
+    let listed = pool(&["ls"]);
+    assert!(
+        listed.stdout.contains("web") && listed.stdout.contains("memory=256MiB"),
+        "{}",
+        listed.stdout
+    );
+    let bad = pool(&["set", "web", "--min", "cpus=2", "--max", "cpus=1"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("min is above max"), "{}", bad.stderr);
+    assert_eq!(pool(&["rm", "web"]).code, 0);
+    assert_eq!(pool(&["rm", "web"]).code, 125);
+
     // A reader that went away ends the client quietly, as it would `ls`.
     let mut child = Command::new(berth_binary())
         .args(["node", "ls", "--json"])

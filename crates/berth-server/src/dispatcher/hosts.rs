@@ -84,7 +84,13 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
     // active tasks are read, so that no claim falls between.
     let mut placer = shared.placer.lock().await;
     let active = shared.store.active_tasks().await?;
-    *placer = Placer::build(&nodes, &active, default_placement(&shared.config.task));
+    let pools = shared.store.pools().await?;
+    *placer = Placer::build(
+        &nodes,
+        &active,
+        &pools,
+        default_placement(&shared.config.task),
+    );
     if let Some(capacity) = placer.capacity() {
         shared.dispatch.set_capacity(std::sync::Arc::new(capacity));
     }

@@ -52,7 +52,7 @@ impl Dispatcher {
                 dispatch,
                 config,
                 in_flight: Mutex::new(HashSet::new()),
-                placer: tokio::sync::Mutex::new(placement::Placer::build(&[], &[], defaults)),
+                placer: tokio::sync::Mutex::new(placement::Placer::build(&[], &[], &[], defaults)),
             }),
         }
     }
@@ -122,12 +122,14 @@ impl Dispatcher {
                 let mut placer = shared.placer.lock().await;
                 let claimed = shared
                     .store
-                    .claim_placed(CLAIM_BATCH, now_millis(), &mut |task, code| {
-                        let decision = placer.decide(task, code);
-                        if matches!(decision, PlaceDecision::On { .. }) {
-                            decided.push(task.id.clone());
+                    .claim_placed(CLAIM_BATCH, now_millis(), &mut |candidates| {
+                        let decisions = placer.plan(candidates);
+                        for ((task, _), decision) in candidates.iter().zip(&decisions) {
+                            if matches!(decision, PlaceDecision::On { .. }) {
+                                decided.push(task.id.clone());
+                            }
                         }
-                        decision
+                        decisions
                     })
                     .await;
                 // A task placed but not claimed after all (cancelled in the

@@ -9,8 +9,9 @@ use crate::dispatcher::request::package_image;
 use berth_api::fleet::HostReport;
 use berth_core::placement::{Relation, Resources, TaskPlacement};
 use berth_sched::{Fleet, GroupRule, Hardness, Node, NodeState, Placement, Request};
+use berth_sched::{Hold, PoolDemand, PoolSpec};
 use berth_store::{ClaimedTask, CodeRevision, PlaceDecision, Task};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// The engine's fleet and what the dispatcher knows beside it.
 pub(super) struct Placer {
@@ -18,9 +19,14 @@ pub(super) struct Placer {
     fleet: Result<Fleet, String>,
     /// Host name → host id (tasks name their host by id).
     ids: HashMap<String, String>,
-    /// Task id → its placement, to release at its end.
-    placed: HashMap<String, Placement>,
+    /// Task id → its placement and pool, to release at its end.
+    placed: HashMap<String, (Placement, String)>,
     defaults: TaskPlacement,
+    /// The pools an operator configured (any other pool: weight 1, no
+    /// minimum, no maximum).
+    pools: Vec<PoolSpec>,
+    /// Pool → what its tasks under way reserve.
+    usage: BTreeMap<String, berth_sched::Resources>,
 }
 
 /// What every task gets that its code and itself leave unsaid.
@@ -76,6 +82,7 @@ impl Placer {
     pub(super) fn build(
         nodes: &[berth_store::Node],
         active: &[ClaimedTask],
+        pools: &[berth_store::PoolConfig],
         defaults: TaskPlacement,
     ) -> Placer {
         let names: HashMap<&str, &str> = nodes
@@ -92,9 +99,17 @@ impl Placer {
             let Some(name) = names.get(agent.as_str()) else {
                 continue;
             };
-            placed.insert(task.id.clone(), placement_of(task, reserved, name));
+            placed.insert(
+                task.id.clone(),
+                (placement_of(task, reserved, name), pool_of(task, reserved)),
+            );
         }
-        for placement in placed.values() {
+        let mut usage: BTreeMap<String, berth_sched::Resources> = BTreeMap::new();
+        for (placement, pool) in placed.values() {
+            let used = usage.entry(pool.clone()).or_default();
+            *used = used.saturating_add(&placement.resources);
+        }
+        for (placement, _) in placed.values() {
             on_node
                 .entry(placement.node.as_str())
                 .or_default()
@@ -157,7 +172,139 @@ impl Placer {
                 .collect(),
             placed,
             defaults,
+            pools: pools.iter().map(pool_spec).collect(),
+            usage,
         }
+    }
+
+    /// Where each of `candidates` (in queue order) goes: pool by pool in
+    /// the fair-share order (berth_sched::serve_order, asked again after
+    /// every placement), each pool's tasks in queue order. A pool held at
+    /// its maximum, or held from borrowing while another waits under its
+    /// minimum, keeps its tasks queued, saying so.
+    pub(super) fn plan(&mut self, candidates: &[(Task, CodeRevision)]) -> Vec<PlaceDecision> {
+        let mut decisions: Vec<Option<PlaceDecision>> = vec![None; candidates.len()];
+        let mut ready: Vec<Option<(TaskPlacement, Request)>> = Vec::with_capacity(candidates.len());
+        let mut queues: BTreeMap<String, VecDeque<usize>> = BTreeMap::new();
+        for (i, (task, code)) in candidates.iter().enumerate() {
+            match self.prepare(task, code) {
+                Ok((reserved, request)) => {
+                    queues
+                        .entry(pool_of(task, &reserved))
+                        .or_default()
+                        .push_back(i);
+                    ready.push(Some((reserved, request)));
+                }
+                Err(msg) => {
+                    decisions[i] = Some(PlaceDecision::Waits { msg });
+                    ready.push(None);
+                }
+            }
+        }
+        let total = match &self.fleet {
+            Ok(fleet) => fleet.allocatable_total(),
+            Err(_) => berth_sched::Resources::ZERO,
+        };
+        loop {
+            let demand = self.demand(&queues, &ready);
+            let specs = self.specs_for(&demand);
+            let order = match berth_sched::serve_order(&specs, &demand, &total) {
+                Ok(order) => order,
+                Err(e) => {
+                    tracing::error!("ordering the pools: {e}");
+                    break;
+                }
+            };
+            let Some(turn) = order.turns.first() else {
+                // Whatever is left is held: say why.
+                for held in &order.held {
+                    let msg = match held.why {
+                        Hold::AtMax => format!("waiting: pool {} is at its maximum", held.pool),
+                        Hold::BorrowingPaused => format!(
+                            "waiting: pool {} is above its share, and a pool under its minimum waits",
+                            held.pool
+                        ),
+                    };
+                    for &i in queues.get(&held.pool).into_iter().flatten() {
+                        decisions[i] = Some(PlaceDecision::Waits { msg: msg.clone() });
+                    }
+                }
+                break;
+            };
+            let Some(i) = queues.get_mut(&turn.pool).and_then(VecDeque::pop_front) else {
+                break;
+            };
+            let Some((reserved, request)) = ready[i].take() else {
+                continue;
+            };
+            decisions[i] = Some(self.place(&candidates[i].0, reserved, &request));
+        }
+        decisions
+            .into_iter()
+            .map(|d| {
+                d.unwrap_or_else(|| PlaceDecision::Waits {
+                    msg: "waiting for its pool's turn".to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every pool with work waiting (its head's request) or in use.
+    fn demand(
+        &self,
+        queues: &BTreeMap<String, VecDeque<usize>>,
+        ready: &[Option<(TaskPlacement, Request)>],
+    ) -> BTreeMap<String, PoolDemand> {
+        let mut demand: BTreeMap<String, PoolDemand> = self
+            .usage
+            .iter()
+            .filter(|(_, used)| **used != berth_sched::Resources::ZERO)
+            .map(|(pool, used)| {
+                (
+                    pool.clone(),
+                    PoolDemand {
+                        usage: *used,
+                        head: None,
+                    },
+                )
+            })
+            .collect();
+        for (pool, queue) in queues {
+            let head = queue
+                .front()
+                .and_then(|&i| ready[i].as_ref())
+                .map(|(reserved, _)| sched_resources(&reserved.request));
+            if head.is_some() {
+                demand.entry(pool.clone()).or_default().head = head;
+            }
+        }
+        demand
+    }
+
+    /// The configured pools, and the defaults for any other in `demand`.
+    fn specs_for(&self, demand: &BTreeMap<String, PoolDemand>) -> Vec<PoolSpec> {
+        let mut specs = self.pools.clone();
+        for pool in demand.keys() {
+            if !specs.iter().any(|s| &s.name == pool) {
+                specs.push(PoolSpec::new(pool.clone()));
+            }
+        }
+        specs
+    }
+
+    /// The task's reservation and the engine's request, or why it has none.
+    fn prepare(
+        &self,
+        task: &Task,
+        code: &CodeRevision,
+    ) -> Result<(TaskPlacement, Request), String> {
+        let reserved = task
+            .placement
+            .over(&code.spec.placement)
+            .resolve(&self.defaults)
+            .map_err(|e| format!("cannot be placed: {e}"))?;
+        let request = request_for(&task.id, code, &reserved)?;
+        Ok((reserved, request))
     }
 
     /// The same hosts with nothing reserved: what queue-time checks use.
@@ -175,26 +322,14 @@ impl Placer {
         Fleet::new(nodes).ok()
     }
 
-    /// Where `task` goes now, reserved in this fleet when it goes somewhere.
-    pub(super) fn decide(&mut self, task: &Task, code: &CodeRevision) -> PlaceDecision {
-        let spec = task.placement.over(&code.spec.placement);
-        let reserved = match spec.resolve(&self.defaults) {
-            Ok(reserved) => reserved,
-            Err(e) => {
-                return PlaceDecision::Waits {
-                    msg: format!("cannot be placed: {e}"),
-                }
-            }
-        };
-        let request = match request_for(&task.id, code, &reserved) {
-            Ok(request) => request,
-            Err(msg) => return PlaceDecision::Waits { msg },
-        };
+    /// Places one prepared task now, reserved in this fleet when it goes
+    /// somewhere.
+    fn place(&mut self, task: &Task, reserved: TaskPlacement, request: &Request) -> PlaceDecision {
         let fleet = match &mut self.fleet {
             Ok(fleet) => fleet,
             Err(e) => return PlaceDecision::Waits { msg: e.clone() },
         };
-        let placement = match berth_sched::place(fleet, &request) {
+        let placement = match berth_sched::place(fleet, request) {
             Ok(placement) => placement,
             Err(refusal) => {
                 return PlaceDecision::Waits {
@@ -213,8 +348,11 @@ impl Placer {
                 msg: format!("host {} left the fleet", placement.node),
             };
         };
+        let pool = pool_of(task, &reserved);
+        let used = self.usage.entry(pool.clone()).or_default();
+        *used = used.saturating_add(&placement.resources);
         let node_name = placement.node.clone();
-        self.placed.insert(task.id.clone(), placement);
+        self.placed.insert(task.id.clone(), (placement, pool));
         PlaceDecision::On {
             agent,
             node_name,
@@ -225,12 +363,36 @@ impl Placer {
     /// Gives back what a task's attempt held (it ended, or was not
     /// claimed after all).
     pub(super) fn release(&mut self, task_id: &str) {
-        if let (Some(placement), Ok(fleet)) = (self.placed.remove(task_id), &mut self.fleet) {
+        let Some((placement, pool)) = self.placed.remove(task_id) else {
+            return;
+        };
+        if let Some(used) = self.usage.get_mut(&pool) {
+            *used = used.saturating_sub(&placement.resources);
+        }
+        if let Ok(fleet) = &mut self.fleet {
             if let Err(e) = fleet.release(&placement) {
                 tracing::warn!(task = task_id, "releasing its reservation: {e}");
             }
         }
     }
+}
+
+/// A task's pool: the one it names, else its project's.
+fn pool_of(task: &Task, reserved: &TaskPlacement) -> String {
+    reserved
+        .pool
+        .clone()
+        .unwrap_or_else(|| task.project_id.clone())
+}
+
+fn pool_spec(pool: &berth_store::PoolConfig) -> PoolSpec {
+    let mut spec = PoolSpec::new(pool.name.clone())
+        .with_weight(pool.weight.max(1))
+        .with_min(sched_resources(&pool.min));
+    if let Some(max) = &pool.max {
+        spec = spec.with_max(sched_resources(max));
+    }
+    spec
 }
 
 /// The engine's request for a task: its reservation, constraints, group
@@ -256,4 +418,178 @@ pub(crate) fn request_for(
         request = request.with_image(image);
     }
     Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::placement::PlacementSpec;
+    use serde_json::json;
+
+    fn host(name: &str, cpu_millis: u64) -> berth_store::Node {
+        let report = json!({
+            "capacity": {"cpus": 4, "memory_bytes": 8u64 << 30, "memory_ceiling_bytes": 8u64 << 30,
+                         "memory_pressure": 0.9, "disk_bytes": 1u64 << 40, "disk_free_bytes": 1u64 << 39,
+                         "pids": 100_000},
+            "allocatable": {"cpu_millis": cpu_millis, "memory_bytes": 4u64 << 30,
+                            "disk_bytes": 1u64 << 39, "pids": 50_000},
+            "allocated": {},
+            "used": {"containers_running": 0, "metrics": {"oom_events": 0, "oom_kills": 0}},
+            "images": [], "labels": {}, "version": "test"
+        });
+        berth_store::Node {
+            id: format!("id-{name}"),
+            name: name.into(),
+            address: "http://127.0.0.1:1".into(),
+            credential: "c".into(),
+            drained: false,
+            down: false,
+            operator_labels: Default::default(),
+            report: report.to_string(),
+            joined_at: 0,
+            last_heartbeat: 0,
+        }
+    }
+
+    fn task(id: &str, project: &str, cpu_millis: u64, pool: Option<&str>) -> Task {
+        let mut task: Task = serde_json::from_value(json!({
+            "id": id, "project_id": project, "code_id": "c", "code_name": "c", "code_rev": 1,
+            "status": "queued", "msg": null, "payload": "", "priority": 0, "timeout": 60,
+            "delay": 0, "cluster": null, "label": null, "schedule_id": null,
+            "original_task_id": null, "retry_count": 0, "infra_failures": 0, "percent": null,
+            "exit_code": null, "created_at": 0, "updated_at": 0, "eligible_at": 0,
+            "start_time": null, "end_time": null, "attempt": 0, "agent": null,
+            "cancel_requested": false,
+        }))
+        .expect("a task");
+        task.placement = PlacementSpec {
+            cpu_millis: Some(cpu_millis),
+            pool: pool.map(str::to_owned),
+            ..PlacementSpec::default()
+        };
+        task
+    }
+
+    fn code() -> CodeRevision {
+        CodeRevision {
+            code_id: "c".into(),
+            id: "r".into(),
+            project_id: "p".into(),
+            rev: 1,
+            spec: berth_store::NewCodeRevision {
+                name: "c".into(),
+                image: Some("busybox".into()),
+                ..Default::default()
+            },
+            package_sha256: None,
+            package_size: 0,
+            created_at: 0,
+        }
+    }
+
+    fn defaults() -> TaskPlacement {
+        default_placement(&TaskDefaults::default())
+    }
+
+    fn placed_on(decision: &PlaceDecision) -> Option<&str> {
+        match decision {
+            PlaceDecision::On { node_name, .. } => Some(node_name),
+            PlaceDecision::Waits { .. } => None,
+        }
+    }
+
+    #[test]
+    fn a_pool_at_its_maximum_waits_and_says_so_while_others_go_on() {
+        let pools = [berth_store::PoolConfig {
+            name: "capped".into(),
+            weight: 1,
+            min: Resources::default(),
+            // A maximum on CPU alone (the API fills what is not given
+            // with "no limit").
+            max: Some(Resources {
+                cpu_millis: 500,
+                memory_bytes: u64::MAX,
+                disk_bytes: u64::MAX,
+                pids: u64::MAX,
+            }),
+        }];
+        let mut placer = Placer::build(&[host("h1", 2000)], &[], &pools, defaults());
+        let candidates = [
+            (task("t1", "p", 300, Some("capped")), code()),
+            (task("t2", "p", 300, Some("capped")), code()),
+            (task("t3", "q", 300, None), code()),
+        ];
+        let decisions = placer.plan(&candidates);
+        assert_eq!(placed_on(&decisions[0]), Some("h1"), "{decisions:?}");
+        match &decisions[1] {
+            PlaceDecision::Waits { msg } => {
+                assert!(msg.contains("pool capped is at its maximum"), "{msg}")
+            }
+            other => panic!("t2 placed: {other:?}"),
+        }
+        assert_eq!(
+            placed_on(&decisions[2]),
+            Some("h1"),
+            "another pool is not held"
+        );
+        // Its first task ends: the pool has room again.
+        placer.release("t1");
+        let decisions = placer.plan(&[(task("t2", "p", 300, Some("capped")), code())]);
+        assert_eq!(placed_on(&decisions[0]), Some("h1"));
+    }
+
+    #[test]
+    fn a_pool_under_its_minimum_goes_first_and_stops_borrowing() {
+        let pools = [berth_store::PoolConfig {
+            name: "owner".into(),
+            weight: 1,
+            min: Resources {
+                cpu_millis: 600,
+                ..Resources::default()
+            },
+            max: None,
+        }];
+        let mut placer = Placer::build(&[host("h1", 1000)], &[], &pools, defaults());
+        // A borrower takes idle capacity while the owner is idle.
+        let borrowing = placer.plan(&[
+            (task("b1", "p", 300, Some("borrower")), code()),
+            (task("b2", "p", 300, Some("borrower")), code()),
+        ]);
+        assert!(borrowing.iter().all(|d| placed_on(d).is_some()));
+        // The owner's new work comes first, and the borrower gets no more
+        // while the owner waits under its minimum.
+        let decisions = placer.plan(&[
+            (task("b3", "p", 300, Some("borrower")), code()),
+            (task("o1", "p", 300, Some("owner")), code()),
+            (task("o2", "p", 300, Some("owner")), code()),
+        ]);
+        assert_eq!(placed_on(&decisions[1]), Some("h1"), "{decisions:?}");
+        assert_eq!(placed_on(&decisions[0]), None, "{decisions:?}");
+        // o2 would need 300 of the 100 left: it waits for room, not for a turn.
+        match &decisions[2] {
+            PlaceDecision::Waits { msg } => assert!(msg.contains("waiting for room"), "{msg}"),
+            other => panic!("o2: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reservation_is_never_given_twice() {
+        let mut placer = Placer::build(&[host("h1", 1000), host("h2", 1000)], &[], &[], defaults());
+        let candidates: Vec<_> = (0..7)
+            .map(|i| (task(&format!("t{i}"), "p", 300, None), code()))
+            .collect();
+        let decisions = placer.plan(&candidates);
+        let mut per_host: BTreeMap<&str, u64> = BTreeMap::new();
+        for decision in &decisions {
+            if let Some(node) = placed_on(decision) {
+                *per_host.entry(node).or_default() += 300;
+            }
+        }
+        assert_eq!(
+            per_host.values().sum::<u64>(),
+            1800,
+            "six fit, the seventh waits"
+        );
+        assert!(per_host.values().all(|&cpu| cpu <= 1000), "{per_host:?}");
+    }
 }

@@ -8,6 +8,7 @@
 mod auth;
 mod check;
 mod error;
+mod pools;
 mod routes;
 
 pub use routes::router;

@@ -26,6 +26,11 @@ pub fn router() -> Router<AppState> {
         .route("/nodes/{name}/drain", post(drain))
         .route("/nodes/{name}/undrain", post(undrain))
         .route("/nodes/{name}/labels", put(label))
+        .route("/pools", get(super::pools::list))
+        .route(
+            "/pools/{name}",
+            put(super::pools::set).delete(super::pools::remove),
+        )
         .fallback(not_found)
 }
 

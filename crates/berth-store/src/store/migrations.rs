@@ -224,6 +224,21 @@ ALTER TABLE tasks ADD COLUMN reserved TEXT;
 ALTER TABLE tasks ADD COLUMN node_name TEXT;
 "#,
     },
+    Migration {
+        version: 5,
+        sql: r#"
+-- Fair-share pools an operator configured (JSON Resources for min and max;
+-- max NULL: no maximum). A pool not here has weight 1, no minimum, no
+-- maximum (every project's own pool, unless configured).
+CREATE TABLE pools (
+    name TEXT PRIMARY KEY,
+    weight BIGINT NOT NULL,
+    min_resources TEXT NOT NULL,
+    max_resources TEXT,
+    updated_at BIGINT NOT NULL
+);
+"#,
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -37,6 +37,7 @@ mod codes;
 mod migrations;
 mod nodes;
 pub use nodes::HeartbeatOutcome;
+pub use tasks::PlacementPlanner;
 mod projects;
 mod rows;
 mod schedules;

@@ -10,7 +10,7 @@ use super::rows::corrupt;
 use super::Store;
 use crate::error::StoreError;
 use crate::ids::new_id;
-use crate::model::{Millis, Node, NodeJoin, OperatorTokenInfo};
+use crate::model::{Millis, Node, NodeJoin, OperatorTokenInfo, PoolConfig};
 use berth_core::time::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -242,6 +242,70 @@ impl Store {
     /// heartbeats are refused from then on; it may join again as a new host.
     pub async fn remove_node(&self, name: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM nodes WHERE name = $1")
+            .bind(name)
+            .execute(&mut *self.durable.acquire().await?)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ----- fair-share pools -------------------------------------------------
+
+    /// Creates or replaces a pool's configuration.
+    pub async fn set_pool(&self, pool: &PoolConfig) -> Result<(), StoreError> {
+        let min = serde_json::to_string(&pool.min).map_err(|e| corrupt("pools", e.to_string()))?;
+        let max = pool
+            .max
+            .map(|max| serde_json::to_string(&max))
+            .transpose()
+            .map_err(|e| corrupt("pools", e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO pools (name, weight, min_resources, max_resources, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE
+             SET weight = excluded.weight, min_resources = excluded.min_resources,
+                 max_resources = excluded.max_resources, updated_at = excluded.updated_at",
+        )
+        .bind(&pool.name)
+        .bind(i64::from(pool.weight))
+        .bind(min)
+        .bind(max)
+        .bind(now_millis())
+        .execute(&mut *self.durable.acquire().await?)
+        .await?;
+        Ok(())
+    }
+
+    /// Every configured pool, by name.
+    pub async fn pools(&self) -> Result<Vec<PoolConfig>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, weight, min_resources, max_resources FROM pools ORDER BY name",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let weight: i64 = row.try_get("weight")?;
+                let min: String = row.try_get("min_resources")?;
+                let max: Option<String> = row.try_get("max_resources")?;
+                Ok(PoolConfig {
+                    name: row.try_get("name")?,
+                    weight: u32::try_from(weight)
+                        .map_err(|_| corrupt("pools", format!("weight {weight}")))?,
+                    min: serde_json::from_str(&min)
+                        .map_err(|e| corrupt("pools", format!("min_resources: {e}")))?,
+                    max: max
+                        .map(|max| serde_json::from_str(&max))
+                        .transpose()
+                        .map_err(|e| corrupt("pools", format!("max_resources: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes a pool's configuration (it is back to the defaults); false
+    /// if it had none.
+    pub async fn remove_pool(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM pools WHERE name = $1")
             .bind(name)
             .execute(&mut *self.durable.acquire().await?)
             .await?;

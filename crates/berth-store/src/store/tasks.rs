@@ -432,18 +432,18 @@ impl Store {
     }
 
     /// Takes up to `limit` queued tasks that may start now, in queue order
-    /// (as [`Store::claim_tasks`] chooses them), and asks `place` where each
-    /// goes, in that order, within one transaction: a task placed on a host
-    /// becomes `preparing` there with `attempt + 1`, its reservation and
-    /// its host's name; a task that fits nowhere stays queued with the
-    /// reason in its `msg` (written only when it changed). Returns the
-    /// placed ones with their code revision. Two concurrent callers never
-    /// take the same task.
+    /// (as [`Store::claim_tasks`] chooses them), and asks `plan` where each
+    /// goes (it answers one decision per task, in the order given), within
+    /// one transaction: a task placed on a host becomes `preparing` there
+    /// with `attempt + 1`, its reservation and its host's name; a task that
+    /// fits nowhere stays queued with the reason in its `msg` (written only
+    /// when it changed). Returns the placed ones with their code revision.
+    /// Two concurrent callers never take the same task.
     pub async fn claim_placed(
         &self,
         limit: usize,
         now: Millis,
-        place: &mut (dyn FnMut(&Task, &CodeRevision) -> PlaceDecision + Send),
+        plan: &mut PlacementPlanner<'_>,
     ) -> Result<Vec<ClaimedTask>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -458,26 +458,30 @@ impl Store {
         }
         let chosen = choose_claimable(&mut tx, self.dialect, limit, now).await?;
         let mut revisions = RevisionCache::default();
-        let mut out = Vec::new();
         let select =
             format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND status = 'queued'");
+        let mut candidates = Vec::with_capacity(chosen.len());
+        for id in &chosen {
+            if let Some(row) = sqlx::query(&select)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                let task = rows::task(&row)?;
+                let code = revisions.get(&mut tx, &task).await?;
+                candidates.push((task, code));
+            }
+        }
+        let decisions = plan(&candidates);
         let claim = format!(
             "UPDATE tasks SET status = 'preparing', attempt = attempt + 1, agent = $2,
                  node_name = $3, reserved = $4, msg = NULL, updated_at = $5
              WHERE id = $1 AND status = 'queued'
              RETURNING {TASK_COLUMNS}"
         );
-        for id in &chosen {
-            let Some(row) = sqlx::query(&select)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-            else {
-                continue;
-            };
-            let task = rows::task(&row)?;
-            let code = revisions.get(&mut tx, &task).await?;
-            match place(&task, &code) {
+        let mut out = Vec::new();
+        for ((task, code), decision) in candidates.into_iter().zip(decisions) {
+            match decision {
                 PlaceDecision::On {
                     agent,
                     node_name,
@@ -486,7 +490,7 @@ impl Store {
                     let reserved = serde_json::to_string(&reserved)
                         .map_err(|e| rows::corrupt("tasks", format!("reserved: {e}")))?;
                     let row = sqlx::query(&claim)
-                        .bind(id)
+                        .bind(&task.id)
                         .bind(&agent)
                         .bind(&node_name)
                         .bind(reserved)
@@ -505,7 +509,7 @@ impl Store {
                         sqlx::query(
                             "UPDATE tasks SET msg = $2 WHERE id = $1 AND status = 'queued'",
                         )
-                        .bind(id)
+                        .bind(&task.id)
                         .bind(&msg)
                         .execute(&mut *tx)
                         .await?;
@@ -756,6 +760,11 @@ async fn code_head(
     })
     .transpose()
 }
+
+/// What [`Store::claim_placed`] asks where the candidate tasks go: one
+/// decision per task, in the order given.
+pub type PlacementPlanner<'a> =
+    dyn FnMut(&[(Task, CodeRevision)]) -> Vec<PlaceDecision> + Send + 'a;
 
 /// The ids of up to `limit` (at most [`MAX_CLAIM`]) queued tasks that may
 /// start now, in queue order, skipping paused codes and codes at their

@@ -140,6 +140,66 @@ impl NodeArgs {
     }
 }
 
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Fair-share pools: every task belongs to one (its project's, unless its code \
+or itself names another). A pool under its guaranteed minimum is served first and stops others \
+from borrowing; idle capacity is lent to pools above their share; no pool goes above its \
+maximum. An unconfigured pool has weight 1, no minimum and no maximum. Needs an operator token.",
+    after_help = "Examples:\n  berth pool set web --weight 2 --min cpus=4,memory=8g --max cpus=16\n  \
+berth pool ls\n  berth pool rm web"
+)]
+pub struct PoolArgs {
+    #[command(subcommand)]
+    pub command: PoolCommand,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// List the configured pools.
+    #[command(alias = "list")]
+    Ls {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configure a pool (replaces its configuration).
+    Set {
+        name: String,
+        /// Relative claim on the fleet (1-10000).
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Guaranteed minimum, e.g. cpus=4,memory=8g (left out: 0).
+        #[arg(long, value_name = "cpus=…,memory=…,disk=…,pids=…")]
+        min: Option<String>,
+        /// Never exceeded, e.g. cpus=16 (left out: no limit).
+        #[arg(long, value_name = "cpus=…,memory=…,disk=…,pids=…")]
+        max: Option<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a pool's configuration (back to weight 1, no minimum, no maximum).
+    Rm {
+        name: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl PoolArgs {
+    pub fn json(&self) -> bool {
+        match &self.command {
+            PoolCommand::Ls { json }
+            | PoolCommand::Set { json, .. }
+            | PoolCommand::Rm { json, .. } => *json,
+        }
+    }
+}
+
 /// A task's payload: text, a file, or standard input.
 #[derive(Debug, Clone, Args)]
 pub struct PayloadArgs {

@@ -5,6 +5,7 @@ pub mod gc;
 pub mod image;
 pub mod info;
 pub mod node;
+pub mod pool;
 pub mod remote;
 pub mod run;
 pub mod schedule;
