@@ -40,15 +40,24 @@ impl Drop for Daemon {
     }
 }
 
+/// One joined host. Fields drop in order: the agent is killed before its
+/// data dir and cgroup parent go, or its next heartbeat (which reads the
+/// parent's usage, creating it if missing) could re-create the parent
+/// after the test removed it.
+struct Host {
+    name: String,
+    agent: Daemon,
+    dir: Berth,
+}
+
 struct Fleet {
+    /// Killed when the fleet is dropped, before its data dir goes.
+    _server: Daemon,
     /// The server's data dir (its SQLite store).
     server_dir: Berth,
-    /// Killed when the fleet is dropped.
-    _server: Daemon,
     url: String,
     join_file: PathBuf,
-    /// (name, its data dir and cgroup parent, its agent)
-    hosts: Vec<(String, Berth, Daemon)>,
+    hosts: Vec<Host>,
     ops: String,
 }
 
@@ -72,8 +81,8 @@ impl Fleet {
             .spawn()
             .expect("start berthd server");
         let mut fleet = Fleet {
-            server_dir,
             _server: Daemon(Some(server)),
+            server_dir,
             url,
             join_file,
             hosts: Vec::new(),
@@ -113,8 +122,11 @@ impl Fleet {
             .stderr(log)
             .spawn()
             .expect("start berthd agent");
-        self.hosts
-            .push((name.to_owned(), host, Daemon(Some(agent))));
+        self.hosts.push(Host {
+            name: name.to_owned(),
+            agent: Daemon(Some(agent)),
+            dir: host,
+        });
     }
 
     /// `berthd ARGS` on the server's store.
@@ -165,7 +177,7 @@ impl Fleet {
     }
 
     fn host(&self, name: &str) -> &Berth {
-        &self.hosts.iter().find(|(n, _, _)| n == name).unwrap().1
+        &self.hosts.iter().find(|h| h.name == name).unwrap().dir
     }
 }
 
@@ -292,7 +304,7 @@ fn hosts_join_are_steered_and_a_silent_one_goes_down() {
 
     // A host whose agent dies is marked down.
     let mut fleet = fleet;
-    fleet.hosts[1].2.kill9();
+    fleet.hosts[1].agent.kill9();
     let started = Instant::now();
     let nodes = fleet.wait_for(|nodes| state_of(nodes, "host-2") == "down");
     assert_eq!(state_of(&nodes, "host-1"), "draining");
