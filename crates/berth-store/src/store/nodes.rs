@@ -168,18 +168,24 @@ impl Store {
     }
 
     pub async fn node_by_name(&self, name: &str) -> Result<Option<Node>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await?;
-        row.as_ref().map(node).transpose()
+        self.node_where(NodeKey::Name, name).await
     }
 
     pub async fn node(&self, id: &str) -> Result<Option<Node>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
+        self.node_where(NodeKey::Id, id).await
+    }
+
+    async fn node_where(&self, key: NodeKey, value: &str) -> Result<Option<Node>, StoreError> {
+        let column = match key {
+            NodeKey::Id => "id",
+            NodeKey::Name => "name",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE {column} = $1"
+        ))
+        .bind(value)
+        .fetch_optional(&self.read)
+        .await?;
         row.as_ref().map(node).transpose()
     }
 
@@ -400,4 +406,11 @@ fn node(row: &AnyRow) -> Result<Node, StoreError> {
         joined_at: row.try_get("joined_at")?,
         last_heartbeat: row.try_get("last_heartbeat")?,
     })
+}
+
+/// The unique columns a host is looked up by (a closed set, so that no
+/// caller's string reaches the SQL text).
+enum NodeKey {
+    Id,
+    Name,
 }

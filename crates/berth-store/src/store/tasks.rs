@@ -7,7 +7,7 @@
 //! count.
 
 use super::rows::{self, REVISION_COLUMNS, TASK_COLUMNS};
-use super::{Dialect, Store, PRIORITY_HEAD_START_MS};
+use super::{Dialect, Store, Tx, PRIORITY_HEAD_START_MS};
 use crate::error::StoreError;
 use crate::ids::new_id;
 use crate::model::*;
@@ -369,6 +369,21 @@ impl Store {
 
     // ----- tasks (dispatcher; not project-scoped) ---------------------------
 
+    /// A write transaction in which to choose and take queued tasks. On
+    /// PostgreSQL, claims are serialized by a transaction-scoped advisory
+    /// lock, so that two dispatchers never choose the same rows; SQLite's
+    /// `BEGIN IMMEDIATE` already serializes writers.
+    async fn begin_claim<'c>(&self, conn: &'c mut AnyConnection) -> Result<Tx<'c>, StoreError> {
+        let mut tx = self.begin_write(conn).await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_CLAIM_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     /// Takes up to `limit` queued tasks that may start now, in queue order
     /// (see [`PRIORITY_HEAD_START_MS`]), skipping paused codes and codes at
     /// their `max_concurrency` (counting their preparing and running tasks
@@ -387,13 +402,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut conn = self.relaxed.acquire().await?;
-        let mut tx = self.begin_write(&mut conn).await?;
-        if self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PG_CLAIM_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let mut tx = self.begin_claim(&mut conn).await?;
 
         let chosen = choose_claimable(&mut tx, self.dialect, limit, now).await?;
         if chosen.is_empty() {
@@ -449,13 +458,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut conn = self.relaxed.acquire().await?;
-        let mut tx = self.begin_write(&mut conn).await?;
-        if self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PG_CLAIM_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let mut tx = self.begin_claim(&mut conn).await?;
         let chosen = choose_claimable(&mut tx, self.dialect, limit, now).await?;
         let mut revisions = RevisionCache::default();
         let select =

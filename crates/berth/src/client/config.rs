@@ -125,6 +125,41 @@ impl ResolvedOperator {
     }
 }
 
+/// The client config to read: `--config`, else `BERTH_CONFIG`, else the
+/// default path; and whether it was named explicitly (then it must exist).
+fn config_path(
+    from_flag: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (PathBuf, bool) {
+    let explicit = from_flag.or_else(|| {
+        env("BERTH_CONFIG")
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from)
+    });
+    match explicit {
+        Some(path) => (path, true),
+        None => (default_path_with(env), false),
+    }
+}
+
+/// The client config at `path`: `None` if a default path has no file, an
+/// error if an explicitly named one is missing or any one is unreadable.
+fn load_config(path: &Path, explicit: bool) -> Result<Option<ClientConfig>, CliError> {
+    let file = load(path).map_err(|e| {
+        invalid(format!(
+            "cannot read the client config {}: {e}",
+            path.display()
+        ))
+    })?;
+    if file.is_none() && explicit {
+        return Err(invalid(format!(
+            "the client config {} does not exist",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
 fn resolve_operator(
     args: &crate::cli::OperatorArgs,
     env: &dyn Fn(&str) -> Option<String>,
@@ -135,32 +170,11 @@ fn resolve_operator(
         .operator_token
         .clone()
         .or_else(|| env_var("BERTH_OPERATOR_TOKEN"));
-    let explicit_file = args
-        .config
-        .clone()
-        .or_else(|| env_var("BERTH_CONFIG").map(PathBuf::from));
-    let path = explicit_file
-        .clone()
-        .unwrap_or_else(|| default_path_with(env));
+    let (path, explicit) = config_path(args.config.clone(), env);
     if url.is_none() || token.is_none() {
-        let file = load(&path).map_err(|e| {
-            invalid(format!(
-                "cannot read the client config {}: {e}",
-                path.display()
-            ))
-        })?;
-        match file {
-            Some(file) => {
-                url = url.or(file.url);
-                token = token.or(file.operator_token);
-            }
-            None if explicit_file.is_some() => {
-                return Err(invalid(format!(
-                    "the client config {} does not exist",
-                    path.display()
-                )))
-            }
-            None => {}
+        if let Some(file) = load_config(&path, explicit)? {
+            url = url.or(file.url);
+            token = token.or(file.operator_token);
         }
     }
     match (url, token) {
@@ -169,7 +183,9 @@ fn resolve_operator(
             token: token.trim().to_owned(),
         }),
         (url, _) => Err(invalid(format!(
-            "berth node needs {}: pass --url and --operator-token, or set BERTH_URL and              BERTH_OPERATOR_TOKEN (make one with `berth token create --operator`), or put              `operator_token` in {}",
+            "operator commands need {}: pass --url and --operator-token, or set BERTH_URL and \
+             BERTH_OPERATOR_TOKEN (make one with `berth token create --operator`), or put \
+             `operator_token` in {}",
             if url.is_none() {
                 "a server URL and an operator token"
             } else {
@@ -203,33 +219,12 @@ fn resolve(args: &ClientArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Re
         .clone()
         .or_else(|| env_var(&["BERTH_TOKEN", "IRON_TOKEN"]));
 
-    let explicit_file = args
-        .config
-        .clone()
-        .or_else(|| env_var(&["BERTH_CONFIG"]).map(PathBuf::from));
-    let path = explicit_file
-        .clone()
-        .unwrap_or_else(|| default_path_with(env));
+    let (path, explicit) = config_path(args.config.clone(), env);
     if url.is_none() || project_id.is_none() || token.is_none() {
-        let file = load(&path).map_err(|e| {
-            invalid(format!(
-                "cannot read the client config {}: {e}",
-                path.display()
-            ))
-        })?;
-        match file {
-            Some(file) => {
-                url = url.or(file.url);
-                project_id = project_id.or(file.project_id);
-                token = token.or(file.token);
-            }
-            None if explicit_file.is_some() => {
-                return Err(invalid(format!(
-                    "the client config {} does not exist",
-                    path.display()
-                )))
-            }
-            None => {}
+        if let Some(file) = load_config(&path, explicit)? {
+            url = url.or(file.url);
+            project_id = project_id.or(file.project_id);
+            token = token.or(file.token);
         }
     }
 

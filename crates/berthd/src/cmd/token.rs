@@ -65,22 +65,9 @@ pub fn run(global: &Global, args: TokenArgs) -> anyhow::Result<u8> {
                 &db,
                 |store| async move { store.operator_tokens().await },
             )?;
-            if json {
-                println!("{}", json!({ "tokens": tokens }));
-            } else {
-                let rows: Vec<Vec<String>> = tokens
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            t.id.clone(),
-                            t.name.clone(),
-                            ago(t.created_at),
-                            t.revoked_at.map_or_else(|| "-".to_owned(), ago),
-                        ]
-                    })
-                    .collect();
-                table(&["ID", "NAME", "CREATED", "REVOKED"], &rows);
-            }
+            print_tokens(json, &tokens, |t| {
+                (&t.id, &t.name, t.created_at, t.revoked_at)
+            });
         }
         TokenCommand::Ls {
             project_id: Some(project_id),
@@ -91,22 +78,9 @@ pub fn run(global: &Global, args: TokenArgs) -> anyhow::Result<u8> {
             let tokens = with_store(global, &db, |store| async move {
                 store.tokens(&project_id).await
             })?;
-            if json {
-                println!("{}", json!({ "tokens": tokens }));
-            } else {
-                let rows: Vec<Vec<String>> = tokens
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            t.id.clone(),
-                            t.name.clone(),
-                            ago(t.created_at),
-                            t.revoked_at.map_or_else(|| "-".to_owned(), ago),
-                        ]
-                    })
-                    .collect();
-                table(&["ID", "NAME", "CREATED", "REVOKED"], &rows);
-            }
+            print_tokens(json, &tokens, |t| {
+                (&t.id, &t.name, t.created_at, t.revoked_at)
+            });
         }
         TokenCommand::Revoke { token_id, json, db } => {
             let id = token_id.clone();
@@ -125,4 +99,29 @@ pub fn run(global: &Global, args: TokenArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Lists tokens of either kind (operator or project) as JSON or a table.
+fn print_tokens<T: serde::Serialize>(
+    json: bool,
+    tokens: &[T],
+    fields: impl Fn(&T) -> (&String, &String, i64, Option<i64>),
+) {
+    if json {
+        println!("{}", json!({ "tokens": tokens }));
+        return;
+    }
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            let (id, name, created_at, revoked_at) = fields(t);
+            vec![
+                id.clone(),
+                name.clone(),
+                ago(created_at),
+                revoked_at.map_or_else(|| "-".to_owned(), ago),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "CREATED", "REVOKED"], &rows);
 }
