@@ -34,6 +34,11 @@ pub enum StoreError {
     /// A stored value could not be read back (a corrupted row).
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    /// A dispatch write of a server whose term of the dispatch lease is
+    /// over (another server leads now, or the lease expired): nothing was
+    /// written, and the caller must stop dispatching.
+    #[error("this server no longer holds the dispatch lease (term {token}): write refused")]
+    Fenced { token: i64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }

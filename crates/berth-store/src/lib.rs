@@ -20,4 +20,7 @@ mod store;
 pub use error::StoreError;
 pub use ids::new_id;
 pub use model::*;
-pub use store::{Dialect, HeartbeatOutcome, PlacementPlanner, Store, PRIORITY_HEAD_START_MS};
+pub use store::{
+    Dialect, HeartbeatOutcome, LeaseGrant, LeaseHolder, PlacementPlanner, ServerRecord, Store,
+    DISPATCH_LEASE, PRIORITY_HEAD_START_MS,
+};

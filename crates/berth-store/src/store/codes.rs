@@ -371,6 +371,7 @@ impl Store {
         }
         let mut conn = self.durable.acquire().await?;
         let mut tx = self.begin_write(&mut conn).await?;
+        self.check_fence(&mut tx).await?;
         let mut removed = GarbageReport::default();
         for kind in kinds {
             let more = remove_unused_revisions(&mut tx, self.dialect, kind).await?;

@@ -239,6 +239,29 @@ CREATE TABLE pools (
 );
 "#,
     },
+    Migration {
+        version: 6,
+        sql: r#"
+-- Which server dispatches: one row per lease. `token` grows by one each
+-- time the lease changes hands and fences the holder's writes;
+-- `expires_at` is in the database's clock (milliseconds).
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    token BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+-- The servers sharing this store, as each last said (`berth server ls`).
+CREATE TABLE servers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    url TEXT NOT NULL,
+    version TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL
+);
+"#,
+    },
 ];
 
 /// The newest schema version this binary knows.

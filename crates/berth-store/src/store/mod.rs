@@ -34,6 +34,8 @@
 //! `synchronous=FULL` and one `synchronous=NORMAL` (see [`writer`]).
 
 mod codes;
+mod lease;
+pub use lease::{LeaseGrant, LeaseHolder, ServerRecord, DISPATCH_LEASE};
 mod migrations;
 mod nodes;
 pub use nodes::HeartbeatOutcome;
@@ -113,6 +115,9 @@ pub struct Store {
     /// The dispatcher's transitions: SQLite `synchronous=NORMAL`,
     /// PostgreSQL `synchronous_commit=off`.
     relaxed: Writer,
+    /// The dispatch lease term this handle's dispatch writes are fenced by
+    /// (see [`lease`]); `None` for the API's handle.
+    fence: Option<i64>,
 }
 
 /// A write transaction on a [`WriteConn`].
@@ -184,6 +189,7 @@ impl Store {
             read,
             durable,
             relaxed,
+            fence: None,
         })
     }
 
@@ -219,6 +225,7 @@ impl Store {
             read: durable.clone(),
             durable: Writer::Pool(durable),
             relaxed: Writer::Pool(relaxed),
+            fence: None,
         })
     }
 

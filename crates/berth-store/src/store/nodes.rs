@@ -149,13 +149,17 @@ impl Store {
     /// many servers call it at once (the update is conditional on `down =
     /// 0`).
     pub async fn mark_silent_nodes_down(&self, cutoff: Millis) -> Result<Vec<Node>, StoreError> {
+        let mut conn = self.durable.acquire().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        self.check_fence(&mut tx).await?;
         let rows = sqlx::query(&format!(
             "UPDATE nodes SET down = 1 WHERE down = 0 AND last_heartbeat < $1
              RETURNING {NODE_COLUMNS}"
         ))
         .bind(cutoff)
-        .fetch_all(&mut *self.durable.acquire().await?)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(node).collect()
     }
 

@@ -161,6 +161,7 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let mut conn = self.relaxed.acquire().await?;
         let mut tx = self.begin_write(&mut conn).await?;
+        self.check_fence(&mut tx).await?;
         let sql = format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules
              WHERE id = $1 AND status = 'scheduled' AND next_start = $2 {}",

@@ -372,7 +372,8 @@ impl Store {
     /// A write transaction in which to choose and take queued tasks. On
     /// PostgreSQL, claims are serialized by a transaction-scoped advisory
     /// lock, so that two dispatchers never choose the same rows; SQLite's
-    /// `BEGIN IMMEDIATE` already serializes writers.
+    /// `BEGIN IMMEDIATE` already serializes writers. A fenced handle's
+    /// claim fails unless its term still holds the dispatch lease.
     async fn begin_claim<'c>(&self, conn: &'c mut AnyConnection) -> Result<Tx<'c>, StoreError> {
         let mut tx = self.begin_write(conn).await?;
         if self.dialect == Dialect::Postgres {
@@ -381,6 +382,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        self.check_fence(&mut tx).await?;
         Ok(tx)
     }
 
@@ -532,16 +534,27 @@ impl Store {
         attempt: i64,
         start_time: Millis,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let fence = self
+            .fence_condition(4)
+            .map_or_else(String::new, |fence| format!(" AND {fence}"));
+        let sql = format!(
             "UPDATE tasks SET status = 'running', start_time = $3, updated_at = $3
-             WHERE id = $1 AND attempt = $2 AND status = 'preparing'",
-        )
-        .bind(task_id)
-        .bind(attempt)
-        .bind(start_time)
-        .execute(&mut *self.relaxed.acquire().await?)
-        .await?;
-        Ok(done.rows_affected() > 0)
+             WHERE id = $1 AND attempt = $2 AND status = 'preparing'{fence}"
+        );
+        let query = sqlx::query(&sql)
+            .bind(task_id)
+            .bind(attempt)
+            .bind(start_time);
+        let query = match self.fence() {
+            Some(token) => query.bind(token),
+            None => query,
+        };
+        let done = query.execute(&mut *self.relaxed.acquire().await?).await?;
+        let started = done.rows_affected() > 0;
+        if !started {
+            self.explain_no_change().await?;
+        }
+        Ok(started)
     }
 
     /// Ends an attempt (see [`AttemptEnd`]) if the task is still at this
@@ -579,23 +592,30 @@ impl Store {
         // transaction, the log's INSERT guarded by changes() and the
         // UPDATE's RETURNING saying whether it matched (sqlite3_changes()
         // after COMMIT would repeat an older statement's count).
+        // A fenced handle's write holds only while its term of the dispatch
+        // lease does: the condition is the token, $8.
+        let (base, log_param) = match self.fence_condition(8) {
+            Some(fence) => (format!("{base} AND {fence}"), 9),
+            None => (base.to_string(), 8),
+        };
         let sql = match (log, self.dialect) {
-            (None, _) => base.to_string(),
+            (None, _) => base,
             (Some(_), Dialect::Postgres) => format!(
                 "WITH ended AS ({base} RETURNING id)
-                 INSERT INTO task_logs (task_id, data) SELECT id, $8 FROM ended
+                 INSERT INTO task_logs (task_id, data) SELECT id, ${log_param} FROM ended
                  ON CONFLICT (task_id) DO UPDATE SET data = excluded.data"
             ),
             (Some(_), Dialect::Sqlite) => format!(
                 "BEGIN IMMEDIATE;
                  {base} RETURNING 1;
-                 INSERT INTO task_logs (task_id, data) SELECT $1, $8 WHERE changes() > 0
+                 INSERT INTO task_logs (task_id, data) SELECT $1, ${log_param}
+                     WHERE changes() > 0
                  ON CONFLICT (task_id) DO UPDATE SET data = excluded.data;
                  COMMIT"
             ),
         };
-        // Both statements bind $1 id, $2 attempt and five more values; the
-        // log is $8.
+        // Both statements bind $1 id, $2 attempt and five more values; then
+        // the fence's token if fenced, then the log.
         let query = sqlx::query(&sql).bind(task_id).bind(attempt);
         let query = match &end {
             AttemptEnd::Finished {
@@ -622,19 +642,27 @@ impl Store {
                 .bind(now)
                 .bind(PRIORITY_HEAD_START_MS),
         };
+        let query = match self.fence() {
+            Some(token) => query.bind(token),
+            None => query,
+        };
         let query = match log {
             Some(log) => query.bind(log),
             None => query,
         };
 
         let mut conn = self.relaxed.acquire().await?;
-        if log.is_some() && self.dialect == Dialect::Sqlite {
-            let returned = conn.fetch_batch(query).await?;
-            return Ok(!returned.is_empty());
+        let ended = if log.is_some() && self.dialect == Dialect::Sqlite {
+            !conn.fetch_batch(query).await?.is_empty()
+        } else {
+            // A single statement is its own transaction.
+            query.execute(&mut *conn).await?.rows_affected() > 0
+        };
+        drop(conn);
+        if !ended {
+            self.explain_no_change().await?;
         }
-        // A single statement is its own transaction.
-        let done = query.execute(&mut *conn).await?;
-        Ok(done.rows_affected() > 0)
+        Ok(ended)
     }
 
     /// Every task preparing or running (for the dispatcher to reconcile
