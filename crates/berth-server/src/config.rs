@@ -39,6 +39,10 @@ pub struct ServerConfig {
     pub connections: berth_http::Limits,
     /// How hosts join and keep in touch.
     pub fleet: crate::fleet::FleetConfig,
+    /// This server, as the others sharing the store see it.
+    pub identity: crate::leadership::ServerIdentity,
+    /// How the dispatch lease is held.
+    pub lease: crate::leadership::LeaseConfig,
 }
 
 /// Limits and sizes of task containers.
@@ -83,6 +87,8 @@ impl Default for ServerConfig {
             agent_lost_after: Duration::from_secs(60),
             connections: berth_http::Limits::DEFAULT,
             fleet: crate::fleet::FleetConfig::default(),
+            identity: crate::leadership::ServerIdentity::default(),
+            lease: crate::leadership::LeaseConfig::default(),
         }
     }
 }

@@ -10,14 +10,10 @@ use tokio::sync::{Notify, Semaphore};
 
 /// One agent the server runs tasks on.
 pub struct AgentHandle {
-    /// How tasks name it in the store: a fleet host's id, or the URL of an
-    /// agent given with `--agent`.
+    /// How tasks name it in the store: the host's id.
     pub name: String,
-    /// What logs call it (a host's name, or the URL).
+    /// What logs call it: the host's name.
     pub label: String,
-    /// Whether it is a host of the fleet (else an agent given with
-    /// `--agent`).
-    pub(crate) from_fleet: bool,
     /// Where it is reached, and with what: a rejoining host may come back
     /// at another address (a restarted `berth up` gets a new port) and is
     /// the same host, so attempts under way carry on with the new one.
@@ -39,45 +35,32 @@ pub struct AgentHandle {
 /// How an agent is reached.
 struct Reach {
     client: AgentClient,
-    /// For a fleet host, what its client was made from.
+    /// What its client was made from.
     address: String,
     credential: String,
 }
 
 impl AgentHandle {
-    pub fn new(client: AgentClient, max_tasks: usize) -> AgentHandle {
-        let name = client.endpoint().to_string();
-        AgentHandle {
-            label: name.clone(),
-            name,
-            from_fleet: false,
-            accepts_work: AtomicBool::new(true),
-            lost: tokio::sync::watch::Sender::new(false),
-            reach: RwLock::new(Reach {
-                client,
-                address: String::new(),
-                credential: String::new(),
-            }),
-            slots: Arc::new(Semaphore::new(max_tasks)),
-            images: Mutex::new(HashSet::new()),
-            uploads: tokio::sync::Mutex::new(()),
-        }
-    }
-
     /// The agent of a fleet host: tasks name it by the host's id.
     pub(crate) fn of_host(
         node: &berth_store::Node,
         client: AgentClient,
         max_tasks: usize,
     ) -> AgentHandle {
-        let handle = AgentHandle {
+        AgentHandle {
             name: node.id.clone(),
             label: node.name.clone(),
-            from_fleet: true,
-            ..AgentHandle::new(client.clone(), max_tasks)
-        };
-        handle.reach_at(client, &node.address, &node.credential);
-        handle
+            accepts_work: AtomicBool::new(true),
+            lost: tokio::sync::watch::Sender::new(false),
+            reach: RwLock::new(Reach {
+                client,
+                address: node.address.clone(),
+                credential: node.credential.clone(),
+            }),
+            slots: Arc::new(Semaphore::new(max_tasks)),
+            images: Mutex::new(HashSet::new()),
+            uploads: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The client of the agent, as of now.
@@ -192,14 +175,6 @@ pub struct AgentUnreachable {
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 impl Dispatch {
-    /// A handle over these agents (none: tasks stay queued).
-    pub fn new(agents: Vec<Arc<AgentHandle>>) -> Dispatch {
-        Dispatch {
-            agents: RwLock::new(agents),
-            ..Dispatch::default()
-        }
-    }
-
     /// The fleet's capacity, as of the last read of the hosts.
     pub(crate) fn capacity(&self) -> Option<Arc<berth_sched::Fleet>> {
         self.capacity.read().ok().and_then(|c| c.clone())

@@ -17,6 +17,7 @@ mod config;
 mod dispatch;
 mod dispatcher;
 mod fleet;
+mod leadership;
 mod scheduler;
 
 pub use api::router;
@@ -25,9 +26,9 @@ pub use config::{
     ServerConfig, TaskDefaults, DEFAULT_CODE_REVISIONS_KEPT, DEFAULT_MAX_PROJECT_PACKAGE_BYTES,
 };
 pub use dispatch::{AgentHandle, Dispatch};
-pub use dispatcher::{Dispatcher, CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};
+pub use dispatcher::{CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};
 pub use fleet::FleetConfig;
-pub use scheduler::run as run_schedules;
+pub use leadership::{LeaseConfig, ServerIdentity};
 
 use berth_store::Store;
 use std::sync::Arc;
@@ -40,10 +41,12 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
 }
 
-/// Serves the task API on `listener` (under `config.connections`) and runs
-/// the dispatcher and the schedule runner over the hosts that joined, until `shutdown`
-/// completes. Attempts under way are left to the agents' shims; the next
-/// start resumes them.
+/// Serves the task API on `listener` (under `config.connections`) until
+/// `shutdown` completes, and dispatches and fires schedules while this
+/// server holds the store's dispatch lease (any number of servers may share
+/// one store; one leads at a time, see [`leadership`]). On shutdown the
+/// lease is handed over; attempts under way are left to the agents' shims,
+/// and the next leader adopts them.
 pub async fn serve(
     store: Store,
     config: ServerConfig,
@@ -52,9 +55,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let dispatch = Arc::new(Dispatch::default());
     let config = Arc::new(config);
-    let dispatcher =
-        tokio::spawn(Dispatcher::new(store.clone(), dispatch.clone(), config.clone()).run());
-    let schedules = tokio::spawn(run_schedules(store.clone(), dispatch.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let leadership = tokio::spawn(leadership::run(
+        store.clone(),
+        dispatch.clone(),
+        config.clone(),
+        async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|stop| *stop).await;
+        },
+    ));
     let state = AppState {
         store,
         dispatch,
@@ -62,7 +72,8 @@ pub async fn serve(
     };
     let limits = state.config.connections;
     berth_http::serve(listener, router(state), limits, shutdown).await;
-    dispatcher.abort();
-    schedules.abort();
+    // Hand the lease over before the process goes.
+    let _ = stop.send(true);
+    let _ = leadership.await;
     Ok(())
 }

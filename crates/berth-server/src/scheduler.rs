@@ -6,6 +6,7 @@
 //! replayed in a burst.
 
 use crate::dispatch::Dispatch;
+use crate::leadership::Term;
 use berth_core::time::now_millis;
 use berth_store::Store;
 use std::sync::Arc;
@@ -16,8 +17,8 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Schedules fired per look.
 const BATCH: usize = 100;
 
-/// Runs until the process ends.
-pub async fn run(store: Store, dispatch: Arc<Dispatch>) {
+/// Runs until its term ends (`store` is fenced by the term).
+pub(crate) async fn run(store: Store, dispatch: Arc<Dispatch>, term: Term) {
     loop {
         let now = now_millis();
         match store.due_schedules(now, BATCH).await {
@@ -32,7 +33,11 @@ pub async fn run(store: Store, dispatch: Arc<Dispatch>) {
                             dispatch.tasks_changed();
                         }
                         Ok(None) => {}
-                        Err(e) => tracing::error!(schedule = %schedule.id, "firing: {e}"),
+                        Err(e) => {
+                            // Fenced: the term is ending; it drops this loop.
+                            term.refused(&e);
+                            tracing::error!(schedule = %schedule.id, "firing: {e}");
+                        }
                     }
                 }
             }

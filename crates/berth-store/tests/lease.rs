@@ -93,6 +93,14 @@ async fn an_expired_lease_is_taken_over(store: Store) {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let held = store.lease(DISPATCH_LEASE).await.unwrap().unwrap();
     assert!(!held.live, "expired by the database's clock: {held:?}");
+    assert_eq!(
+        store
+            .renew_lease(DISPATCH_LEASE, "server-a", a.token, LONG)
+            .await
+            .unwrap(),
+        None,
+        "an expired term is over, even when nobody took the lease"
+    );
     let b = store
         .acquire_lease(DISPATCH_LEASE, "server-b", LONG)
         .await

@@ -206,6 +206,24 @@ pub struct ServerArgs {
     pub code_limits: CodeLimitArgs,
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// What `berth server ls` calls this server (default: the host's name
+    /// and the port it listens on).
+    #[arg(long, env = "BERTH_SERVER_NAME")]
+    pub name: Option<String>,
+    /// The URL clients and other servers reach this server's API at, as
+    /// `berth server ls` shows it (default: http:// and --listen).
+    #[arg(long, env = "BERTH_ADVERTISE", value_name = "URL")]
+    pub advertise: Option<String>,
+    /// How long the dispatch lease lasts unrenewed: after the leading
+    /// server dies, another dispatches within about this long. Servers
+    /// sharing a database should agree on it.
+    #[arg(
+        long,
+        env = "BERTH_LEASE_TTL",
+        default_value = "3s",
+        value_name = "DURATION"
+    )]
+    pub lease_ttl: String,
 }
 
 #[derive(Debug, Args)]

@@ -59,6 +59,13 @@ pub(super) async fn run(
     let mut resume = resume;
     let mut backoff = STORE_RETRY_FIRST;
     while let Err(e) = drive(&shared, &agent, &claimed, &container, resume).await {
+        if shared.term.refused(&e) {
+            // The term is over: the next leader drives this attempt, its
+            // container included. Touch nothing more.
+            tracing::warn!(task = %claimed.task.id, "the dispatch lease was lost: leaving the attempt to the next leader");
+            shared.in_flight_remove(&container);
+            return;
+        }
         // The store failed (a full disk, a lost connection) before the
         // attempt's end was recorded. Keep the container and try again: a
         // resumed drive finds it (or learns that it vanished) and records

@@ -9,15 +9,16 @@
 
 use super::placement::{default_placement, Placer};
 use super::shared::Shared;
-use crate::dispatch::AgentHandle;
+use crate::config::ServerConfig;
+use crate::dispatch::{AgentHandle, Dispatch};
 use berth_api::{AgentClient, Endpoint};
 use berth_core::time::now_millis;
+use berth_store::{Node, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Marks silent hosts down and rebuilds the agent handles from the store.
-/// Handles of hosts that did not change are kept (their slots and image
-/// cache with them); those of hosts gone or down are marked lost.
+/// The leader's refresh: marks silent hosts down (a fenced write), reads the
+/// hosts, and rebuilds the placement snapshot from the store's truth.
 pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreError> {
     let down_after = i64::try_from(shared.config.fleet.down_after.as_millis()).unwrap_or(i64::MAX);
     for node in shared
@@ -27,13 +28,35 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
     {
         tracing::warn!(node = %node.name, id = %node.id, "host missed its heartbeats: marked down");
     }
-    let nodes = shared.store.nodes().await?;
-    let current = shared.dispatch.agents();
+    let nodes = read_fleet(&shared.store, &shared.dispatch, &shared.config).await?;
+    // Held while the active tasks are read, so that no claim falls between.
+    let mut placer = shared.placer.lock().await;
+    let active = shared.store.active_tasks().await?;
+    let pools = shared.store.pools().await?;
+    *placer = Placer::build(
+        &nodes,
+        &active,
+        &pools,
+        default_placement(&shared.config.task),
+    );
+    Ok(())
+}
+
+/// Rebuilds the agent handles and the fleet's capacity from the store; any
+/// server does this, leading or not (cancels and live logs reach agents
+/// from whichever server the client asked). Handles of hosts that did not
+/// change are kept (their slots and image cache with them); those of hosts
+/// gone or down are marked lost. Returns the hosts read.
+pub(crate) async fn read_fleet(
+    store: &Store,
+    dispatch: &Dispatch,
+    config: &ServerConfig,
+) -> Result<Vec<Node>, berth_store::StoreError> {
+    let nodes = store.nodes().await?;
+    let current = dispatch.agents();
     let mut by_name: HashMap<&str, &Arc<AgentHandle>> =
         current.iter().map(|a| (a.name.as_str(), a)).collect();
-    // The agents given with --agent stay as they are.
-    let mut next: Vec<Arc<AgentHandle>> =
-        current.iter().filter(|a| !a.from_fleet).cloned().collect();
+    let mut next: Vec<Arc<AgentHandle>> = Vec::with_capacity(nodes.len());
     for node in &nodes {
         let existing = by_name.remove(node.id.as_str());
         if node.down {
@@ -67,7 +90,7 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
                 Arc::new(AgentHandle::of_host(
                     node,
                     client,
-                    shared.config.max_tasks_per_agent,
+                    config.max_tasks_per_agent,
                 ))
             }
         };
@@ -76,25 +99,18 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
         next.push(handle);
     }
     // Hosts removed from the fleet.
-    for gone in by_name.into_values().filter(|a| a.from_fleet) {
+    for gone in by_name.into_values() {
         gone.set_lost(true);
     }
-    shared.dispatch.set_agents(next);
-    // The placement snapshot, from the store's truth: held while the
-    // active tasks are read, so that no claim falls between.
-    let mut placer = shared.placer.lock().await;
-    let active = shared.store.active_tasks().await?;
-    let pools = shared.store.pools().await?;
-    *placer = Placer::build(
-        &nodes,
-        &active,
-        &pools,
-        default_placement(&shared.config.task),
-    );
-    if let Some(capacity) = placer.capacity() {
-        shared.dispatch.set_capacity(std::sync::Arc::new(capacity));
+    dispatch.set_agents(next);
+    // What a task is checked against at queue time: the hosts and what
+    // each offers, no reservations.
+    if let Some(capacity) =
+        Placer::build(&nodes, &[], &[], default_placement(&config.task)).capacity()
+    {
+        dispatch.set_capacity(Arc::new(capacity));
     }
-    Ok(())
+    Ok(nodes)
 }
 
 /// Refreshes the hosts every heartbeat interval, and at once when the fleet
@@ -102,6 +118,7 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
 pub(super) async fn watch_forever(shared: Arc<Shared>) {
     loop {
         if let Err(e) = refresh(&shared).await {
+            shared.term.refused(&e);
             tracing::error!("reading the fleet's hosts: {e}");
         }
         tokio::select! {

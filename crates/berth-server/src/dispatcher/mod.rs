@@ -18,12 +18,14 @@ mod placement;
 mod request;
 mod shared;
 
+pub(crate) use hosts::read_fleet;
 pub(crate) use placement::{default_placement, request_for};
 pub use request::{CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};
 use shared::Shared;
 
 use crate::config::ServerConfig;
 use crate::dispatch::{AgentHandle, Dispatch};
+use crate::leadership::Term;
 use berth_api::{ContainerView, ListQuery};
 use berth_core::time::now_millis;
 use berth_store::{AttemptEnd, ClaimedTask, PlaceDecision, Store};
@@ -38,17 +40,24 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Longest sleep with nothing to do (another server may share the store).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// The dispatcher of one server.
-pub struct Dispatcher {
+/// The dispatcher of one term of the dispatch lease.
+pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, dispatch: Arc<Dispatch>, config: Arc<ServerConfig>) -> Dispatcher {
+    /// A dispatcher for `term`, writing through `store` (fenced by it).
+    pub fn new(
+        store: Store,
+        dispatch: Arc<Dispatch>,
+        config: Arc<ServerConfig>,
+        term: Term,
+    ) -> Dispatcher {
         let defaults = placement::default_placement(&config.task);
         Dispatcher {
             shared: Arc::new(Shared {
                 store,
+                term,
                 dispatch,
                 config,
                 in_flight: Mutex::new(HashSet::new()),
@@ -57,11 +66,12 @@ impl Dispatcher {
         }
     }
 
-    /// Runs until the process ends: reconciles the attempts a previous
-    /// server left, then dispatches. Never returns.
+    /// Runs until its term ends (then it is dropped): reconciles the
+    /// attempts a previous leader left, then dispatches.
     pub async fn run(self) {
         // The hosts first: reconciling must know which are alive.
         while let Err(e) = hosts::refresh(&self.shared).await {
+            self.shared.term.refused(&e);
             tracing::error!("reading the fleet's hosts: {e}; trying again in 1 s");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -71,12 +81,15 @@ impl Dispatcher {
                 "no agents and no --join-token-file: queued tasks wait until hosts can join"
             );
         }
-        tokio::spawn(hosts::watch_forever(self.shared.clone()));
+        self.shared
+            .term
+            .spawn(hosts::watch_forever(self.shared.clone()));
         while let Err(e) = self.reconcile().await {
+            self.shared.term.refused(&e);
             tracing::error!("reconciling active tasks: {e}; trying again in 1 s");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        tokio::spawn(sweep_forever(self.shared.clone()));
+        self.shared.term.spawn(sweep_forever(self.shared.clone()));
         self.dispatch_forever().await
     }
 
@@ -109,7 +122,9 @@ impl Dispatcher {
                 continue;
             };
             // Resumed attempts take slots too, waiting if the agent is full.
-            tokio::spawn(run_and_release(shared.clone(), agent, claimed, true));
+            shared
+                .term
+                .spawn(run_and_release(shared.clone(), agent, claimed, true));
         }
         Ok(())
     }
@@ -146,6 +161,7 @@ impl Dispatcher {
             let claimed = match claimed {
                 Ok(claimed) => claimed,
                 Err(e) => {
+                    shared.term.refused(&e);
                     tracing::error!("claiming tasks: {e}");
                     tokio::time::sleep(IDLE_POLL).await;
                     continue;
@@ -194,12 +210,14 @@ impl Dispatcher {
                 .end_attempt(&task.id, task.attempt, end, now_millis())
                 .await
             {
+                shared.term.refused(&e);
                 tracing::error!(task = %task.id, "requeueing a task whose host left: {e}");
             }
             shared.placer.lock().await.release(&task.id);
             return;
         };
-        tokio::spawn(run_and_release(shared, agent, claimed, false));
+        let term = shared.term.clone();
+        term.spawn(run_and_release(shared, agent, claimed, false));
     }
 }
 

@@ -3,13 +3,18 @@
 
 use crate::config::ServerConfig;
 use crate::dispatch::Dispatch;
+use crate::leadership::Term;
 use berth_store::Store;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 /// What the attempts share.
 pub(crate) struct Shared {
+    /// Fenced by the term: its dispatch writes fail once the term is over.
     pub store: Store,
+    /// The term of the dispatch lease this dispatcher runs in; everything
+    /// it starts is spawned through it and dropped when it ends.
+    pub term: Term,
     pub dispatch: Arc<Dispatch>,
     pub config: Arc<ServerConfig>,
     /// Containers an attempt of this process is driving (the sweep leaves

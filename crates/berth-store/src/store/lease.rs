@@ -118,14 +118,19 @@ impl Store {
             .bind(lease)
             .bind(holder)
             .bind(millis(ttl))
-            .fetch_optional(&mut *self.durable.acquire().await?)
+            // Every row, not the first: on SQLite an autocommit statement
+            // commits (and reports a failed commit, a full disk) only when
+            // stepped to its end.
+            .fetch_all(&mut *self.durable.acquire().await?)
             .await?;
-        row.map(|row| grant(&row)).transpose()
+        row.first().map(grant).transpose()
     }
 
     /// Extends `holder`'s term `token` of `lease` by `ttl` from now. `None`:
-    /// the term is over (another server took the lease); the caller must
-    /// stop dispatching at once.
+    /// the term is over (another server took the lease, or it expired:
+    /// writes of the term may have been refused meanwhile, so it cannot go
+    /// on; the holder may acquire a new term); the caller must stop
+    /// dispatching at once.
     pub async fn renew_lease(
         &self,
         lease: &str,
@@ -136,7 +141,7 @@ impl Store {
         let now = self.dialect.now_ms();
         let sql = format!(
             "UPDATE leases SET expires_at = {now} + $4
-             WHERE name = $1 AND holder = $2 AND token = $3
+             WHERE name = $1 AND holder = $2 AND token = $3 AND expires_at > {now}
              RETURNING token, expires_at, {now} AS now"
         );
         let row = sqlx::query(&sql)
@@ -144,9 +149,12 @@ impl Store {
             .bind(holder)
             .bind(token)
             .bind(millis(ttl))
-            .fetch_optional(&mut *self.durable.acquire().await?)
+            // Every row, not the first: on SQLite an autocommit statement
+            // commits (and reports a failed commit, a full disk) only when
+            // stepped to its end.
+            .fetch_all(&mut *self.durable.acquire().await?)
             .await?;
-        row.map(|row| grant(&row)).transpose()
+        row.first().map(grant).transpose()
     }
 
     /// Gives the lease up at once (a graceful stop), so that another server

@@ -7,7 +7,7 @@ use berth::cli::Global;
 use berth::cmd::invalid;
 use berth::CliError;
 use berth_core::{ByteSize, ErrorCode, ErrorReport};
-use berth_server::ServerConfig;
+use berth_server::{ServerConfig, ServerIdentity};
 use berth_store::Store;
 
 pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
@@ -17,6 +17,8 @@ pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
     if let Some(path) = &args.join_token_file {
         config.fleet.join_token = Some(read_join_token(path)?);
     }
+    config.identity = server_identity(&args)?;
+    config.lease.ttl = lease_ttl(&args.lease_ttl)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -44,6 +46,56 @@ pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
         Ok::<_, CliError>(())
     })?;
     Ok(0)
+}
+
+/// This server as `berth server ls` shows it.
+fn server_identity(args: &ServerArgs) -> Result<ServerIdentity, CliError> {
+    let url = match &args.advertise {
+        Some(url) => match berth_api::Endpoint::parse(url) {
+            Ok(berth_api::Endpoint::Tcp(authority)) => format!("http://{authority}"),
+            _ => {
+                return Err(invalid(format!(
+                    "--advertise {url:?}: an http:// URL with a host and port, such as \
+                     http://10.0.0.5:8380"
+                )))
+            }
+        },
+        None => format!("http://{}", args.listen),
+    };
+    let name = match &args.name {
+        Some(name) if name.trim().is_empty() || name.len() > 128 => {
+            return Err(invalid("--name: 1 to 128 characters"));
+        }
+        Some(name) => name.clone(),
+        None => format!("{}:{}", host_name(), args.listen.port()),
+    };
+    Ok(ServerIdentity {
+        name,
+        url,
+        ..ServerIdentity::default()
+    })
+}
+
+/// The machine's host name (`server` if it has none that reads).
+fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_str()
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or("server")
+        .to_owned()
+}
+
+/// `--lease-ttl`: from one second (renewals every third of it must fit a
+/// database round trip) to a minute.
+fn lease_ttl(value: &str) -> Result<std::time::Duration, CliError> {
+    let ttl = humantime::parse_duration(value)
+        .map_err(|e| invalid(format!("--lease-ttl {value:?}: {e}")))?;
+    if ttl < std::time::Duration::from_secs(1) || ttl > std::time::Duration::from_secs(60) {
+        return Err(invalid(format!("--lease-ttl {value:?}: from 1s to 60s")));
+    }
+    Ok(ttl)
 }
 
 /// The fleet's join token from its file: at least 16 characters, as every

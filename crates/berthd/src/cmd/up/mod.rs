@@ -48,6 +48,14 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
     // its own; the join token is this instance's.
     let join_token = local_join_token(&global.data_dir)?;
     config.fleet.join_token = Some(join_token.clone());
+    // The only server of its store (it holds the data dir), under a name
+    // that outlives it: restarted after a crash, it takes the dispatch
+    // lease back at once instead of waiting out its predecessor's term.
+    config.identity = berth_server::ServerIdentity {
+        id: format!("up:{}", global.data_dir.display()),
+        name: "berth up".to_owned(),
+        url: format!("http://{}", args.listen),
+    };
     let identity = Identity::load_or_create(&global.data_dir)
         .map_err(|e| CliError(ErrorReport::new(ErrorCode::HostIo, e.to_string())))?;
     agent_config.tcp_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
