@@ -24,8 +24,10 @@ use std::time::Duration;
 /// How this agent joins a fleet.
 #[derive(Debug, Clone)]
 pub struct JoinConfig {
-    /// The server's base URL (`http://HOST:PORT`).
-    pub server: Endpoint,
+    /// The servers' base URLs (`http://HOST:PORT`): servers sharing one
+    /// store, any of which takes joins and heartbeats. The agent talks to
+    /// one and moves to the next when it stops answering.
+    pub servers: Vec<Endpoint>,
     /// The fleet's join token.
     pub join_token: String,
     /// This host's name in the fleet.
@@ -194,17 +196,77 @@ pub fn report(agent: &AgentState, allocatable: &Allocatable) -> HostReport {
     }
 }
 
-/// How long a join or heartbeat may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a join may take.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a heartbeat may take before the next server is tried: well
+/// under the time after which a silent host is marked down, so that a
+/// server that hangs (paused, cut off) costs a host no more than one late
+/// beat.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait between attempts to join.
 const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The servers of the fleet, the one that answered last first.
+struct Servers {
+    transports: Vec<(Endpoint, Transport)>,
+    current: usize,
+}
+
+impl Servers {
+    fn new(endpoints: &[Endpoint]) -> Servers {
+        Servers {
+            transports: endpoints
+                .iter()
+                .map(|e| (e.clone(), Transport::new(e.clone(), None)))
+                .collect(),
+            current: 0,
+        }
+    }
+
+    /// The current server (for logs).
+    fn current(&self) -> String {
+        self.transports
+            .get(self.current)
+            .map_or_else(String::new, |(endpoint, _)| endpoint.to_string())
+    }
+
+    /// Sends to the current server, then to each other in turn while they
+    /// cannot be reached; an answer (a refusal included) ends the round.
+    async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+        token: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, CallError> {
+        let count = self.transports.len().max(1);
+        let mut last = None;
+        for step in 0..count {
+            let index = (self.current + step) % count;
+            let Some((endpoint, transport)) = self.transports.get(index) else {
+                break;
+            };
+            match call(transport, path, token, body, timeout).await {
+                Err(CallError::Unreachable(e)) => {
+                    tracing::warn!(server = %endpoint, error = %e, "server unreachable; trying the next");
+                    last = Some(CallError::Unreachable(e));
+                }
+                answer => {
+                    self.current = index;
+                    return answer;
+                }
+            }
+        }
+        Err(last.unwrap_or(CallError::NoServer))
+    }
+}
 
 /// Joins the fleet, then heartbeats until the process ends; joins again
 /// whenever the server no longer knows this host. Never returns.
 pub async fn run(agent: crate::Agent, join: JoinConfig, mut identity: Identity) {
-    let server = Transport::new(join.server.clone(), None);
+    let mut servers = Servers::new(&join.servers);
     loop {
-        let accepted = join_until_accepted(&agent, &join, &server, &mut identity).await;
+        let accepted = join_until_accepted(&agent, &join, &mut servers, &mut identity).await;
         let mut interval = Duration::from_millis(accepted.heartbeat_interval_ms.max(100));
         loop {
             tokio::time::sleep(interval).await;
@@ -212,13 +274,14 @@ pub async fn run(agent: crate::Agent, join: JoinConfig, mut identity: Identity) 
                 node_id: accepted.node_id.clone(),
                 report: report(&agent, &join.allocatable),
             };
-            match call::<_, HeartbeatAccepted>(
-                &server,
-                "/v1/fleet/heartbeat",
-                &accepted.heartbeat_token,
-                &beat,
-            )
-            .await
+            match servers
+                .call::<_, HeartbeatAccepted>(
+                    "/v1/fleet/heartbeat",
+                    &accepted.heartbeat_token,
+                    &beat,
+                    HEARTBEAT_TIMEOUT,
+                )
+                .await
             {
                 Ok(answer) => {
                     interval = Duration::from_millis(answer.heartbeat_interval_ms.max(100))
@@ -236,7 +299,7 @@ pub async fn run(agent: crate::Agent, join: JoinConfig, mut identity: Identity) 
 async fn join_until_accepted(
     agent: &AgentState,
     join: &JoinConfig,
-    server: &Transport,
+    servers: &mut Servers,
     identity: &mut Identity,
 ) -> JoinAccepted {
     let mut backoff = Duration::from_millis(200);
@@ -248,7 +311,10 @@ async fn join_until_accepted(
             credential: identity.credential.clone(),
             report: report(agent, &join.allocatable),
         };
-        match call::<_, JoinAccepted>(server, "/v1/fleet/join", &join.join_token, &request).await {
+        match servers
+            .call::<_, JoinAccepted>("/v1/fleet/join", &join.join_token, &request, JOIN_TIMEOUT)
+            .await
+        {
             Ok(accepted) => {
                 if identity.node_id.as_deref() != Some(accepted.node_id.as_str()) {
                     identity.node_id = Some(accepted.node_id.clone());
@@ -256,11 +322,11 @@ async fn join_until_accepted(
                         tracing::error!(error = %e, "could not keep this host's identity: a restart joins as a new host");
                     }
                 }
-                tracing::info!(node = %join.name, id = %accepted.node_id, server = %join.server, "joined the fleet");
+                tracing::info!(node = %join.name, id = %accepted.node_id, server = %servers.current(), "joined the fleet");
                 return accepted;
             }
             Err(e) => {
-                tracing::warn!(error = %e, server = %join.server, "joining the fleet failed; trying again in {backoff:?}");
+                tracing::warn!(error = %e, server = %servers.current(), "joining the fleet failed; trying again in {backoff:?}");
             }
         }
         tokio::time::sleep(backoff).await;
@@ -276,6 +342,8 @@ enum CallError {
     Refused(u16, String),
     #[error("the server's answer does not parse: {0}")]
     BadAnswer(serde_json::Error),
+    #[error("no server to join (--join lists none)")]
+    NoServer,
 }
 
 async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
@@ -283,6 +351,7 @@ async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
     path: &str,
     token: &str,
     body: &B,
+    timeout: Duration,
 ) -> Result<T, CallError> {
     let body = serde_json::to_vec(body).map_err(CallError::BadAnswer)?;
     let auth = format!("Bearer {token}");
@@ -295,7 +364,7 @@ async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
                 ("Content-Type", "application/json"),
             ],
             Bytes::from(body),
-            CALL_TIMEOUT,
+            timeout,
         )
         .await?;
     if !answer.is_success() {

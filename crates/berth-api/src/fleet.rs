@@ -125,6 +125,42 @@ pub struct NodeInfo {
     pub last_heartbeat_ms: i64,
 }
 
+/// `GET /v1/servers`: a server sharing the control plane's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServerInfo {
+    /// Unique per process start.
+    pub id: String,
+    pub name: String,
+    /// Where its API answers.
+    pub url: String,
+    pub version: String,
+    /// Whether it holds the dispatch lease now (dispatches and fires
+    /// schedules).
+    pub leader: bool,
+    /// `up`, or `silent` once it has not been heard of for a few seconds
+    /// (killed, paused or cut off; a stopped server leaves the list).
+    pub state: ServerState,
+    pub started_at_ms: i64,
+    /// How long ago it was last heard of, by the database's clock.
+    pub last_seen_ago_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    Up,
+    Silent,
+}
+
+/// `GET /v1/servers`: the servers, and the dispatch lease's current term.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServerList {
+    pub servers: Vec<ServerInfo>,
+    /// The dispatch lease's term (its fencing token), if any server ever
+    /// led.
+    pub term: Option<i64>,
+}
+
 /// `PUT /v1/nodes/{name}/labels`: the operator's labels, set and removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -99,7 +99,8 @@ pub enum Command {
     /// Run the host agent: the HTTP API that runs containers for the control plane.
     #[command(disable_help_flag = true, after_help = SERVED_BY_BERTHD)]
     Agent(DaemonArgs),
-    /// Run the control plane: the IronWorker-compatible task API and the dispatcher.
+    /// Run the control plane: the IronWorker-compatible task API and the dispatcher
+    /// (`berth server ls`: the servers sharing its store).
     #[command(disable_help_flag = true, after_help = SERVED_BY_BERTHD)]
     Server(DaemonArgs),
     /// Run everything on this machine: server, local agent, SQLite and a default stack.

@@ -55,6 +55,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Schedule(args) => cmd::schedule::run(args),
         Command::Node(args) => cmd::node::run(args),
         Command::Pool(args) => cmd::pool::run(args),
+        // `berth server ls` is a client of the servers; the rest of
+        // `berth server` is the daemon.
+        Command::Server(args) if args.args.first().is_some_and(|a| a == "ls") => {
+            cmd::servers::run(&args.args[1..])
+        }
         // These replace this process with berthd, or say why they could not.
         Command::Agent(_) => daemon::exec("agent"),
         Command::Server(_) => daemon::exec("server"),

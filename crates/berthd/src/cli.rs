@@ -88,8 +88,10 @@ pub struct AgentArgs {
         value_delimiter = ','
     )]
     pub labels: Vec<String>,
-    /// Join the fleet of the server at this URL (http://HOST:PORT) and keep
-    /// registered with heartbeats. Needs --join-token-file and --listen.
+    /// Join the fleet of the server at this URL (http://HOST:PORT; servers
+    /// sharing one store may be listed comma separated: the agent moves to
+    /// the next when one stops answering) and keep registered with
+    /// heartbeats. Needs --join-token-file and --listen.
     #[arg(long, env = "BERTH_JOIN", value_name = "URL")]
     pub join: Option<String>,
     /// File holding the fleet's join token (the server's --join-token-file).

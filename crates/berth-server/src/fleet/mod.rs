@@ -10,6 +10,7 @@ mod check;
 mod error;
 mod pools;
 mod routes;
+mod servers;
 
 pub use routes::router;
 

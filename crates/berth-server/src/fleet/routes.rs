@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/nodes/{name}/drain", post(drain))
         .route("/nodes/{name}/undrain", post(undrain))
         .route("/nodes/{name}/labels", put(label))
+        .route("/servers", get(super::servers::list))
         .route("/pools", get(super::pools::list))
         .route(
             "/pools/{name}",

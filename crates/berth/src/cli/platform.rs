@@ -61,6 +61,26 @@ pub struct OperatorArgs {
     pub config: Option<PathBuf>,
 }
 
+/// `berth server ls` (the rest of `berth server` is berthd's daemon).
+#[derive(Debug, clap::Parser)]
+#[command(
+    about = "List the servers sharing the control plane's store and which one leads (operator)",
+    long_about = "The servers sharing the control plane's store: each serves the whole API; the \
+one holding the dispatch lease (ROLE leader) also dispatches and fires schedules. A server not \
+heard of for 5 s is `silent`; one stopped gracefully leaves the list. Needs an operator token \
+(`berth token create --operator`).",
+    after_help = "Examples:\n  berth server ls\n  berth server ls --json\n\n\
+Settings: the server URL from --url, BERTH_URL or the client config's `url`; the operator \
+token from --operator-token, BERTH_OPERATOR_TOKEN or the client config's `operator_token`."
+)]
+pub struct ServerLsArgs {
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
 #[derive(Debug, Args)]
 #[command(
     long_about = "The fleet's hosts, as the server sees them: list, inspect, drain (no new \

@@ -266,7 +266,17 @@ pub fn same_url(a: &str, b: &str) -> bool {
 
 /// `host:port` → `http://host:port`; no trailing slash. https is refused:
 /// this build has no TLS.
-fn normalize_url(url: &str) -> Result<String, CliError> {
+/// The server URL, or several comma separated (servers sharing one store),
+/// each normalized: `host:port` gets `http://`, trailing slashes go.
+fn normalize_url(urls: &str) -> Result<String, CliError> {
+    let urls: Vec<String> = urls
+        .split(',')
+        .map(normalize_one_url)
+        .collect::<Result<_, _>>()?;
+    Ok(urls.join(","))
+}
+
+fn normalize_one_url(url: &str) -> Result<String, CliError> {
     let url = url.trim().trim_end_matches('/');
     if url.is_empty() {
         return Err(invalid("the server URL is empty"));
@@ -445,5 +455,11 @@ mod tests {
         assert_eq!(normalize_url("h:1/").unwrap(), "http://h:1");
         assert!(normalize_url("https://h").is_err());
         assert!(normalize_url("ftp://h").is_err());
+        assert_eq!(
+            normalize_url("h:1, http://g:2/").unwrap(),
+            "http://h:1,http://g:2",
+            "servers sharing a store, comma separated"
+        );
+        assert!(normalize_url("h:1,").is_err(), "an empty entry");
     }
 }

@@ -17,94 +17,142 @@ const MAX_BODY: u64 = 1 << 30;
 
 pub struct Api {
     agent: ureq::Agent,
-    server: String,
-    base: String,
+    /// The servers to try, in order (`BERTH_URL` may list several, comma
+    /// separated: servers sharing one store all answer the same).
+    servers: Vec<String>,
+    /// The one that answered last, tried first.
+    current: std::cell::Cell<usize>,
+    /// What every path is under: `/2/projects/{id}`, or nothing.
+    prefix: String,
     /// `Authorization` header value.
     authorization: String,
+}
+
+/// A request's body.
+enum Body<'a> {
+    None,
+    Json(String),
+    Bytes(&'a str, &'a [u8]),
 }
 
 impl Api {
     /// A project's client: paths under `/2/projects/{project_id}`.
     pub fn new(config: &Resolved) -> Api {
-        Api {
-            agent: http_agent(),
-            server: config.url.clone(),
-            base: format!("{}/2/projects/{}", config.url, encode(&config.project_id)),
-            authorization: format!("OAuth {}", config.token),
-        }
+        Api::with(
+            &config.url,
+            format!("/2/projects/{}", encode(&config.project_id)),
+            format!("OAuth {}", config.token),
+        )
     }
 
     /// An operator's client: paths from the server's root (`/v1/nodes`).
     pub fn operator(config: &ResolvedOperator) -> Api {
+        Api::with(
+            &config.url,
+            String::new(),
+            format!("Bearer {}", config.token),
+        )
+    }
+
+    fn with(urls: &str, prefix: String, authorization: String) -> Api {
         Api {
             agent: http_agent(),
-            server: config.url.clone(),
-            base: config.url.clone(),
-            authorization: format!("Bearer {}", config.token),
+            servers: urls.split(',').map(str::to_owned).collect(),
+            current: std::cell::Cell::new(0),
+            prefix,
+            authorization,
         }
     }
 
-    fn request(&self, method: &str, path: &str, query: &[(&str, String)]) -> ureq::Request {
-        let mut req = self
-            .agent
-            .request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &self.authorization)
-            .set("Accept", "application/json");
-        for (key, value) in query {
-            req = req.query(key, value);
+    /// The server talked to last (for messages).
+    fn server(&self) -> &str {
+        self.servers
+            .get(self.current.get())
+            .map_or("", String::as_str)
+    }
+
+    /// Sends the request to the current server, moving on to the next when
+    /// one cannot be reached: always when the connection failed (nothing was
+    /// sent), and for a GET on any transport error (asking again changes
+    /// nothing). Other failures are the answer.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Body<'_>,
+    ) -> Result<ureq::Response, CliError> {
+        let first = self.current.get();
+        let mut tried = 0;
+        loop {
+            let index = (first + tried) % self.servers.len().max(1);
+            self.current.set(index);
+            let mut req = self
+                .agent
+                .request(method, &format!("{}{}{path}", self.server(), self.prefix))
+                .set("Authorization", &self.authorization)
+                .set("Accept", "application/json");
+            for (key, value) in query {
+                req = req.query(key, value);
+            }
+            let result = match &body {
+                Body::None => req.call(),
+                Body::Json(json) => req
+                    .set("Content-Type", "application/json")
+                    .send_string(json),
+                Body::Bytes(content_type, bytes) => {
+                    req.set("Content-Type", content_type).send_bytes(bytes)
+                }
+            };
+            match result {
+                Ok(response) => return Ok(response),
+                Err(ureq::Error::Status(status, response)) => {
+                    return Err(self.status_error(status, response))
+                }
+                Err(ureq::Error::Transport(transport)) => {
+                    use ureq::ErrorKind;
+                    let undelivered = matches!(
+                        transport.kind(),
+                        ErrorKind::ConnectionFailed | ErrorKind::Dns
+                    );
+                    tried += 1;
+                    if tried >= self.servers.len() || !(undelivered || method == "GET") {
+                        return Err(self.transport_error(&transport));
+                    }
+                }
+            }
         }
-        req
     }
 
     pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, CliError> {
-        let response = self.call(self.request("GET", path, query).call())?;
+        let response = self.send("GET", path, query, Body::None)?;
         self.json(response)
     }
 
     pub fn get_bytes(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<u8>, CliError> {
-        let response = self.call(self.request("GET", path, query).call())?;
+        let response = self.send("GET", path, query, Body::None)?;
         self.bytes(response)
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
-        let req = self
-            .request("POST", path, &[])
-            .set("Content-Type", "application/json");
-        let response = self.call(req.send_string(&body.to_string()))?;
+        let response = self.send("POST", path, &[], Body::Json(body.to_string()))?;
         self.json(response)
     }
 
     pub fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
-        let req = self
-            .request("PUT", path, &[])
-            .set("Content-Type", "application/json");
-        let response = self.call(req.send_string(&body.to_string()))?;
+        let response = self.send("PUT", path, &[], Body::Json(body.to_string()))?;
         self.json(response)
     }
 
     pub fn delete(&self, path: &str) -> Result<Value, CliError> {
-        let response = self.call(self.request("DELETE", path, &[]).call())?;
+        let response = self.send("DELETE", path, &[], Body::None)?;
         self.json(response)
     }
 
     pub fn post_multipart(&self, path: &str, form: Multipart) -> Result<Value, CliError> {
         let (content_type, body) = form.finish();
-        let req = self
-            .request("POST", path, &[])
-            .set("Content-Type", &content_type);
-        let response = self.call(req.send_bytes(&body))?;
+        let response = self.send("POST", path, &[], Body::Bytes(&content_type, &body))?;
         self.json(response)
-    }
-
-    fn call(
-        &self,
-        result: Result<ureq::Response, ureq::Error>,
-    ) -> Result<ureq::Response, CliError> {
-        match result {
-            Ok(response) => Ok(response),
-            Err(ureq::Error::Status(status, response)) => Err(self.status_error(status, response)),
-            Err(ureq::Error::Transport(transport)) => Err(self.transport_error(&transport)),
-        }
     }
 
     fn status_error(&self, status: u16, response: ureq::Response) -> CliError {
@@ -154,18 +202,18 @@ impl Api {
             ErrorKind::ConnectionFailed | ErrorKind::Dns => format!(
                 "cannot reach the berth server at {} ({detail}): is it running? \
                  Start one with `berth up`, or point --url / BERTH_URL at yours",
-                self.server
+                self.servers.join(" nor ")
             ),
             _ => format!(
                 "talking to the berth server at {}: {transport}",
-                self.server
+                self.server()
             ),
         };
         CliError(ErrorReport::new(ErrorCode::HostIo, message))
     }
 
     fn project_hint(&self) -> &str {
-        self.base.rsplit('/').next().unwrap_or_default()
+        self.prefix.rsplit('/').next().unwrap_or_default()
     }
 
     fn bytes(&self, response: ureq::Response) -> Result<Vec<u8>, CliError> {
@@ -177,7 +225,7 @@ impl Api {
             .map_err(|e| {
                 CliError(ErrorReport::new(
                     ErrorCode::HostIo,
-                    format!("reading the answer of {}: {e}", self.server),
+                    format!("reading the answer of {}: {e}", self.server()),
                 ))
             })?;
         Ok(body)
@@ -193,7 +241,7 @@ impl Api {
                 ErrorCode::Internal,
                 format!(
                     "the server at {} answered with invalid JSON: {e}",
-                    self.server
+                    self.server()
                 ),
             ))
         })

@@ -9,6 +9,7 @@ pub mod pool;
 pub mod remote;
 pub mod run;
 pub mod schedule;
+pub mod servers;
 pub mod task;
 
 use crate::cli::Global;

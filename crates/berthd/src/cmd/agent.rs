@@ -58,7 +58,13 @@ async fn serve(config: AgentConfig, join: Option<(JoinConfig, Identity)>) -> Res
     let joining = join.map(|(join, identity)| {
         eprintln!(
             "berth agent: joining the fleet of {} as {} ({})",
-            join.server, join.name, join.advertise
+            join.servers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            join.name,
+            join.advertise
         );
         tokio::spawn(berth_agent::join::run(agent.clone(), join, identity))
     });
@@ -155,14 +161,22 @@ fn join_config(args: &AgentArgs) -> Result<Option<JoinConfig>, CliError> {
         }
         return Ok(None);
     };
-    let server = berth_api::Endpoint::parse(url)
-        .ok()
-        .filter(|_| url.starts_with("http://"))
-        .ok_or_else(|| {
-            invalid(format!(
-                "--join {url:?}: expected the server's http://HOST:PORT"
-            ))
-        })?;
+    // Servers sharing one store: any of them takes joins and heartbeats.
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .map(|one| {
+            berth_api::Endpoint::parse(one)
+                .ok()
+                .filter(|_| one.starts_with("http://"))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "--join {url:?}: expected the server's http://HOST:PORT \
+                         (or several, comma separated)"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let Some(token_file) = &args.join_token_file else {
         return Err(invalid(
             "--join needs --join-token-file: the fleet's join token",
@@ -206,7 +220,7 @@ fn join_config(args: &AgentArgs) -> Result<Option<JoinConfig>, CliError> {
         None => Allocatable::default(),
     };
     Ok(Some(JoinConfig {
-        server,
+        servers,
         join_token,
         name,
         advertise: format!("http://{advertise}"),

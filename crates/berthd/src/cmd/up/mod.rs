@@ -95,7 +95,7 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
             }))
         };
         let join = JoinConfig {
-            server: AgentEndpoint::parse(&api_url).map_err(berth::cmd::invalid)?,
+            servers: vec![AgentEndpoint::parse(&api_url).map_err(berth::cmd::invalid)?],
             join_token,
             name: local_host_name(),
             advertise: format!("http://{agent_addr}"),
