@@ -5,40 +5,14 @@
 
 mod common;
 
+use common::daemons::{berthd, free_port, Daemon};
 use common::{berth_binary, Berth, Run};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const JOIN_TOKEN: &str = "join-token-of-this-test-0123456789";
-
-fn berthd() -> PathBuf {
-    berth_binary().with_file_name("berthd")
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// A daemon killed (SIGKILL) and reaped when dropped.
-struct Daemon(Option<Child>);
-
-impl Daemon {
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// One joined host. Fields drop in order: the agent is killed before its
 /// data dir and cgroup parent go, or its next heartbeat (which reads the

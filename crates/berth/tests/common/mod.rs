@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 
 pub use berth_testkit::unique;
 
+pub mod daemons;
+
 /// The berth binary under test, with `berthd` and `berth-shim` built next
 /// to it.
 ///
