@@ -287,5 +287,26 @@ fn hosts_join_are_steered_and_a_silent_one_goes_down() {
         "marked down after {:?}",
         started.elapsed()
     );
+
+    // A host removed while its agent runs: its next heartbeat is refused
+    // as unknown, and the agent joins again, a new host to the fleet.
+    let removed_id = id_of(&fleet.nodes(), "host-1");
+    let removed = fleet.node(&["rm", "host-1"]);
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    let nodes = fleet.wait_for(|nodes| state_of(nodes, "host-1") == "ready");
+    assert_ne!(
+        id_of(&nodes, "host-1"),
+        removed_id,
+        "a removed host comes back as a new one"
+    );
     drop(fleet);
+}
+
+fn id_of(nodes: &[Value], name: &str) -> String {
+    nodes
+        .iter()
+        .find(|n| n["name"] == name)
+        .and_then(|n| n["id"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -461,3 +461,80 @@ fn servers_and_agents_restart_one_by_one_with_tasks_in_flight() {
     }
     cluster.assert_all_complete_once(total, Duration::from_secs(300));
 }
+
+/// Forwards every connection to 127.0.0.1:`port` on to `target`, in
+/// threads that end with the test process: a database that "comes up".
+fn forward(port: u16, target: String) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the forwarder");
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(upstream) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (mut a, mut b) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let (mut c, mut d) = (upstream, client);
+            std::thread::spawn(move || std::io::copy(&mut a, &mut b));
+            std::thread::spawn(move || std::io::copy(&mut c, &mut d));
+        }
+    });
+}
+
+#[test]
+fn a_server_waits_for_its_database_and_serves_once_it_answers() {
+    let Some(db) = TestDatabase::create() else {
+        eprintln!("skipped: PostgreSQL is not set up here (scripts/test.sh sets it up)");
+        return;
+    };
+    // The database's address, and the same URL through a port where
+    // nothing answers yet.
+    let (head, tail) = db.url().split_once('@').unwrap();
+    let (address, database) = tail.split_once('/').unwrap();
+    let database_port = free_port();
+    let late_url = format!("{head}@127.0.0.1:{database_port}/{database}");
+    let dir = tempfile::TempDir::new().unwrap();
+    let port = free_port();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = Daemon(Some(
+        Command::new(berthd())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database", &late_url])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
+    let answers = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("cannot be used")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the server never said why it waits"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        matches!(server.0.as_mut().unwrap().try_wait(), Ok(None)),
+        "the server gave up: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    assert!(!answers(), "it serves before it has its database");
+
+    forward(database_port, address.to_owned());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !answers() {
+        assert!(
+            Instant::now() < deadline,
+            "the server never came up once the database answered: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(server.stop(), "it stops gracefully");
+}

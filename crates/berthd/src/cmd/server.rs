@@ -23,8 +23,14 @@ pub fn run(global: &Global, args: ServerArgs) -> anyhow::Result<u8> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let stop = StopSignal::catch()?;
-        let store = open_database(&url).await?;
+        let mut stop = StopSignal::catch()?;
+        let store = tokio::select! {
+            store = open_database_patiently(&url) => store?,
+            _ = stop.arrived() => {
+                eprintln!("berth server: stopped before the database answered");
+                return Ok(());
+            }
+        };
         let listener = bind(args.listen).await?;
         eprintln!(
             "berth server: serving http://{} (database {}; hosts {})",
@@ -193,14 +199,46 @@ fn default_connection_cap(listeners: u64) -> Result<u64, CliError> {
     }
 }
 
+/// Opens the store; a PostgreSQL database that cannot be reached (down,
+/// restarting, not there yet) is waited for, saying so, rather than given
+/// up on: the server serves nothing until it has its store, so it never
+/// answers from stale state, and it comes up by itself once the database
+/// does. Other failures (a bad URL, a schema newer than this berth, a
+/// SQLite file that cannot be opened) end it at once.
+pub async fn open_database_patiently(url: &str) -> Result<Store, CliError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return open_database(url).await;
+    }
+    let mut wait = std::time::Duration::from_secs(1);
+    // The pool's own connect keeps trying for 30 s before it says anything.
+    const ATTEMPT: std::time::Duration = std::time::Duration::from_secs(3);
+    loop {
+        let problem = match tokio::time::timeout(ATTEMPT, Store::open(url)).await {
+            Ok(Ok(store)) => return Ok(store),
+            Ok(Err(e @ berth_store::StoreError::Database(_))) => e.to_string(),
+            Ok(Err(e)) => return Err(database_error(url, e)),
+            Err(_) => format!("no answer within {}s", ATTEMPT.as_secs()),
+        };
+        eprintln!(
+            "berth server: the database {} cannot be used ({problem}); trying again in {}s",
+            redact(url),
+            wait.as_secs()
+        );
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
 /// Opens the store, with an error that says which database failed.
 pub async fn open_database(url: &str) -> Result<Store, CliError> {
-    Store::open(url).await.map_err(|e| {
-        CliError(ErrorReport::new(
-            ErrorCode::HostIo,
-            format!("opening the database {}: {e}", redact(url)),
-        ))
-    })
+    Store::open(url).await.map_err(|e| database_error(url, e))
+}
+
+fn database_error(url: &str, e: berth_store::StoreError) -> CliError {
+    CliError(ErrorReport::new(
+        ErrorCode::HostIo,
+        format!("opening the database {}: {e}", redact(url)),
+    ))
 }
 
 pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, CliError> {

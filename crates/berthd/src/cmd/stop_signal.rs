@@ -38,6 +38,11 @@ impl StopSignal {
     /// Resolves once either signal has arrived (including one that came
     /// before this was first polled).
     pub async fn received(mut self) {
+        self.arrived().await
+    }
+
+    /// As [`StopSignal::received`], keeping the handlers for later.
+    pub async fn arrived(&mut self) {
         tokio::select! {
             _ = self.terminate.recv() => {}
             _ = self.interrupt.recv() => {}
