@@ -298,7 +298,7 @@ async fn start(
     if let Some(sha) = &code.package_sha256 {
         ensure_package(shared, agent, sha, code.spec.file_name.as_deref()).await?;
     }
-    let created = agent.client().create(&request).await;
+    let created = create_patiently(shared, agent, &request).await;
     match created {
         Ok(view) => Ok(view),
         Err(e) if e.code() == Some(ErrorCode::ContainerExists) => agent
@@ -312,6 +312,33 @@ async fn start(
             Err(StartError::Infra(e.to_string()))
         }
         Err(e) => Err(agent_failure("creating the container", e)),
+    }
+}
+
+/// Creates the container, waiting out an agent that does not answer (it is
+/// restarting, or being upgraded) for as long as a running attempt would
+/// wait for it (`agent_lost_after`), unless its host is marked down
+/// meanwhile; so a rolling restart of agents starts no task twice. A create
+/// that did reach the agent before the answer was lost is asked again and
+/// finds its container (`ContainerExists`).
+async fn create_patiently(
+    shared: &Shared,
+    agent: &AgentHandle,
+    request: &berth_api::CreateContainer,
+) -> Result<ContainerView, ClientError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let created = agent.client().create(request).await;
+        let unreachable = matches!(created, Err(ClientError::Unreachable { .. }));
+        if !unreachable
+            || agent.is_lost()
+            || started.elapsed() + pause >= shared.config.agent_lost_after
+        {
+            return created;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 

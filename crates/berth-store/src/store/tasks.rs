@@ -462,29 +462,37 @@ impl Store {
         let mut conn = self.relaxed.acquire().await?;
         let mut tx = self.begin_claim(&mut conn).await?;
         let chosen = choose_claimable(&mut tx, self.dialect, limit, now).await?;
-        let mut revisions = RevisionCache::default();
-        let select =
-            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND status = 'queued'");
-        let mut candidates = Vec::with_capacity(chosen.len());
+        if chosen.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        // One read of every chosen task and one write of every placed one:
+        // a batch costs a few round trips, not two per task.
+        let placeholders: Vec<String> = (1..=chosen.len()).map(|i| format!("${i}")).collect();
+        let select = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'queued' AND id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&select);
         for id in &chosen {
-            if let Some(row) = sqlx::query(&select)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                let task = rows::task(&row)?;
+            query = query.bind(id);
+        }
+        let mut found: HashMap<String, Task> = HashMap::with_capacity(chosen.len());
+        for row in query.fetch_all(&mut *tx).await? {
+            let task = rows::task(&row)?;
+            found.insert(task.id.clone(), task);
+        }
+        let mut revisions = RevisionCache::default();
+        let mut candidates = Vec::with_capacity(found.len());
+        for id in &chosen {
+            if let Some(task) = found.remove(id) {
                 let code = revisions.get(&mut tx, &task).await?;
                 candidates.push((task, code));
             }
         }
         let decisions = plan(&candidates);
-        let claim = format!(
-            "UPDATE tasks SET status = 'preparing', attempt = attempt + 1, agent = $2,
-                 node_name = $3, reserved = $4, msg = NULL, updated_at = $5
-             WHERE id = $1 AND status = 'queued'
-             RETURNING {TASK_COLUMNS}"
-        );
-        let mut out = Vec::new();
+        let mut placed = Vec::new();
+        let mut codes: HashMap<String, CodeRevision> = HashMap::new();
         for ((task, code), decision) in candidates.into_iter().zip(decisions) {
             match decision {
                 PlaceDecision::On {
@@ -494,20 +502,8 @@ impl Store {
                 } => {
                     let reserved = serde_json::to_string(&reserved)
                         .map_err(|e| rows::corrupt("tasks", format!("reserved: {e}")))?;
-                    let row = sqlx::query(&claim)
-                        .bind(&task.id)
-                        .bind(&agent)
-                        .bind(&node_name)
-                        .bind(reserved)
-                        .bind(now)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some(row) = row {
-                        out.push(ClaimedTask {
-                            task: rows::task(&row)?,
-                            code,
-                        });
-                    }
+                    placed.push((task.id.clone(), agent, node_name, reserved));
+                    codes.insert(task.id, code);
                 }
                 PlaceDecision::Waits { msg } => {
                     if task.msg.as_deref() != Some(msg.as_str()) {
@@ -519,6 +515,46 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                     }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(placed.len());
+        if !placed.is_empty() {
+            // VALUES rows name their columns column1… in both databases.
+            let rows: Vec<String> = (0..placed.len())
+                .map(|i| {
+                    format!(
+                        "(${}, ${}, ${}, ${})",
+                        4 * i + 2,
+                        4 * i + 3,
+                        4 * i + 4,
+                        4 * i + 5
+                    )
+                })
+                .collect();
+            // Unqualified columns are the task's (v's are column1…).
+            let sql = format!(
+                "UPDATE tasks SET status = 'preparing', attempt = attempt + 1,
+                     agent = v.column2, node_name = v.column3, reserved = v.column4, msg = NULL,
+                     updated_at = $1
+                 FROM (VALUES {}) AS v
+                 WHERE id = v.column1 AND status = 'queued'
+                 RETURNING {TASK_COLUMNS}",
+                rows.join(", ")
+            );
+            let mut update = sqlx::query(&sql).bind(now);
+            for (id, agent, node_name, reserved) in &placed {
+                update = update.bind(id).bind(agent).bind(node_name).bind(reserved);
+            }
+            let mut claimed: HashMap<String, Task> = HashMap::with_capacity(placed.len());
+            for row in update.fetch_all(&mut *tx).await? {
+                let task = rows::task(&row)?;
+                claimed.insert(task.id.clone(), task);
+            }
+            // In queue order, as they were chosen.
+            for (id, ..) in &placed {
+                if let (Some(task), Some(code)) = (claimed.remove(id), codes.remove(id)) {
+                    out.push(ClaimedTask { task, code });
                 }
             }
         }
