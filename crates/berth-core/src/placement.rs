@@ -6,16 +6,22 @@
 //! may override each part; the server resolves the result at queue time
 //! into a [`TaskPlacement`] with every figure explicit, so that what a
 //! queued task reserves never changes under it.
+//!
+//! [`Resources`], [`ResourceKind`] and [`Relation`] are also the placement
+//! engine's (berth-sched re-exports them), so what the server stores is
+//! what the engine counts, with no conversion between.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// An amount of each resource the fleet counts.
+/// An amount of each resource the fleet counts: what a task reserves, what a
+/// host offers, what a pool may hold. Every field is a plain count so that
+/// comparisons are exact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
-    /// Thousandths of a CPU.
+    /// Thousandths of a CPU (1000 = one CPU).
     #[serde(default)]
     pub cpu_millis: u64,
     #[serde(default)]
@@ -27,13 +33,161 @@ pub struct Resources {
     pub pids: u64,
 }
 
+/// One dimension of [`Resources`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceKind {
+    Cpu,
+    Memory,
+    Disk,
+    Pids,
+}
+
+impl ResourceKind {
+    /// Every dimension, in the order refusals report a shortage.
+    pub const ALL: [ResourceKind; 4] = [
+        ResourceKind::Cpu,
+        ResourceKind::Memory,
+        ResourceKind::Disk,
+        ResourceKind::Pids,
+    ];
+
+    /// `amount` of this resource as a person reads it: `0.5 CPUs`, `512 MiB`, `100 pids`.
+    pub fn format_amount(self, amount: u64) -> String {
+        match self {
+            ResourceKind::Cpu => {
+                let whole = amount / 1000;
+                let frac = amount % 1000;
+                let number = if frac == 0 {
+                    whole.to_string()
+                } else {
+                    let digits = format!("{frac:03}");
+                    format!("{whole}.{}", digits.trim_end_matches('0'))
+                };
+                if amount == 1000 {
+                    format!("{number} CPU")
+                } else {
+                    format!("{number} CPUs")
+                }
+            }
+            ResourceKind::Memory | ResourceKind::Disk => format_bytes(amount),
+            ResourceKind::Pids => {
+                if amount == 1 {
+                    "1 pid".to_owned()
+                } else {
+                    format!("{amount} pids")
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResourceKind::Cpu => "cpu",
+            ResourceKind::Memory => "memory",
+            ResourceKind::Disk => "disk",
+            ResourceKind::Pids => "pids",
+        })
+    }
+}
+
+/// `512 MiB`, `1.5 GiB`, `0 B`: binary units, at most one decimal.
+fn format_bytes(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    for (size, unit) in UNITS {
+        if bytes >= size {
+            if bytes.is_multiple_of(size) {
+                return format!("{} {unit}", bytes / size);
+            }
+            // Tenths, rounded down so "free" never reads larger than it is.
+            let tenths = (bytes as u128 * 10 / size as u128) as u64;
+            return if tenths.is_multiple_of(10) {
+                format!("{} {unit}", tenths / 10)
+            } else {
+                format!("{}.{} {unit}", tenths / 10, tenths % 10)
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
 impl Resources {
-    /// Whether every amount of `self` is at most that of `other`.
-    pub fn fits_in(&self, other: &Resources) -> bool {
+    pub const ZERO: Resources = Resources {
+        cpu_millis: 0,
+        memory_bytes: 0,
+        disk_bytes: 0,
+        pids: 0,
+    };
+    /// No limit in any dimension (a pool's default maximum).
+    pub const UNLIMITED: Resources = Resources {
+        cpu_millis: u64::MAX,
+        memory_bytes: u64::MAX,
+        disk_bytes: u64::MAX,
+        pids: u64::MAX,
+    };
+
+    pub fn new(cpu_millis: u64, memory_bytes: u64, disk_bytes: u64, pids: u64) -> Self {
+        Resources {
+            cpu_millis,
+            memory_bytes,
+            disk_bytes,
+            pids,
+        }
+    }
+
+    pub fn get(&self, kind: ResourceKind) -> u64 {
+        match kind {
+            ResourceKind::Cpu => self.cpu_millis,
+            ResourceKind::Memory => self.memory_bytes,
+            ResourceKind::Disk => self.disk_bytes,
+            ResourceKind::Pids => self.pids,
+        }
+    }
+
+    pub fn set(&mut self, kind: ResourceKind, value: u64) {
+        match kind {
+            ResourceKind::Cpu => self.cpu_millis = value,
+            ResourceKind::Memory => self.memory_bytes = value,
+            ResourceKind::Disk => self.disk_bytes = value,
+            ResourceKind::Pids => self.pids = value,
+        }
+    }
+
+    /// True when every dimension of `self` is at most the same dimension of `other`.
+    pub fn fits_within(&self, other: &Resources) -> bool {
         self.cpu_millis <= other.cpu_millis
             && self.memory_bytes <= other.memory_bytes
             && self.disk_bytes <= other.disk_bytes
             && self.pids <= other.pids
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Resources::ZERO
+    }
+
+    pub fn checked_add(&self, other: &Resources) -> Option<Resources> {
+        Some(Resources {
+            cpu_millis: self.cpu_millis.checked_add(other.cpu_millis)?,
+            memory_bytes: self.memory_bytes.checked_add(other.memory_bytes)?,
+            disk_bytes: self.disk_bytes.checked_add(other.disk_bytes)?,
+            pids: self.pids.checked_add(other.pids)?,
+        })
+    }
+
+    pub fn checked_sub(&self, other: &Resources) -> Option<Resources> {
+        Some(Resources {
+            cpu_millis: self.cpu_millis.checked_sub(other.cpu_millis)?,
+            memory_bytes: self.memory_bytes.checked_sub(other.memory_bytes)?,
+            disk_bytes: self.disk_bytes.checked_sub(other.disk_bytes)?,
+            pids: self.pids.checked_sub(other.pids)?,
+        })
     }
 
     pub fn saturating_add(&self, other: &Resources) -> Resources {
@@ -43,6 +197,23 @@ impl Resources {
             disk_bytes: self.disk_bytes.saturating_add(other.disk_bytes),
             pids: self.pids.saturating_add(other.pids),
         }
+    }
+
+    pub fn saturating_sub(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+            disk_bytes: self.disk_bytes.saturating_sub(other.disk_bytes),
+            pids: self.pids.saturating_sub(other.pids),
+        }
+    }
+
+    /// The first dimension (in [`ResourceKind::ALL`] order) where `self` needs more
+    /// than `available` has.
+    pub fn first_shortage(&self, available: &Resources) -> Option<ResourceKind> {
+        ResourceKind::ALL
+            .into_iter()
+            .find(|&kind| self.get(kind) > available.get(kind))
     }
 }
 
@@ -286,6 +457,34 @@ mod tests {
             groups: Vec::new(),
             pool: None,
         }
+    }
+
+    #[test]
+    fn bytes_read_like_a_person_writes_them() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(200 << 20), "200 MiB");
+        assert_eq!(format_bytes(3 << 29), "1.5 GiB");
+        // 1.99 GiB reads as 1.9, never rounded up to 2.
+        assert_eq!(format_bytes((2 << 30) - (10 << 20)), "1.9 GiB");
+        assert_eq!(ResourceKind::Cpu.format_amount(500), "0.5 CPUs");
+        assert_eq!(ResourceKind::Cpu.format_amount(1000), "1 CPU");
+        assert_eq!(ResourceKind::Cpu.format_amount(1250), "1.25 CPUs");
+        assert_eq!(ResourceKind::Pids.format_amount(100), "100 pids");
+    }
+
+    #[test]
+    fn resources_compare_and_subtract_exactly() {
+        let a = Resources::new(1000, 100, 10, 5);
+        let b = Resources::new(500, 100, 20, 5);
+        assert!(!b.fits_within(&a));
+        assert_eq!(b.first_shortage(&a), Some(ResourceKind::Disk));
+        assert_eq!(a.checked_sub(&b), None);
+        assert_eq!(a.saturating_sub(&b), Resources::new(500, 0, 0, 0));
+        assert_eq!(
+            Resources::UNLIMITED.checked_add(&Resources::new(0, 0, 0, 1)),
+            None
+        );
     }
 
     #[test]

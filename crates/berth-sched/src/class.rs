@@ -286,7 +286,7 @@ impl Population<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Resources;
+    use crate::Resources;
 
     fn node(name: &str, labels: &[(&str, &str)]) -> Node {
         labels

@@ -13,9 +13,10 @@
 
 use crate::class::{ClassSet, Population};
 use crate::constraint::Constraint;
-use crate::groups::{holds, soft_bit, GroupRule, Hardness, Relation};
+use crate::groups::{holds, soft_bit, GroupRule, Hardness};
 use crate::request::Request;
-use crate::snapshot::{Fleet, NodeState, ResourceKind};
+use crate::snapshot::{Fleet, NodeState};
+use crate::{Relation, ResourceKind};
 
 /// A request's group rule resolved against the fleet's holder index.
 #[derive(Debug)]
@@ -220,7 +221,8 @@ impl<'a> Prepared<'a> {
 mod tests {
     use super::*;
     use crate::groups::GroupRule;
-    use crate::snapshot::{Node, Resources};
+    use crate::snapshot::Node;
+    use crate::Resources;
 
     fn fleet() -> Fleet {
         let big = Resources::new(4000, 4 << 30, 10 << 30, 1000);

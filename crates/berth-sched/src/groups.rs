@@ -30,18 +30,9 @@
 //! Containers created through the agent API may take their group from their name,
 //! the Docker multiplexer's convention `<group>_<member>`: see [`split_container_name`].
 
+use crate::Relation;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-
-/// Together or apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Relation {
-    /// Always together: go where members already are.
-    Affinity,
-    /// Never two members on one host.
-    AntiAffinity,
-}
 
 /// Whether a rule may be given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

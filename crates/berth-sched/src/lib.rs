@@ -13,6 +13,10 @@
 //! request's seed), logging. The server reads the fleet from the store, asks this
 //! crate, and records the answer; it owns reservations, retries and dispatch.
 //!
+//! Borrows from berth-core: [`Resources`], [`ResourceKind`] and [`Relation`] are
+//! berth-core's placement types, re-exported here, so the server hands the engine
+//! what it stores without converting. (berth-core never depends on this crate.)
+//!
 //! Entry points: [`place`], [`can_ever_fit`], [`Fleet::commit`] /
 //! [`Fleet::release`], [`serve_order`] / [`next_pool`]. The pipeline is described
 //! in this crate's README.md, one file per stage.
@@ -29,8 +33,9 @@ mod request;
 mod sample;
 mod snapshot;
 
+pub use berth_core::placement::{Relation, ResourceKind, Resources};
 pub use constraint::{Constraint, ConstraintError, Op, NODE_KEY};
-pub use groups::{split_container_name, GroupRule, Hardness, Relation, SoftKey};
+pub use groups::{split_container_name, GroupRule, Hardness, SoftKey};
 pub use place::{can_ever_fit, place, Placement};
 pub use pools::{
     next_pool, serve_order, validate as validate_pools, Held, Hold, PoolDemand, PoolError,
@@ -39,4 +44,4 @@ pub use pools::{
 pub use rank::IMAGE_BONUS;
 pub use refusal::{Reason, Refusal, RefusalGroup, RefusalScope, MAX_NAMED_HOSTS};
 pub use request::{seed_from_id, Request, RequestError, Strategy, MAX_GROUP_RULES};
-pub use snapshot::{CommitError, Fleet, Node, NodeState, ResourceKind, Resources, SnapshotError};
+pub use snapshot::{CommitError, Fleet, Node, NodeState, SnapshotError};

@@ -28,7 +28,8 @@ use crate::rank::score;
 use crate::refusal::{explain_never, explain_now, Refusal};
 use crate::request::Request;
 use crate::sample::{candidate_limit, mix, Walk};
-use crate::snapshot::{Fleet, Resources};
+use crate::snapshot::Fleet;
+use crate::Resources;
 use serde::{Deserialize, Serialize};
 
 /// Salt separating the image walk's order from the main walk's.

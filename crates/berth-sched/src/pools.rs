@@ -52,7 +52,7 @@
 //!
 //! [`Fleet::allocatable_total`]: crate::Fleet::allocatable_total
 
-use crate::snapshot::{ResourceKind, Resources};
+use crate::{ResourceKind, Resources};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};

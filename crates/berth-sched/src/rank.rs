@@ -21,7 +21,8 @@
 //! Ties go to the candidate found first in the seeded walk.
 
 use crate::request::Strategy;
-use crate::snapshot::{Hot, ResourceKind, Resources};
+use crate::snapshot::Hot;
+use crate::{ResourceKind, Resources};
 
 /// One million: a whole host.
 const WHOLE: u64 = 1_000_000;

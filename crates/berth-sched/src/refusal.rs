@@ -13,7 +13,8 @@
 use crate::constraint::Constraint;
 use crate::feasibility::{Prepared, Reject};
 use crate::request::Request;
-use crate::snapshot::{Fleet, ResourceKind};
+use crate::snapshot::Fleet;
+use crate::ResourceKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -406,7 +407,8 @@ pub(crate) fn explain_never(prepared: &Prepared<'_>) -> Option<Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{Node, NodeState, Resources};
+    use crate::snapshot::{Node, NodeState};
+    use crate::Resources;
 
     #[test]
     fn the_issue_example_reads_as_written() {

@@ -8,7 +8,7 @@
 
 use crate::constraint::{Constraint, ConstraintError};
 use crate::groups::{GroupRule, Hardness};
-use crate::snapshot::Resources;
+use crate::Resources;
 use serde::{Deserialize, Serialize};
 
 /// How to rank the hosts that can take a request.

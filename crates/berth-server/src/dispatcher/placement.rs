@@ -26,7 +26,7 @@ pub(super) struct Placer {
     /// minimum, no maximum).
     pools: Vec<PoolSpec>,
     /// Pool → what its tasks under way reserve.
-    usage: BTreeMap<String, berth_sched::Resources>,
+    usage: BTreeMap<String, Resources>,
 }
 
 /// What every task gets that its code and itself leave unsaid.
@@ -45,21 +45,13 @@ pub(crate) fn default_placement(defaults: &TaskDefaults) -> TaskPlacement {
     }
 }
 
-fn sched_resources(r: &Resources) -> berth_sched::Resources {
-    berth_sched::Resources::new(r.cpu_millis, r.memory_bytes, r.disk_bytes, r.pids)
-}
-
 fn sched_rule(rule: &berth_core::placement::GroupRule) -> GroupRule {
-    let relation = match rule.relation {
-        Relation::Affinity => berth_sched::Relation::Affinity,
-        Relation::AntiAffinity => berth_sched::Relation::AntiAffinity,
-    };
     let hardness = if rule.hard {
         Hardness::Hard
     } else {
         Hardness::Soft
     };
-    GroupRule::new(rule.group.clone(), relation, hardness)
+    GroupRule::new(rule.group.clone(), rule.relation, hardness)
 }
 
 /// The placement of an attempt under way, as the engine would have made it.
@@ -67,7 +59,7 @@ fn placement_of(task: &Task, reserved: &TaskPlacement, node: &str) -> Placement 
     Placement {
         request_id: task.id.clone(),
         node: node.to_owned(),
-        resources: sched_resources(&reserved.request),
+        resources: reserved.request,
         rules: reserved.groups.iter().map(sched_rule).collect(),
         soft_rules_given_up: Vec::new(),
         image_present: false,
@@ -104,7 +96,7 @@ impl Placer {
                 (placement_of(task, reserved, name), pool_of(task, reserved)),
             );
         }
-        let mut usage: BTreeMap<String, berth_sched::Resources> = BTreeMap::new();
+        let mut usage: BTreeMap<String, Resources> = BTreeMap::new();
         for (placement, pool) in placed.values() {
             let used = usage.entry(pool.clone()).or_default();
             *used = used.saturating_add(&placement.resources);
@@ -137,11 +129,10 @@ impl Placer {
             // refuses it as a label, and an older row must not break the
             // snapshot of every host.
             labels.remove(berth_sched::NODE_KEY);
-            let mut sched = Node::new(node.name.clone(), sched_resources(&report.allocatable))
-                .with_state(state);
+            let mut sched = Node::new(node.name.clone(), report.allocatable).with_state(state);
             sched.labels = labels;
             sched.images = report.images.iter().cloned().collect();
-            let mut allocated = berth_sched::Resources::ZERO;
+            let mut allocated = Resources::ZERO;
             for placement in on_node.get(node.name.as_str()).into_iter().flatten() {
                 allocated = allocated.saturating_add(&placement.resources);
                 for rule in &placement.rules {
@@ -150,9 +141,7 @@ impl Placer {
                         .entry(rule.group.clone())
                         .or_default()
                         .push(placement.request_id.clone());
-                    if rule.relation == berth_sched::Relation::AntiAffinity
-                        && rule.hardness == Hardness::Hard
-                    {
+                    if rule.relation == Relation::AntiAffinity && rule.hardness == Hardness::Hard {
                         sched.exclusive.insert(rule.group.clone());
                     }
                 }
@@ -203,7 +192,7 @@ impl Placer {
         }
         let total = match &self.fleet {
             Ok(fleet) => fleet.allocatable_total(),
-            Err(_) => berth_sched::Resources::ZERO,
+            Err(_) => Resources::ZERO,
         };
         loop {
             let demand = self.demand(&queues, &ready);
@@ -258,7 +247,7 @@ impl Placer {
         let mut demand: BTreeMap<String, PoolDemand> = self
             .usage
             .iter()
-            .filter(|(_, used)| **used != berth_sched::Resources::ZERO)
+            .filter(|(_, used)| **used != Resources::ZERO)
             .map(|(pool, used)| {
                 (
                     pool.clone(),
@@ -273,7 +262,7 @@ impl Placer {
             let head = queue
                 .front()
                 .and_then(|&i| ready[i].as_ref())
-                .map(|(reserved, _)| sched_resources(&reserved.request));
+                .map(|(reserved, _)| reserved.request);
             if head.is_some() {
                 demand.entry(pool.clone()).or_default().head = head;
             }
@@ -388,9 +377,9 @@ fn pool_of(task: &Task, reserved: &TaskPlacement) -> String {
 fn pool_spec(pool: &berth_store::PoolConfig) -> PoolSpec {
     let mut spec = PoolSpec::new(pool.name.clone())
         .with_weight(pool.weight.max(1))
-        .with_min(sched_resources(&pool.min));
+        .with_min(pool.min);
     if let Some(max) = &pool.max {
-        spec = spec.with_max(sched_resources(max));
+        spec = spec.with_max(*max);
     }
     spec
 }
@@ -402,7 +391,7 @@ pub(crate) fn request_for(
     code: &CodeRevision,
     reserved: &TaskPlacement,
 ) -> Result<Request, String> {
-    let mut request = Request::new(task_id, sched_resources(&reserved.request))
+    let mut request = Request::new(task_id, reserved.request)
         .with_constraints(reserved.constraints.iter().map(String::as_str))
         .map_err(|e| format!("cannot be placed: {e}"))?;
     for rule in &reserved.groups {

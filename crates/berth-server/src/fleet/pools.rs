@@ -143,7 +143,7 @@ pub async fn set(
         .map(|max| max.resources("max", u64::MAX))
         .transpose()?;
     if let Some(max) = &max {
-        if !min.fits_in(max) {
+        if !min.fits_within(max) {
             return Err(FleetError::invalid("min is above max"));
         }
     }
