@@ -19,6 +19,7 @@ use berth_api::{ClientError, Endpoint, ErrorBody, Transport};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How this agent joins a fleet.
@@ -206,43 +207,45 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait between attempts to join.
 const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(10);
 
-/// The servers of the fleet, the one that answered last first.
-struct Servers {
+/// The servers of the fleet, the one that answered last first. Shared by
+/// every host one process keeps joined (the hollow hosts of a test fleet).
+pub struct Servers {
     transports: Vec<(Endpoint, Transport)>,
-    current: usize,
+    current: AtomicUsize,
 }
 
 impl Servers {
-    fn new(endpoints: &[Endpoint]) -> Servers {
+    pub fn new(endpoints: &[Endpoint]) -> Servers {
         Servers {
             transports: endpoints
                 .iter()
                 .map(|e| (e.clone(), Transport::new(e.clone(), None)))
                 .collect(),
-            current: 0,
+            current: AtomicUsize::new(0),
         }
     }
 
     /// The current server (for logs).
     fn current(&self) -> String {
         self.transports
-            .get(self.current)
+            .get(self.current.load(Ordering::Relaxed))
             .map_or_else(String::new, |(endpoint, _)| endpoint.to_string())
     }
 
     /// Sends to the current server, then to each other in turn while they
     /// cannot be reached; an answer (a refusal included) ends the round.
     async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
-        &mut self,
+        &self,
         path: &str,
         token: &str,
         body: &B,
         timeout: Duration,
     ) -> Result<T, CallError> {
         let count = self.transports.len().max(1);
+        let first = self.current.load(Ordering::Relaxed);
         let mut last = None;
         for step in 0..count {
-            let index = (self.current + step) % count;
+            let index = (first + step) % count;
             let Some((endpoint, transport)) = self.transports.get(index) else {
                 break;
             };
@@ -252,7 +255,7 @@ impl Servers {
                     last = Some(CallError::Unreachable(e));
                 }
                 answer => {
-                    self.current = index;
+                    self.current.store(index, Ordering::Relaxed);
                     return answer;
                 }
             }
@@ -261,18 +264,59 @@ impl Servers {
     }
 }
 
+/// A host as the membership loop sees it: how it reports itself, and
+/// where its identity is kept.
+pub trait Member: Send + Sync {
+    /// What the next join or heartbeat says of the host.
+    fn report(&self) -> HostReport;
+    /// Keeps the identity the server gave (so a restart is the same host).
+    fn keep_identity(&self, identity: &Identity) -> Result<(), IdentityError>;
+}
+
+/// A real agent: its report is the machine's.
+struct ThisHost {
+    agent: crate::Agent,
+    allocatable: Allocatable,
+}
+
+impl Member for ThisHost {
+    fn report(&self) -> HostReport {
+        report(&self.agent, &self.allocatable)
+    }
+
+    fn keep_identity(&self, identity: &Identity) -> Result<(), IdentityError> {
+        identity.save(&self.agent.config.data_dir)
+    }
+}
+
 /// Joins the fleet, then heartbeats until the process ends; joins again
 /// whenever the server no longer knows this host. Never returns.
-pub async fn run(agent: crate::Agent, join: JoinConfig, mut identity: Identity) {
-    let mut servers = Servers::new(&join.servers);
+pub async fn run(agent: crate::Agent, join: JoinConfig, identity: Identity) {
+    let servers = Servers::new(&join.servers);
+    let host = ThisHost {
+        allocatable: join.allocatable,
+        agent,
+    };
+    keep_joined(&host, &join, identity, &servers).await
+}
+
+/// The membership loop of one host: joins, heartbeats at the interval the
+/// server asks, joins again when the server no longer knows it. Never
+/// returns.
+pub async fn keep_joined(
+    host: &dyn Member,
+    join: &JoinConfig,
+    mut identity: Identity,
+    servers: &Servers,
+) {
     loop {
-        let accepted = join_until_accepted(&agent, &join, &mut servers, &mut identity).await;
+        let accepted = join_until_accepted(host, join, servers, &mut identity).await;
         let mut interval = Duration::from_millis(accepted.heartbeat_interval_ms.max(100));
         loop {
             tokio::time::sleep(interval).await;
             let beat = Heartbeat {
                 node_id: accepted.node_id.clone(),
-                report: report(&agent, &join.allocatable),
+                report: host.report(),
             };
             match servers
                 .call::<_, HeartbeatAccepted>(
@@ -287,19 +331,21 @@ pub async fn run(agent: crate::Agent, join: JoinConfig, mut identity: Identity) 
                     interval = Duration::from_millis(answer.heartbeat_interval_ms.max(100))
                 }
                 Err(CallError::Refused(401, message)) => {
-                    tracing::warn!(%message, "the server no longer knows this host: joining again");
+                    tracing::warn!(node = %join.name, %message, "the server no longer knows this host: joining again");
                     break;
                 }
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed; trying again"),
+                Err(e) => {
+                    tracing::warn!(node = %join.name, error = %e, "heartbeat failed; trying again")
+                }
             }
         }
     }
 }
 
 async fn join_until_accepted(
-    agent: &AgentState,
+    host: &dyn Member,
     join: &JoinConfig,
-    servers: &mut Servers,
+    servers: &Servers,
     identity: &mut Identity,
 ) -> JoinAccepted {
     let mut backoff = Duration::from_millis(200);
@@ -309,7 +355,7 @@ async fn join_until_accepted(
             node_id: identity.node_id.clone(),
             address: join.advertise.clone(),
             credential: identity.credential.clone(),
-            report: report(agent, &join.allocatable),
+            report: host.report(),
         };
         match servers
             .call::<_, JoinAccepted>("/v1/fleet/join", &join.join_token, &request, JOIN_TIMEOUT)
@@ -318,7 +364,7 @@ async fn join_until_accepted(
             Ok(accepted) => {
                 if identity.node_id.as_deref() != Some(accepted.node_id.as_str()) {
                     identity.node_id = Some(accepted.node_id.clone());
-                    if let Err(e) = identity.save(&agent.config.data_dir) {
+                    if let Err(e) = host.keep_identity(identity) {
                         tracing::error!(error = %e, "could not keep this host's identity: a restart joins as a new host");
                     }
                 }
@@ -326,7 +372,7 @@ async fn join_until_accepted(
                 return accepted;
             }
             Err(e) => {
-                tracing::warn!(error = %e, server = %servers.current(), "joining the fleet failed; trying again in {backoff:?}");
+                tracing::warn!(node = %join.name, error = %e, server = %servers.current(), "joining the fleet failed; trying again in {backoff:?}");
             }
         }
         tokio::time::sleep(backoff).await;

@@ -32,6 +32,7 @@ mod config;
 mod create;
 mod error;
 mod events;
+pub mod hollow;
 mod host;
 pub mod join;
 mod memory;

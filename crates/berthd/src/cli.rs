@@ -134,6 +134,19 @@ pub struct AgentArgs {
     /// remain; the agent (at exit) or `berth gc` removes it once empty.
     #[arg(long, env = "BERTH_AGENT_STATE_TMPFS")]
     pub state_tmpfs: bool,
+    /// A test and benchmark tool, not a way to run tasks: N simulated
+    /// hosts in this process (named NAME-h1 … NAME-hN, labelled
+    /// hollow=true) that join the fleet and heartbeat like real agents and
+    /// answer the server on --listen, but run nothing: a container "runs"
+    /// for its BERTH_HOLLOW_RUN_MS (or its command's first `sleep N`) and
+    /// exits 0. Needs --join, --join-token-file and --listen; each host
+    /// offers --allocatable (default cpus=4,memory=16g,disk=100g,pids=10000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub hollow: Option<u32>,
+    /// With --hollow: images every hollow host holds from the start
+    /// (comma separated), so codes naming them place without an upload.
+    #[arg(long, value_delimiter = ',', requires = "hollow", value_name = "REFS")]
+    pub hollow_images: Vec<String>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }

@@ -12,6 +12,9 @@ use berth_core::ByteSize;
 use std::path::PathBuf;
 
 pub fn run(global: &Global, args: AgentArgs) -> anyhow::Result<u8> {
+    if let Some(count) = args.hollow {
+        return super::hollow::run(global, args, count);
+    }
     let join = join_config(&args)?;
     let mut config = config(global, args)?;
     let join = match join {
@@ -145,7 +148,7 @@ fn config(global: &Global, args: AgentArgs) -> Result<AgentConfig, CliError> {
 }
 
 /// The fleet to join, from --join and its companions; `None` without --join.
-fn join_config(args: &AgentArgs) -> Result<Option<JoinConfig>, CliError> {
+pub(super) fn join_config(args: &AgentArgs) -> Result<Option<JoinConfig>, CliError> {
     let Some(url) = &args.join else {
         for (flag, given) in [
             ("--join-token-file", args.join_token_file.is_some()),
@@ -242,7 +245,7 @@ fn hostname() -> Result<String, CliError> {
 }
 
 /// `cpus=1.5,memory=4g,disk=20g,pids=5000`, any subset.
-fn parse_allocatable(spec: &str) -> Result<Allocatable, CliError> {
+pub(super) fn parse_allocatable(spec: &str) -> Result<Allocatable, CliError> {
     let mut allocatable = Allocatable::default();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, value) = part

@@ -1,6 +1,7 @@
 //! One module per subcommand of berthd.
 
 pub mod agent;
+pub mod hollow;
 pub mod operator;
 pub mod project;
 pub mod server;
