@@ -312,3 +312,36 @@ impl Member for HollowHost {
         self.identities.set(self.index, identity.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(command: &[&str], env: &[&str]) -> CreateContainer {
+        serde_json::from_value(serde_json::json!({
+            "image": "busybox:latest",
+            "command": command,
+            "env": env,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_hollow_container_runs_for_what_it_asks() {
+        assert_eq!(
+            run_time(&request(&["sh", "-c", "sleep 2.5; echo done"], &[])),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            run_time(&request(&["sh", "-c", "echo; sleep 3"], &["BERTH_HOLLOW_RUN_MS=40"])),
+            Duration::from_millis(40),
+            "the env var wins"
+        );
+        assert_eq!(run_time(&request(&["true"], &[])), Duration::ZERO);
+        assert_eq!(
+            run_time(&request(&["sleep", "forever"], &[])),
+            Duration::ZERO,
+            "what does not parse runs not at all"
+        );
+    }
+}
