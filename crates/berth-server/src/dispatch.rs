@@ -156,6 +156,11 @@ pub struct Dispatch {
     pub(crate) garbage: Notify,
     /// A host joined, came back, was drained, relabelled or removed.
     pub(crate) fleet: Notify,
+    /// Hosts that joined or came back, to be swept of containers of
+    /// attempts that ended elsewhere meanwhile (just them: a fleet of
+    /// thousands is swept whole only now and then).
+    returned: Mutex<HashSet<String>>,
+    pub(crate) returned_changed: Notify,
     /// The fleet's hosts as the dispatcher last read them from the store.
     agents: RwLock<Vec<Arc<AgentHandle>>>,
     /// The hosts and what each offers (no reservations): what a task is
@@ -221,9 +226,24 @@ impl Dispatch {
     pub fn fleet_changed(&self) {
         self.fleet.notify_one();
         self.tasks.notify_one();
-        // A host that came back may run containers of attempts that ended
-        // elsewhere meanwhile: sweep now.
-        self.garbage.notify_one();
+    }
+
+    /// A host joined or came back from down: it may run containers of
+    /// attempts that ended elsewhere meanwhile; sweep it now.
+    pub fn host_returned(&self, node_id: &str) {
+        if let Ok(mut returned) = self.returned.lock() {
+            returned.insert(node_id.to_owned());
+        }
+        self.returned_changed.notify_one();
+        self.fleet_changed();
+    }
+
+    /// The hosts to sweep now (and forgets them).
+    pub(crate) fn take_returned(&self) -> Vec<String> {
+        self.returned
+            .lock()
+            .map(|mut returned| returned.drain().collect())
+            .unwrap_or_default()
     }
 
     /// A schedule was created or cancelled.

@@ -20,7 +20,9 @@ use std::sync::Arc;
 /// The leader's refresh: marks silent hosts down (a fenced write), reads the
 /// hosts, and rebuilds the placement snapshot from the store's truth.
 pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreError> {
-    let down_after = i64::try_from(shared.config.fleet.down_after.as_millis()).unwrap_or(i64::MAX);
+    let hosts = shared.dispatch.capacity().map_or(0, |fleet| fleet.len());
+    let down_after = shared.config.fleet.down_after_for(hosts);
+    let down_after = i64::try_from(down_after.as_millis()).unwrap_or(i64::MAX);
     for node in shared
         .store
         .mark_silent_nodes_down(now_millis().saturating_sub(down_after))

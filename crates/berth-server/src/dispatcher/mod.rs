@@ -26,7 +26,7 @@ use shared::Shared;
 use crate::config::ServerConfig;
 use crate::dispatch::{AgentHandle, Dispatch};
 use crate::leadership::Term;
-use berth_api::{ContainerView, ListQuery};
+use berth_api::ListQuery;
 use berth_core::time::now_millis;
 use berth_store::{AttemptEnd, ClaimedTask, PlaceDecision, Store};
 use std::collections::HashSet;
@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Tasks taken from the store in one claim.
-const CLAIM_BATCH: usize = 64;
+const CLAIM_BATCH: usize = 256;
 /// How often containers of finished attempts are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Longest sleep with nothing to do (another server may share the store).
@@ -237,48 +237,78 @@ async fn run_and_release(
 }
 
 /// Removes containers whose attempt is over from every agent, and what
-/// deleted code held, now and then (and at once when a code is deleted).
+/// deleted code held, now and then (and at once when a code is deleted);
+/// a host that joins or comes back is swept at once, alone.
 async fn sweep_forever(shared: Arc<Shared>) {
     loop {
-        for agent in shared.dispatch.agents() {
-            if let Err(e) = sweep(&shared, &agent).await {
-                tracing::warn!(agent = %agent.name, "sweeping finished task containers: {e}");
-            }
-        }
+        sweep(&shared, &shared.dispatch.agents()).await;
         garbage::collect(&shared).await;
-        tokio::select! {
-            _ = shared.dispatch.garbage.notified() => {}
-            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        let next_round = tokio::time::sleep(SWEEP_EVERY);
+        tokio::pin!(next_round);
+        loop {
+            tokio::select! {
+                _ = &mut next_round => break,
+                _ = shared.dispatch.garbage.notified() => garbage::collect(&shared).await,
+                _ = shared.dispatch.returned_changed.notified() => {
+                    // A host that has just joined may not have its handle
+                    // yet (the hosts are read every heartbeat interval):
+                    // wait for it a little.
+                    let mut pending = shared.dispatch.take_returned();
+                    for _ in 0..10 {
+                        let (known, unknown): (Vec<_>, Vec<_>) = pending
+                            .into_iter()
+                            .partition(|id| shared.dispatch.agent(id).is_some());
+                        let agents: Vec<_> =
+                            known.iter().filter_map(|id| shared.dispatch.agent(id)).collect();
+                        sweep(&shared, &agents).await;
+                        pending = unknown;
+                        if pending.is_empty() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
         }
     }
 }
 
-async fn sweep(shared: &Shared, agent: &AgentHandle) -> Result<(), String> {
+/// Removes from these agents the containers of attempts that are over.
+async fn sweep(shared: &Shared, agents: &[Arc<AgentHandle>]) {
+    if agents.is_empty() {
+        return;
+    }
     // Containers first, then the active attempts: a container listed here
     // was created after its claim, so its attempt is in the list read next
-    // unless it is over.
-    let containers: Vec<ContainerView> = agent
-        .client()
-        .list(&ListQuery::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let active: HashSet<String> = shared
-        .store
-        .active_tasks()
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|c| berth_store::container_name(&c.task.id, c.task.attempt))
-        .collect();
-    for container in containers {
-        if !container.labels.contains_key(request::TASK_LABEL) {
-            continue;
+    // unless it is over. (One read of the attempts for all the agents.)
+    let mut listed = Vec::with_capacity(agents.len());
+    for agent in agents {
+        match agent.client().list(&ListQuery::default()).await {
+            Ok(containers) => listed.push((agent, containers)),
+            Err(e) => tracing::warn!(agent = %agent.name, "sweeping finished task containers: {e}"),
         }
-        if active.contains(&container.id) || shared.is_in_flight(&container.id) {
-            continue;
-        }
-        tracing::info!(container = %container.id, "removing the container of a finished attempt");
-        attempt::remove_container(agent, &container.id).await;
     }
-    Ok(())
+    let active: HashSet<String> = match shared.store.active_tasks().await {
+        Ok(active) => active
+            .iter()
+            .map(|c| berth_store::container_name(&c.task.id, c.task.attempt))
+            .collect(),
+        Err(e) => {
+            shared.term.refused(&e);
+            tracing::warn!("sweeping finished task containers: {e}");
+            return;
+        }
+    };
+    for (agent, containers) in listed {
+        for container in containers {
+            if !container.labels.contains_key(request::TASK_LABEL) {
+                continue;
+            }
+            if active.contains(&container.id) || shared.is_in_flight(&container.id) {
+                continue;
+            }
+            tracing::info!(container = %container.id, "removing the container of a finished attempt");
+            attempt::remove_container(agent, &container.id).await;
+        }
+    }
 }

@@ -35,6 +35,12 @@ pub fn router() -> Router<AppState> {
         .fallback(not_found)
 }
 
+/// Hosts in the fleet, as this server last read them (for the heartbeat
+/// interval).
+fn fleet_size(state: &AppState) -> usize {
+    state.dispatch.capacity().map_or(0, |fleet| fleet.len())
+}
+
 async fn not_found(method: Method, uri: Uri) -> FleetError {
     FleetError::not_found(format!("no such API route: {method} {}", uri.path()))
 }
@@ -68,12 +74,12 @@ async fn join(
         })
         .await?;
     tracing::info!(node = %node.name, id = %node.id, address = %node.address, "host joined");
-    state.dispatch.fleet_changed();
+    state.dispatch.host_returned(&node.id);
     Ok(Json(JoinAccepted {
         node_id: node.id,
         heartbeat_token,
-        heartbeat_interval_ms: millis(state.config.fleet.heartbeat_interval),
-        down_after_ms: millis(state.config.fleet.down_after),
+        heartbeat_interval_ms: millis(state.config.fleet.interval_for(fleet_size(&state))),
+        down_after_ms: millis(state.config.fleet.down_after_for(fleet_size(&state))),
     }))
 }
 
@@ -95,10 +101,10 @@ async fn heartbeat(
     };
     if outcome.was_down {
         tracing::warn!(node = %outcome.node.name, "a host marked down is back");
-        state.dispatch.fleet_changed();
+        state.dispatch.host_returned(&outcome.node.id);
     }
     Ok(Json(HeartbeatAccepted {
-        heartbeat_interval_ms: millis(state.config.fleet.heartbeat_interval),
+        heartbeat_interval_ms: millis(state.config.fleet.interval_for(fleet_size(&state))),
         state: node_state(&outcome.node),
     }))
 }
