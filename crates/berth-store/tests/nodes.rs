@@ -29,6 +29,20 @@ fn join(name: &str, node_id: Option<&str>) -> NodeJoin {
 }
 
 async fn join_heartbeat_and_rejoin(store: Store) {
+    // A join whose answer the host never got is asked again without an id:
+    // the same credential makes it the same host; another is refused.
+    let (lost, _) = store.join_node(&join("lost", None)).await.unwrap();
+    let (again, _) = store.join_node(&join("lost", None)).await.unwrap();
+    assert_eq!(again.id, lost.id);
+    let impostor = NodeJoin {
+        credential: "another-credential".into(),
+        ..join("lost", None)
+    };
+    assert!(matches!(
+        store.join_node(&impostor).await,
+        Err(StoreError::Conflict(_))
+    ));
+
     let (node, token) = store.join_node(&join("h1", None)).await.unwrap();
     assert_eq!(node.name, "h1");
     assert!(!node.down && !node.drained);
@@ -68,7 +82,11 @@ async fn join_heartbeat_and_rejoin(store: Store) {
 
 async fn names_are_unique_across_hosts(store: Store) {
     let (first, _) = store.join_node(&join("h1", None)).await.unwrap();
-    match store.join_node(&join("h1", None)).await {
+    let other_host = NodeJoin {
+        credential: "credential-of-another-host".into(),
+        ..join("h1", None)
+    };
+    match store.join_node(&other_host).await {
         Err(StoreError::Conflict(msg)) => assert!(msg.contains("h1"), "{msg}"),
         other => panic!("expected a conflict, got {other:?}"),
     }

@@ -333,7 +333,10 @@ mod tests {
             Duration::from_millis(2500)
         );
         assert_eq!(
-            run_time(&request(&["sh", "-c", "echo; sleep 3"], &["BERTH_HOLLOW_RUN_MS=40"])),
+            run_time(&request(
+                &["sh", "-c", "echo; sleep 3"],
+                &["BERTH_HOLLOW_RUN_MS=40"]
+            )),
             Duration::from_millis(40),
             "the env var wins"
         );

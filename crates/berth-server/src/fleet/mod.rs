@@ -45,7 +45,9 @@ impl FleetConfig {
     /// How long a host of a fleet of `hosts` may stay silent before it is
     /// marked down: the configured time, or four stretched intervals.
     pub fn down_after_for(&self, hosts: usize) -> Duration {
-        let stretch = self.interval_for(hosts).saturating_sub(self.heartbeat_interval);
+        let stretch = self
+            .interval_for(hosts)
+            .saturating_sub(self.heartbeat_interval);
         self.down_after + stretch * 4
     }
 }
