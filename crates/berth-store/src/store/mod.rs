@@ -73,7 +73,7 @@ const SQLITE_READERS: u32 = 4;
 /// PostgreSQL connections for the API's reads and durable writes.
 const PG_MAIN_CONNECTIONS: u32 = 8;
 /// PostgreSQL connections for the dispatcher's relaxed transitions.
-const PG_RELAXED_CONNECTIONS: u32 = 4;
+const PG_RELAXED_CONNECTIONS: u32 = 8;
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,7 @@ const DEFAULT_ALLOCATABLE: Resources = Resources {
 
 /// Joins per second while a hollow fleet comes up (their heartbeats stay
 /// spread the same way).
-const JOINS_PER_SECOND: u64 = 500;
+const JOINS_PER_SECOND: u64 = 250;
 
 pub fn run(global: &Global, args: AgentArgs, count: u32) -> anyhow::Result<u8> {
     for (flag, given) in [
