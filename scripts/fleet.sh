@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # A berth fleet on one machine, for tests and for trying berth: one server
-# and N agent hosts, each agent in a network namespace of its own.
+# (or several sharing one PostgreSQL database) and N agent hosts, each agent
+# in a network namespace of its own.
 #
 # Usage: scripts/fleet.sh VERB [OPTIONS]
 #
-#   up --hosts N [--dir DIR] [options below]
+#   up --hosts N [--servers M --postgres] [--dir DIR] [options below]
 #                       start a fleet and print (and write to DIR/env) the
 #                       settings a client needs
 #   status [--dir DIR] [--json]
-#                       the server and every host: namespace, address,
-#                       agent pid, alive or not, link, containers
+#                       every server (address, pid, alive or not, which one
+#                       leads) and every host: namespace, address, agent
+#                       pid, alive or not, link, containers
 #   kill-host NAME [--dir DIR]
 #                       kill -9 the host's agent, its shims and its
 #                       containers at once, and take its link down, as if
@@ -17,18 +19,33 @@
 #   revive-host NAME [--dir DIR]
 #                       bring the link up and start the agent again on the
 #                       same data dir (it keeps its identity)
+#   kill-server NAME|leader [--dir DIR]
+#                       kill -9 the server NAME (server-I), or the one that
+#                       leads (holds the dispatch lease) as GET /v1/servers
+#                       of any live server says; prints the name killed
+#   revive-server NAME [--dir DIR]
+#                       start the server NAME again with the same flags and
+#                       wait until it answers
 #   down [--dir DIR]    remove everything the fleet made: processes,
-#                       containers, cgroups, mounts, namespaces, links, DIR.
-#                       Safe to run twice, and after an `up` that failed
+#                       containers, cgroups, mounts, namespaces, links, its
+#                       PostgreSQL database, DIR. Safe to run twice, and
+#                       after an `up` that failed
 #
 # Every verb takes --dir DIR (default /tmp/berth-fleet); fleets in
 # different dirs are independent and can run side by side. Keep DIR short
 # (about 30 characters at most): the agents' data dirs are below it, and
-# their containers' unix sockets below those. revive-host also takes
-# --bin-dir and --timeout.
+# their containers' unix sockets below those. revive-host and revive-server
+# also take --bin-dir and --timeout; kill-server leader takes --timeout (how
+# long to wait for a live server to lead).
 #
 # Options of up:
 #   --hosts N             agent hosts, named host-1 … host-N (1 to 200)
+#   --servers M           servers, named server-1 … server-M (1 to 9,
+#                         default 1); more than one needs --postgres
+#   --postgres            the servers share a PostgreSQL database made for
+#                         this fleet (berth_fleet_<tag>) in the local
+#                         cluster scripts/postgres.sh starts, instead of
+#                         SQLite; down drops it
 #   --bin-dir DIR         where berth, berthd and berth-shim are
 #                         [env BERTH_BIN_DIR; default: the repository's
 #                         target/dist if it has berthd, else target/debug]
@@ -53,7 +70,8 @@
 #   --no-stack            import no image and map no runtime
 #   --subnet A.B.C.0/24   the test subnet [default: a free one in
 #                         10.200.0.0/16 … 10.249.255.0/24, picked from DIR]
-#   --server-port P       the server's port on the bridge [default 8380]
+#   --server-port P       server-1's port on the bridge; server-I listens on
+#                         P + I - 1 [default 8380]
 #   --agent-port P        each agent's port in its namespace [default 7420]
 #   --timeout SECS        how long to wait for each daemon to answer
 #                         [default 30]
@@ -62,23 +80,27 @@
 #
 # What up makes (all names carry a tag, 8 hex digits of DIR's path, so
 # fleets never collide and `down` finds everything by name alone):
-#   a bridge bfl<tag> holding A.B.C.1/24, where the server listens;
+#   a bridge bfl<tag> holding A.B.C.1/24, where the servers listen;
 #   per host a network namespace berth-fleet-<tag>-host-I whose eth0
 #   (A.B.C.<I+1>/24) is a veth pair with bfl<tag>hI on the bridge, loopback
-#   up, and an agent listening on A.B.C.<I+1>:7420;
+#   up, and an agent listening on A.B.C.<I+1>:7420 that joins every server;
 #   per host a cgroup parent berth-fleet-<tag>-host-I in every hierarchy,
 #   a data dir DIR/host-I/data and a log DIR/host-I/agent.log;
-#   the server's data dir DIR/server (SQLite DIR/server/berth.db, log
-#   DIR/server/server.log); a project and its token, the fleet's join token
-#   (DIR/join.token) and an operator token (DIR/operator.token). No firewall
-#   rule and no route beyond the bridge's.
+#   per server a data dir DIR/server-I (log server.log, pid server.pid),
+#   started with --name server-I --advertise http://A.B.C.1:PORT;
+#   the store: SQLite DIR/server-1/berth.db, or with --postgres the
+#   database berth_fleet_<tag>; a project and its token, the fleet's join
+#   token (DIR/join.token) and an operator token (DIR/operator.token). No
+#   firewall rule and no route beyond the bridge's.
 #
 # DIR/env (and up's standard output) holds KEY=VALUE lines:
 #   BERTH_URL, BERTH_PROJECT_ID, BERTH_TOKEN   for berth and IronWorker clients
+#                           (BERTH_URL lists every server, comma separated)
 #   BERTH_FLEET_HOSTS       host names, comma-separated
+#   BERTH_FLEET_SERVERS     server names, comma-separated
 #   BERTH_FLEET_DIR         DIR
-#   BERTH_FLEET_DATABASE    the server's database, for operator commands
-#   BERTH_OPERATOR_TOKEN    for `berth node …` (the fleet's hosts)
+#   BERTH_FLEET_DATABASE    the servers' database, for operator commands
+#   BERTH_OPERATOR_TOKEN    for `berth node …` and `berth server ls`
 # Load it into a shell with: set -a; . DIR/env; set +a
 #
 # Examples:
@@ -91,19 +113,23 @@
 #   scripts/fleet.sh down
 #   scripts/fleet.sh up --hosts 4 --dir /tmp/f2 --allocatable cpus=1,memory=1g \
 #       --allocatable host-4:memory=256m --labels host-3:gpu=true
+#   scripts/fleet.sh up --hosts 2 --servers 3 --postgres --dir /tmp/f3
+#   scripts/fleet.sh kill-server leader --dir /tmp/f3    # prints e.g. server-1
+#   scripts/fleet.sh revive-server server-1 --dir /tmp/f3
 #
 # Needs: root, Linux with network namespaces and veth/bridge links,
-# iproute2 (ip), util-linux (nsenter, setsid, flock), coreutils.
+# iproute2 (ip), util-linux (nsenter, setsid, flock), coreutils; with
+# --postgres PostgreSQL and psql (scripts/ensure-deps.sh installs them).
 #
 # Exit status: 0 done; 1 something failed (the message says what; up
 # cleaned up after itself); 2 usage error; 3 no fleet in DIR; 4 no such
-# host; 5 conflict (a fleet already runs in DIR, the subnet or a name is
-# taken, the host is alive).
+# host or server; 5 conflict (a fleet already runs in DIR, the subnet, a
+# name or the database is taken, the host or server is alive).
 set -euo pipefail
 
 readonly PROG=fleet.sh
 readonly EXIT_FAILED=1 EXIT_USAGE=2 EXIT_NO_FLEET=3 EXIT_NO_HOST=4 EXIT_CONFLICT=5
-readonly MAX_HOSTS=200
+readonly MAX_HOSTS=200 MAX_SERVERS=9
 readonly STACK_IMAGE=berth/stack-busybox:latest
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -127,7 +153,10 @@ verb=""
 dir=/tmp/berth-fleet
 bin_dir=${BERTH_BIN_DIR:-}
 hosts=""
-host_arg=""
+servers=""
+postgres=0
+# The NAME of kill-host, revive-host, kill-server and revive-server.
+name_arg=""
 json=0
 subnet=""
 server_port=8380
@@ -142,10 +171,10 @@ label_args=()
 need_value() { (($# >= 2)) && [[ -n $2 ]] || usage_error "$1 needs a value"; }
 
 parse_args() {
-    (($#)) || usage_error "a verb is needed: up, status, kill-host, revive-host or down"
+    (($#)) || usage_error "a verb is needed: up, status, kill-host, revive-host, kill-server, revive-server or down"
     case "$1" in
         -h | --help | help) print_help; exit 0 ;;
-        up | status | kill-host | revive-host | down) verb=$1 ;;
+        up | status | kill-host | revive-host | kill-server | revive-server | down) verb=$1 ;;
         *) usage_error "unknown verb: $1" ;;
     esac
     shift
@@ -158,6 +187,9 @@ parse_args() {
             --bin-dir=*) bin_dir=${1#*=}; shift ;;
             --hosts) need_value "$@"; hosts=$2; shift 2 ;;
             --hosts=*) hosts=${1#*=}; shift ;;
+            --servers) need_value "$@"; servers=$2; shift 2 ;;
+            --servers=*) servers=${1#*=}; shift ;;
+            --postgres) postgres=1; shift ;;
             --allocatable) need_value "$@"; allocatable_args+=("$2"); shift 2 ;;
             --allocatable=*) allocatable_args+=("${1#*=}"); shift ;;
             --labels) need_value "$@"; label_args+=("$2"); shift 2 ;;
@@ -177,10 +209,10 @@ parse_args() {
             --json) json=1; shift ;;
             -*) usage_error "unknown option for $verb: $1" ;;
             *)
-                [[ $verb == kill-host || $verb == revive-host ]] ||
+                [[ $verb == *-host || $verb == *-server ]] ||
                     usage_error "$verb takes no argument ($1)"
-                [[ -z $host_arg ]] || usage_error "$verb takes one host name (got $host_arg and $1)"
-                host_arg=$1
+                [[ -z $name_arg ]] || usage_error "$verb takes one name (got $name_arg and $1)"
+                name_arg=$1
                 shift
                 ;;
         esac
@@ -188,16 +220,22 @@ parse_args() {
     # Options that only make sense for some verbs are refused elsewhere, so
     # that a mistyped command line never half-works.
     if [[ $verb != up ]]; then
-        [[ -z $hosts && ${#allocatable_args[@]} -eq 0 && ${#label_args[@]} -eq 0 &&
-            -z $image_tar && $stack == 1 && -z $subnet && $keep_on_failure == 0 ]] ||
-            usage_error "--hosts, --allocatable, --labels, --image, --no-stack, --subnet and --keep-on-failure are options of up"
+        [[ -z $hosts && -z $servers && $postgres == 0 && ${#allocatable_args[@]} -eq 0 &&
+            ${#label_args[@]} -eq 0 && -z $image_tar && $stack == 1 && -z $subnet && $keep_on_failure == 0 ]] ||
+            usage_error "--hosts, --servers, --postgres, --allocatable, --labels, --image, --no-stack, --subnet and --keep-on-failure are options of up"
     fi
     if [[ $verb != status ]]; then
         ((json == 0)) || usage_error "--json is an option of status"
     fi
-    if [[ $verb == kill-host || $verb == revive-host ]]; then
-        [[ -n $host_arg ]] || usage_error "$verb needs a host name (e.g. $verb host-1)"
-    fi
+    case "$verb" in
+        kill-host | revive-host)
+            [[ -n $name_arg ]] || usage_error "$verb needs a host name (e.g. $verb host-1)" ;;
+        kill-server)
+            [[ -n $name_arg ]] || usage_error "kill-server needs a server name or leader (e.g. kill-server server-1, kill-server leader)" ;;
+        revive-server)
+            [[ -n $name_arg ]] || usage_error "revive-server needs a server name (e.g. revive-server server-1)"
+            [[ $name_arg != leader ]] || usage_error "revive-server needs a server's name (server-I), not leader" ;;
+    esac
     [[ $wait_secs =~ ^[1-9][0-9]{0,3}$ ]] || usage_error "--timeout must be whole seconds, 1 to 9999 (got $wait_secs)"
     [[ $server_port =~ ^[1-9][0-9]{0,4}$ ]] && ((server_port <= 65535)) ||
         usage_error "--server-port must be a port number (got $server_port)"
@@ -248,8 +286,10 @@ load_fleet() {
     subnet=$(conf_get "$fleet_conf" subnet)
     server_port=$(conf_get "$fleet_conf" server_port)
     agent_port=$(conf_get "$fleet_conf" agent_port)
-    [[ -n $hosts && -n $subnet && -n $server_port && -n $agent_port ]] ||
-        die "$EXIT_NO_FLEET" "$fleet_conf is incomplete (an up that failed?); remove the fleet with: $0 down --dir $dir"
+    servers=$(conf_get "$fleet_conf" servers)
+    database=$(conf_get "$fleet_conf" database)
+    [[ -n $hosts && -n $subnet && -n $server_port && -n $agent_port && -n $servers && -n $database ]] ||
+        die "$EXIT_NO_FLEET" "$fleet_conf is incomplete (an up that failed, or an older fleet.sh's?); remove the fleet with: $0 down --dir $dir"
     if [[ -z $bin_dir ]]; then
         bin_dir=$(conf_get "$fleet_conf" bin_dir)
     fi
@@ -259,8 +299,75 @@ load_fleet() {
 net_prefix() { printf '%s' "${subnet%.0/24}"; }
 server_ip() { printf '%s.1' "$(net_prefix)"; }
 host_ip() { printf '%s.%d' "$(net_prefix)" $(($(host_index "$1") + 1)); }
-server_url() { printf 'http://%s:%s' "$(server_ip)" "$server_port"; }
-database_url() { printf 'sqlite://%s/server/berth.db' "$dir"; }
+
+# Servers are numbered 1 … $servers; server I is named server-I, listens on
+# the bridge at port $server_port + I - 1 and keeps DIR/server-I.
+server_dir() { printf '%s/server-%d' "$dir" "$1"; }
+server_address() { printf '%s:%d' "$(server_ip)" $((server_port + $1 - 1)); }
+server_url() { printf 'http://%s' "$(server_address "$1")"; }
+# server_urls: every server's URL, comma separated (BERTH_URL, --join).
+server_urls() {
+    local i out=""
+    for ((i = 1; i <= servers; i++)); do
+        out+=${out:+,}$(server_url "$i")
+    done
+    printf '%s' "$out"
+}
+server_names() {
+    local sep=${1:-,} i out=""
+    for ((i = 1; i <= servers; i++)); do
+        out+=${out:+$sep}server-$i
+    done
+    printf '%s' "$out"
+}
+# server_index NAME: I of server-I, if the fleet has it (else fails).
+server_index() {
+    local i=${1#server-}
+    [[ $1 == server-* && $i =~ ^[1-9][0-9]*$ ]] && ((i <= servers)) || return 1
+    printf '%d' "$i"
+}
+
+# The servers' store: SQLite in server-1's dir, or (--postgres) a database
+# of the local cluster named after the tag, so that `down` can find it
+# without DIR's records.
+database=""
+sqlite_url() { printf 'sqlite://%s/berth.db' "$(server_dir 1)"; }
+pg_database_name() { printf 'berth_fleet_%s' "$tag"; }
+# pg_url_for URL DB: URL with its database (path) replaced by DB.
+pg_url_for() {
+    local base=${1%%\?*} scheme rest authority
+    local query=${1#"$base"}
+    scheme=${base%%://*}
+    rest=${base#*://}
+    authority=${rest%%/*}
+    printf '%s://%s/%s%s' "$scheme" "$authority" "$2" "$query"
+}
+# pg_sql URL SQL: runs SQL as the role of URL, printing rows unaligned.
+pg_sql() {
+    PGCONNECT_TIMEOUT=10 timeout 60 psql "$1" -X -v ON_ERROR_STOP=1 -Atqc "$2" </dev/null
+}
+# pg_admin_url: the URL of a role that may create databases, from
+# scripts/postgres.sh (which starts the local cluster if need be). Its
+# chatter (psql's notices) is shown only if it fails.
+pg_admin_url() {
+    local errors status=0
+    errors=$(mktemp)
+    bash "$repo/scripts/postgres.sh" 2>"$errors" || status=$?
+    ((status == 0)) || cat "$errors" >&2
+    rm -f "$errors"
+    return "$status"
+}
+# redact_url URL: URL without its password, for messages.
+redact_url() {
+    if [[ $1 =~ ^([a-z]+://[^:/@]*):[^@]*@(.*)$ ]]; then
+        printf '%s:***@%s' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+    else
+        printf '%s' "$1"
+    fi
+}
+pg_installed() {
+    command -v psql >/dev/null 2>&1 && [[ -n $(ls -A /usr/lib/postgresql 2>/dev/null) ]]
+}
 
 check_host_name() {
     local name=$1 i
@@ -268,6 +375,10 @@ check_host_name() {
     if [[ $name != host-* || ! $i =~ ^[1-9][0-9]*$ ]] || ((i > hosts)); then
         die "$EXIT_NO_HOST" "no host $name in the fleet of $dir (hosts: $(host_names ' '))"
     fi
+}
+check_server_name() {
+    server_index "$1" >/dev/null ||
+        die "$EXIT_NO_HOST" "no server $1 in the fleet of $dir (servers: $(server_names ' '))"
 }
 host_names() {
     local sep=${1:-,} i out=""
@@ -305,7 +416,10 @@ daemon_pid() {
         printf '%s' "$pid"
     fi
 }
-server_pid() { daemon_pid "$dir/server/server.pid" "$dir/server"; }
+# server_pid I: server-I's pid if it runs. (Its command line names its
+# data dir DIR/server-I; there are at most 9, so no server-1 prefix of
+# another's.)
+server_pid() { daemon_pid "$(server_dir "$1")/server.pid" "--data-dir $(server_dir "$1") "; }
 agent_pid() { daemon_pid "$(host_dir "$1")/agent.pid" "$(host_dir "$1")/data"; }
 
 parent_of() {
@@ -471,25 +585,67 @@ wait_for() {
     tail -n 20 "$log" >&2 2>/dev/null || true
     return 1
 }
-server_answers() {
+server_answers() { # I
     local code
-    code=$(http_status "$(server_ip)" "$server_port" /2/projects/fleet-probe/tasks)
+    code=$(http_status "$(server_ip)" $((server_port + $1 - 1)) /2/projects/fleet-probe/tasks)
     [[ -n $code ]]
+}
+# operator_get PATH: the body of an operator's GET PATH from the first
+# running server that answers (every server serves the whole API); fails
+# if none does.
+operator_get() {
+    local i body token
+    token=$(cat "$dir/operator.token" 2>/dev/null) || return 1
+    for ((i = 1; i <= servers; i++)); do
+        [[ -n $(server_pid "$i") ]] || continue
+        body=$(http_body "$(server_ip)" $((server_port + i - 1)) "$1" "$token")
+        if [[ -n $body ]]; then
+            printf '%s' "$body"
+            return 0
+        fi
+    done
+    return 1
 }
 # host_credential NAME: the bearer the server presents to NAME's agent.
 host_credential() {
     json_field "$(cat "$(host_dir "$1")/data/agent/identity.json" 2>/dev/null)" credential
 }
 # agent_answers NAME: the agent answers on its address (with its own
-# credential) and the server lists it as ready.
+# credential) and the servers list it as ready.
 agent_answers() { # NAME
     local code credential
     credential=$(host_credential "$1")
     [[ -n $credential ]] || return 1
     code=$(http_status "$(host_ip "$1")" "$agent_port" /v1/node "$credential")
     [[ $code == 200 ]] || return 1
-    http_body "$(server_ip)" "$server_port" "/v1/nodes/$1" "$(<"$dir/operator.token")" |
-        grep -q '"state":"ready"'
+    [[ $(operator_get "/v1/nodes/$1") == *'"state":"ready"'* ]]
+}
+
+# The servers' own list (GET /v1/servers): one flat JSON object per server,
+# so one line per server once split at "{".
+# leader_name: the name of the server that leads (holds a live dispatch
+# lease and is up), empty if none; fails if no server answered.
+leader_name() {
+    local list
+    list=$(operator_get /v1/servers) || return 1
+    [[ $list == *'"servers"'* ]] || return 1
+    tr '{' '\n' <<<"$list" |
+        sed -n '/"leader":true/ { /"state":"up"/ { s/.*"name":"\([^"]*\)".*/\1/p; } }'
+}
+# lease_term: the dispatch lease's term (empty if none or no answer).
+lease_term() {
+    local list
+    list=$(operator_get /v1/servers) || return 0
+    sed -n 's/.*"term":\([0-9][0-9]*\).*/\1/p' <<<"$list"
+}
+# live_leader: the leader, if it is one of this fleet's servers and its
+# process runs (a killed leader is still marked until its lease expires).
+live_leader() {
+    local name i
+    name=$(leader_name) || return 0
+    i=$(server_index "$name") || return 0
+    [[ -n $(server_pid "$i") ]] && printf '%s' "$name"
+    return 0
 }
 
 # --- attaching agents to the server ---------------------------------------
@@ -497,9 +653,10 @@ agent_answers() { # NAME
 # attach_flags server | agent NAME: the flags that connect agents and
 # server, one per line.
 #
-# The server takes joins with the fleet's join token (--join-token-file
+# The servers take joins with the fleet's join token (--join-token-file
 # DIR/join.token). Each agent serves its API on its address (--listen) and
-# joins the server (--join URL --join-token-file … --name NAME), reporting
+# joins the fleet through any of its servers (--join URL1,URL2,… tried in
+# turn; --join-token-file … --name NAME), reporting
 # its labels (--labels k=v,…) and what it offers (--allocatable …, whose
 # memory also caps all its containers together: --memory-ceiling). The
 # agent makes its own credential, which only the server learns (kept in
@@ -516,7 +673,7 @@ attach_flags() {
             labels=$(conf_get "$(host_dir "$name")/host.conf" labels)
             allocatable=$(conf_get "$(host_dir "$name")/host.conf" allocatable)
             printf '%s\n' --listen "$(host_ip "$name"):$agent_port" \
-                --join "$(server_url)" --join-token-file "$dir/join.token" --name "$name" \
+                --join "$(server_urls)" --join-token-file "$dir/join.token" --name "$name" \
                 --labels "$labels" --allocatable "$allocatable"
             local -a pairs
             IFS=, read -r -a pairs <<<"$allocatable"
@@ -754,22 +911,34 @@ start_agent() {
     rm -f "$hd/killed"
 }
 
+# start_server I: server-I on its port of the bridge, on the fleet's
+# store, named and advertised so that `berth server ls` tells them apart.
 start_server() {
-    local pid
+    local i=$1 sd pid
     local -a attach
+    sd=$(server_dir "$i")
+    mkdir -p "$sd"
     mapfile -t attach < <(attach_flags server)
-    "${daemon_env[@]}" setsid "$bin_dir/berthd" --data-dir "$dir/server" \
-        --cgroup-parent "$(cgroup_of server)" \
-        server --listen "$(server_ip):$server_port" --database "$(database_url)" "${attach[@]}" \
-        </dev/null >>"$dir/server/server.log" 2>&1 &
+    "${daemon_env[@]}" setsid "$bin_dir/berthd" --data-dir "$sd" \
+        --cgroup-parent "$(cgroup_of "server-$i")" \
+        server --listen "$(server_address "$i")" --database "$database" \
+        --name "server-$i" --advertise "$(server_url "$i")" "${attach[@]}" \
+        </dev/null >>"$sd/server.log" 2>&1 &
     pid=$!
     disown "$pid"
-    printf '%s\n' "$pid" >"$dir/server/server.pid"
+    printf '%s\n' "$pid" >"$sd/server.pid"
+    rm -f "$sd/killed"
+}
+wait_for_server() { # I
+    local sd
+    sd=$(server_dir "$1")
+    wait_for "server-$1" "$(<"$sd/server.pid")" "$sd/server.log" server_answers "$1"
 }
 
-# operator ARGS…: berthd's operator commands on the server's database.
+# operator ARGS…: berthd's operator commands, on the servers' database
+# directly (no server needs to run).
 operator() {
-    "${daemon_env[@]}" "$bin_dir/berthd" --data-dir "$dir/server" "$@" --database "$(database_url)" </dev/null
+    "${daemon_env[@]}" "$bin_dir/berthd" --data-dir "$(server_dir 1)" "$@" --database "$database" </dev/null
 }
 
 json_field() { # JSON KEY: a string field of a flat JSON object
@@ -793,6 +962,13 @@ cmd_up() {
     [[ -n $hosts ]] || usage_error "up needs --hosts N"
     [[ $hosts =~ ^[1-9][0-9]*$ ]] && ((hosts <= MAX_HOSTS)) ||
         usage_error "--hosts must be a whole number from 1 to $MAX_HOSTS (got $hosts)"
+    servers=${servers:-1}
+    [[ $servers =~ ^[1-9][0-9]*$ ]] && ((servers <= MAX_SERVERS)) ||
+        usage_error "--servers must be a whole number from 1 to $MAX_SERVERS (got $servers)"
+    ((servers == 1 || postgres)) ||
+        usage_error "--servers $servers needs --postgres: servers share one store, and SQLite is one server's"
+    ((server_port + servers - 1 <= 65535)) ||
+        usage_error "--server-port $server_port: the $servers servers' ports ($server_port to $((server_port + servers - 1))) must be at most 65535"
     local spec
     for spec in "${allocatable_args[@]+"${allocatable_args[@]}"}"; do
         split_host_spec "$spec"
@@ -837,6 +1013,27 @@ cmd_up() {
     else
         resolve_bin_dir
     fi
+    # The database is made once DIR's records name it (so that a failed up
+    # drops it); whether the cluster answers and the name is free is
+    # checked first, changing nothing.
+    local pg_admin="" pg_name=""
+    if ((postgres)); then
+        command -v psql >/dev/null 2>&1 ||
+            die "$EXIT_FAILED" "psql not found: --postgres needs PostgreSQL (scripts/ensure-deps.sh installs it)"
+        pg_admin=$(pg_admin_url) ||
+            die "$EXIT_FAILED" "scripts/postgres.sh failed (see above): --postgres needs the local PostgreSQL cluster"
+        [[ $pg_admin == postgres://* || $pg_admin == postgresql://* ]] ||
+            die "$EXIT_FAILED" "scripts/postgres.sh printed no postgres:// URL: $pg_admin"
+        pg_name=$(pg_database_name)
+        local taken
+        taken=$(pg_sql "$pg_admin" "SELECT 1 FROM pg_database WHERE datname = '$pg_name'") ||
+            die "$EXIT_FAILED" "could not ask PostgreSQL ($(redact_url "$pg_admin")) for its databases"
+        [[ -z $taken ]] ||
+            die "$EXIT_CONFLICT" "the database $pg_name of a fleet in $dir exists but $dir holds none: remove it with: $0 down --dir $dir"
+        database=$(pg_url_for "$pg_admin" "$pg_name")
+    else
+        database=$(sqlite_url)
+    fi
     mkdir -p "$dir"
     (set -C && : >"$dir/fleet.conf") 2>/dev/null ||
         die "$EXIT_CONFLICT" "another up claimed $dir first"
@@ -858,12 +1055,21 @@ cmd_up() {
     ip link set "$bridge" up
     exec {lockfd}>&-
 
-    printf 'hosts=%s\nsubnet=%s\nserver_port=%s\nagent_port=%s\nbin_dir=%s\ntag=%s\nbridge=%s\n' \
-        "$hosts" "$subnet" "$server_port" "$agent_port" "$bin_dir" "$tag" "$bridge" >"$dir/fleet.conf"
-    mkdir -p "$dir/server"
+    printf 'hosts=%s\nservers=%s\nsubnet=%s\nserver_port=%s\nagent_port=%s\nbin_dir=%s\ntag=%s\nbridge=%s\ndatabase=%s\npg_admin=%s\npg_database=%s\n' \
+        "$hosts" "$servers" "$subnet" "$server_port" "$agent_port" "$bin_dir" "$tag" "$bridge" \
+        "$database" "$pg_admin" "$pg_name" >"$dir/fleet.conf"
+    if ((postgres)); then
+        pg_sql "$pg_admin" "CREATE DATABASE $pg_name" >/dev/null ||
+            die "$EXIT_FAILED" "could not create the database $pg_name"
+        note "database: $pg_name (PostgreSQL, $(redact_url "$database"))"
+    fi
+    local i
+    for ((i = 1; i <= servers; i++)); do
+        mkdir -p "$(server_dir "$i")"
+    done
     (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/join.token")
 
-    local defaults i name labels allocatable
+    local defaults name labels allocatable
     defaults=$(default_allocatable)
     for ((i = 1; i <= hosts; i++)); do
         name=host-$i
@@ -900,9 +1106,13 @@ cmd_up() {
         done
     fi
 
-    start_server
-    wait_for "the server" "$(<"$dir/server/server.pid")" "$dir/server/server.log" server_answers ||
-        die "$EXIT_FAILED" "the server did not come up"
+    # Side by side: the store serializes their migrations.
+    for ((i = 1; i <= servers; i++)); do
+        start_server "$i"
+    done
+    for ((i = 1; i <= servers; i++)); do
+        wait_for_server "$i" || die "$EXIT_FAILED" "server-$i did not come up"
+    done
     local operator_token
     operator_token=$(json_field "$(operator token create --operator --name fleet.sh --json)" token)
     [[ -n $operator_token ]] || die "$EXIT_FAILED" "berthd token create --operator printed no token"
@@ -930,19 +1140,20 @@ cmd_up() {
     fi
 
     {
-        printf 'BERTH_URL=%s\n' "$(server_url)"
+        printf 'BERTH_URL=%s\n' "$(server_urls)"
         printf 'BERTH_PROJECT_ID=%s\n' "$id"
         printf 'BERTH_TOKEN=%s\n' "$token"
         printf 'BERTH_FLEET_HOSTS=%s\n' "$(host_names ,)"
+        printf 'BERTH_FLEET_SERVERS=%s\n' "$(server_names ,)"
         printf 'BERTH_FLEET_DIR=%q\n' "$dir"
-        printf 'BERTH_FLEET_DATABASE=%q\n' "$(database_url)"
+        printf 'BERTH_FLEET_DATABASE=%q\n' "$database"
         printf 'BERTH_OPERATOR_TOKEN=%s\n' "$operator_token"
     } >"$dir/env.tmp"
     mv -f "$dir/env.tmp" "$dir/env"
     up_done=1
     trap - EXIT INT TERM
     cat "$dir/env"
-    note "fleet up: server $(server_url), hosts $(host_names ' ')"
+    note "fleet up: $(server_names ' ') at $(server_urls), hosts $(host_names ' ')"
     note "use it: set -a; . $dir/env; set +a    (remove it: $0 down --dir $dir)"
 }
 
@@ -995,15 +1206,40 @@ host_state() {
     fi
 }
 
+# server_state I PID: alive, killed (by kill-server) or dead (it exited).
+server_state() {
+    if [[ -n $2 ]]; then
+        printf alive
+    elif [[ -f $(server_dir "$1")/killed ]]; then
+        printf killed
+    else
+        printf dead
+    fi
+}
+
 cmd_status() {
     load_fleet
     set_names
-    local spid i name pid alive link conts labels allocatable
-    spid=$(server_pid)
+    local spid i name pid alive link conts labels allocatable leader term
+    # Which server leads, as the servers say (asked of the first running
+    # one that answers); none if no server answers.
+    leader=$(live_leader)
+    term=$(lease_term)
     if ((json)); then
-        printf '{"dir":%s,"url":%s,"database":%s,"server":{"address":"%s:%s","pid":%s,"alive":%s},"hosts":[' \
-            "$(json_str "$dir")" "$(json_str "$(server_url)")" "$(json_str "$(database_url)")" \
-            "$(server_ip)" "$server_port" "${spid:-null}" "$([[ -n $spid ]] && echo true || echo false)"
+        spid=$(server_pid 1)
+        printf '{"dir":%s,"url":%s,"database":%s,"leader":%s,"term":%s,"server":{"address":"%s","pid":%s,"alive":%s},"servers":[' \
+            "$(json_str "$dir")" "$(json_str "$(server_urls)")" "$(json_str "$database")" \
+            "$([[ -n $leader ]] && json_str "$leader" || echo null)" "${term:-null}" \
+            "$(server_address 1)" "${spid:-null}" "$([[ -n $spid ]] && echo true || echo false)"
+        for ((i = 1; i <= servers; i++)); do
+            pid=$(server_pid "$i")
+            ((i > 1)) && printf ','
+            printf '{"name":"server-%d","address":"%s","url":"%s","pid":%s,"alive":%s,"state":"%s","leader":%s,"data_dir":%s}' \
+                "$i" "$(server_address "$i")" "$(server_url "$i")" "${pid:-null}" \
+                "$([[ -n $pid ]] && echo true || echo false)" "$(server_state "$i" "$pid")" \
+                "$([[ $leader == "server-$i" ]] && echo true || echo false)" "$(json_str "$(server_dir "$i")")"
+        done
+        printf '],"hosts":['
         for ((i = 1; i <= hosts; i++)); do
             name=host-$i
             pid=$(agent_pid "$name")
@@ -1035,10 +1271,24 @@ cmd_status() {
         printf ']}\n'
         return 0
     fi
-    printf 'fleet %s   %s\n' "$dir" "$(server_url)"
-    printf '%-8s %-28s %-20s %-8s %-7s %-5s %-10s %s\n' NAME NAMESPACE ADDRESS PID STATE LINK CONTAINERS LABELS
-    printf '%-8s %-28s %-20s %-8s %-7s %-5s %-10s %s\n' server "-" "$(server_ip):$server_port" \
-        "${spid:--}" "$([[ -n $spid ]] && echo alive || echo dead)" "-" "-" "-"
+    printf 'fleet %s   %s   database %s\n' "$dir" "$(server_urls)" "$(redact_url "$database")"
+    printf '%-8s %-20s %-8s %-7s %s\n' SERVER ADDRESS PID STATE ROLE
+    local role
+    for ((i = 1; i <= servers; i++)); do
+        pid=$(server_pid "$i")
+        if [[ -z $pid ]]; then
+            role=-
+        elif [[ $leader == "server-$i" ]]; then
+            role="leader (term $term)"
+        elif [[ -n $leader ]]; then
+            role=follower
+        else
+            role="- (no server leads or answers)"
+        fi
+        printf '%-8s %-20s %-8s %-7s %s\n' "server-$i" "$(server_address "$i")" \
+            "${pid:--}" "$(server_state "$i" "$pid")" "$role"
+    done
+    printf '%-8s %-28s %-20s %-8s %-7s %-5s %-10s %s\n' HOST NAMESPACE ADDRESS PID STATE LINK CONTAINERS LABELS
     for ((i = 1; i <= hosts; i++)); do
         name=host-$i
         pid=$(agent_pid "$name")
@@ -1070,10 +1320,10 @@ host_pids() {
 cmd_kill_host() {
     load_fleet
     set_names
-    check_host_name "$host_arg"
+    check_host_name "$name_arg"
     require_tools
     spare_ancestors
-    local name=$host_arg pid killed ns veth
+    local name=$name_arg pid killed ns veth
     pid=$(agent_pid "$name")
     killed=$(kill_until_gone "$name" host_pids "$name") ||
         die "$EXIT_FAILED" "could not kill every process of $name"
@@ -1093,11 +1343,11 @@ cmd_kill_host() {
 cmd_revive_host() {
     load_fleet
     set_names
-    check_host_name "$host_arg"
+    check_host_name "$name_arg"
     require_tools
     resolve_bin_dir
     set_daemon_env
-    local name=$host_arg pid ns veth
+    local name=$name_arg pid ns veth
     pid=$(agent_pid "$name")
     [[ -z $pid ]] || die "$EXIT_CONFLICT" "$name is alive (agent pid $pid): kill-host it first"
     ns=$(netns_of "$name")
@@ -1111,15 +1361,80 @@ cmd_revive_host() {
     note "$name: revived (agent pid $(agent_pid "$name")), on its old data dir"
 }
 
+# --- kill-server / revive-server ------------------------------------------
+
+# server_pids I: server-I's process (a server runs no children).
+server_pids() {
+    server_pid "$1"
+    echo
+    berth_pids_naming "--data-dir $(server_dir "$1") "
+}
+
+# wait_for_leader: the live server that leads, waiting up to --timeout for
+# one (right after a leader died its lease must expire first).
+wait_for_leader() {
+    local deadline=$((SECONDS + wait_secs)) name
+    while :; do
+        name=$(live_leader)
+        if [[ -n $name ]]; then
+            printf '%s' "$name"
+            return 0
+        fi
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+cmd_kill_server() {
+    load_fleet
+    set_names
+    require_tools
+    spare_ancestors
+    local name=$name_arg i pid killed
+    if [[ $name == leader ]]; then
+        name=$(wait_for_leader) ||
+            die "$EXIT_FAILED" "no running server of $dir leads (none answered GET /v1/servers with a live leader within ${wait_secs}s, --timeout)"
+    fi
+    check_server_name "$name"
+    i=$(server_index "$name")
+    pid=$(server_pid "$i")
+    killed=$(kill_until_gone "$name" server_pids "$i") ||
+        die "$EXIT_FAILED" "could not kill $name"
+    : >"$(server_dir "$i")/killed"
+    if [[ -n $pid ]]; then
+        note "$name: killed (pid $pid)"
+    else
+        note "$name was not running (killed $killed process(es))"
+    fi
+    printf '%s\n' "$name"
+}
+
+cmd_revive_server() {
+    load_fleet
+    set_names
+    check_server_name "$name_arg"
+    require_tools
+    resolve_bin_dir
+    set_daemon_env
+    local name=$name_arg i pid
+    i=$(server_index "$name")
+    pid=$(server_pid "$i")
+    [[ -z $pid ]] || die "$EXIT_CONFLICT" "$name is alive (pid $pid): kill-server it first"
+    start_server "$i"
+    wait_for_server "$i" || die "$EXIT_FAILED" "$name did not come back"
+    note "$name: revived (pid $(server_pid "$i")) at $(server_url "$i")"
+}
+
 # --- down -----------------------------------------------------------------
 
-# Every process of the fleet: server, agents, shims (by pid file, by data
+# Every process of the fleet: servers, agents, shims (by pid file, by data
 # dir, by cgroup parent), anything in its namespaces, anything in its
 # cgroups.
 fleet_pids() {
     local f ns parent
     local pid
-    for f in "$dir/server/server.pid" "$dir"/host-*/agent.pid; do
+    # (DIR/server/ is where an older fleet.sh kept its one server.)
+    for f in "$dir"/server*/server.pid "$dir"/host-*/agent.pid; do
         [[ -f $f ]] || continue
         daemon_pid "$f" "$dir/"
         echo
@@ -1160,10 +1475,53 @@ fleet_mounts() {
     done | awk '{ print length($0) "\t" $0 }' | sort -rn | cut -f2-
 }
 
+# fleet_database: "ADMIN_URL NAME" of the fleet's PostgreSQL database to
+# drop, or nothing. From DIR's records when they are complete (nothing for
+# a SQLite fleet); else (the records are lost or half written) the name
+# follows from the tag, and the local cluster is asked, if PostgreSQL is
+# installed (scripts/postgres.sh; quietly nothing otherwise).
+fleet_database() {
+    local conf=$dir/fleet.conf admin name
+    if [[ -f $conf && -n $(conf_get "$conf" tag) ]]; then
+        admin=$(conf_get "$conf" pg_admin)
+        name=$(conf_get "$conf" pg_database)
+    elif [[ $verb == up ]]; then
+        # A failed up writes its records before it makes a database.
+        return 0
+    else
+        pg_installed || return 0
+        admin=$(pg_admin_url 2>/dev/null) || return 0
+        name=$(pg_database_name)
+    fi
+    [[ -n $admin && $name =~ ^berth_fleet_[0-9a-f]{8}$ ]] || return 0
+    printf '%s %s' "$admin" "$name"
+}
+
+# database_exists ADMIN NAME
+database_exists() {
+    [[ -n $(pg_sql "$1" "SELECT 1 FROM pg_database WHERE datname = '$2'" 2>/dev/null) ]]
+}
+
+# drop_database ADMIN NAME: drops it (ending its sessions) if it exists.
+drop_database() {
+    pg_sql "$1" "DROP DATABASE IF EXISTS $2 WITH (FORCE)" >/dev/null && ! database_exists "$1" "$2"
+}
+
 do_down() {
-    local failed=0 killed m parent d ns link tries
+    local failed=0 killed m parent d ns link tries pg admin db
     spare_ancestors
     killed=$(kill_until_gone "the fleet in $dir" fleet_pids) || failed=1
+
+    # With every server dead, nothing reconnects to the database.
+    pg=$(fleet_database)
+    if [[ -n $pg ]]; then
+        admin=${pg%% *}
+        db=${pg#* }
+        if ! drop_database "$admin" "$db"; then
+            note "could not drop the database $db ($(redact_url "$admin"))"
+            failed=1
+        fi
+    fi
 
     for ((tries = 0; tries < 3; tries++)); do
         while IFS= read -r m; do
@@ -1223,9 +1581,18 @@ do_down() {
 cmd_down() {
     require_tools
     set_names
-    local leftovers=""
+    local leftovers="" pg
     leftovers=$(fleet_netns)$(fleet_links)$(fleet_cgroup_parents)
     if [[ ! -e $dir && -z $leftovers ]]; then
+        # DIR and everything named after it are gone; its database may not
+        # be (a DIR removed by hand).
+        pg=$(fleet_database)
+        if [[ -n $pg ]] && database_exists "${pg%% *}" "${pg#* }"; then
+            drop_database "${pg%% *}" "${pg#* }" ||
+                die "$EXIT_FAILED" "could not drop the database ${pg#* } of the fleet in $dir"
+            printf 'no fleet in %s: dropped its database %s\n' "$dir" "${pg#* }"
+            return 0
+        fi
         printf 'no fleet in %s: nothing to remove\n' "$dir"
         return 0
     fi
@@ -1248,5 +1615,7 @@ case "$verb" in
     status) cmd_status ;;
     kill-host) cmd_kill_host ;;
     revive-host) cmd_revive_host ;;
+    kill-server) cmd_kill_server ;;
+    revive-server) cmd_revive_server ;;
     down) cmd_down ;;
 esac

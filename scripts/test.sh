@@ -12,7 +12,8 @@
 #      as scripts/build.sh ships it), every test of the workspace with
 #      cargo-nextest (unit tests and the root end-to-end tests side by side,
 #      see .config/nextest.toml) and the doc tests, then (on a full run) the
-#      local fleet of scripts/fleet.sh (tests/fleet-script.sh) and the
+#      local fleet of scripts/fleet.sh (tests/fleet-script.sh: also two
+#      servers sharing PostgreSQL, failing over) and the
 #      shipped binaries of scripts/build.sh (scripts/check-dist.sh)
 #   4. check that the test suite left no mounts, cgroups, processes or netns
 #      behind (scripts/check-leaks.sh, counting only what appeared during the
@@ -134,7 +135,7 @@ if (($# == 0)); then
 fi
 
 if (($# == 0)); then
-    step "local fleet (tests/fleet-script.sh: scripts/fleet.sh, 3 hosts)"
+    step "local fleet (tests/fleet-script.sh: scripts/fleet.sh, 3 hosts; 2 servers on PostgreSQL)"
     cargo build --quiet -p berth -p berthd -p berth-shim
     BERTH_BIN_DIR="${CARGO_TARGET_DIR:-$repo/target}/debug" bash tests/fleet-script.sh
 fi

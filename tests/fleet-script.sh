@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# End-to-end test of scripts/fleet.sh with the real binaries: a fleet of 3
-# agent hosts in network namespaces, a task queued through the server's
-# IronWorker API that runs on one of them, kill-host and revive-host of
-# that host, down, and then nothing of the fleet left anywhere.
+# End-to-end test of scripts/fleet.sh with the real binaries.
+#
+# Part 1: a fleet of one server (SQLite) and 3 agent hosts in network
+# namespaces, a task queued through the server's IronWorker API that runs
+# on one of them, kill-host and revive-host of that host, down, and then
+# nothing of the fleet left anywhere.
+# Part 2 (HA): 2 servers sharing a PostgreSQL database and 2 hosts; a task
+# through BERTH_URL listing both; kill-server leader, the other leads and
+# runs a new task (the client fails over); revive-server brings the killed
+# one back as a follower; down leaves nothing, the database dropped.
 #
 # Usage: tests/fleet-script.sh
 #   BERTH_BIN_DIR          the binaries (fleet.sh's default: target/dist if
 #                          built, else target/debug)
 #   BERTH_TEST_BUSYBOX_TAR the stack image (else fleet.sh makes one)
+# Part 2 needs PostgreSQL (scripts/postgres.sh starts the local cluster); it
+# fails, never skips, without it.
 #
 # Runs as root, side by side with other tests: everything lives in a
 # directory of its own under /tmp, and the fleet's names derive from it.
@@ -20,6 +28,7 @@ fleet=$repo/scripts/fleet.sh
 # sockets below those (107 bytes at most).
 work=$(mktemp -d /tmp/bft.XXXXXX)
 dir=$work/f
+ha_dir=$work/h
 started=$SECONDS
 
 say() { printf '\n--- %s\n' "$*"; }
@@ -32,14 +41,17 @@ fail() {
 finish() {
     local status=$?
     trap - EXIT
-    if ((status != 0)) && [[ -d $dir ]]; then
-        echo "--- logs of the failed run" >&2
-        tail -n 30 "$dir/server/server.log" "$dir"/host-*/agent.log >&2 2>/dev/null || true
-    fi
-    "$fleet" down --dir "$dir" >/dev/null 2>&1 || {
-        echo "fleet.sh down failed in the clean-up" >&2
-        status=1
-    }
+    local d
+    for d in "$dir" "$ha_dir"; do
+        if ((status != 0)) && [[ -d $d ]]; then
+            echo "--- logs of the failed run ($d)" >&2
+            tail -n 30 "$d"/server-*/server.log "$d"/host-*/agent.log >&2 2>/dev/null || true
+        fi
+        "$fleet" down --dir "$d" >/dev/null 2>&1 || {
+            echo "fleet.sh down --dir $d failed in the clean-up" >&2
+            status=1
+        }
+    done
     "$fleet" down --dir "$work/b" >/dev/null 2>&1 || true
     rm -rf --one-file-system -- "$work"
     if ((status == 0)); then
@@ -143,7 +155,9 @@ credential_of() {
     jq -r .credential "$dir/$1/data/agent/identity.json"
 }
 berth() {
-    env -i PATH="$PATH" HOME="$work/home" $(cat "$work/client.env") "$bin_dir/berth" "$@" </dev/null
+    local -a client_env
+    mapfile -t client_env <"$work/client.env"
+    env -i PATH="$PATH" HOME="$work/home" "${client_env[@]}" "$bin_dir/berth" "$@" </dev/null
 }
 mkdir -p "$work/home"
 
@@ -160,6 +174,11 @@ berth node ls --json >"$work/nodes.json" || fail "berth node ls failed"
 say "every host: alive, in its own network namespace, answering on its address with its labels"
 status_json >"$work/status.json"
 [[ $(jq '.server.alive' "$work/status.json") == true ]] || fail "the server is not alive: $(cat "$work/status.json")"
+[[ $(jq -c '[.servers[] | [.name, .alive, .leader]]' "$work/status.json") == '[["server-1",true,true]]' &&
+    $(jq -r .leader "$work/status.json") == server-1 ]] ||
+    fail "not one live server-1 that leads: $(cat "$work/status.json")"
+[[ $(grep -c '^BERTH_FLEET_SERVERS=server-1$' "$work/client.env") == 1 ]] ||
+    fail "BERTH_FLEET_SERVERS is not server-1: $(cat "$work/client.env")"
 [[ $(jq '[.hosts[] | select(.alive and .link == "up")] | length' "$work/status.json") == 3 ]] ||
     fail "not 3 live hosts: $(cat "$work/status.json")"
 for h in host-1 host-2 host-3; do
@@ -261,3 +280,140 @@ fi
 expect_exit 0 "$fleet" down --dir "$dir"
 grep -q "nothing to remove" "$work/out" || fail "a second down: $(cat "$work/out")"
 expect_exit 3 "$fleet" status --dir "$dir"
+
+# --- part 2: servers sharing PostgreSQL ----------------------------------
+
+say "HA: usage errors change nothing"
+expect_exit 2 "$fleet" up --hosts 2 --servers 2 --dir "$ha_dir"
+grep -q -- "--postgres" "$work/out" || fail "--servers 2 without --postgres: $(cat "$work/out")"
+expect_exit 2 "$fleet" up --hosts 2 --servers 10 --postgres --dir "$ha_dir"
+expect_exit 2 "$fleet" up --hosts 2 --servers 0 --postgres --dir "$ha_dir"
+expect_exit 2 "$fleet" status --servers 2 --dir "$ha_dir"
+expect_exit 2 "$fleet" kill-server --dir "$ha_dir"
+expect_exit 2 "$fleet" revive-server leader --dir "$ha_dir"
+expect_exit 3 "$fleet" kill-server leader --dir "$ha_dir"
+[[ ! -e $ha_dir ]] || fail "a refused command made $ha_dir"
+
+pg_admin=$(bash "$repo/scripts/postgres.sh" 2>/dev/null) || fail "scripts/postgres.sh failed: part 2 needs PostgreSQL"
+ha_tag=$(tag_of "$ha_dir")
+ha_db=berth_fleet_$ha_tag
+database_exists() {
+    [[ $(psql "$pg_admin" -X -Atqc "SELECT count(*) FROM pg_database WHERE datname = '$1'" </dev/null) == 1 ]]
+}
+
+say "HA: down drops a fleet's database even when its records are lost"
+lost_dir=$work/lost
+lost_db=berth_fleet_$(tag_of "$lost_dir")
+psql "$pg_admin" -X -qc "CREATE DATABASE $lost_db" </dev/null
+database_exists "$lost_db" || fail "could not make $lost_db"
+expect_exit 0 "$fleet" down --dir "$lost_dir"
+grep -q "dropped its database $lost_db" "$work/out" || fail "down of a lost fleet: $(cat "$work/out")"
+! database_exists "$lost_db" || fail "down left the lost fleet's database $lost_db"
+
+say "HA: up --servers 2 --postgres --hosts 2"
+"$fleet" up --servers 2 --postgres --hosts 2 --dir "$ha_dir" >"$work/ha-up.out"
+cmp -s "$work/ha-up.out" "$ha_dir/env" || fail "up printed something else than it wrote to $ha_dir/env"
+(
+    set -a
+    # shellcheck disable=SC1091
+    . "$ha_dir/env"
+    set +a
+    env | grep -E '^BERTH_(URL|PROJECT_ID|TOKEN|OPERATOR_TOKEN|FLEET_[A-Z_]+)=' >"$work/ha.env"
+)
+ha_status() { "$fleet" status --dir "$ha_dir" --json; }
+ha_status >"$work/ha-status.json"
+url_1=$(jq -r '.servers[0].url' "$work/ha-status.json")
+url_2=$(jq -r '.servers[1].url' "$work/ha-status.json")
+[[ $url_1 == http://*:* && $url_2 == http://*:* && $url_1 != "$url_2" ]] ||
+    fail "not two server URLs: $(cat "$work/ha-status.json")"
+grep -qx "BERTH_URL=$url_1,$url_2" "$work/ha.env" || fail "BERTH_URL does not list both servers: $(cat "$work/ha.env")"
+grep -qx "BERTH_FLEET_SERVERS=server-1,server-2" "$work/ha.env" || fail "BERTH_FLEET_SERVERS: $(cat "$work/ha.env")"
+grep -qx "BERTH_FLEET_DATABASE=postgres://.*/$ha_db" "$work/ha.env" || fail "BERTH_FLEET_DATABASE: $(cat "$work/ha.env")"
+database_exists "$ha_db" || fail "up made no database $ha_db"
+expect_exit 5 "$fleet" up --servers 2 --postgres --hosts 2 --dir "$ha_dir"
+# ha_berth ARGS…: berth as the HA fleet's client (BERTH_URL as up wrote it,
+# or as in $work/ha-client.env once that exists).
+ha_berth() {
+    local -a client_env
+    local env_file=$work/ha.env
+    [[ -f $work/ha-client.env ]] && env_file=$work/ha-client.env
+    mapfile -t client_env <"$env_file"
+    env -i PATH="$PATH" HOME="$work/home" "${client_env[@]}" "$bin_dir/berth" "$@" </dev/null
+}
+# Every agent joins through both servers.
+for h in host-1 host-2; do
+    pid=$(jq -r --arg h "$h" '.hosts[] | select(.name == $h) | .pid' "$work/ha-status.json")
+    mapfile -d '' -t args <"/proc/$pid/cmdline"
+    [[ " ${args[*]} " == *" --join $url_1,$url_2 "* ]] || fail "the agent of $h does not join both servers: ${args[*]}"
+done
+
+say "HA: both servers answer, one leads"
+operator_token=$(sed -n 's/^BERTH_OPERATOR_TOKEN=//p' "$work/ha.env")
+for url in "$url_1" "$url_2"; do
+    list=$(http_get "${url#http://}" /v1/servers "$operator_token")
+    [[ $(jq '[.servers[] | select(.state == "up")] | length' <<<"$list") == 2 ]] ||
+        fail "$url does not list two servers up: $list"
+    [[ $(jq -c '[.servers[] | select(.leader) | .name]' <<<"$list") =~ ^\[\"server-[12]\"\]$ ]] ||
+        fail "$url: not exactly one leader: $list"
+    [[ $(jq -r '[.servers[] | .name + "=" + .url] | sort | join(" ")' <<<"$list") == "server-1=$url_1 server-2=$url_2" ]] ||
+        fail "$url: names or advertised URLs are not the fleet's: $list"
+done
+ha_berth server ls --json >"$work/servers.json" || fail "berth server ls failed"
+leader=$(jq -r '.servers[] | select(.leader) | .name' "$work/servers.json")
+[[ $leader == server-[12] && $(jq -r .leader "$work/ha-status.json") == "$leader" ]] ||
+    fail "berth server ls and status disagree on the leader: $(cat "$work/servers.json") $(cat "$work/ha-status.json")"
+[[ $(jq '[.servers[] | select(.alive and .state == "alive")] | length' "$work/ha-status.json") == 2 ]] ||
+    fail "not two live servers in status: $(cat "$work/ha-status.json")"
+follower=server-$((3 - ${leader#server-}))
+# From here the client lists the leader first: once it is killed, every
+# request must fail over to the other URL.
+leader_url=$(jq -r --arg s "$leader" '.servers[] | select(.name == $s) | .url' "$work/ha-status.json")
+follower_url=$(jq -r --arg s "$follower" '.servers[] | select(.name == $s) | .url' "$work/ha-status.json")
+sed "s|^BERTH_URL=.*|BERTH_URL=$leader_url,$follower_url|" "$work/ha.env" >"$work/ha-client.env"
+
+say "HA: a task queued through BERTH_URL completes"
+ha_berth code push hello --runtime sh --file hello.sh --dir "$work/pkg" >/dev/null
+id=$(ha_berth task queue hello --payload one --wait --json | jq -r '.tasks[0].id // .id' | head -n 1)
+[[ $(ha_berth task log "$id") == "hello from the fleet: one" ]] || fail "task $id: $(ha_berth task show "$id")"
+
+say "HA: kill-server leader ($leader): $follower leads within 10 s, and runs a new task (BERTH_URL=$leader_url,$follower_url)"
+leader_pid=$(jq -r --arg s "$leader" '.servers[] | select(.name == $s) | .pid' "$work/ha-status.json")
+killed_at=$SECONDS
+killed=$("$fleet" kill-server leader --dir "$ha_dir")
+[[ $killed == "$leader" ]] || fail "kill-server leader killed $killed, not the leader $leader"
+if [[ -e /proc/$leader_pid ]] && ! grep -q '^State:.*Z' "/proc/$leader_pid/status" 2>/dev/null; then
+    fail "$leader (pid $leader_pid) outlived kill-server"
+fi
+[[ $(ha_status | jq -r --arg s "$leader" '.servers[] | select(.name == $s) | .state') == killed ]] ||
+    fail "status after kill-server: $(ha_status)"
+follower_leads() {
+    [[ $(ha_berth server ls --json 2>/dev/null | jq -r '[.servers[] | select(.leader and .state == "up") | .name] | join(",")') == "$follower" ]]
+}
+wait_until 10 "$follower to lead after $leader was killed" follower_leads
+echo "$follower leads $((SECONDS - killed_at)) s after the kill"
+[[ $(ha_status | jq -r .leader) == "$follower" ]] || fail "status does not show $follower leading: $(ha_status)"
+id=$(ha_berth task queue hello --payload two --wait --json | jq -r '.tasks[0].id // .id' | head -n 1)
+[[ $(ha_berth task log "$id") == "hello from the fleet: two" ]] || fail "no task after the failover: $(ha_berth task show "$id")"
+expect_exit 0 "$fleet" kill-server "$leader" --dir "$ha_dir"
+expect_exit 4 "$fleet" kill-server server-3 --dir "$ha_dir"
+expect_exit 4 "$fleet" revive-server host-1 --dir "$ha_dir"
+
+say "HA: revive-server $leader: back, as a follower"
+"$fleet" revive-server "$leader" --dir "$ha_dir"
+expect_exit 5 "$fleet" revive-server "$leader" --dir "$ha_dir"
+ha_status >"$work/ha-status.json"
+[[ $(jq -r --arg s "$leader" '.servers[] | select(.name == $s) | "\(.state) \(.leader)"' "$work/ha-status.json") == "alive false" &&
+    $(jq -r .leader "$work/ha-status.json") == "$follower" ]] || fail "status after revive-server: $(cat "$work/ha-status.json")"
+list=$(http_get "${url_1#http://}" /v1/servers "$operator_token")
+[[ $(jq -r --arg s "$leader" '[.servers[] | select(.name == $s and .state == "up" and (.leader | not))] | length' <<<"$list") == 1 ]] ||
+    fail "the revived $leader is not listed up and following: $list"
+id=$(ha_berth task queue hello --payload three --wait --json | jq -r '.tasks[0].id // .id' | head -n 1)
+[[ $(ha_berth task log "$id") == "hello from the fleet: three" ]] || fail "no task after the revive: $(ha_berth task show "$id")"
+
+say "HA: down: nothing of the fleet is left, the database dropped"
+"$fleet" down --dir "$ha_dir"
+left=$(leftovers "$ha_tag" "$ha_dir")
+[[ -z $left ]] || fail "down left: $left"
+! database_exists "$ha_db" || fail "down left the database $ha_db"
+expect_exit 0 "$fleet" down --dir "$ha_dir"
+grep -q "nothing to remove" "$work/out" || fail "a second down: $(cat "$work/out")"
