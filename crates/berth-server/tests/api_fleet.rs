@@ -130,8 +130,10 @@ fn a_host_joins_heartbeats_and_keeps_its_identity(h: &Harness) {
         401,
         "the old heartbeat token died with the rejoin"
     );
-    // Another machine cannot take a name in use.
-    let r = send(h, "POST", "/v1/fleet/join", JOIN_TOKEN, &join_body("h1"));
+    // Another machine (another credential) cannot take a name in use.
+    let mut impostor = join_body("h1");
+    impostor["credential"] = json!("credential-of-another-machine-0123");
+    let r = send(h, "POST", "/v1/fleet/join", JOIN_TOKEN, &impostor);
     assert_fleet_error(&r, 409, "invalid_state", "h1");
     assert_eq!(hosts(h), 2);
 }

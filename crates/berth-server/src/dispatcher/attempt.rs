@@ -176,7 +176,7 @@ async fn drive(
             .mark_running(&task.id, task.attempt, start_time)
             .await?;
     }
-    let log = match agent.client().logs(container, 0).await {
+    let log = match logs_patiently(shared, agent, container).await {
         Ok(bytes) => bytes.to_vec(),
         Err(e) => {
             tracing::warn!(task = %task.id, "reading the log: {e}");
@@ -336,6 +336,30 @@ async fn create_patiently(
             || started.elapsed() + pause >= shared.config.agent_lost_after
         {
             return created;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The container's whole output, waiting out an agent that does not answer
+/// (restarting, upgraded) as [`create_patiently`] does: the shim keeps the
+/// output, so a restart of the agent must not cost the task its log.
+async fn logs_patiently(
+    shared: &Shared,
+    agent: &AgentHandle,
+    container: &str,
+) -> Result<axum::body::Bytes, ClientError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let log = agent.client().logs(container, 0).await;
+        let unreachable = matches!(log, Err(ClientError::Unreachable { .. }));
+        if !unreachable
+            || agent.is_lost()
+            || started.elapsed() + pause >= shared.config.agent_lost_after
+        {
+            return log;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
