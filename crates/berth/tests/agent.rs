@@ -131,25 +131,7 @@ impl Agent {
 
     /// Live shim processes serving this agent's data dir.
     fn shims(&self) -> Vec<u32> {
-        let marker = self.berth.data_dir().join("agent/run/containers");
-        let marker = marker.to_string_lossy().into_owned();
-        let mut found = vec![];
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains("berth-shim") && cmdline.contains(&marker) {
-                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-                if !stat.contains(") Z ") {
-                    found.push(pid);
-                }
-            }
-        }
-        found
+        self.berth.shims()
     }
 }
 
@@ -158,14 +140,7 @@ impl Drop for Agent {
         // Only reached with containers left when a test failed: stop their
         // shims (the containers die with them) and let gc clean up.
         self.kill9();
-        for pid in self.shims() {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.shims().is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.berth.run(&["gc"]);
+        self.berth.kill_leftover_shims();
     }
 }
 

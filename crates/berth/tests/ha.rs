@@ -47,6 +47,14 @@ struct Host {
     port: u16,
 }
 
+impl Drop for Host {
+    /// After a failed test: the agent, then the shims it left.
+    fn drop(&mut self) {
+        self.agent.kill9();
+        self.dir.kill_leftover_shims();
+    }
+}
+
 struct Cluster {
     servers: Vec<Server>,
     hosts: Vec<Host>,

@@ -241,6 +241,45 @@ impl Berth {
         }
     }
 
+    /// The live shims of this berth's agent (their command line names its
+    /// containers' dir).
+    pub fn shims(&self) -> Vec<u32> {
+        let marker = self.data_dir().join("agent/run/containers");
+        let marker = marker.to_string_lossy().into_owned();
+        let mut found = vec![];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("berth-shim") && cmdline.contains(&marker) {
+                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                if !stat.contains(") Z ") {
+                    found.push(pid);
+                }
+            }
+        }
+        found
+    }
+
+    /// After a failed test whose agent is gone: kills the shims it left
+    /// (their containers die with them) and lets `berth gc` clean up.
+    pub fn kill_leftover_shims(&self) {
+        for pid in self.shims() {
+            // SAFETY: kill(2) has no memory effects; a pid that ended
+            // meanwhile gets ESRCH.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.shims().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.run(&["gc"]);
+    }
+
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         berth_testkit::leftover_cgroups(&self.cgroup_parent)
     }
