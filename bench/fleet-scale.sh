@@ -3,8 +3,8 @@
 # test tool that runs nothing), one leading server on PostgreSQL, a burst of
 # tasks with constraints, anti-affinity and fair-share pools in the mix.
 #
-# Usage: bench/fleet-scale.sh [--hosts N] [--tasks N] [--task-secs S]
-#                             [--procs P] [--kill-leader] [--bin-dir DIR] [--json]
+# Usage: bench/fleet-scale.sh [--hosts N] [--tasks N] [--task-secs S] [--procs P]
+#                             [--rate R] [--kill-leader] [--bin-dir DIR] [--json]
 #
 #   --hosts N       hollow hosts (default 10000), in P processes (--procs,
 #                   default 4), each host offering cpus=4,memory=16g and
@@ -15,6 +15,9 @@
 #                   (pool web), 15 % hard anti-affinity in groups of 1000
 #                   (pool batch), 10 % soft anti-affinity (pool batch);
 #                   pools weighted bulk 1, web 2, batch 1
+#   --rate R        the tasks become eligible R a second from T0 (default:
+#                   all at T0): queue-to-start at a sustained rate rather
+#                   than the wait in a backlog
 #   --kill-leader   two servers; the leader is killed (kill -9) once half the
 #                   tasks have started
 #   --bin-dir DIR   berth and berthd (default target/release, built if missing)
@@ -39,6 +42,7 @@ tasks=100000
 task_secs=3
 procs=4
 kill_leader=0
+rate_per_s=0
 bin_dir=""
 json=0
 while (($#)); do
@@ -48,94 +52,26 @@ while (($#)); do
         --task-secs) task_secs=${2:?}; shift 2 ;;
         --procs) procs=${2:?}; shift 2 ;;
         --kill-leader) kill_leader=1; shift ;;
+        --rate) rate_per_s=${2:?}; shift 2 ;;
         --bin-dir) bin_dir=${2:?}; shift 2 ;;
         --json) json=1; shift ;;
         -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) echo "fleet-scale.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
-for t in jq psql; do
-    command -v "$t" >/dev/null || { echo "fleet-scale.sh: $t is needed" >&2; exit 1; }
-done
-say() { [[ $json == 1 ]] || printf '%s\n' "$*" >&2; }
-if [[ -z $bin_dir ]]; then
-    bin_dir=$repo/target/release
-    if [[ ! -x $bin_dir/berthd || ! -x $bin_dir/berth ]]; then
-        say "==> building release binaries"
-        (cd "$repo" && cargo build --release -q -p berth -p berthd)
-    fi
-fi
-
-work=$(mktemp -d /tmp/bfs.XXXXXX)
-admin_url=$(bash "$repo/scripts/postgres.sh")
-db=berth_scale_$$
-psql "$admin_url" -qAtc "CREATE DATABASE $db" >/dev/null
-db_url=${admin_url%/*}/$db
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    psql "$admin_url" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-sql() { psql "$db_url" -qAtc "$1"; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-hz=$(getconf CLK_TCK)
-
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/join.token"
+# shellcheck source=bench/fleet-common.sh
+source "$repo/bench/fleet-common.sh"
+fleet_start fleet-scale.sh
 servers=1
 ((kill_leader)) && servers=2
-server_pids=()
-urls=()
-for ((i = 1; i <= servers; i++)); do
-    port=$(free_port)
-    "$bin_dir/berthd" --data-dir "$work/s$i" server --listen "127.0.0.1:$port" \
-        --database "$db_url" --join-token-file "$work/join.token" --name "s$i" \
-        </dev/null >"$work/s$i.log" 2>&1 &
-    pids+=($!)
-    server_pids+=($!)
-    urls+=("http://127.0.0.1:$port")
-    # The first leads: start the second once the first has the lease.
-    for _ in $(seq 100); do
-        [[ $(sql "SELECT count(*) FROM servers" 2>/dev/null || echo 0) -ge $i ]] && break
-        sleep 0.2
-    done
-done
-BERTH_URL=$(IFS=,; echo "${urls[*]}")
-export BERTH_URL BERTH_CONFIG=/nonexistent/berth-config.json
-BERTH_OPERATOR_TOKEN=$("$bin_dir/berthd" --data-dir "$work/op" token create --operator --database "$db_url" --json | jq -r .token)
-project=$("$bin_dir/berthd" --data-dir "$work/op" project create scale --database "$db_url" --json)
-BERTH_PROJECT_ID=$(jq -r .id <<<"$project")
-BERTH_TOKEN=$(jq -r .token <<<"$project")
-export BERTH_OPERATOR_TOKEN BERTH_PROJECT_ID BERTH_TOKEN
+fleet_servers "$servers"
+fleet_login
 "$bin_dir/berth" pool set bulk --weight 1 >/dev/null
 "$bin_dir/berth" pool set web --weight 2 >/dev/null
 "$bin_dir/berth" pool set batch --weight 1 >/dev/null
 
 say "==> $hosts hollow hosts in $procs processes"
-hollow_pids=()
-per=$((hosts / procs))
-for ((p = 1; p <= procs; p++)); do
-    n=$per
-    ((p == procs)) && n=$((hosts - per * (procs - 1)))
-    port=$(free_port)
-    "$bin_dir/berthd" --data-dir "$work/h$p" agent --hollow "$n" --listen "127.0.0.1:$port" \
-        --join "$BERTH_URL" --join-token-file "$work/join.token" --name "z$p" \
-        --labels "zone=z$p" --allocatable cpus=4,memory=16g --hollow-images busybox:latest \
-        --max-connections 8192 </dev/null >"$work/h$p.log" 2>&1 &
-    pids+=($!)
-    hollow_pids+=($!)
-done
-started=$SECONDS
-until [[ $(sql "SELECT count(*) FROM nodes WHERE down = 0") -ge $hosts ]]; do
-    ((SECONDS - started < 600)) || { echo "fleet-scale.sh: hosts did not all join in 600 s" >&2; exit 1; }
-    sleep 2
-done
-join_secs=$((SECONDS - started))
+fleet_hollow "$hosts" "$procs" cpus=4,memory=16g
 say "    all joined in ${join_secs}s"
 
 leader_pid=${server_pids[0]}
@@ -161,37 +97,53 @@ hb_rate=$(echo "($beats1 - $beats0) / $window" | bc -l)
 hb_rows=$(echo "($rows1 - $rows0) / $window" | bc -l)
 hb_rss=$(rss_kib "$leader_pid")
 
-say "==> queueing $tasks tasks (eligible together at T0)"
+if ((rate_per_s > 0)); then
+    say "==> queueing $tasks tasks ($rate_per_s a second from T0)"
+else
+    say "==> queueing $tasks tasks (eligible together at T0)"
+fi
 "$bin_dir/berth" code push nap --image busybox:latest --command "sleep $task_secs" \
     --memory 256m >/dev/null
 queue_secs_est=$((tasks / 1000 + 30))
+((rate_per_s > 0)) && queue_secs_est=$((tasks / 600 + 30))
 t_zero=$(($(date +%s) + queue_secs_est))
-queue() { # COUNT ARGS…
-    local count=$1 n delay
-    shift
+queue() { # AT COUNT ARGS…: COUNT tasks eligible at AT (epoch seconds)
+    local at=$1 count=$2 n delay
+    shift 2
     while ((count > 0)); do
         n=$((count > 1000 ? 1000 : count))
-        delay=$((t_zero - $(date +%s)))
+        delay=$((at - $(date +%s)))
         ((delay > 0)) || delay=0
         "$bin_dir/berth" task queue nap --count "$n" --delay "$delay" "$@" >/dev/null
         count=$((count - n))
     done
 }
-plain=$((tasks / 2))
-zoned=$((tasks / 4))
-hard=$((tasks * 15 / 100))
-soft=$((tasks - plain - zoned - hard))
-queue "$plain" --pool bulk
-queue "$zoned" --pool web --constraint zone==z1
-g=0
-left=$hard
-while ((left > 0)); do
-    n=$((left > 1000 ? 1000 : left))
-    queue "$n" --pool batch --anti-affinity "spread-$g"
-    left=$((left - n))
-    g=$((g + 1))
-done
-queue "$soft" --pool batch --anti-affinity "loose:soft"
+queue_mix() { # AT COUNT TAG: the mix of COUNT tasks, hard groups named by TAG
+    local at=$1 count=$2 tag=$3 plain zoned hard soft g=0 left n
+    plain=$((count / 2))
+    zoned=$((count / 4))
+    hard=$((count * 15 / 100))
+    soft=$((count - plain - zoned - hard))
+    queue "$at" "$plain" --pool bulk
+    queue "$at" "$zoned" --pool web --constraint zone==z1
+    left=$hard
+    while ((left > 0)); do
+        n=$((left > 1000 ? 1000 : left))
+        queue "$at" "$n" --pool batch --anti-affinity "spread-$tag-$g"
+        left=$((left - n))
+        g=$((g + 1))
+    done
+    queue "$at" "$soft" --pool batch --anti-affinity "loose:soft"
+}
+if ((rate_per_s > 0)); then
+    for ((k = 0; k * rate_per_s < tasks; k++)); do
+        n=$((tasks - k * rate_per_s))
+        ((n > rate_per_s)) && n=$rate_per_s
+        queue_mix $((t_zero + k)) "$n" "$k"
+    done
+else
+    queue_mix "$t_zero" "$tasks" all
+fi
 late=$(($(date +%s) - t_zero))
 ((late <= 0)) || say "    queueing ran ${late}s past T0: raise queue_secs_est"
 
@@ -236,6 +188,10 @@ for _ in $(seq 120); do
     sleep 1
 done
 twice=$(sql "SELECT count(*) FROM tasks WHERE attempt <> 1")
+if ((twice > 0)); then
+    say "    why tasks ran again (the servers' warnings, first 10):"
+    grep -h -E "WARN|ERROR" "$work"/s*.log | head -10 >&2 || true
+fi
 by_status=$(sql "SELECT string_agg(status || '=' || n, ' ') FROM (SELECT status, count(*) n FROM tasks GROUP BY status ORDER BY status) s")
 
 if ((json)); then

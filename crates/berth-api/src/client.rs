@@ -1,6 +1,6 @@
 //! The typed client of an agent's `/v1` API.
 
-use crate::transport::{RawResponse, Transport};
+use crate::transport::{ConnectionPool, RawResponse, Transport};
 use crate::{
     ClientError, ContainerView, CreateContainer, DeleteQuery, Endpoint, Event, EventsQuery,
     ImportImageQuery, ListQuery, LogsQuery, NodeView, Ping, PruneReport, RemoveImageQuery,
@@ -32,6 +32,14 @@ impl AgentClient {
     pub fn new(endpoint: Endpoint, token: Option<String>) -> AgentClient {
         AgentClient {
             transport: Transport::new(endpoint, token),
+        }
+    }
+
+    /// A client that keeps its TCP connections alive in `pool`, shared
+    /// with the clients of other agents.
+    pub fn pooled(endpoint: Endpoint, token: Option<String>, pool: ConnectionPool) -> AgentClient {
+        AgentClient {
+            transport: Transport::pooled(endpoint, token, pool),
         }
     }
 

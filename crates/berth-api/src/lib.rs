@@ -47,7 +47,7 @@ pub use events::{Event, EventKind, EventsQuery};
 pub use node::{
     Allocated, Capacity, ImportImageQuery, NodeView, Ping, PruneReport, RemoveImageQuery, Used,
 };
-pub use transport::{RawResponse, Transport};
+pub use transport::{ConnectionPool, RawResponse, Transport};
 
 /// Re-exported so that users of the contract need no direct berth-core
 /// dependency for the types it carries.

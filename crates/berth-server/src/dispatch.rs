@@ -2,7 +2,7 @@
 //! for cancel and live logs.
 
 use berth_api::{AgentClient, ClientError};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -162,10 +162,88 @@ pub struct Dispatch {
     returned: Mutex<HashSet<String>>,
     pub(crate) returned_changed: Notify,
     /// The fleet's hosts as the dispatcher last read them from the store.
-    agents: RwLock<Vec<Arc<AgentHandle>>>,
+    agents: RwLock<Agents>,
     /// The hosts and what each offers (no reservations): what a task is
     /// checked against at queue time (`None` until first read).
     capacity: RwLock<Option<Arc<berth_sched::Fleet>>>,
+    /// Kept-alive connections to the hosts' agents, shared by their clients.
+    pub(crate) connections: berth_api::ConnectionPool,
+    /// What placement read of the hosts last time, to tell a change.
+    facts: Mutex<PlacementFacts>,
+}
+
+/// What placement depends on of each host (its state, labels, what it
+/// offers, its images), fingerprinted: a fleet of thousands is read every
+/// heartbeat interval, and its reports change with every container (what
+/// is used and allocated), which placement takes from the store instead.
+#[derive(Default)]
+struct PlacementFacts {
+    /// Host id → its last report and the fingerprint of what placement
+    /// reads of it.
+    reports: HashMap<String, (String, u64)>,
+    fingerprint: Option<u64>,
+    /// A change not yet taken into the leader's snapshot, or when it was
+    /// last rebuilt.
+    snapshot_stale: bool,
+    snapshot_built: Option<std::time::Instant>,
+}
+
+impl PlacementFacts {
+    /// Takes `nodes` in; true when they differ for placement from the last.
+    fn note(&mut self, nodes: &[berth_store::Node]) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut reports = HashMap::with_capacity(nodes.len());
+        let mut fleet = std::hash::DefaultHasher::new();
+        for node in nodes {
+            let facts = match self.reports.remove(&node.id) {
+                Some((report, facts)) if report == node.report => facts,
+                _ => report_facts(&node.report),
+            };
+            (
+                &node.id,
+                &node.name,
+                node.down,
+                node.drained,
+                &node.operator_labels,
+                facts,
+            )
+                .hash(&mut fleet);
+            reports.insert(node.id.clone(), (node.report.clone(), facts));
+        }
+        self.reports = reports;
+        let fingerprint = Some(fleet.finish());
+        let changed = fingerprint != self.fingerprint;
+        self.fingerprint = fingerprint;
+        self.snapshot_stale |= changed;
+        changed
+    }
+}
+
+/// The fingerprint of what placement reads of a host's report: what it
+/// offers, its labels and images (not what is used or allocated now).
+fn report_facts(report: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    match serde_json::from_str::<berth_api::fleet::HostReport>(report) {
+        Ok(report) => {
+            serde_json::to_string(&report.allocatable)
+                .unwrap_or_default()
+                .hash(&mut hasher);
+            report.labels.hash(&mut hasher);
+            report.images.hash(&mut hasher);
+        }
+        // Placement leaves such a host out; any other text is a change.
+        Err(_) => report.hash(&mut hasher),
+    }
+    hasher.finish()
+}
+
+/// The agents, in the store's order and by name (a task names its host;
+/// a fleet has thousands).
+#[derive(Default)]
+struct Agents {
+    all: Vec<Arc<AgentHandle>>,
+    by_name: HashMap<String, Arc<AgentHandle>>,
 }
 
 /// A container could not be reached.
@@ -191,24 +269,51 @@ impl Dispatch {
         }
     }
 
+    /// Takes the hosts just read in; true when they changed for placement
+    /// since the last read.
+    pub(crate) fn note_placement_facts(&self, nodes: &[berth_store::Node]) -> bool {
+        match self.facts.lock() {
+            Ok(mut facts) => facts.note(nodes),
+            Err(_) => true,
+        }
+    }
+
+    /// Whether the leader's placement snapshot is to be rebuilt: the hosts
+    /// changed since it was, or it is older than `resync`. Answering true
+    /// counts as rebuilt.
+    pub(crate) fn snapshot_due(&self, resync: Duration) -> bool {
+        let Ok(mut facts) = self.facts.lock() else {
+            return true;
+        };
+        let due =
+            facts.snapshot_stale || facts.snapshot_built.is_none_or(|at| at.elapsed() >= resync);
+        if due {
+            facts.snapshot_stale = false;
+            facts.snapshot_built = Some(std::time::Instant::now());
+        }
+        due
+    }
+
     /// Every agent, as of now.
     pub fn agents(&self) -> Vec<Arc<AgentHandle>> {
-        self.agents.read().map(|a| a.clone()).unwrap_or_default()
+        self.agents
+            .read()
+            .map(|a| a.all.clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn set_agents(&self, agents: Vec<Arc<AgentHandle>>) {
+        let by_name = agents.iter().map(|a| (a.name.clone(), a.clone())).collect();
         if let Ok(mut current) = self.agents.write() {
-            *current = agents;
+            *current = Agents {
+                all: agents,
+                by_name,
+            };
         }
     }
 
     pub(crate) fn agent(&self, name: &str) -> Option<Arc<AgentHandle>> {
-        self.agents
-            .read()
-            .ok()?
-            .iter()
-            .find(|agent| agent.name == name)
-            .cloned()
+        self.agents.read().ok()?.by_name.get(name).cloned()
     }
 
     /// Tasks were queued (or became runnable): look at the queue now.

@@ -27,7 +27,7 @@ pub use config::{
 };
 pub use dispatch::{AgentHandle, Dispatch};
 pub use dispatcher::{CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};
-pub use fleet::FleetConfig;
+pub use fleet::{FleetConfig, HeartbeatWriter};
 pub use leadership::{LeaseConfig, ServerIdentity};
 
 use berth_store::Store;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub store: Store,
     pub dispatch: Arc<Dispatch>,
     pub config: Arc<ServerConfig>,
+    /// Where heartbeats go to be written in batches.
+    pub heartbeats: fleet::HeartbeatWriter,
 }
 
 /// Serves the task API on `listener` (under `config.connections`) until
@@ -66,6 +68,7 @@ pub async fn serve(
         },
     ));
     let state = AppState {
+        heartbeats: fleet::HeartbeatWriter::spawn(store.clone()),
         store,
         dispatch,
         config,

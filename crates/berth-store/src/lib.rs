@@ -21,6 +21,6 @@ pub use error::StoreError;
 pub use ids::new_id;
 pub use model::*;
 pub use store::{
-    Dialect, HeartbeatOutcome, LeaseGrant, LeaseHolder, PlacementPlanner, ServerRecord, Store,
-    DISPATCH_LEASE, PRIORITY_HEAD_START_MS,
+    Dialect, HeartbeatOutcome, HeartbeatWrite, LeaseGrant, LeaseHolder, PlacementPlanner,
+    ServerRecord, Store, DISPATCH_LEASE, PRIORITY_HEAD_START_MS,
 };

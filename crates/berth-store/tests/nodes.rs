@@ -16,6 +16,8 @@ store_tests!(
     placement_of_codes_and_tasks_round_trips,
     claim_placed_places_or_leaves_queued_with_the_reason,
     pools_are_set_listed_and_removed,
+    heartbeats_in_one_batch_each_get_their_own_outcome,
+    every_pool_with_queued_work_offers_candidates,
 );
 
 fn join(name: &str, node_id: Option<&str>) -> NodeJoin {
@@ -53,8 +55,14 @@ async fn join_heartbeat_and_rejoin(store: Store) {
         .await
         .unwrap()
         .expect("the host's own token is accepted");
-    assert_eq!(beat.node.report, r#"{"v":2}"#);
-    assert!(!beat.was_down);
+    assert_eq!(
+        (beat.name.as_str(), beat.drained, beat.was_down),
+        ("h1", false, false)
+    );
+    assert_eq!(
+        store.node(&node.id).await.unwrap().unwrap().report,
+        r#"{"v":2}"#
+    );
     // Another token, or another id, is no heartbeat of this host.
     assert_eq!(
         store.heartbeat(&node.id, "bt_wrong", "{}").await.unwrap(),
@@ -137,7 +145,144 @@ async fn silent_hosts_are_marked_down_once(store: Store) {
         .await
         .unwrap()
         .unwrap();
-    assert!(beat.was_down && !beat.node.down);
+    assert!(beat.was_down);
+    assert!(!store.node_by_name("a").await.unwrap().unwrap().down);
+}
+
+/// A batch mixes hosts up and down, a drained one, a wrong token, an
+/// unknown id, and one host twice (its old token after a rejoin, then the
+/// new): each beat gets what it would have got alone, in order.
+async fn heartbeats_in_one_batch_each_get_their_own_outcome(store: Store) {
+    let (up, _) = store.join_node(&join("up", None)).await.unwrap();
+    let (down, token_down) = store.join_node(&join("down", None)).await.unwrap();
+    let (drained, token_drained) = store.join_node(&join("drained", None)).await.unwrap();
+    store.set_node_drained("drained", true).await.unwrap();
+    let cutoff = [&up, &down, &drained]
+        .iter()
+        .map(|n| n.last_heartbeat)
+        .max()
+        .unwrap()
+        + 1;
+    assert_eq!(store.mark_silent_nodes_down(cutoff).await.unwrap().len(), 3);
+    let (_, old_token) = store.join_node(&join("up", Some(&up.id))).await.unwrap();
+    store
+        .heartbeat(&up.id, &old_token, "{}")
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .heartbeat(&drained.id, &token_drained, "{}")
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, new_token) = store.join_node(&join("up", Some(&up.id))).await.unwrap();
+    fn beat<'a>(node_id: &'a str, token: &'a str, report: &'a str) -> HeartbeatWrite<'a> {
+        HeartbeatWrite {
+            node_id,
+            token,
+            report,
+        }
+    }
+    let outcomes = store
+        .heartbeats(&[
+            beat(&up.id, &old_token, r#"{"old":1}"#),
+            beat(&down.id, &token_down, r#"{"down":1}"#),
+            beat("no-such-host", &new_token, "{}"),
+            beat(&drained.id, "bt_wrong", "{}"),
+            beat(&up.id, &new_token, r#"{"new":1}"#),
+            beat(&drained.id, &token_drained, r#"{"drained":1}"#),
+        ])
+        .await
+        .unwrap();
+    let seen: Vec<Option<(String, bool, bool)>> = outcomes
+        .into_iter()
+        .map(|o| o.map(|o| (o.name, o.drained, o.was_down)))
+        .collect();
+    let host =
+        |name: &str, drained: bool, was_down: bool| Some((name.to_owned(), drained, was_down));
+    assert_eq!(
+        seen,
+        [
+            None,
+            host("down", false, true),
+            None,
+            None,
+            host("up", false, false),
+            host("drained", true, false),
+        ]
+    );
+    for (name, report) in [
+        ("up", r#"{"new":1}"#),
+        ("down", r#"{"down":1}"#),
+        ("drained", r#"{"drained":1}"#),
+    ] {
+        let node = store.node_by_name(name).await.unwrap().unwrap();
+        assert_eq!((node.report.as_str(), node.down), (report, false), "{name}");
+    }
+}
+
+/// A backlog at the head of the queue in one pool does not hide another
+/// pool's newer tasks from placement: each pool offers candidates, in its
+/// own queue order. A task's pool is its own, else its code's, else its
+/// project's.
+async fn every_pool_with_queued_work_offers_candidates(store: Store) {
+    use berth_core::placement::PlacementSpec;
+    let (project, _) = common::project_with_code(&store, "c").await;
+    let pooled = NewCodeRevision {
+        placement: PlacementSpec {
+            pool: Some("from-code".into()),
+            ..PlacementSpec::default()
+        },
+        ..common::code_spec("pooled")
+    };
+    store.push_code(&project, &pooled, None).await.unwrap();
+    let now = 1_700_000_000_000;
+    let in_pool = |pool: &str| NewTask {
+        placement: PlacementSpec {
+            pool: Some(pool.into()),
+            ..PlacementSpec::default()
+        },
+        ..common::new_task("c")
+    };
+    let backlog: Vec<NewTask> = (0..300).map(|_| in_pool("big")).collect();
+    store.queue_tasks(&project, &backlog, now).await.unwrap();
+    let late = now + 1_000;
+    let small = store
+        .queue_tasks(&project, &[in_pool("small"), in_pool("small")], late)
+        .await
+        .unwrap();
+    let of_code = store
+        .queue_tasks(&project, &[common::new_task("pooled")], late)
+        .await
+        .unwrap();
+    let of_project = store
+        .queue_tasks(&project, &[common::new_task("c")], late)
+        .await
+        .unwrap();
+    let mut offered = Vec::new();
+    let mut plan = |candidates: &[(Task, CodeRevision)]| {
+        offered.extend(candidates.iter().map(|(task, _)| task.id.clone()));
+        vec![
+            PlaceDecision::Waits {
+                msg: "looking only".into()
+            };
+            candidates.len()
+        ]
+    };
+    store.claim_placed(64, late, &mut plan).await.unwrap();
+    for id in small.iter().chain(&of_code).chain(&of_project) {
+        assert!(offered.contains(id), "task {id} was not offered");
+    }
+    let position = |id: &String| offered.iter().position(|o| o == id);
+    assert!(
+        position(&small[0]) < position(&small[1]),
+        "a pool's own queue order"
+    );
+    let from_big = offered.len() - 4;
+    assert!(
+        (8..=64).contains(&from_big),
+        "the backlog's pool offers its share, not the whole batch: {from_big}"
+    );
 }
 
 async fn drain_labels_and_remove(store: Store) {

@@ -176,12 +176,16 @@ async fn drive(
             .mark_running(&task.id, task.attempt, start_time)
             .await?;
     }
-    let log = match logs_patiently(shared, agent, container).await {
-        Ok(bytes) => bytes.to_vec(),
-        Err(e) => {
-            tracing::warn!(task = %task.id, "reading the log: {e}");
-            format!("[berth: the task's output could not be read: {e}]\n").into_bytes()
-        }
+    // A task that wrote nothing has no log to fetch.
+    let log = match view.log_bytes {
+        Some(0) => Vec::new(),
+        _ => match logs_patiently(shared, agent, container).await {
+            Ok(bytes) => bytes.to_vec(),
+            Err(e) => {
+                tracing::warn!(task = %task.id, "reading the log: {e}");
+                format!("[berth: the task's output could not be read: {e}]\n").into_bytes()
+            }
+        },
     };
     // The task as it is now: a cancel may have come, counts moved.
     let current = shared

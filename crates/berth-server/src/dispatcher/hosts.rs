@@ -16,10 +16,21 @@ use berth_core::time::now_millis;
 use berth_store::{Node, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the leader rebuilds its placement snapshot from the store
+/// when the hosts did not change.
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
 
 /// The leader's refresh: marks silent hosts down (a fenced write), reads the
-/// hosts, and rebuilds the placement snapshot from the store's truth.
-pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreError> {
+/// hosts, and rebuilds the placement snapshot from the store's truth when
+/// it is due (`force`: at once, as a term begins).
+///
+/// The snapshot follows placements and ends as they happen; it is rebuilt
+/// when the hosts or the pools changed for placement, and every
+/// [`RESYNC_EVERY`] against drift. (Rebuilt every heartbeat interval, a
+/// fleet of thousands cost the leader a fifth of its CPU.)
+pub(super) async fn refresh(shared: &Shared, force: bool) -> Result<(), berth_store::StoreError> {
     let hosts = shared.dispatch.capacity().map_or(0, |fleet| fleet.len());
     let down_after = shared.config.fleet.down_after_for(hosts);
     let down_after = i64::try_from(down_after.as_millis()).unwrap_or(i64::MAX);
@@ -31,10 +42,16 @@ pub(super) async fn refresh(shared: &Shared) -> Result<(), berth_store::StoreErr
         tracing::warn!(node = %node.name, id = %node.id, "host missed its heartbeats: marked down");
     }
     let nodes = read_fleet(&shared.store, &shared.dispatch, &shared.config).await?;
+    let pools = shared.store.pools().await?;
+    let pools_changed = !shared.placer.lock().await.has_pools(&pools);
+    // Asked every time: a rebuild, whatever its cause, resets the clock.
+    let due = shared.dispatch.snapshot_due(RESYNC_EVERY);
+    if !(force || pools_changed || due) {
+        return Ok(());
+    }
     // Held while the active tasks are read, so that no claim falls between.
     let mut placer = shared.placer.lock().await;
     let active = shared.store.active_tasks().await?;
-    let pools = shared.store.pools().await?;
     *placer = Placer::build(
         &nodes,
         &active,
@@ -69,7 +86,11 @@ pub(crate) async fn read_fleet(
         }
         let client = || -> Option<AgentClient> {
             match Endpoint::parse(&node.address) {
-                Ok(endpoint) => Some(AgentClient::new(endpoint, Some(node.credential.clone()))),
+                Ok(endpoint) => Some(AgentClient::pooled(
+                    endpoint,
+                    Some(node.credential.clone()),
+                    dispatch.connections.clone(),
+                )),
                 Err(e) => {
                     tracing::error!(node = %node.name, "host address {:?}: {e}", node.address);
                     None
@@ -105,6 +126,9 @@ pub(crate) async fn read_fleet(
         gone.set_lost(true);
     }
     dispatch.set_agents(next);
+    if !dispatch.note_placement_facts(&nodes) {
+        return Ok(nodes);
+    }
     // What a task is checked against at queue time: the hosts and what
     // each offers, no reservations.
     if let Some(capacity) =
@@ -119,7 +143,7 @@ pub(crate) async fn read_fleet(
 /// API says something changed. Never returns.
 pub(super) async fn watch_forever(shared: Arc<Shared>) {
     loop {
-        if let Err(e) = refresh(&shared).await {
+        if let Err(e) = refresh(&shared, false).await {
             shared.term.refused(&e);
             tracing::error!("reading the fleet's hosts: {e}");
         }

@@ -70,7 +70,7 @@ impl Dispatcher {
     /// attempts a previous leader left, then dispatches.
     pub async fn run(self) {
         // The hosts first: reconciling must know which are alive.
-        while let Err(e) = hosts::refresh(&self.shared).await {
+        while let Err(e) = hosts::refresh(&self.shared, true).await {
             self.shared.term.refused(&e);
             tracing::error!("reading the fleet's hosts: {e}; trying again in 1 s");
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -166,6 +166,16 @@ impl Placer {
         }
     }
 
+    /// Whether the snapshot holds these pools' configuration.
+    pub(super) fn has_pools(&self, pools: &[berth_store::PoolConfig]) -> bool {
+        self.pools.len() == pools.len()
+            && self
+                .pools
+                .iter()
+                .zip(pools)
+                .all(|(held, now)| *held == pool_spec(now))
+    }
+
     /// Where each of `candidates` (in queue order) goes: pool by pool in
     /// the fair-share order (berth_sched::serve_order, asked again after
     /// every placement), each pool's tasks in queue order. A pool held at

@@ -8,10 +8,12 @@
 mod auth;
 mod check;
 mod error;
+mod heartbeats;
 mod pools;
 mod routes;
 mod servers;
 
+pub use heartbeats::HeartbeatWriter;
 pub use routes::router;
 
 use std::time::Duration;

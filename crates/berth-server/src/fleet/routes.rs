@@ -90,22 +90,25 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatAccepted>, FleetError> {
     let beat = body(beat)?;
     check::report(&beat.report)?;
-    let Some(outcome) = state
-        .store
-        .heartbeat(&beat.node_id, &token, &report_json(&beat.report)?)
-        .await?
-    else {
+    let report = report_json(&beat.report)?;
+    let Some(outcome) = state.heartbeats.record(beat.node_id, token, report).await? else {
         return Err(FleetError::unauthorized(
             "no host of this fleet has this id and token: join again",
         ));
     };
     if outcome.was_down {
-        tracing::warn!(node = %outcome.node.name, "a host marked down is back");
-        state.dispatch.host_returned(&outcome.node.id);
+        tracing::warn!(node = %outcome.name, "a host marked down is back");
+        state.dispatch.host_returned(&outcome.node_id);
     }
+    // The heartbeat has just brought the host up.
+    let state_now = if outcome.drained {
+        NodeState::Draining
+    } else {
+        NodeState::Ready
+    };
     Ok(Json(HeartbeatAccepted {
         heartbeat_interval_ms: millis(state.config.fleet.interval_for(fleet_size(&state))),
-        state: node_state(&outcome.node),
+        state: state_now,
     }))
 }
 

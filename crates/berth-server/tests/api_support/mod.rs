@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use berth_server::{router, AppState, Dispatch, ServerConfig};
+use berth_server::{router, AppState, Dispatch, HeartbeatWriter, ServerConfig};
 use berth_store::Store;
 use berth_testkit::http::{multipart, Endpoint, Part, Response};
 use serde_json::{json, Value};
@@ -263,7 +263,9 @@ impl Harness {
             .expect("runtime");
         let config = test_config();
         let store = rt.block_on(Store::open(url)).expect("open store");
+        let heartbeats = rt.block_on(async { HeartbeatWriter::spawn(store.clone()) });
         let state = AppState {
+            heartbeats,
             store: store.clone(),
             dispatch: Arc::new(Dispatch::default()),
             config: Arc::new(config.clone()),

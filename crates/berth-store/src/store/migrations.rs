@@ -262,6 +262,20 @@ CREATE TABLE servers (
 );
 "#,
     },
+    Migration {
+        version: 7,
+        sql: r#"
+-- The fair-share pool a task counts against (its own, else its code's,
+-- else its project's), fixed when it is queued: the dispatcher takes
+-- candidates from every pool's queue, so that one pool's backlog cannot
+-- hide another's work from the fair-share order. Tasks queued before this
+-- version are grouped by project for that choice (their pool still counts
+-- for the share).
+ALTER TABLE tasks ADD COLUMN pool TEXT;
+UPDATE tasks SET pool = project_id WHERE status = 'queued';
+CREATE INDEX tasks_pool_queue ON tasks (pool, sort_key, id) WHERE status = 'queued';
+"#,
+    },
 ];
 
 /// The newest schema version this binary knows.

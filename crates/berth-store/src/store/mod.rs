@@ -38,7 +38,7 @@ mod lease;
 pub use lease::{LeaseGrant, LeaseHolder, ServerRecord, DISPATCH_LEASE};
 mod migrations;
 mod nodes;
-pub use nodes::HeartbeatOutcome;
+pub use nodes::{HeartbeatOutcome, HeartbeatWrite};
 pub use tasks::PlacementPlanner;
 mod projects;
 mod rows;

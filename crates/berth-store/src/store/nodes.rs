@@ -7,24 +7,110 @@
 
 use super::projects::{new_secret, secret_hash};
 use super::rows::corrupt;
-use super::Store;
+use super::{Dialect, Store};
 use crate::error::StoreError;
 use crate::ids::new_id;
 use crate::model::{Millis, Node, NodeJoin, OperatorTokenInfo, PoolConfig};
 use berth_core::time::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::Row;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 const NODE_COLUMNS: &str = "id, name, address, credential, drained, down, operator_labels, \
                             report, joined_at, last_heartbeat";
 
-/// What a heartbeat found.
+/// A heartbeat to record.
+#[derive(Debug, Clone, Copy)]
+pub struct HeartbeatWrite<'a> {
+    pub node_id: &'a str,
+    /// The host's heartbeat token, as presented.
+    pub token: &'a str,
+    /// The host's report (JSON).
+    pub report: &'a str,
+}
+
+/// What a heartbeat found: the host as it stands now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatOutcome {
-    pub node: Node,
-    /// The host had been marked down: it is back.
+    pub node_id: String,
+    pub name: String,
+    pub drained: bool,
+    /// The host had been marked down: it is back (and up now).
     pub was_down: bool,
+}
+
+/// One statement for heartbeats of distinct hosts (PostgreSQL): the hosts
+/// found, by id. The second reference to `nodes` is read before the update,
+/// so it tells which host was down.
+async fn heartbeat_round(
+    conn: &mut sqlx::AnyConnection,
+    beats: &[HeartbeatWrite<'_>],
+    round: &[usize],
+    now: Millis,
+) -> Result<HashMap<String, HeartbeatOutcome>, StoreError> {
+    let values: Vec<String> = (0..round.len())
+        .map(|k| format!("(${}, ${}, ${})", 3 * k + 2, 3 * k + 3, 3 * k + 4))
+        .collect();
+    // VALUES rows name their columns column1…
+    let sql = format!(
+        "UPDATE nodes AS n SET report = v.column3, last_heartbeat = $1, down = 0
+         FROM nodes AS o, (VALUES {}) AS v
+         WHERE o.id = n.id AND n.id = v.column1 AND n.heartbeat_sha256 = v.column2
+         RETURNING n.id, n.name, n.drained, o.down",
+        values.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(now);
+    for &i in round {
+        query = query
+            .bind(beats[i].node_id)
+            .bind(secret_hash(beats[i].token))
+            .bind(beats[i].report);
+    }
+    let mut found = HashMap::with_capacity(round.len());
+    for row in query.fetch_all(&mut *conn).await? {
+        let outcome = HeartbeatOutcome {
+            node_id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            drained: row.try_get::<i64, _>("drained")? != 0,
+            was_down: row.try_get::<i64, _>("down")? != 0,
+        };
+        found.insert(outcome.node_id.clone(), outcome);
+    }
+    Ok(found)
+}
+
+/// One heartbeat (SQLite): one statement when the host was up, a second
+/// only for a host coming back from down.
+async fn heartbeat_one(
+    conn: &mut sqlx::AnyConnection,
+    beat: &HeartbeatWrite<'_>,
+    now: Millis,
+) -> Result<Option<HeartbeatOutcome>, StoreError> {
+    let hash = secret_hash(beat.token);
+    for was_down in [false, true] {
+        let rows = sqlx::query(
+            "UPDATE nodes SET report = $2, last_heartbeat = $3, down = 0
+             WHERE id = $1 AND heartbeat_sha256 = $4 AND down = $5
+             RETURNING id, name, drained",
+        )
+        .bind(beat.node_id)
+        .bind(beat.report)
+        .bind(now)
+        .bind(&hash)
+        .bind(i64::from(was_down))
+        // Every row: SQLite reports a failed commit only at the end.
+        .fetch_all(&mut *conn)
+        .await?;
+        if let Some(row) = rows.first() {
+            return Ok(Some(HeartbeatOutcome {
+                node_id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                drained: row.try_get::<i64, _>("drained")? != 0,
+                was_down,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 impl Store {
@@ -119,45 +205,64 @@ impl Store {
         Ok((node, heartbeat))
     }
 
-    /// Records a heartbeat: the host's new report, and that it is alive
-    /// (a host marked down is up again). `None` when no host has this id
-    /// and heartbeat token (removed, or a token of another host).
+    /// Records one heartbeat; see [`Store::heartbeats`].
     pub async fn heartbeat(
         &self,
         node_id: &str,
         token: &str,
         report: &str,
     ) -> Result<Option<HeartbeatOutcome>, StoreError> {
-        // The hottest write of a large fleet (every host every few
-        // seconds): one statement in the common case (the host was up), on
-        // the relaxed connection (a heartbeat lost to a database crash is
-        // repeated seconds later), and a second only for a host coming
-        // back from down.
-        let hash = secret_hash(token);
+        let beat = HeartbeatWrite {
+            node_id,
+            token,
+            report,
+        };
+        let mut outcomes = self.heartbeats(&[beat]).await?;
+        Ok(outcomes.pop().flatten())
+    }
+
+    /// Records heartbeats: each host's new report, and that it is alive (a
+    /// host marked down is up again). One outcome per beat, in order:
+    /// `None` when no host has that id and heartbeat token (removed, or a
+    /// token of another host).
+    ///
+    /// The hottest write of a large fleet (every host every few seconds),
+    /// so a server writes the beats that arrived together in one statement
+    /// on PostgreSQL, on the relaxed connection (a heartbeat lost to a
+    /// database crash is repeated seconds later). SQLite, whose writes are
+    /// serialized anyway and whose fleets are small, takes them one by one.
+    pub async fn heartbeats(
+        &self,
+        beats: &[HeartbeatWrite<'_>],
+    ) -> Result<Vec<Option<HeartbeatOutcome>>, StoreError> {
         let now = now_millis();
+        let mut outcomes = vec![None; beats.len()];
         let mut conn = self.relaxed.acquire().await?;
-        for was_down in [false, true] {
-            let row = sqlx::query(&format!(
-                "UPDATE nodes SET report = $2, last_heartbeat = $3, down = 0
-                 WHERE id = $1 AND heartbeat_sha256 = $4 AND down = $5
-                 RETURNING {NODE_COLUMNS}"
-            ))
-            .bind(node_id)
-            .bind(report)
-            .bind(now)
-            .bind(&hash)
-            .bind(i64::from(was_down))
-            // Every row: SQLite reports a failed commit only at the end.
-            .fetch_all(&mut *conn)
-            .await?;
-            if let Some(row) = row.first() {
-                return Ok(Some(HeartbeatOutcome {
-                    node: node(row)?,
-                    was_down,
-                }));
+        // A host may beat twice in one batch (after a rejoin, with two
+        // tokens): each statement updates a host once, so those go in
+        // rounds of distinct hosts.
+        let mut left: Vec<usize> = (0..beats.len()).collect();
+        while !left.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let (round, later): (Vec<usize>, Vec<usize>) = left
+                .into_iter()
+                .partition(|&i| seen.insert(beats[i].node_id));
+            left = later;
+            match self.dialect {
+                Dialect::Postgres => {
+                    let found = heartbeat_round(&mut conn, beats, &round, now).await?;
+                    for i in round {
+                        outcomes[i] = found.get(beats[i].node_id).cloned();
+                    }
+                }
+                Dialect::Sqlite => {
+                    for i in round {
+                        outcomes[i] = heartbeat_one(&mut conn, &beats[i], now).await?;
+                    }
+                }
             }
         }
-        Ok(None)
+        Ok(outcomes)
     }
 
     /// Marks down every host whose last heartbeat is older than `cutoff`

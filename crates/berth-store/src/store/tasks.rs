@@ -28,6 +28,9 @@ const MAX_CLAIM: usize = 1000;
 /// max_concurrency fill the first pages; the rest waits for the next call.
 const CLAIM_ROUNDS: usize = 8;
 
+/// The fewest candidates a pool with queued work offers a placement round.
+const MIN_PER_POOL: usize = 8;
+
 /// Ends an attempt as finished. Binds: $1 id, $2 attempt, $3 status,
 /// $4 msg, $5 exit_code, $6 end_time, $7 now.
 const FINISH_SQL: &str = "UPDATE tasks SET status = $3, msg = $4, exit_code = $5, \
@@ -56,6 +59,8 @@ struct CodeHead {
     id: String,
     rev: i64,
     default_priority: i64,
+    /// The pool its revision's placement names, if any.
+    pool: Option<String>,
 }
 
 /// One value for a query assembled at run time.
@@ -442,8 +447,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Takes up to `limit` queued tasks that may start now, in queue order
-    /// (as [`Store::claim_tasks`] chooses them), and asks `plan` where each
+    /// Takes about `limit` queued tasks that may start now, from every
+    /// pool's queue (each pool's in queue order, see
+    /// `choose_claimable_by_pool`), and asks `plan` where each
     /// goes (it answers one decision per task, in the order given), within
     /// one transaction: a task placed on a host becomes `preparing` there
     /// with `attempt + 1`, its reservation and its host's name; a task that
@@ -461,7 +467,7 @@ impl Store {
         }
         let mut conn = self.relaxed.acquire().await?;
         let mut tx = self.begin_claim(&mut conn).await?;
-        let chosen = choose_claimable(&mut tx, self.dialect, limit, now).await?;
+        let chosen = choose_claimable_by_pool(&mut tx, self.dialect, limit, now).await?;
         if chosen.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
@@ -767,9 +773,9 @@ pub(super) async fn queue_in(
         sqlx::query(
             "INSERT INTO tasks (id, project_id, code_id, code_name, code_rev, status, payload,
                  priority, timeout, delay, cluster, label, schedule_id, original_task_id,
-                 created_at, updated_at, eligible_at, sort_key, placement)
+                 created_at, updated_at, eligible_at, sort_key, placement, pool)
              VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $12, $13,
-                 $14, $14, $15, $16, $17)",
+                 $14, $14, $15, $16, $17, $18)",
         )
         .bind(id)
         .bind(project_id)
@@ -791,6 +797,13 @@ pub(super) async fn queue_in(
             serde_json::to_string(&task.placement)
                 .map_err(|e| rows::corrupt("tasks", format!("placement: {e}")))?,
         )
+        .bind(
+            task.placement
+                .pool
+                .as_deref()
+                .or(head.pool.as_deref())
+                .unwrap_or(project_id),
+        )
         .execute(&mut *conn)
         .await?;
     }
@@ -808,7 +821,7 @@ async fn code_head(
     name: &str,
 ) -> Result<Option<CodeHead>, StoreError> {
     let sql = format!(
-        "SELECT c.id, c.latest_rev, r.default_priority
+        "SELECT c.id, c.latest_rev, r.default_priority, r.placement
          FROM codes c JOIN code_revisions r ON r.code_id = c.id AND r.rev = c.latest_rev
          WHERE c.project_id = $1 AND c.name = $2 {}",
         dialect.pg("FOR SHARE OF c")
@@ -819,10 +832,14 @@ async fn code_head(
         .fetch_optional(&mut *conn)
         .await?;
     row.map(|row| {
+        let placement: String = row.try_get("placement")?;
+        let placement: berth_core::placement::PlacementSpec = serde_json::from_str(&placement)
+            .map_err(|e| rows::corrupt("code_revisions", format!("placement: {e}")))?;
         Ok(CodeHead {
             id: row.try_get("id")?,
             rev: row.try_get("latest_rev")?,
             default_priority: row.try_get("default_priority")?,
+            pool: placement.pool,
         })
     })
     .transpose()
@@ -842,6 +859,64 @@ async fn choose_claimable(
     dialect: Dialect,
     limit: usize,
     now: Millis,
+) -> Result<Vec<String>, StoreError> {
+    choose_in_queue(tx, dialect, None, limit, now, &mut HashMap::new()).await
+}
+
+/// Like [`choose_claimable`], but from every pool's queue: the pools with
+/// queued work each give up to an equal part of `limit` (at least
+/// [`MIN_PER_POOL`]) of their first claimable tasks, so the fair-share
+/// order sees every pool that waits, not only the one whose backlog is at
+/// the head of the whole queue. At most [`MAX_CLAIM`] in all; when more
+/// pools wait than that allows, the pool served first turns each second.
+async fn choose_claimable_by_pool(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    limit: usize,
+    now: Millis,
+) -> Result<Vec<String>, StoreError> {
+    // The distinct pools with queued tasks, one index probe each (a loose
+    // index scan: both databases would otherwise read every queued row).
+    let pools: Vec<String> = sqlx::query_scalar(
+        "WITH RECURSIVE p(pool) AS (
+             SELECT (SELECT min(pool) FROM tasks WHERE status = 'queued')
+             UNION ALL
+             SELECT (SELECT min(t.pool) FROM tasks t
+                     WHERE t.status = 'queued' AND t.pool > p.pool)
+             FROM p WHERE p.pool IS NOT NULL)
+         SELECT pool FROM p WHERE pool IS NOT NULL",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if pools.len() <= 1 {
+        return choose_claimable(tx, dialect, limit, now).await;
+    }
+    let each = limit.div_ceil(pools.len()).max(MIN_PER_POOL);
+    let first = usize::try_from(now / 1000).unwrap_or(0) % pools.len();
+    let mut busy = HashMap::new();
+    let mut chosen = Vec::new();
+    for pool in pools[first..].iter().chain(&pools[..first]) {
+        let room = MAX_CLAIM.saturating_sub(chosen.len());
+        if room == 0 {
+            break;
+        }
+        let found =
+            choose_in_queue(tx, dialect, Some(pool), each.min(room), now, &mut busy).await?;
+        chosen.extend(found);
+    }
+    Ok(chosen)
+}
+
+/// The claimable tasks of one pool's queue, or of the whole queue.
+/// `busy` counts, per code with a `max_concurrency`, its tasks under way
+/// plus those chosen so far (shared across calls of one claim).
+async fn choose_in_queue(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    pool: Option<&str>,
+    limit: usize,
+    now: Millis,
+    busy: &mut HashMap<String, i64>,
 ) -> Result<Vec<String>, StoreError> {
     // Candidates in queue order, read along the queue index: an
     // eligible task's sort_key is at most now (priorities are not
@@ -868,23 +943,29 @@ async fn choose_claimable(
                         WHERE a.code_id = t.code_id AND a.status IN ('preparing', 'running'))
                        < c.max_concurrency)
                AND (t.sort_key, t.id) > ($2, $3)
+               {}
              ORDER BY t.sort_key, t.id
              LIMIT $4 {}",
+        if pool.is_some() {
+            "AND t.pool = $5"
+        } else {
+            ""
+        },
         dialect.pg("FOR UPDATE OF t SKIP LOCKED")
     );
     let mut after: (i64, String) = (i64::MIN, String::new());
     let mut chosen: Vec<String> = Vec::new();
-    // Per limited code: its preparing and running tasks plus the ones
-    // chosen so far.
-    let mut busy: HashMap<String, i64> = HashMap::new();
     'rounds: for _ in 0..CLAIM_ROUNDS {
-        let candidates = sqlx::query(&candidates_sql)
+        let query = sqlx::query(&candidates_sql)
             .bind(now)
             .bind(after.0)
             .bind(&after.1)
-            .bind(page_size)
-            .fetch_all(&mut *tx)
-            .await?;
+            .bind(page_size);
+        let query = match pool {
+            Some(pool) => query.bind(pool),
+            None => query,
+        };
+        let candidates = query.fetch_all(&mut *tx).await?;
         let full_page = candidates.len() as i64 == page_size;
         for row in &candidates {
             let id: String = row.try_get("id")?;
