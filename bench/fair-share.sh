@@ -23,7 +23,8 @@
 # Reported, from the tasks' start and end times in the store: each pool's
 # share of the running tasks every 0.5 s (all tasks reserve the same),
 # averaged over each phase after a warm-up of two task durations, with its
-# entitlement and the largest deviation of any one sample; the fleet's
+# entitlement and the largest deviation over any window of one task
+# duration; the fleet's
 # utilisation; and how long c took, from its backlog's arrival, to run as
 # many tasks as its minimum (goal: within one task duration).
 #
@@ -93,7 +94,7 @@ while (($(date +%s) < t_one + phase_secs)); do sleep 1; done
 warm=$((2 * task_secs * 1000))
 # Per 0.5 s sample: tasks running per pool (start <= t < end; still
 # running: no end yet).
-shares() { # FROM_MS TO_MS → pool share_avg worst_deviation_of_a_sample utilisation
+shares() { # FROM_MS TO_MS → pool share_avg share_min share_max (over windows of a task's duration) utilisation
     sql "
     WITH grid AS (SELECT generate_series($1::bigint, $2::bigint, 500) AS t),
     running AS (
@@ -107,9 +108,14 @@ shares() { # FROM_MS TO_MS → pool share_avg worst_deviation_of_a_sample utilis
         SELECT t, pool, n, n::float / NULLIF(sum(n) OVER (PARTITION BY t), 0) AS share,
                sum(n) OVER (PARTITION BY t) AS total
         FROM running)
-    SELECT pool, round(avg(share)::numeric, 4), round(min(share)::numeric, 4),
-           round(max(share)::numeric, 4), round((avg(total) / $slots)::numeric, 3)
-    FROM shared GROUP BY pool ORDER BY pool" | tr '|' ' '
+    windows AS (
+        SELECT pool, (t - $1::bigint) / $((task_secs * 1000)) AS w, avg(share) AS share
+        FROM shared GROUP BY pool, w)
+    SELECT s.pool, round(avg(s.share)::numeric, 4),
+           round((SELECT min(share) FROM windows w WHERE w.pool = s.pool)::numeric, 4),
+           round((SELECT max(share) FROM windows w WHERE w.pool = s.pool)::numeric, 4),
+           round((avg(s.total) / $slots)::numeric, 3)
+    FROM shared s GROUP BY s.pool ORDER BY s.pool" | tr '|' ' '
 }
 p1_from=$((t_zero * 1000 + warm)); p1_to=$((t_one * 1000 - 500))
 p2_from=$((t_one * 1000 + warm)); p2_to=$(((t_one + phase_secs) * 1000 - 500))
@@ -152,10 +158,10 @@ if ((json)); then
           c_min_tasks: $min_tasks, c_reached_min_ms: $c_min_ms, c_first_end_ms: $c_first_end_ms,
           shares: [split("\n")[] | select(length > 0) | split(" ") |
             { phase: (.[0]|tonumber), pool: .[1], entitled: (.[2]|tonumber), share: (.[3]|tonumber),
-              deviation_percent: (.[4]|tonumber), worst_sample_percent: (.[5]|tonumber),
+              deviation_percent: (.[4]|tonumber), worst_window_percent: (.[5]|tonumber),
               utilisation: (.[6]|tonumber) }] }'
 else
-    printf '%-6s %-5s %9s %9s %14s %18s %12s\n' phase pool entitled share "off by" "worst 0.5 s sample" utilisation
+    printf '%-6s %-5s %9s %9s %14s %18s %12s\n' phase pool entitled share "off by" "worst ${task_secs} s window" utilisation
     for row in "${rows[@]}"; do
         read -r phase pool want avg dev worst util <<<"$row"
         printf '%-6s %-5s %8.1f%% %8.1f%% %+13.1f%% %+17.1f%% %11.0f%%\n' "$phase" "$pool" \

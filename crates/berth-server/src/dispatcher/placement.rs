@@ -9,7 +9,7 @@ use crate::dispatcher::request::package_image;
 use berth_api::fleet::HostReport;
 use berth_core::placement::{Relation, Resources, TaskPlacement};
 use berth_sched::{Fleet, GroupRule, Hardness, Node, NodeState, Placement, Request};
-use berth_sched::{Hold, PoolDemand, PoolSpec};
+use berth_sched::{Hold, PoolDemand, PoolSpec, Tier};
 use berth_store::{ClaimedTask, CodeRevision, PlaceDecision, Task};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -181,6 +181,12 @@ impl Placer {
     /// every placement), each pool's tasks in queue order. A pool held at
     /// its maximum, or held from borrowing while another waits under its
     /// minimum, keeps its tasks queued, saying so.
+    ///
+    /// The store offers each pool's first few tasks, not its whole queue.
+    /// Once a pool has run out of them in a round, nobody borrows for the
+    /// rest of it: the capacity is left for that pool's next tasks, which
+    /// the next round (at once) offers. Otherwise a pool whose share is
+    /// larger than what it offers a round would lend it away each round.
     pub(super) fn plan(&mut self, candidates: &[(Task, CodeRevision)]) -> Vec<PlaceDecision> {
         let mut decisions: Vec<Option<PlaceDecision>> = vec![None; candidates.len()];
         let mut ready: Vec<Option<(TaskPlacement, Request)>> = Vec::with_capacity(candidates.len());
@@ -204,6 +210,7 @@ impl Placer {
             Ok(fleet) => fleet.allocatable_total(),
             Err(_) => Resources::ZERO,
         };
+        let mut ran_out = false;
         loop {
             let demand = self.demand(&queues, &ready);
             let specs = self.specs_for(&demand);
@@ -230,9 +237,16 @@ impl Placer {
                 }
                 break;
             };
-            let Some(i) = queues.get_mut(&turn.pool).and_then(VecDeque::pop_front) else {
+            if ran_out && turn.tier == Tier::Borrow {
+                break;
+            }
+            let Some(queue) = queues.get_mut(&turn.pool) else {
                 break;
             };
+            let Some(i) = queue.pop_front() else {
+                break;
+            };
+            ran_out |= queue.is_empty();
             let Some((reserved, request)) = ready[i].take() else {
                 continue;
             };
@@ -590,5 +604,55 @@ mod tests {
             "six fit, the seventh waits"
         );
         assert!(per_host.values().all(|&cpu| cpu <= 1000), "{per_host:?}");
+    }
+
+    /// Pool b (weight 2) offers fewer tasks a round than its share holds;
+    /// a (weight 1) does not borrow what b's next round will take.
+    #[test]
+    fn a_pool_that_ran_out_of_candidates_is_not_lent_away() {
+        let pools = [
+            berth_store::PoolConfig {
+                name: "a".into(),
+                weight: 1,
+                min: Resources::default(),
+                max: None,
+            },
+            berth_store::PoolConfig {
+                name: "b".into(),
+                weight: 2,
+                min: Resources::default(),
+                max: None,
+            },
+        ];
+        let mut placer = Placer::build(&[host("h1", 1200)], &[], &pools, defaults());
+        let round = |pool: &str, from: usize, n: usize| -> Vec<(Task, CodeRevision)> {
+            (from..from + n)
+                .map(|i| (task(&format!("{pool}{i}"), "p", 100, Some(pool)), code()))
+                .collect()
+        };
+        let placed = |decisions: &[PlaceDecision], candidates: &[(Task, CodeRevision)], pool| {
+            decisions
+                .iter()
+                .zip(candidates)
+                .filter(|(d, (t, _))| placed_on(d).is_some() && t.id.starts_with(pool))
+                .count()
+        };
+        let first: Vec<_> = round("a", 0, 6)
+            .into_iter()
+            .chain(round("b", 0, 3))
+            .collect();
+        let decisions = placer.plan(&first);
+        assert_eq!(placed(&decisions, &first, "b"), 3, "{decisions:?}");
+        assert_eq!(
+            placed(&decisions, &first, "a"),
+            4,
+            "a stays within its third (400 of 1200): {decisions:?}"
+        );
+        let second: Vec<_> = round("a", 6, 2)
+            .into_iter()
+            .chain(round("b", 3, 5))
+            .collect();
+        let decisions = placer.plan(&second);
+        assert_eq!(placed(&decisions, &second, "b"), 5, "{decisions:?}");
     }
 }
