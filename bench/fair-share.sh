@@ -107,7 +107,7 @@ shares() { # FROM_MS TO_MS → pool share_avg share_min share_max (over windows 
     shared AS (
         SELECT t, pool, n, n::float / NULLIF(sum(n) OVER (PARTITION BY t), 0) AS share,
                sum(n) OVER (PARTITION BY t) AS total
-        FROM running)
+        FROM running),
     windows AS (
         SELECT pool, (t - $1::bigint) / $((task_secs * 1000)) AS w, avg(share) AS share
         FROM shared GROUP BY pool, w)

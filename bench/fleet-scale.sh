@@ -150,6 +150,7 @@ late=$(($(date +%s) - t_zero))
 say "==> placing"
 while (($(date +%s) < t_zero)); do sleep 0.5; done
 cpu_place0=$(cpu_ticks "$leader_pid")
+cpu_earlier=0 # what a killed leader used while placing
 place_t0=$(date +%s.%N)
 max_rss=0
 killed_at=""
@@ -159,8 +160,11 @@ until [[ $(sql "SELECT count(*) FROM tasks WHERE start_time IS NOT NULL") -ge $t
     if ((kill_leader)) && [[ -z $killed_at ]] &&
         [[ $(sql "SELECT count(*) FROM tasks WHERE start_time IS NOT NULL") -ge $((tasks / 2)) ]]; then
         killed_at=$(date +%s%3N)
+        cpu_earlier=$(($(cpu_ticks "$leader_pid") - cpu_place0))
         kill -9 "$leader_pid"
+        wait "$leader_pid" 2>/dev/null || true # no "Killed" from bash
         leader_pid=${server_pids[1]}
+        cpu_place0=$(cpu_ticks "$leader_pid")
         say "    killed the leader at $(sql "SELECT count(*) FROM tasks WHERE start_time IS NOT NULL") starts"
     fi
     (($(date +%s) - t_zero < 1200)) || { echo "fleet-scale.sh: not all started in 1200 s" >&2; break; }
@@ -169,7 +173,7 @@ done
 place_t1=$(date +%s.%N)
 cpu_place1=$(cpu_ticks "$leader_pid")
 place_window=$(echo "$place_t1 - $place_t0" | bc -l)
-place_cpu=$(echo "($cpu_place1 - $cpu_place0) / $hz / $place_window * 100" | bc -l)
+place_cpu=$(echo "($cpu_earlier + $cpu_place1 - $cpu_place0) / $hz / $place_window * 100" | bc -l)
 
 read -r started_n rate p50 p99 < <(sql "
     SELECT count(*),
