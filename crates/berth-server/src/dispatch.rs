@@ -178,9 +178,10 @@ pub struct Dispatch {
 /// is used and allocated), which placement takes from the store instead.
 #[derive(Default)]
 struct PlacementFacts {
-    /// Host id → its last report and the fingerprint of what placement
-    /// reads of it.
-    reports: HashMap<String, (String, u64)>,
+    /// Host id → the hash of its last report and the fingerprint of what
+    /// placement reads of it (hashes, not the reports: 10,000 of them are
+    /// megabytes to copy each read).
+    reports: HashMap<String, (u64, u64)>,
     fingerprint: Option<u64>,
     /// A change not yet taken into the leader's snapshot, or when it was
     /// last rebuilt.
@@ -195,8 +196,13 @@ impl PlacementFacts {
         let mut reports = HashMap::with_capacity(nodes.len());
         let mut fleet = std::hash::DefaultHasher::new();
         for node in nodes {
+            let report = {
+                let mut hasher = std::hash::DefaultHasher::new();
+                node.report.hash(&mut hasher);
+                hasher.finish()
+            };
             let facts = match self.reports.remove(&node.id) {
-                Some((report, facts)) if report == node.report => facts,
+                Some((known, facts)) if known == report => facts,
                 _ => report_facts(&node.report),
             };
             (
@@ -208,7 +214,7 @@ impl PlacementFacts {
                 facts,
             )
                 .hash(&mut fleet);
-            reports.insert(node.id.clone(), (node.report.clone(), facts));
+            reports.insert(node.id.clone(), (report, facts));
         }
         self.reports = reports;
         let fingerprint = Some(fleet.finish());

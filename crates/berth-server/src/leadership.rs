@@ -22,7 +22,7 @@
 
 use crate::config::ServerConfig;
 use crate::dispatch::Dispatch;
-use crate::dispatcher::{read_fleet, Dispatcher};
+use crate::dispatcher::{read_every, read_fleet, Dispatcher};
 use berth_store::{LeaseGrant, ServerRecord, Store, StoreError, DISPATCH_LEASE};
 use std::future::Future;
 use std::sync::Arc;
@@ -190,7 +190,7 @@ pub(crate) async fn run(
                         // A follower still reaches agents for cancels and
                         // live logs, and checks tasks against the fleet.
                         if fleet_read
-                            .is_none_or(|at| at.elapsed() >= config.fleet.heartbeat_interval)
+                            .is_none_or(|at| at.elapsed() >= read_every(&dispatch, &config))
                         {
                             match read_fleet(&store, &dispatch, &config).await {
                                 Ok(_) => fleet_read = Some(Instant::now()),

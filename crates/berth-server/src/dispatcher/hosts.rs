@@ -139,7 +139,14 @@ pub(crate) async fn read_fleet(
     Ok(nodes)
 }
 
-/// Refreshes the hosts every heartbeat interval, and at once when the fleet
+/// How often the hosts are read: every heartbeat interval, stretched as the
+/// fleet grows (a report changes no faster than its host sends it).
+pub(crate) fn read_every(dispatch: &Dispatch, config: &ServerConfig) -> std::time::Duration {
+    let hosts = dispatch.capacity().map_or(0, |fleet| fleet.len());
+    config.fleet.interval_for(hosts)
+}
+
+/// Refreshes the hosts every (stretched) heartbeat interval, and at once when the fleet
 /// API says something changed. Never returns.
 pub(super) async fn watch_forever(shared: Arc<Shared>) {
     loop {
@@ -149,7 +156,7 @@ pub(super) async fn watch_forever(shared: Arc<Shared>) {
         }
         tokio::select! {
             _ = shared.dispatch.fleet.notified() => {}
-            _ = tokio::time::sleep(shared.config.fleet.heartbeat_interval) => {}
+            _ = tokio::time::sleep(read_every(&shared.dispatch, &shared.config)) => {}
         }
     }
 }

@@ -18,7 +18,7 @@ mod placement;
 mod request;
 mod shared;
 
-pub(crate) use hosts::read_fleet;
+pub(crate) use hosts::{read_every, read_fleet};
 pub(crate) use placement::{default_placement, request_for};
 pub use request::{CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};
 use shared::Shared;
