@@ -68,15 +68,20 @@ async fn heartbeat_round(
     }
     let mut found = HashMap::with_capacity(round.len());
     for row in query.fetch_all(&mut *conn).await? {
-        let outcome = HeartbeatOutcome {
-            node_id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            drained: row.try_get::<i64, _>("drained")? != 0,
-            was_down: row.try_get::<i64, _>("down")? != 0,
-        };
+        let outcome = heartbeat_outcome(&row, row.try_get::<i64, _>("down")? != 0)?;
         found.insert(outcome.node_id.clone(), outcome);
     }
     Ok(found)
+}
+
+/// A heartbeat's outcome from a row of `id, name, drained`.
+fn heartbeat_outcome(row: &AnyRow, was_down: bool) -> Result<HeartbeatOutcome, StoreError> {
+    Ok(HeartbeatOutcome {
+        node_id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        drained: row.try_get::<i64, _>("drained")? != 0,
+        was_down,
+    })
 }
 
 /// One heartbeat (SQLite): one statement when the host was up, a second
@@ -102,12 +107,7 @@ async fn heartbeat_one(
         .fetch_all(&mut *conn)
         .await?;
         if let Some(row) = rows.first() {
-            return Ok(Some(HeartbeatOutcome {
-                node_id: row.try_get("id")?,
-                name: row.try_get("name")?,
-                drained: row.try_get::<i64, _>("drained")? != 0,
-                was_down,
-            }));
+            return heartbeat_outcome(row, was_down).map(Some);
         }
     }
     Ok(None)

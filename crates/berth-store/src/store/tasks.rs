@@ -59,8 +59,8 @@ struct CodeHead {
     id: String,
     rev: i64,
     default_priority: i64,
-    /// The pool its revision's placement names, if any.
-    pool: Option<String>,
+    /// Its revision's placement (what a task leaves unsaid comes from it).
+    placement: berth_core::placement::PlacementSpec,
 }
 
 /// One value for a query assembled at run time.
@@ -797,12 +797,13 @@ pub(super) async fn queue_in(
             serde_json::to_string(&task.placement)
                 .map_err(|e| rows::corrupt("tasks", format!("placement: {e}")))?,
         )
+        // The pool it counts against: its own or its code's (the merge the
+        // dispatcher makes), else its project's.
         .bind(
             task.placement
+                .over(&head.placement)
                 .pool
-                .as_deref()
-                .or(head.pool.as_deref())
-                .unwrap_or(project_id),
+                .unwrap_or_else(|| project_id.to_owned()),
         )
         .execute(&mut *conn)
         .await?;
@@ -833,13 +834,12 @@ async fn code_head(
         .await?;
     row.map(|row| {
         let placement: String = row.try_get("placement")?;
-        let placement: berth_core::placement::PlacementSpec = serde_json::from_str(&placement)
-            .map_err(|e| rows::corrupt("code_revisions", format!("placement: {e}")))?;
         Ok(CodeHead {
             id: row.try_get("id")?,
             rev: row.try_get("latest_rev")?,
             default_priority: row.try_get("default_priority")?,
-            pool: placement.pool,
+            placement: serde_json::from_str(&placement)
+                .map_err(|e| rows::corrupt("code_revisions", format!("placement: {e}")))?,
         })
     })
     .transpose()
