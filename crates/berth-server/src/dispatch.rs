@@ -169,79 +169,7 @@ pub struct Dispatch {
     /// Kept-alive connections to the hosts' agents, shared by their clients.
     pub(crate) connections: berth_api::ConnectionPool,
     /// What placement read of the hosts last time, to tell a change.
-    facts: Mutex<PlacementFacts>,
-}
-
-/// What placement depends on of each host (its state, labels, what it
-/// offers, its images), fingerprinted: a fleet of thousands is read every
-/// heartbeat interval, and its reports change with every container (what
-/// is used and allocated), which placement takes from the store instead.
-#[derive(Default)]
-struct PlacementFacts {
-    /// Host id → the hash of its last report and the fingerprint of what
-    /// placement reads of it (hashes, not the reports: 10,000 of them are
-    /// megabytes to copy each read).
-    reports: HashMap<String, (u64, u64)>,
-    fingerprint: Option<u64>,
-    /// A change not yet taken into the leader's snapshot, or when it was
-    /// last rebuilt.
-    snapshot_stale: bool,
-    snapshot_built: Option<std::time::Instant>,
-}
-
-impl PlacementFacts {
-    /// Takes `nodes` in; true when they differ for placement from the last.
-    fn note(&mut self, nodes: &[berth_store::Node]) -> bool {
-        use std::hash::{Hash, Hasher};
-        let mut reports = HashMap::with_capacity(nodes.len());
-        let mut fleet = std::hash::DefaultHasher::new();
-        for node in nodes {
-            let report = {
-                let mut hasher = std::hash::DefaultHasher::new();
-                node.report.hash(&mut hasher);
-                hasher.finish()
-            };
-            let facts = match self.reports.remove(&node.id) {
-                Some((known, facts)) if known == report => facts,
-                _ => report_facts(&node.report),
-            };
-            (
-                &node.id,
-                &node.name,
-                node.down,
-                node.drained,
-                &node.operator_labels,
-                facts,
-            )
-                .hash(&mut fleet);
-            reports.insert(node.id.clone(), (report, facts));
-        }
-        self.reports = reports;
-        let fingerprint = Some(fleet.finish());
-        let changed = fingerprint != self.fingerprint;
-        self.fingerprint = fingerprint;
-        self.snapshot_stale |= changed;
-        changed
-    }
-}
-
-/// The fingerprint of what placement reads of a host's report: what it
-/// offers, its labels and images (not what is used or allocated now).
-fn report_facts(report: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::hash::DefaultHasher::new();
-    match serde_json::from_str::<berth_api::fleet::HostReport>(report) {
-        Ok(report) => {
-            serde_json::to_string(&report.allocatable)
-                .unwrap_or_default()
-                .hash(&mut hasher);
-            report.labels.hash(&mut hasher);
-            report.images.hash(&mut hasher);
-        }
-        // Placement leaves such a host out; any other text is a change.
-        Err(_) => report.hash(&mut hasher),
-    }
-    hasher.finish()
+    facts: Mutex<crate::dispatcher::PlacementFacts>,
 }
 
 /// The agents, in the store's order and by name (a task names its host;
@@ -288,16 +216,15 @@ impl Dispatch {
     /// changed since it was, or it is older than `resync`. Answering true
     /// counts as rebuilt.
     pub(crate) fn snapshot_due(&self, resync: Duration) -> bool {
-        let Ok(mut facts) = self.facts.lock() else {
-            return true;
-        };
-        let due =
-            facts.snapshot_stale || facts.snapshot_built.is_none_or(|at| at.elapsed() >= resync);
-        if due {
-            facts.snapshot_stale = false;
-            facts.snapshot_built = Some(std::time::Instant::now());
+        match self.facts.lock() {
+            Ok(mut facts) => facts.snapshot_due(resync),
+            Err(_) => true,
         }
-        due
+    }
+
+    /// Hosts in the fleet as of the last read (0 before the first).
+    pub(crate) fn fleet_size(&self) -> usize {
+        self.capacity().map_or(0, |fleet| fleet.len())
     }
 
     /// Every agent, as of now.

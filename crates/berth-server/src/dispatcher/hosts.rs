@@ -31,8 +31,10 @@ const RESYNC_EVERY: Duration = Duration::from_secs(30);
 /// [`RESYNC_EVERY`] against drift. (Rebuilt every heartbeat interval, a
 /// fleet of thousands cost the leader a fifth of its CPU.)
 pub(super) async fn refresh(shared: &Shared, force: bool) -> Result<(), berth_store::StoreError> {
-    let hosts = shared.dispatch.capacity().map_or(0, |fleet| fleet.len());
-    let down_after = shared.config.fleet.down_after_for(hosts);
+    let down_after = shared
+        .config
+        .fleet
+        .down_after_for(shared.dispatch.fleet_size());
     let down_after = i64::try_from(down_after.as_millis()).unwrap_or(i64::MAX);
     for node in shared
         .store
@@ -142,8 +144,7 @@ pub(crate) async fn read_fleet(
 /// How often the hosts are read: every heartbeat interval, stretched as the
 /// fleet grows (a report changes no faster than its host sends it).
 pub(crate) fn read_every(dispatch: &Dispatch, config: &ServerConfig) -> std::time::Duration {
-    let hosts = dispatch.capacity().map_or(0, |fleet| fleet.len());
-    config.fleet.interval_for(hosts)
+    config.fleet.interval_for(dispatch.fleet_size())
 }
 
 /// Refreshes the hosts every (stretched) heartbeat interval, and at once when the fleet

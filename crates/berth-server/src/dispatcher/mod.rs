@@ -11,6 +11,7 @@
 
 mod attempt;
 mod bundle;
+mod facts;
 mod garbage;
 mod hosts;
 mod outcome;
@@ -18,6 +19,7 @@ mod placement;
 mod request;
 mod shared;
 
+pub(crate) use facts::PlacementFacts;
 pub(crate) use hosts::{read_every, read_fleet};
 pub(crate) use placement::{default_placement, request_for};
 pub use request::{CONFIG_FILE, PAYLOAD_FILE, TASK_DIR};

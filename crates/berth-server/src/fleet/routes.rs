@@ -38,7 +38,7 @@ pub fn router() -> Router<AppState> {
 /// Hosts in the fleet, as this server last read them (for the heartbeat
 /// interval).
 fn fleet_size(state: &AppState) -> usize {
-    state.dispatch.capacity().map_or(0, |fleet| fleet.len())
+    state.dispatch.fleet_size()
 }
 
 async fn not_found(method: Method, uri: Uri) -> FleetError {
