@@ -75,6 +75,13 @@ const PG_MAIN_CONNECTIONS: u32 = 8;
 /// PostgreSQL connections for the dispatcher's relaxed transitions.
 const PG_RELAXED_CONNECTIONS: u32 = 8;
 
+/// A transaction left idle this long has its session ended by PostgreSQL.
+/// berth's transactions never wait on their client that long; a server
+/// frozen (SIGSTOP, a VM paused) inside one, holding the dispatch lease's
+/// row FOR SHARE (every fenced transaction does), would otherwise keep the
+/// next leader from taking the lease for as long as it stays frozen.
+const IDLE_IN_TRANSACTION_LIMIT: &str = "SET idle_in_transaction_session_timeout = '2s'";
+
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -197,6 +204,12 @@ impl Store {
         let options: AnyConnectOptions = url.parse()?;
         let durable = AnyPoolOptions::new()
             .max_connections(PG_MAIN_CONNECTIONS)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(IDLE_IN_TRANSACTION_LIMIT).await?;
+                    Ok(())
+                })
+            })
             .connect_with(options.clone())
             .await?;
         let relaxed = AnyPoolOptions::new()
@@ -208,6 +221,7 @@ impl Store {
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute("SET synchronous_commit = off").await?;
+                    conn.execute(IDLE_IN_TRANSACTION_LIMIT).await?;
                     Ok(())
                 })
             })
