@@ -45,6 +45,9 @@ pub struct AgentConfig {
     /// The connection cap and timeouts of each listener (the unix socket
     /// and the TCP port count separately).
     pub connections: berth_http::Limits,
+    /// The default network's bridge device; the nf_tables table is named
+    /// after it too.
+    pub bridge: String,
 }
 
 impl AgentConfig {
@@ -68,6 +71,7 @@ impl AgentConfig {
             max_image_bytes: 16 << 30,
             state_tmpfs: false,
             connections: berth_http::Limits::DEFAULT,
+            bridge: "berth0".into(),
         }
     }
 

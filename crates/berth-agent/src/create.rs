@@ -11,12 +11,16 @@ use crate::shim::{self, Launcher, Ready};
 use crate::state::{requested_memory, write, AgentState};
 use crate::watch::{gc_runtime_dirs, mark_running, spawn_watcher};
 use berth_api::{ContainerView, CreateContainer, InlineFile};
+use berth_core::network::{NetworkMode, NetworkRequest};
 use berth_core::{ByteSize, ContainerId, ErrorCode};
 use berth_image::LaunchOverrides;
-use berth_runtime::{ContainerSpec, ProcessSpec, RootfsSpec, Scratch, User};
+use berth_runtime::{
+    BindMount, ContainerSpec, NetworkNamespace, ProcessSpec, RootfsSpec, Scratch, User,
+};
 use berth_shim::{ExitRecord, ShimSpec, ShimState, StateDir, Status};
 use std::fs;
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,9 +60,10 @@ impl AgentState {
         let prepare_id = id.clone();
         let began = std::time::Instant::now();
         let scratch = request.scratch;
-        let entry = tokio::task::spawn_blocking(move || this.prepare(&prepare_id, &request))
-            .await
-            .map_err(|e| ApiError::internal(format!("create task: {e}")))??;
+        let (entry, namespace) =
+            tokio::task::spawn_blocking(move || this.prepare(&prepare_id, &request))
+                .await
+                .map_err(|e| ApiError::internal(format!("create task: {e}")))??;
         let prepared = began.elapsed();
         let containers_dir = match scratch {
             Scratch::Memory => self.config.volatile_runtime_dir(),
@@ -69,7 +74,7 @@ impl AgentState {
             containers_dir: &containers_dir,
             cgroup_parent: &self.config.cgroup_parent,
         };
-        let launched = launcher.launch(&entry.dir).await;
+        let launched = launcher.launch(&entry.dir, namespace).await;
         tracing::debug!(
             id = %entry.id,
             prepare_us = prepared.as_micros() as u64,
@@ -138,12 +143,67 @@ impl AgentState {
             started_at: None,
             exited_at: Some(now_ms()),
         });
+        self.leave_network(&entry.id);
         let _ = self.forget(entry);
+    }
+
+    /// Puts the container on the network it asks for (bridge or a user
+    /// network): the spec then joins the namespace the shim is handed as
+    /// fd 3, and binds the name files. Nothing to do for other modes.
+    fn join_network(
+        &self,
+        spec: &mut ContainerSpec,
+        request: &NetworkRequest,
+    ) -> Result<Option<OwnedFd>, ApiError> {
+        match &request.mode {
+            NetworkMode::None | NetworkMode::Host => return Ok(None),
+            NetworkMode::Bridge | NetworkMode::Named(_) => {}
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::LimitUnsupported,
+                    format!("network mode {other} is not built yet"),
+                ))
+            }
+        }
+        let mut names = vec![spec.id.to_string(), spec.effective_hostname()];
+        names.dedup();
+        let attached = self
+            .networks
+            .attach(spec.id.as_str(), &names, request)
+            .map_err(|e| ApiError::from_lib(&e))?;
+        spec.network = NetworkNamespace::Join(shim::NAMESPACE_FD_PATH.into());
+        for (source, destination) in &attached.mounts {
+            spec.mounts.push(BindMount {
+                source: source.clone(),
+                destination: (*destination).to_owned(),
+                read_only: false,
+            });
+        }
+        Ok(Some(attached.namespace))
+    }
+
+    /// Takes a container that will not run off its network.
+    pub(crate) fn leave_network(&self, id: &str) {
+        if let Err(e) = self.networks.detach(id) {
+            tracing::warn!(id, "taking the container off its network: {e}");
+        }
     }
 
     /// The blocking half of create: resolve the image, build and check the
     /// spec, admit the request, reserve the id, write the state dir.
-    fn prepare(&self, id: &ContainerId, request: &CreateContainer) -> Result<Arc<Entry>, ApiError> {
+    fn prepare(
+        &self,
+        id: &ContainerId,
+        request: &CreateContainer,
+    ) -> Result<(Arc<Entry>, Option<OwnedFd>), ApiError> {
+        let network = NetworkRequest {
+            mode: request.network.clone(),
+            ip: request.ip,
+            ports: request.ports.clone(),
+            egress_rate: None,
+            ingress_rate: None,
+        };
+        network.validate().map_err(|e| ApiError::from_lib(&e))?;
         let mut image = self
             .images
             .resolve(&request.image)
@@ -194,7 +254,10 @@ impl AgentState {
                 terminal: false,
             },
             hostname: request.hostname.clone(),
-            network: request.network,
+            network: match network.mode {
+                NetworkMode::Host => NetworkNamespace::Host,
+                _ => NetworkNamespace::New,
+            },
             mounts: request.mounts.clone(),
             limits: request.limits,
         };
@@ -241,14 +304,23 @@ impl AgentState {
             phase: watch::channel(Phase::Creating).0,
         });
         self.reserve(&entry, memory_request)?;
+        let mut spec = spec;
+        let namespace = match self.join_network(&mut spec, &network) {
+            Ok(namespace) => namespace,
+            Err(e) => {
+                let _ = self.forget(&entry);
+                return Err(e);
+            }
+        };
         let written = self
             .write_state_dir(&dir, &record, &spec, request, &image)
             .and_then(|()| write_inline_files(&dir.path().join(FILES_DIR), &files));
         if let Err(e) = written {
+            self.leave_network(&entry.id);
             let _ = self.forget(&entry);
             return Err(e);
         }
-        Ok(entry)
+        Ok((entry, namespace))
     }
 
     /// Takes the id and the memory, atomically with respect to other creates.

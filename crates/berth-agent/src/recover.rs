@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::events::EventKind;
 use crate::record::{ContainerRecord, Entry, Phase, AGENT_FILE};
 use crate::shim;
-use crate::state::{write, AgentState};
+use crate::state::{read, write, AgentState};
 use crate::watch::{finish, mark_running, note_started, spawn_watcher};
 use berth_shim::{Request, Response, StateDir, Status};
 use std::fs;
@@ -30,6 +30,19 @@ pub(crate) async fn rediscover(agent: &Arc<AgentState>) -> Result<(), ApiError> 
         if let Err(e) = done {
             tracing::warn!("recovering a container: {e}");
         }
+    }
+    // Attachments of containers that ended or vanished while no agent ran.
+    let alive = |id: &str| {
+        read(&agent.containers)
+            .get(id)
+            .is_some_and(|e| !matches!(*e.phase.borrow(), Phase::Exited { .. }))
+    };
+    match agent.networks.gc(&alive) {
+        Ok(collected) if !collected.attachments.is_empty() => {
+            tracing::info!(containers = ?collected.attachments, "took ended containers off their networks")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("collecting network attachments: {e}"),
     }
     Ok(())
 }
@@ -61,7 +74,7 @@ async fn recover(agent: Arc<AgentState>, path: &Path) {
         note_started(&agent.events, &entry, &state);
     }
     if let Ok(Some(record)) = dir.read_exit() {
-        finish(&agent.events, &entry, record);
+        finish(&agent, &entry, record);
         return;
     }
     // The common case, settled here so a restarted agent serves with

@@ -9,6 +9,7 @@ use crate::error::ApiError;
 use berth_core::ErrorCode;
 use berth_shim::{Request, Response, StateDir};
 use serde::Deserialize;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -31,6 +32,10 @@ pub struct Launcher<'a> {
     pub cgroup_parent: &'a str,
 }
 
+/// Where a shim finds the network namespace it was handed (fd 3).
+pub const NAMESPACE_FD_PATH: &str = "/proc/self/fd/3";
+const NAMESPACE_FD: i32 = 3;
+
 /// How long a shim may take to report: container setup takes milliseconds;
 /// this only bounds a shim stuck in the kernel.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +52,7 @@ impl Launcher<'_> {
     /// it reports. The shim's stderr goes to `shim.log` and its pid to
     /// `shim.pid` in the state dir (so a restarted agent can tell whether a
     /// shim that has not reported yet is alive).
-    pub async fn launch(&self, dir: &StateDir) -> Launched {
+    pub async fn launch(&self, dir: &StateDir, namespace: Option<OwnedFd>) -> Launched {
         let failed = |error| Launched {
             shim_pid: 0,
             ready: Err(error),
@@ -56,7 +61,29 @@ impl Launcher<'_> {
             Ok(f) => f,
             Err(e) => return failed(ApiError::io("creating shim.log", e)),
         };
-        let spawned = Command::new(self.binary)
+        let mut command = Command::new(self.binary);
+        if let Some(namespace) = &namespace {
+            let fd = namespace.as_raw_fd();
+            // SAFETY: between fork and exec only dup2 runs, which is
+            // async-signal-safe; it gives the shim (and only it) the
+            // namespace as fd 3, without close-on-exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if fd == NAMESPACE_FD {
+                        let flags = libc::fcntl(fd, libc::F_GETFD);
+                        if flags < 0
+                            || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, NAMESPACE_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let spawned = command
             .arg("--dir")
             .arg(dir.path())
             .arg("--containers-dir")

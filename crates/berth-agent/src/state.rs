@@ -21,6 +21,8 @@ pub struct AgentState {
     pub runtime: Runtime,
     pub images: ImageStore,
     pub events: EventLog,
+    /// The host's container networks.
+    pub networks: berth_net::Networks,
     /// Every container the agent knows, by id.
     pub(crate) containers: RwLock<BTreeMap<String, Arc<Entry>>>,
     /// Image imports and removals one at a time (the store is safe across
@@ -38,6 +40,7 @@ impl AgentState {
         runtime: Runtime,
         images: ImageStore,
         events: EventLog,
+        networks: berth_net::Networks,
         agent_lock: AgentLock,
     ) -> AgentState {
         AgentState {
@@ -45,6 +48,7 @@ impl AgentState {
             runtime,
             images,
             events,
+            networks,
             containers: RwLock::new(BTreeMap::new()),
             image_lock: tokio::sync::Mutex::new(()),
             _agent_lock: agent_lock,

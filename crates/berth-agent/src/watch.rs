@@ -21,8 +21,13 @@ pub(crate) fn gc_runtime_dirs(agent: &AgentState) -> berth_runtime::Result<Vec<S
     Ok(removed)
 }
 
-/// Records a container's end and its events.
-pub(crate) fn finish(events: &EventLog, entry: &Entry, record: ExitRecord) {
+/// Records a container's end and its events, and takes it off its network
+/// (its address and ports are free again at once).
+pub(crate) fn finish(agent: &AgentState, entry: &Entry, record: ExitRecord) {
+    if let Err(e) = agent.networks.detach(&entry.id) {
+        tracing::warn!(id = %entry.id, "taking the container off its network: {e}");
+    }
+    let events = &agent.events;
     let (started_at, exited_at) = match entry.dir.read_state() {
         Ok(Some(state)) => (Some(state.started_at), state.exited_at),
         _ => (None, None),
@@ -108,7 +113,7 @@ async fn mark_lost(agent: &Arc<AgentState>, entry: &Entry, shim_pid: u32) {
         Ok(Err(e)) => tracing::warn!("gc after a dead shim: {e}"),
         _ => {}
     }
-    finish(&agent.events, entry, record);
+    finish(agent, entry, record);
 }
 
 /// Follows a container until it ends, then records the end. A container
@@ -119,7 +124,7 @@ pub(crate) fn spawn_watcher(agent: Arc<AgentState>, entry: Arc<Entry>, shim_pid:
         let started = tokio::time::Instant::now();
         loop {
             if let Ok(Some(record)) = entry.dir.read_exit() {
-                finish(&agent.events, &entry, record);
+                finish(&agent, &entry, record);
                 return;
             }
             let pid = match shim_pid {
@@ -135,7 +140,7 @@ pub(crate) fn spawn_watcher(agent: Arc<AgentState>, entry: Arc<Entry>, shim_pid:
                 // one), or never found: give an unregistered shim a few
                 // seconds, then call the container lost.
                 if let Ok(Some(record)) = entry.dir.read_exit() {
-                    finish(&agent.events, &entry, record);
+                    finish(&agent, &entry, record);
                 } else if pid == 0 && started.elapsed() < Duration::from_secs(5) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -157,7 +162,7 @@ pub(crate) fn spawn_watcher(agent: Arc<AgentState>, entry: Arc<Entry>, shim_pid:
                 // Answered once exit.json is durable.
                 Ok(_) => {
                     if let Ok(Some(record)) = entry.dir.read_exit() {
-                        finish(&agent.events, &entry, record);
+                        finish(&agent, &entry, record);
                         return;
                     }
                 }

@@ -1,5 +1,6 @@
 //! `/v1/containers/…`: what a client asks for and what it gets back.
 
+use berth_core::network::PublishedPort;
 use berth_core::spec::{BindMount, Limits, NetworkMode, Rlimit, Scratch};
 use berth_core::{ByteSize, ContainerId, ContainerResult, ErrorReport, ImageRef};
 use serde::{Deserialize, Serialize};
@@ -31,8 +32,16 @@ pub struct CreateContainer {
     pub user: Option<String>,
     #[serde(default)]
     pub hostname: Option<String>,
+    /// `none` (default), `host`, `bridge`, or a user network's name.
     #[serde(default)]
     pub network: NetworkMode,
+    /// Host ports forwarded to the container (`bridge` or a user network).
+    #[serde(default)]
+    pub ports: Vec<PublishedPort>,
+    /// A fixed address on a user network.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub ip: Option<std::net::Ipv4Addr>,
     #[serde(default)]
     pub mounts: Vec<BindMount>,
     #[serde(default)]

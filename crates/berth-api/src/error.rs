@@ -22,8 +22,10 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         InvalidArgument | InvalidLimit | InvalidArchive | CommandNotFound
         | CommandNotExecutable => StatusCode::BAD_REQUEST,
         Unauthorized => StatusCode::UNAUTHORIZED,
-        NotFound | ContainerNotFound | ImageNotFound => StatusCode::NOT_FOUND,
-        ContainerExists | InvalidState | ImageInUse | InsufficientResources => StatusCode::CONFLICT,
+        NotFound | ContainerNotFound | ImageNotFound | NetworkNotFound => StatusCode::NOT_FOUND,
+        ContainerExists | InvalidState | ImageInUse | InsufficientResources | NetworkConflict => {
+            StatusCode::CONFLICT
+        }
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         LimitUnsupported => StatusCode::UNPROCESSABLE_ENTITY,
         CgroupFailed | RootfsSetupFailed | SpawnFailed | TeardownFailed | HostIo => {

@@ -57,6 +57,11 @@ pub enum ErrorCode {
     /// The host cannot take the work now (its memory ceiling is fully
     /// requested); another host, or this one later, may.
     InsufficientResources,
+    /// No network of that name (or parent interface) on this host.
+    NetworkNotFound,
+    /// The network request clashes with what exists: an overlapping
+    /// subnet, an address or port already taken, a network still in use.
+    NetworkConflict,
 }
 
 impl ErrorCode {
@@ -84,6 +89,8 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InsufficientResources,
+        ErrorCode::NetworkNotFound,
+        ErrorCode::NetworkConflict,
     ];
 
     /// The code as it appears in JSON and on the command line.
@@ -111,6 +118,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::InsufficientResources => "insufficient_resources",
+            ErrorCode::NetworkNotFound => "network_not_found",
+            ErrorCode::NetworkConflict => "network_conflict",
         }
     }
 

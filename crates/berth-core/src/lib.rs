@@ -15,6 +15,7 @@
 
 mod error;
 mod names;
+pub mod network;
 pub mod placement;
 mod quantity;
 mod report;

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::network::NetworkMode;
+
 /// A spec value that cannot be right on any host.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -84,18 +86,6 @@ impl RlimitResource {
             _ => return None,
         })
     }
-}
-
-/// Which network the container sees.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum NetworkMode {
-    /// A private network namespace with only a working loopback.
-    #[default]
-    None,
-    /// The host's network namespace (opt-in; no isolation).
-    Host,
 }
 
 /// A host path bound into the container (`-v SRC:DST[:ro]`).

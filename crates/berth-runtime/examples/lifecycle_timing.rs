@@ -24,8 +24,8 @@ fn main() {
     };
     let runs: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(200);
     let network = match args.next().as_deref() {
-        Some("host") => berth_runtime::NetworkMode::Host,
-        _ => berth_runtime::NetworkMode::None,
+        Some("host") => berth_runtime::NetworkNamespace::Host,
+        _ => berth_runtime::NetworkNamespace::New,
     };
     let mut autostart = false;
     let mut pause = std::time::Duration::ZERO;
@@ -65,7 +65,7 @@ fn main() {
                 terminal: false,
             },
             hostname: None,
-            network,
+            network: network.clone(),
             mounts: vec![],
             limits: Limits {
                 memory: Some(ByteSize::mib(64)),

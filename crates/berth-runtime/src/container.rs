@@ -6,7 +6,7 @@ use crate::process::affinity;
 use crate::process::child::{go, monotonic_ns, Channels, Report, Stage, StageClock};
 use crate::process::fdpass::{recv_fd, send_fd, send_fds};
 use crate::process::network;
-use crate::process::plan::{search_path, HostFeatures, Plan, RootfsDirs, StdioFds};
+use crate::process::plan::{search_path, HostFeatures, NetworkSource, Plan, RootfsDirs, StdioFds};
 use crate::process::spawn::{spawn, Spawned};
 use crate::spec::{ContainerSpec, Scratch};
 use berth_core::ContainerId;
@@ -379,9 +379,9 @@ impl Runtime {
         // already failed (the usual reason the send breaks), its own report
         // is the better error.
         let network_error = plan
-            .new_network
-            .then(|| send_network_namespace(&start).err())
-            .flatten();
+            .network
+            .as_ref()
+            .and_then(|source| send_network_namespace(&start, source).err());
         let cgroup = match early_cgroup {
             Some(cgroup) => cgroup,
             None => match self.cgroups.create(spec.id.as_str(), &spec.limits) {
@@ -592,11 +592,24 @@ fn remove_claim(id: &str, claim: &Path) -> Result<()> {
     }
 }
 
-/// Makes the container's network namespace and sends it to the child,
-/// which joins it and brings its loopback up before mounting `/sys`.
-fn send_network_namespace(start: &OwnedFd) -> Result<()> {
-    let ns = network::new_namespace()
-        .map_err(|e| RuntimeError::spawn("creating the network namespace", e))?;
+/// Makes (or opens) the container's network namespace and sends it to the
+/// child, which joins it and brings its loopback up before mounting `/sys`.
+fn send_network_namespace(start: &OwnedFd, source: &NetworkSource) -> Result<()> {
+    let ns = match source {
+        NetworkSource::New => network::new_namespace()
+            .map_err(|e| RuntimeError::spawn("creating the network namespace", e))?,
+        NetworkSource::Join(path) => rustix::fs::open(
+            path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| {
+            RuntimeError::spawn(
+                format!("opening the network namespace {}", path.display()),
+                io::Error::from(e),
+            )
+        })?,
+    };
     if send_fd(start.as_raw_fd(), ns.as_raw_fd()) < 0 {
         return Err(RuntimeError::spawn(
             "sending the network namespace to the container process",

@@ -30,6 +30,6 @@ pub use container::{Container, ExitStatus, Runtime, RuntimeConfig};
 pub use error::{Result, RuntimeError};
 pub use process::plan::StdioFds;
 pub use spec::{
-    random_container_id, BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit,
+    random_container_id, BindMount, ContainerSpec, Limits, NetworkNamespace, ProcessSpec, Rlimit,
     RlimitResource, RootfsSpec, Scratch, SpecError, SwapLimit, User, MIN_MEMORY,
 };

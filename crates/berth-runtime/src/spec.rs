@@ -5,8 +5,7 @@
 
 use crate::error::{Result, RuntimeError};
 pub use berth_core::spec::{
-    BindMount, Limits, NetworkMode, Rlimit, RlimitResource, Scratch, SpecError, SwapLimit,
-    MIN_MEMORY,
+    BindMount, Limits, Rlimit, RlimitResource, Scratch, SpecError, SwapLimit, MIN_MEMORY,
 };
 use berth_core::{ByteSize, ContainerId};
 use serde::{Deserialize, Serialize};
@@ -23,7 +22,7 @@ pub struct ContainerSpec {
     #[serde(default)]
     pub hostname: Option<String>,
     #[serde(default)]
-    pub network: NetworkMode,
+    pub network: NetworkNamespace,
     #[serde(default)]
     pub mounts: Vec<BindMount>,
     #[serde(default)]
@@ -52,11 +51,29 @@ impl ContainerSpec {
                 terminal: false,
             },
             hostname: None,
-            network: NetworkMode::default(),
+            network: NetworkNamespace::default(),
             mounts: Vec::new(),
             limits: Limits::default(),
         }
     }
+}
+
+/// The network namespace the container runs in. The runtime itself gives a
+/// container at most a loopback; networks beyond it are made by the caller
+/// (berth-net) in a namespace the container then joins.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkNamespace {
+    /// A new namespace with only a working loopback.
+    #[default]
+    #[serde(rename = "none")]
+    New,
+    /// The host's namespace (opt-in; no isolation).
+    Host,
+    /// The namespace at this path (`/proc/PID/ns/net`, `/proc/self/fd/N`,
+    /// a bind mount), opened when the container is created. Its loopback
+    /// is brought up as in a new one.
+    Join(PathBuf),
 }
 
 /// The image layers the root file system is made of.

@@ -2,7 +2,7 @@
 //! and files; the host stays out of reach except through volumes.
 
 mod common;
-use berth_runtime::{BindMount, NetworkMode};
+use berth_runtime::{BindMount, NetworkNamespace};
 
 #[test]
 fn has_its_own_pid_namespace() {
@@ -48,7 +48,7 @@ fn sees_only_its_own_mounts() {
     let mut read_only = env.sh("cat /proc/self/mounts; touch /x 2>/dev/null || echo ro");
     read_only.rootfs.read_only = true;
     let mut host_network = env.sh("cat /proc/self/mounts");
-    host_network.network = NetworkMode::Host;
+    host_network.network = NetworkNamespace::Host;
     for spec in [default, with_volume, read_only, host_network] {
         let out = env.run(&spec);
         assert!(
@@ -261,7 +261,7 @@ fn the_command_may_use_every_cpu_its_supervisor_may() {
     // so it may finish before the parent has moved it: the widening must
     // still come last.
     let mut spec = env.sh("grep Cpus_allowed_list: /proc/self/status");
-    spec.network = NetworkMode::Host;
+    spec.network = NetworkNamespace::Host;
     let out = env.run(&spec);
     assert_eq!(out.stdout.trim(), allowed.trim(), "stderr: {}", out.stderr);
     env.assert_clean();
@@ -271,7 +271,7 @@ fn the_command_may_use_every_cpu_its_supervisor_may() {
 fn host_network_is_opt_in() {
     let env = common::Env::new();
     let mut spec = env.sh("cat /proc/net/dev | tail -n +3 | cut -d: -f1");
-    spec.network = NetworkMode::Host;
+    spec.network = NetworkNamespace::Host;
     let host_ifaces = std::fs::read_dir("/sys/class/net").unwrap().count();
     let seen = env.run(&spec).stdout.lines().count();
     assert_eq!(seen, host_ifaces);

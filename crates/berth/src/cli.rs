@@ -73,6 +73,9 @@ pub struct Global {
         default_value = "berth"
     )]
     pub cgroup_parent: String,
+    /// The default network's bridge device; berth's nf_tables table has the same name.
+    #[arg(long, global = true, env = "BERTH_BRIDGE", default_value = "berth0")]
+    pub bridge: String,
     /// More logging (--verbose info, twice for debug); BERTH_LOG takes a tracing filter.
     #[arg(long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -146,6 +149,7 @@ pub struct DaemonArgs {
     after_help = "Examples:\n  berth run busybox true\n  berth run -it busybox sh\n  \
 berth run --memory 64m --pids-limit 32 --timeout 10s busybox sh -c 'work'\n  \
 berth run -v /srv/data:/data:ro --network host busybox ls /data\n  \
+berth run --network bridge -p 8080:80 web httpd -f -p 80\n  \
 berth run --json busybox true      # result as JSON on the last line of stdout"
 )]
 pub struct RunArgs {
@@ -173,9 +177,17 @@ pub struct RunArgs {
     /// Container host name (default: the first 12 characters of its id).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Network: `none` (private, loopback only) or `host`.
-    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    /// Network: `none` (private, loopback only), `host`, `bridge` (berth's
+    /// bridge, NAT to the outside) or a network made with `berth network create`.
+    #[arg(long, default_value = "none")]
     pub network: String,
+    /// Publish a container port: [HOSTIP:]HOSTPORT:PORT[/tcp|udp], ranges allowed
+    /// (repeatable; needs `bridge` or a user network).
+    #[arg(short = 'p', long = "publish", value_name = "[HOSTIP:]HOSTPORT:PORT")]
+    pub publish: Vec<String>,
+    /// A fixed IPv4 address on a user network.
+    #[arg(long)]
+    pub ip: Option<std::net::Ipv4Addr>,
     /// Bind a host path: SRC:DST[:ro] (repeatable).
     #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
     pub volume: Vec<String>,

@@ -3,7 +3,7 @@
 use crate::error::{Result, RuntimeError};
 use crate::process::affinity::ChildCpus;
 use crate::security::{capabilities, seccomp};
-use crate::spec::{ContainerSpec, NetworkMode, Scratch};
+use crate::spec::{ContainerSpec, NetworkNamespace, Scratch};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -98,6 +98,15 @@ pub struct StdioFds {
     pub stderr: Option<OwnedFd>,
 }
 
+/// Where the child's network namespace comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkSource {
+    /// The parent makes a new one (see [`super::network`]).
+    New,
+    /// The parent opens this one, made and set up by the caller.
+    Join(std::path::PathBuf),
+}
+
 /// The child's whole program, prepared by the parent.
 pub struct Plan {
     /// Namespaces made by clone itself (the pid namespace must be).
@@ -111,8 +120,9 @@ pub struct Plan {
     /// child moves itself into each (see `child::join_v1_cgroups`).
     pub v1_cgroups: usize,
     pub hostname: CString,
-    /// The parent makes a network namespace and sends it to the child.
-    pub new_network: bool,
+    /// The network namespace the parent sends to the child (none: the
+    /// child stays in the host's).
+    pub network: Option<NetworkSource>,
     /// Directory the overlay's relative lowerdirs are named from.
     pub layers_dir: CString,
     pub rootfs: CString,
@@ -246,7 +256,7 @@ impl Plan {
         if early_pivot {
             steps.push(Step::PivotRoot);
         }
-        if spec.network == NetworkMode::None {
+        if spec.network != NetworkNamespace::Host {
             steps.push(Step::JoinNetwork);
         }
         steps.push(sys_mount()?);
@@ -325,7 +335,11 @@ impl Plan {
             v2_cgroup_dir: None,
             v1_cgroups: 0,
             hostname: cstring("hostname", spec.effective_hostname())?,
-            new_network: spec.network == NetworkMode::None,
+            network: match &spec.network {
+                NetworkNamespace::Host => None,
+                NetworkNamespace::New => Some(NetworkSource::New),
+                NetworkNamespace::Join(path) => Some(NetworkSource::Join(path.clone())),
+            },
             layers_dir,
             rootfs: path_cstring("rootfs", dirs.rootfs)?,
             overlay_data,
@@ -573,7 +587,7 @@ mod tests {
             vec!["/layers/a".into()],
             vec!["true".into()],
         );
-        spec.network = NetworkMode::None;
+        spec.network = NetworkNamespace::New;
         spec.mounts = mounts;
         let dir = Path::new("/containers");
         let dirs = RootfsDirs {

@@ -157,6 +157,8 @@ pub fn create_request(
         user: None,
         hostname: None,
         network: Default::default(),
+        ports: Vec::new(),
+        ip: None,
         mounts: Vec::new(),
         limits: Limits {
             memory: Some(ByteSize(memory_limit)),

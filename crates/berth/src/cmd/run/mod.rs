@@ -1,5 +1,6 @@
 //! `berth run`: image → spec → container → result.
 
+mod network;
 mod spec;
 mod supervise;
 
@@ -44,7 +45,16 @@ fn run_container(global: &Global, args: &RunArgs) -> Result<ContainerResult, Cli
     }
     // The lease keeps `image prune` away from the layers while we run.
     store.lease(spec.id.as_str(), &image)?;
+    let mut spec = spec;
+    let attached = match network::join(global, args, &mut spec) {
+        Ok(attached) => attached,
+        Err(e) => {
+            let _ = store.release(spec.id.as_str());
+            return Err(e);
+        }
+    };
     let outcome = supervise::run(&runtime, &spec, args);
+    let detached = network::leave(global, &spec, attached);
     if let Err(e) = &outcome {
         if e.0.code == berth_core::ErrorCode::ContainerExists {
             // Lost a race for the name: the lease now belongs to the winner.
@@ -54,5 +64,6 @@ fn run_container(global: &Global, args: &RunArgs) -> Result<ContainerResult, Cli
     let released = store.release(spec.id.as_str());
     let result = outcome?;
     released?;
+    detached?;
     Ok(result)
 }

@@ -3,11 +3,13 @@
 use crate::cli::RunArgs;
 use crate::cmd::invalid;
 use crate::CliError;
+use berth_core::network::{NetworkMode, NetworkRequest, PublishedPort};
+use berth_core::spec::SpecError;
 use berth_core::{ByteSize, ContainerId, CpuQuota};
 use berth_image::{LaunchOverrides, ResolvedImage};
 use berth_runtime::{
-    BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec, Rlimit, RlimitResource, RootfsSpec,
-    Scratch, SwapLimit, User,
+    BindMount, ContainerSpec, Limits, NetworkNamespace, ProcessSpec, Rlimit, RlimitResource,
+    RootfsSpec, Scratch, SwapLimit, User,
 };
 use std::time::Duration;
 
@@ -71,9 +73,10 @@ pub fn build(args: &RunArgs, image: &ResolvedImage) -> Result<ContainerSpec, Cli
             terminal: args.tty,
         },
         hostname: args.hostname.clone(),
-        network: match args.network.as_str() {
-            "host" => NetworkMode::Host,
-            _ => NetworkMode::None,
+        // Networks beyond these are joined later (see `network_request`).
+        network: match network_request(args)?.mode {
+            NetworkMode::Host => NetworkNamespace::Host,
+            _ => NetworkNamespace::New,
         },
         mounts: args
             .volume
@@ -82,6 +85,26 @@ pub fn build(args: &RunArgs, image: &ResolvedImage) -> Result<ContainerSpec, Cli
             .collect::<Result<_, _>>()?,
         limits: limits(args)?,
     })
+}
+
+/// `--network`, `-p` and `--ip`, checked together.
+pub fn network_request(args: &RunArgs) -> Result<NetworkRequest, CliError> {
+    let mut ports = Vec::new();
+    for text in &args.publish {
+        ports.extend(PublishedPort::parse(text).map_err(|e| invalid(e.to_string()))?);
+    }
+    let request = NetworkRequest {
+        mode: args
+            .network
+            .parse()
+            .map_err(|e: SpecError| invalid(e.to_string()))?,
+        ip: args.ip,
+        ports,
+        egress_rate: None,
+        ingress_rate: None,
+    };
+    request.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(request)
 }
 
 /// Docker's `-e KEY` (no `=`) copies `KEY` from berth's own environment;

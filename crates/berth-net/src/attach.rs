@@ -1,0 +1,373 @@
+//! Putting a container on a network and taking it off again.
+//!
+//! Attach claims the address and ports, records the attachment, then makes
+//! the namespace, the veth pair (host end on the bridge, `eth0` inside),
+//! the address and default route inside, the name files and the rules. A
+//! failure at any step undoes the steps before it. Detach removes the
+//! same pieces by the record; `gc` detaches every container that is gone.
+
+use crate::error::{NetError, Result};
+use crate::files;
+use crate::links::{self, CONTAINER_LINK_INDEX};
+use crate::model::{Attachment, Network, DEFAULT_NETWORK};
+use crate::namespace::Namespace;
+use crate::netlink::Netlink;
+use crate::networks::{check_host_address, Networks};
+use berth_core::network::{NetworkMode, NetworkRequest, PublishedPort};
+use sha2::{Digest, Sha256};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+/// A container's place on a network, ready for it to join.
+pub struct Attached {
+    /// The network namespace, set up; the container joins it.
+    pub namespace: OwnedFd,
+    pub attachment: Attachment,
+    /// Files to bind into the container: (host path, path inside).
+    pub mounts: Vec<(PathBuf, &'static str)>,
+}
+
+/// What `gc` removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Collected {
+    /// Attachments of containers that are gone.
+    pub attachments: Vec<String>,
+    /// Addresses and ports claimed by no attachment.
+    pub claims: usize,
+}
+
+impl Networks {
+    /// Puts `container` on the network `request` names (the default bridge
+    /// or a user network); `names` are what it answers to there.
+    pub fn attach(
+        &self,
+        container: &str,
+        names: &[String],
+        request: &NetworkRequest,
+    ) -> Result<Attached> {
+        request.validate()?;
+        let name = match &request.mode {
+            NetworkMode::Bridge => DEFAULT_NETWORK,
+            NetworkMode::Named(name) => name.as_str(),
+            other => {
+                return Err(NetError::Invalid(format!(
+                    "network mode {other} is not one berth-net attaches"
+                )))
+            }
+        };
+        if request.egress_rate.is_some() || request.ingress_rate.is_some() {
+            return Err(NetError::Unsupported(
+                "bandwidth limits are not built yet in this berth".into(),
+            ));
+        }
+        let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
+        let (network, bridge) = self.resolve(name, &route)?;
+        if network.internal && !request.ports.is_empty() {
+            return Err(NetError::Invalid(format!(
+                "network {name} is internal: nothing from outside reaches it, so no port can be published"
+            )));
+        }
+        let shares_names = network.name != DEFAULT_NETWORK;
+        let _lock = self.state.lock(shares_names || !request.ports.is_empty())?;
+        if let Some(existing) = self.state.attachment(container)? {
+            return Err(NetError::Conflict(format!(
+                "container {container} is already on network {}",
+                existing.network
+            )));
+        }
+        let mut undo = Undo {
+            networks: self,
+            container,
+            network: &network.name,
+            address: None,
+            ports: Vec::new(),
+            link: None,
+            record: false,
+        };
+        let address = self.claim_address(&network, container, request.ip)?;
+        undo.address = Some(address);
+        for port in &request.ports {
+            let key = port_key(port);
+            if !self.state.claim_port(&key, container)? {
+                let holder = self.state.port_holder(&key).unwrap_or_default();
+                return Err(NetError::Conflict(format!(
+                    "host port {}/{} is already published by container {holder}",
+                    port.host_port, port.protocol
+                )));
+            }
+            undo.ports.push(key);
+        }
+        let attachment = Attachment {
+            container: container.to_owned(),
+            network: network.name.clone(),
+            host_link: host_link_name(container),
+            address,
+            names: names.to_vec(),
+            ports: request.ports.clone(),
+            egress_rate: request.egress_rate,
+            ingress_rate: request.ingress_rate,
+        };
+        self.state.save_attachment(&attachment)?;
+        undo.record = true;
+
+        let namespace =
+            Namespace::new().map_err(|e| NetError::io("making a network namespace", e))?;
+        links::add_veth_into(
+            &route,
+            &attachment.host_link,
+            bridge,
+            namespace.handle.as_fd(),
+        )
+        .map_err(|e| NetError::io("making the container's link", e))?;
+        undo.link = Some(attachment.host_link.clone());
+        namespace
+            .route
+            .route_batch(vec![
+                (
+                    links::address_request(
+                        CONTAINER_LINK_INDEX,
+                        address,
+                        network.subnet.prefix_len(),
+                    ),
+                    netlink_packet_core::NLM_F_CREATE | netlink_packet_core::NLM_F_EXCL,
+                    format!("giving eth0 the address {address}"),
+                ),
+                (
+                    links::up_request(CONTAINER_LINK_INDEX),
+                    0,
+                    "setting eth0 up".into(),
+                ),
+                (
+                    links::default_route_request(CONTAINER_LINK_INDEX, network.gateway),
+                    netlink_packet_core::NLM_F_CREATE | netlink_packet_core::NLM_F_EXCL,
+                    format!("routing through {}", network.gateway),
+                ),
+            ])
+            .map_err(|e| NetError::io("setting up eth0 in the container's namespace", e))?;
+
+        let dir = self.state.files_dir(container);
+        let members = if shares_names {
+            self.members(&network.name)?
+        } else {
+            vec![attachment.clone()]
+        };
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        files::write_new(
+            &dir,
+            &files::hosts(&attachment, &members),
+            &files::resolv_conf(&host_resolv),
+        )?;
+        if shares_names {
+            self.rewrite_peers(&attachment.container, &members)?;
+        }
+        if !request.ports.is_empty() {
+            self.sync_rules()?;
+        }
+        undo.disarm();
+        tracing::debug!(container, network = %network.name, %address, "attached");
+        Ok(Attached {
+            namespace: namespace.handle,
+            attachment,
+            mounts: files::MOUNTS
+                .iter()
+                .map(|(file, inside)| (dir.join(file), *inside))
+                .collect(),
+        })
+    }
+
+    fn claim_address(
+        &self,
+        network: &Network,
+        container: &str,
+        fixed: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr> {
+        if let Some(address) = fixed {
+            check_host_address(&network.subnet, address, "address")?;
+            if address == network.gateway {
+                return Err(NetError::Conflict(format!(
+                    "address {address} is network {}'s gateway",
+                    network.name
+                )));
+            }
+            if !self
+                .state
+                .claim_address(&network.name, address, container)?
+            {
+                let holder = self
+                    .state
+                    .claimed_addresses(&network.name)?
+                    .into_iter()
+                    .find(|(a, _)| *a == address)
+                    .map(|(_, c)| c)
+                    .unwrap_or_default();
+                return Err(NetError::Conflict(format!(
+                    "address {address} on network {} is taken by container {holder}",
+                    network.name
+                )));
+            }
+            return Ok(address);
+        }
+        // From just after the last address given, round the subnet once.
+        let hosts: Vec<Ipv4Addr> = network
+            .subnet
+            .hosts()
+            .filter(|a| *a != network.gateway)
+            .collect();
+        let start = self
+            .state
+            .address_hint(&network.name)
+            .and_then(|last| hosts.iter().position(|a| *a == last))
+            .map_or(0, |i| i + 1);
+        for i in 0..hosts.len() {
+            let candidate = hosts[(start + i) % hosts.len()];
+            if self
+                .state
+                .claim_address(&network.name, candidate, container)?
+            {
+                self.state.set_address_hint(&network.name, candidate);
+                return Ok(candidate);
+            }
+        }
+        Err(NetError::Conflict(format!(
+            "network {} has no free address left in {}",
+            network.name, network.subnet
+        )))
+    }
+
+    fn members(&self, network: &str) -> Result<Vec<Attachment>> {
+        Ok(self
+            .state
+            .attachments()?
+            .into_iter()
+            .filter(|a| a.network == network)
+            .collect())
+    }
+
+    /// Rewrites the hosts file of every member but `except`.
+    fn rewrite_peers(&self, except: &str, members: &[Attachment]) -> Result<()> {
+        for member in members.iter().filter(|m| m.container != except) {
+            files::rewrite_hosts(
+                &self.state.files_dir(&member.container),
+                &files::hosts(member, members),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Takes `container` off its network: its link, address, ports, name
+    /// files and record. A container with no attachment is no error.
+    pub fn detach(&self, container: &str) -> Result<()> {
+        let Some(attachment) = self.state.attachment(container)? else {
+            return Ok(());
+        };
+        let shares_names = attachment.network != DEFAULT_NETWORK;
+        let _lock = self
+            .state
+            .lock(shares_names || !attachment.ports.is_empty())?;
+        let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
+        links::delete_named(&route, &attachment.host_link)
+            .map_err(|e| NetError::io("removing the container's link", e))?;
+        for port in &attachment.ports {
+            self.state.release_port(&port_key(port))?;
+        }
+        self.state
+            .release_address(&attachment.network, attachment.address)?;
+        self.state.remove_attachment(container)?;
+        if shares_names {
+            let members = self.members(&attachment.network)?;
+            self.rewrite_peers(container, &members)?;
+        }
+        if !attachment.ports.is_empty() {
+            self.sync_rules()?;
+        }
+        tracing::debug!(container, network = %attachment.network, "detached");
+        Ok(())
+    }
+
+    /// Detaches every container `alive` says is gone, and frees addresses
+    /// and ports no attachment holds (a crash between claim and record).
+    pub fn gc(&self, alive: &dyn Fn(&str) -> bool) -> Result<Collected> {
+        let mut collected = Collected::default();
+        for attachment in self.state.attachments()? {
+            if !alive(&attachment.container) {
+                self.detach(&attachment.container)?;
+                collected.attachments.push(attachment.container);
+            }
+        }
+        let _lock = self.state.lock(true)?;
+        let attached: std::collections::HashSet<String> = self
+            .state
+            .attachments()?
+            .into_iter()
+            .map(|a| a.container)
+            .collect();
+        for network in self.state.networks()? {
+            for (address, owner) in self.state.claimed_addresses(&network.name)? {
+                if !attached.contains(&owner) {
+                    self.state.release_address(&network.name, address)?;
+                    collected.claims += 1;
+                }
+            }
+        }
+        for (key, owner) in self.state.claimed_ports()? {
+            if !attached.contains(&owner) {
+                self.state.release_port(&key)?;
+                collected.claims += 1;
+            }
+        }
+        Ok(collected)
+    }
+}
+
+/// Undoes a half-made attachment when dropped armed.
+struct Undo<'a> {
+    networks: &'a Networks,
+    container: &'a str,
+    network: &'a str,
+    address: Option<Ipv4Addr>,
+    ports: Vec<String>,
+    link: Option<String>,
+    record: bool,
+}
+
+impl Undo<'_> {
+    fn disarm(mut self) {
+        self.address = None;
+        self.ports.clear();
+        self.link = None;
+        self.record = false;
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        let state = &self.networks.state;
+        if let Some(link) = &self.link {
+            if let Ok(route) = Netlink::route() {
+                let _ = links::delete_named(&route, link);
+            }
+        }
+        if self.record {
+            let _ = state.remove_attachment(self.container);
+        }
+        for key in &self.ports {
+            let _ = state.release_port(key);
+        }
+        if let Some(address) = self.address {
+            let _ = state.release_address(self.network, address);
+        }
+    }
+}
+
+/// The claim file of a host port.
+fn port_key(port: &PublishedPort) -> String {
+    format!("{}-{}", port.protocol, port.host_port)
+}
+
+/// The host end of a container's veth pair: `bv` and 12 hex digits of the
+/// container id's hash (interface names are at most 15 bytes).
+pub fn host_link_name(container: &str) -> String {
+    let digest = Sha256::digest(container.as_bytes());
+    format!("bv{}", &hex::encode(digest)[..12])
+}

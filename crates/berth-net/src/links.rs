@@ -1,0 +1,223 @@
+//! Links, addresses and routes: the routing-netlink requests berth makes.
+
+use crate::netlink::{errno_of, Netlink};
+use ipnet::Ipv4Net;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlag, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// The index of the link named `name`, if there is one.
+pub fn index_of(route: &Netlink, name: &str) -> io::Result<Option<u32>> {
+    let mut message = LinkMessage::default();
+    message
+        .attributes
+        .push(LinkAttribute::IfName(name.to_owned()));
+    match route.route_get(RouteNetlinkMessage::GetLink(message)) {
+        // struct ifinfomsg: family, pad, type (u16), then the index.
+        Ok(payload) => Ok(payload
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)),
+        Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes a bridge named `name`, up.
+pub fn add_bridge(route: &Netlink, name: &str) -> io::Result<()> {
+    let mut message = LinkMessage::default();
+    up(&mut message);
+    message
+        .attributes
+        .push(LinkAttribute::IfName(name.to_owned()));
+    message
+        .attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Bridge,
+        )]));
+    route.route_request(
+        RouteNetlinkMessage::NewLink(message),
+        NLM_F_CREATE | NLM_F_EXCL,
+        &format!("creating the bridge {name}"),
+    )
+}
+
+/// Sets link `index` up.
+pub fn up_request(index: u32) -> RouteNetlinkMessage {
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    up(&mut message);
+    RouteNetlinkMessage::SetLink(message)
+}
+
+fn up(message: &mut LinkMessage) {
+    message.header.flags = vec![LinkFlag::Up];
+    message.header.change_mask = vec![LinkFlag::Up];
+}
+
+/// The container's end of a veth pair: its name and index in the
+/// namespace it is made in.
+pub const CONTAINER_LINK: &str = "eth0";
+pub const CONTAINER_LINK_INDEX: u32 = 2;
+
+/// Makes a veth pair: `host_name` on the host, up and enslaved to the
+/// bridge `bridge`; its peer `eth0` (index 2, down) in the namespace `ns`.
+pub fn add_veth_into(
+    route: &Netlink,
+    host_name: &str,
+    bridge: u32,
+    ns: BorrowedFd<'_>,
+) -> io::Result<()> {
+    // The peer cannot be brought up here (veth refuses to open an end
+    // before both exist): see `up_request`.
+    let mut peer = LinkMessage::default();
+    peer.header.index = CONTAINER_LINK_INDEX;
+    peer.attributes
+        .push(LinkAttribute::IfName(CONTAINER_LINK.to_owned()));
+    peer.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+    let mut message = LinkMessage::default();
+    up(&mut message);
+    message
+        .attributes
+        .push(LinkAttribute::IfName(host_name.to_owned()));
+    message.attributes.push(LinkAttribute::Controller(bridge));
+    message.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    route.route_request(
+        RouteNetlinkMessage::NewLink(message),
+        NLM_F_CREATE | NLM_F_EXCL,
+        &format!("creating the veth pair {host_name}"),
+    )
+}
+
+/// Removes the link named `name`; a link already gone is no error.
+pub fn delete_named(route: &Netlink, name: &str) -> io::Result<()> {
+    let mut message = LinkMessage::default();
+    message
+        .attributes
+        .push(LinkAttribute::IfName(name.to_owned()));
+    match route.route_request(
+        RouteNetlinkMessage::DelLink(message),
+        0,
+        &format!("removing the link {name}"),
+    ) {
+        Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
+        other => other,
+    }
+}
+
+/// Adds `address/prefix` to link `index`.
+pub fn address_request(index: u32, address: Ipv4Addr, prefix: u8) -> RouteNetlinkMessage {
+    let mut message = AddressMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.prefix_len = prefix;
+    message.header.index = index;
+    message
+        .attributes
+        .push(AddressAttribute::Local(IpAddr::V4(address)));
+    message
+        .attributes
+        .push(AddressAttribute::Address(IpAddr::V4(address)));
+    if let Ok(net) = Ipv4Net::new(address, prefix) {
+        if prefix < 31 {
+            message
+                .attributes
+                .push(AddressAttribute::Broadcast(net.broadcast()));
+        }
+    }
+    RouteNetlinkMessage::NewAddress(message)
+}
+
+/// Adds (or keeps) `address/prefix` on link `index`.
+pub fn add_address(
+    route: &Netlink,
+    index: u32,
+    address: Ipv4Addr,
+    prefix: u8,
+    what: &str,
+) -> io::Result<()> {
+    match route.route_request(
+        address_request(index, address, prefix),
+        NLM_F_CREATE | NLM_F_REPLACE,
+        what,
+    ) {
+        Err(e) if errno_of(&e) == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
+/// A default route via `gateway` on link `index`.
+pub fn default_route_request(index: u32, gateway: Ipv4Addr) -> RouteNetlinkMessage {
+    let mut message = RouteMessage::default();
+    message.header = RouteHeader {
+        address_family: AddressFamily::Inet,
+        table: RouteHeader::RT_TABLE_MAIN,
+        protocol: RouteProtocol::Boot,
+        scope: RouteScope::Universe,
+        kind: RouteType::Unicast,
+        ..RouteHeader::default()
+    };
+    message
+        .attributes
+        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+    message.attributes.push(RouteAttribute::Oif(index));
+    RouteNetlinkMessage::NewRoute(message)
+}
+
+/// Every IPv4 network the host routes to directly or has an address in
+/// (for refusing a subnet that would clash with one).
+pub fn host_networks(route: &Netlink) -> io::Result<Vec<Ipv4Net>> {
+    let mut nets = Vec::new();
+    let mut message = RouteMessage::default();
+    message.header.address_family = AddressFamily::Inet;
+    for answer in route.route_dump(RouteNetlinkMessage::GetRoute(message))? {
+        let RouteNetlinkMessage::NewRoute(r) = answer else {
+            continue;
+        };
+        if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.destination_prefix_length == 0 {
+            continue;
+        }
+        for attribute in &r.attributes {
+            if let RouteAttribute::Destination(RouteAddress::Inet(dest)) = attribute {
+                if let Ok(net) = Ipv4Net::new(*dest, r.header.destination_prefix_length) {
+                    nets.push(net.trunc());
+                }
+            }
+        }
+    }
+    Ok(nets)
+}
+
+/// The IPv4 addresses (with prefix) on link `index`.
+pub fn addresses_of(route: &Netlink, index: u32) -> io::Result<Vec<Ipv4Net>> {
+    let mut message = AddressMessage::default();
+    message.header.family = AddressFamily::Inet;
+    let mut out = Vec::new();
+    for answer in route.route_dump(RouteNetlinkMessage::GetAddress(message))? {
+        let RouteNetlinkMessage::NewAddress(a) = answer else {
+            continue;
+        };
+        if a.header.index != index {
+            continue;
+        }
+        for attribute in &a.attributes {
+            if let AddressAttribute::Local(IpAddr::V4(ip)) = attribute {
+                if let Ok(net) = Ipv4Net::new(*ip, a.header.prefix_len) {
+                    out.push(net);
+                }
+            }
+        }
+    }
+    Ok(out)
+}

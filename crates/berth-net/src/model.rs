@@ -1,0 +1,51 @@
+//! What berth-net records on disk: networks, and each container's
+//! attachment to one.
+
+use berth_core::network::{PublishedPort, Rate};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// The name of the host's default network (`--network bridge`).
+pub const DEFAULT_NETWORK: &str = "bridge";
+
+/// A network on this host: a bridge with the gateway's address, NAT to the
+/// outside unless internal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub name: String,
+    /// 12 hex digits, random; user networks' bridges are `br-<id>`.
+    pub id: String,
+    /// The bridge device.
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// No route out: no NAT, and the host's addresses other than the
+    /// gateway's DNS are unreachable.
+    #[serde(default)]
+    pub internal: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// What one container got on one network; written before anything is made,
+/// so that every piece can be found and removed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    pub container: String,
+    pub network: String,
+    /// The host end of the veth pair.
+    pub host_link: String,
+    pub address: Ipv4Addr,
+    /// The names the container answers to on its network.
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<PublishedPort>,
+    #[serde(default)]
+    pub egress_rate: Option<Rate>,
+    #[serde(default)]
+    pub ingress_rate: Option<Rate>,
+}

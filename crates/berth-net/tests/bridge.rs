@@ -1,0 +1,292 @@
+//! berth-net on the real kernel: a namespace attached to the default bridge
+//! and to a user network, real TCP through NAT and published ports, and
+//! nothing left afterwards. Needs root; each test names its own bridge and
+//! table, so tests run in parallel.
+
+use berth_core::network::{NetworkMode, NetworkName, NetworkRequest, PublishedPort};
+use berth_net::{CreateNetwork, NetConfig, NetError, Networks};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+struct Fixture {
+    networks: Networks,
+    _dir: tempfile::TempDir,
+}
+
+/// Whatever a failed test left: its attachments, networks and table.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.networks.gc(&|_| false);
+        for network in self.networks.list().unwrap_or_default() {
+            let _ = self.networks.remove(&network.name);
+        }
+        let _ = berth_net::rules::remove(&self.networks.config().table);
+    }
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = &berth_net_test_tag();
+    let config = NetConfig {
+        state_dir: dir.path().join("network"),
+        bridge: format!("bt{tag}"),
+        table: format!("bt{tag}"),
+    };
+    Fixture {
+        networks: Networks::open(config).unwrap(),
+        _dir: dir,
+    }
+}
+
+fn berth_net_test_tag() -> String {
+    let mut bytes = [0u8; 4];
+    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs `f` on a thread inside the namespace `ns`.
+fn inside<T: Send + 'static>(ns: &OwnedFd, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let fd = ns.try_clone().unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: setns of this short-lived thread into a namespace we hold.
+        assert_eq!(
+            unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn link_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+fn echo_once(listener: TcpListener) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    })
+}
+
+fn talk(to: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"hello")?;
+    let mut buf = vec![0u8; 5];
+    s.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+#[test]
+fn a_bridged_namespace_reaches_the_host_and_is_reached_through_a_published_port() {
+    need_root!();
+    let f = fixture();
+    let bridge = NetworkRequest {
+        mode: NetworkMode::Bridge,
+        ..Default::default()
+    };
+    let a = f.networks.attach("a", &["a".into()], &bridge).unwrap();
+    let gateway = f.networks.inspect("bridge").unwrap().network.gateway;
+    assert!(link_exists(&a.attachment.host_link));
+
+    // The container reaches a server on the host's side of the bridge.
+    let host_server = TcpListener::bind((gateway, 0)).unwrap();
+    let to_host = host_server.local_addr().unwrap();
+    let server = echo_once(host_server);
+    assert_eq!(
+        inside(&a.namespace, move || talk(to_host)).unwrap(),
+        b"hello"
+    );
+    server.join().unwrap();
+
+    // A published port reaches a server in a second container, from the
+    // host by its bridge address and by 127.0.0.1.
+    let port = PublishedPort::parse("47123:8080").unwrap();
+    let published = NetworkRequest {
+        mode: NetworkMode::Bridge,
+        ports: port.clone(),
+        ..Default::default()
+    };
+    let b = f.networks.attach("b", &[], &published).unwrap();
+    let b_listener = inside(&b.namespace, || TcpListener::bind("0.0.0.0:8080").unwrap());
+    for target in [
+        SocketAddr::from((gateway, 47123)),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 47123)),
+    ] {
+        let listener = b_listener.try_clone().unwrap();
+        let server = echo_once(listener);
+        assert_eq!(talk(target).unwrap(), b"hello", "through {target}");
+        server.join().unwrap();
+    }
+    // From the first container, by the host's address.
+    let server = echo_once(b_listener.try_clone().unwrap());
+    assert_eq!(
+        inside(&a.namespace, move || talk(SocketAddr::from((
+            gateway, 47123
+        ))))
+        .unwrap(),
+        b"hello"
+    );
+    server.join().unwrap();
+
+    // The same port again is refused, and nothing of the refused one stays.
+    let again = f
+        .networks
+        .attach("c", &[], &published)
+        .err()
+        .expect("a port published twice");
+    assert!(matches!(again, NetError::Conflict(_)), "{again}");
+    assert!(!link_exists(&berth_net::host_link_name("c")));
+
+    for (id, attached) in [("a", a), ("b", b)] {
+        let link = attached.attachment.host_link.clone();
+        drop(attached);
+        f.networks.detach(id).unwrap();
+        assert!(!link_exists(&link), "{link} left");
+    }
+    assert!(
+        talk(SocketAddr::from((gateway, 47123))).is_err(),
+        "the port is gone"
+    );
+    let bridge_name = f.networks.config().bridge.clone();
+    f.networks.remove("bridge").unwrap();
+    assert!(!link_exists(&bridge_name));
+}
+
+#[test]
+fn containers_on_a_user_network_know_each_other_and_an_internal_one_is_walled() {
+    need_root!();
+    let f = fixture();
+    let name = format!("n{}", berth_net_test_tag());
+    let bad = CreateNetwork {
+        name: name.clone(),
+        subnet: Some("10.97.0.5/24".parse().unwrap()),
+        ..Default::default()
+    };
+    assert!(matches!(f.networks.create(&bad), Err(NetError::Invalid(_))));
+    let net = f
+        .networks
+        .create(&CreateNetwork {
+            name: name.clone(),
+            internal: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let clash = CreateNetwork {
+        name: format!("{name}x"),
+        subnet: Some(net.subnet),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.networks.create(&clash),
+        Err(NetError::Conflict(_))
+    ));
+
+    let mode = NetworkMode::Named(NetworkName::new(name.clone()).unwrap());
+    let fixed = Ipv4Addr::from(u32::from(net.subnet.network()) + 9);
+    let request = |ip| NetworkRequest {
+        mode: mode.clone(),
+        ip,
+        ..Default::default()
+    };
+    let a = f
+        .networks
+        .attach("a1", &["alpha".into()], &request(Some(fixed)))
+        .unwrap();
+    assert_eq!(a.attachment.address, fixed);
+    let taken = f
+        .networks
+        .attach("a2", &["beta".into()], &request(Some(fixed)))
+        .err()
+        .unwrap();
+    assert!(matches!(taken, NetError::Conflict(_)), "{taken}");
+    let outside = f
+        .networks
+        .attach(
+            "a2",
+            &["beta".into()],
+            &request(Some(Ipv4Addr::new(1, 2, 3, 4))),
+        )
+        .err()
+        .unwrap();
+    assert!(matches!(outside, NetError::Invalid(_)), "{outside}");
+    let b = f
+        .networks
+        .attach("a2", &["beta".into()], &request(None))
+        .unwrap();
+
+    // Each hosts file names the other, the first one rewritten in place.
+    let hosts =
+        |attached: &berth_net::Attached| std::fs::read_to_string(&attached.mounts[0].0).unwrap();
+    assert!(
+        hosts(&a).contains(&format!("{}\tbeta", b.attachment.address)),
+        "{}",
+        hosts(&a)
+    );
+    assert!(
+        hosts(&b).contains(&format!("{fixed}\talpha")),
+        "{}",
+        hosts(&b)
+    );
+
+    // They talk over the bridge.
+    let listener = inside(&b.namespace, || TcpListener::bind("0.0.0.0:9000").unwrap());
+    let server = echo_once(listener);
+    let to_b = SocketAddr::from((b.attachment.address, 9000));
+    assert_eq!(inside(&a.namespace, move || talk(to_b)).unwrap(), b"hello");
+    server.join().unwrap();
+
+    // The host's own addresses other than the gateway's DNS are out of reach.
+    let host_server = TcpListener::bind((net.gateway, 0)).unwrap();
+    let to_host = host_server.local_addr().unwrap();
+    assert!(
+        inside(&a.namespace, move || talk(to_host)).is_err(),
+        "internal reached the host"
+    );
+    drop(host_server);
+
+    assert!(matches!(
+        f.networks.remove(&name),
+        Err(NetError::Conflict(_))
+    ));
+    drop((a, b));
+    f.networks.detach("a1").unwrap();
+    assert!(!hosts_file_mentions(&f, "a2", "alpha"));
+    f.networks.detach("a2").unwrap();
+    f.networks.remove(&name).unwrap();
+    assert!(!link_exists(&net.bridge));
+    assert!(f.networks.list().unwrap().is_empty());
+}
+
+fn hosts_file_mentions(f: &Fixture, container: &str, name: &str) -> bool {
+    let path = f
+        .networks
+        .config()
+        .state_dir
+        .join("files")
+        .join(container)
+        .join("hosts");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .contains(name)
+}
