@@ -32,9 +32,9 @@ pub(crate) async fn rediscover(agent: &Arc<AgentState>) -> Result<(), ApiError> 
         }
     }
     // Attachments of containers that ended or vanished while no agent ran.
-    let alive = |id: &str| {
+    let alive = |attachment: &berth_net::Attachment| {
         read(&agent.containers)
-            .get(id)
+            .get(&attachment.container)
             .is_some_and(|e| !matches!(*e.phase.borrow(), Phase::Exited { .. }))
     };
     match agent.networks.gc(&alive) {

@@ -107,6 +107,7 @@ impl Networks {
             ports: request.ports.clone(),
             egress_rate: request.egress_rate,
             ingress_rate: request.ingress_rate,
+            holder_pid: std::process::id(),
         };
         self.state.save_attachment(&attachment)?;
         undo.record = true;
@@ -287,10 +288,10 @@ impl Networks {
 
     /// Detaches every container `alive` says is gone, and frees addresses
     /// and ports no attachment holds (a crash between claim and record).
-    pub fn gc(&self, alive: &dyn Fn(&str) -> bool) -> Result<Collected> {
+    pub fn gc(&self, alive: &dyn Fn(&Attachment) -> bool) -> Result<Collected> {
         let mut collected = Collected::default();
         for attachment in self.state.attachments()? {
-            if !alive(&attachment.container) {
+            if !alive(&attachment) {
                 self.detach(&attachment.container)?;
                 collected.attachments.push(attachment.container);
             }

@@ -112,6 +112,7 @@ mod tests {
             ports: Vec::new(),
             egress_rate: None,
             ingress_rate: None,
+            holder_pid: 0,
         }
     }
 

@@ -48,4 +48,8 @@ pub struct Attachment {
     pub egress_rate: Option<Rate>,
     #[serde(default)]
     pub ingress_rate: Option<Rate>,
+    /// The process that attached it (`berth run`, or the agent): while it
+    /// lives, the container may still be starting (no runtime dir yet).
+    #[serde(default)]
+    pub holder_pid: u32,
 }

@@ -219,6 +219,7 @@ mod tests {
             ports: PublishedPort::parse("8000-8001:80-81").unwrap(),
             egress_rate: None,
             ingress_rate: None,
+            holder_pid: 0,
         };
         let changes = ruleset(&[network("a", false)], &[attachment]);
         let dnats: Vec<_> = changes

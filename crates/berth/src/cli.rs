@@ -37,6 +37,7 @@ impl Cli {
             Command::Run(a) => a.json,
             Command::Image(a) => a.json(),
             Command::Gc(a) => a.json,
+            Command::Network(a) => a.json(),
             Command::Info(a) => a.json,
             Command::Code(a) => a.json(),
             Command::Task(a) => a.json(),
@@ -95,6 +96,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Manage images: import, ls, inspect, rm, prune.
     Image(ImageArgs),
+    /// Manage container networks: create, ls, inspect, rm.
+    Network(NetworkArgs),
     /// Remove what crashed berth processes left behind (cgroups, container dirs, leases).
     Gc(GcArgs),
     /// Show what this host supports (cgroup layout, kernel features).
@@ -295,6 +298,64 @@ berth image import app:1 ./oci-layout-dir"
     },
     /// Delete layers and blobs no image or container references.
     Prune {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    #[command(subcommand)]
+    pub command: NetworkCommand,
+}
+
+impl NetworkArgs {
+    fn json(&self) -> bool {
+        match &self.command {
+            NetworkCommand::Create { json, .. }
+            | NetworkCommand::Ls { json }
+            | NetworkCommand::Rm { json, .. } => *json,
+            NetworkCommand::Inspect { .. } => true,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+#[command(defer = true)]
+pub enum NetworkCommand {
+    /// Make a network: a bridge of its own, with NAT to the outside unless --internal.
+    /// Containers join it with `berth run --network NAME` and reach each other by name.
+    #[command(after_help = "Examples:\n  berth network create backend\n  \
+berth network create --subnet 10.42.0.0/24 --internal db\n  \
+berth run --network db --ip 10.42.0.10 --name pg postgres")]
+    Create {
+        /// Letters, digits, '_', '.' and '-'; not none, host, bridge or default.
+        name: String,
+        /// IPv4 subnet, e.g. 10.42.0.0/24 (default: a free /24 of 10.96.0.0/11).
+        #[arg(long)]
+        subnet: Option<ipnet::Ipv4Net>,
+        /// The bridge's address (default: the subnet's first address).
+        #[arg(long)]
+        gateway: Option<std::net::Ipv4Addr>,
+        /// No way out: no NAT, and the host's addresses are out of reach.
+        #[arg(long)]
+        internal: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a network and the containers on it (JSON).
+    Inspect { name: String },
+    /// Remove networks no container uses.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
         #[arg(long)]
         json: bool,
     },

@@ -49,6 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => cmd::run::run(&cli.global, *args),
         Command::Image(args) => cmd::image::run(&cli.global, args),
         Command::Gc(args) => cmd::gc::run(&cli.global, args),
+        Command::Network(args) => cmd::network::run(&cli.global, args),
         Command::Info(args) => cmd::info::run(&cli.global, args),
         Command::Code(args) => cmd::code::run(args),
         Command::Task(args) => cmd::task::run(args),

@@ -1398,3 +1398,99 @@ fn sigterm_as_soon_as_the_socket_appears_still_stops_the_agent_cleanly() {
     }
     berth.assert_clean();
 }
+
+/// Takes down the networks an agent's data dir made, even after a failed
+/// assertion (their bridge and nf_tables table are named `bridge`).
+struct NetworksMade {
+    data_dir: PathBuf,
+    bridge: String,
+}
+
+impl Drop for NetworksMade {
+    fn drop(&mut self) {
+        let config = berth_net::NetConfig {
+            state_dir: self.data_dir.join("network"),
+            bridge: self.bridge.clone(),
+            table: self.bridge.clone(),
+        };
+        if let Ok(networks) = berth_net::Networks::open(config) {
+            let _ = networks.gc(&|_| false);
+            for network in networks.list().unwrap_or_default() {
+                let _ = networks.remove(&network.name);
+            }
+        }
+        let _ = berth_net::rules::remove(&self.bridge);
+    }
+}
+
+fn fetch(port: u16) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn fetch_until_served(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match fetch(port) {
+            Ok(text) if text.contains("served") => return text,
+            other if Instant::now() >= deadline => panic!("port {port} never served: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A container on the agent's bridge serves through its published port,
+/// keeps serving through a `kill -9` and restart of the agent, and is
+/// taken off the network when it ends.
+#[test]
+fn a_bridged_container_keeps_its_published_port_through_an_agent_restart() {
+    let mut bytes = [0u8; 4];
+    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).unwrap();
+    let bridge = format!("ba{}", hex::encode(bytes));
+    let mut agent = Agent::start(&["--bridge", &bridge]);
+    let _made = NetworksMade {
+        data_dir: agent.berth.data_dir(),
+        bridge: bridge.clone(),
+    };
+    let port = free_port();
+    let id = unique("web");
+    let serve = "while true; do echo -e 'HTTP/1.0 200 OK\\r\\n\\r\\nserved' | nc -l -p 8080; done";
+    let view = agent.create(json!({
+        "id": id, "image": "busybox", "command": sh(serve),
+        "network": "bridge",
+        "ports": [{"host_port": port, "container_port": 8080}],
+    }));
+    assert_eq!(view["state"], "running", "{view}");
+    fetch_until_served(port);
+
+    // Bad network input: refused, nothing made.
+    let r = agent.api.post_json(
+        "/v1/containers",
+        &json!({"image": "busybox", "command": sh("true"), "network": "bridge",
+                "ports": [{"host_port": port, "container_port": 80}]}),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "network_conflict");
+    let r = agent.api.post_json(
+        "/v1/containers",
+        &json!({"image": "busybox", "command": sh("true"), "network": "no-such-net"}),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "network_not_found");
+
+    agent.kill9();
+    fetch_until_served(port);
+    agent.spawn();
+    fetch_until_served(port);
+
+    let attachments = agent.berth.data_dir().join("network/attachments");
+    assert_eq!(std::fs::read_dir(&attachments).unwrap().count(), 1);
+    agent.delete_all_and_check_clean();
+    assert_eq!(std::fs::read_dir(&attachments).unwrap().count(), 0);
+    assert!(fetch(port).is_err(), "the port is still forwarded");
+}

@@ -177,3 +177,293 @@ fn a_bridged_container_fetches_from_the_host_and_publishes_a_port() {
         .join(&bridge)
         .exists());
 }
+
+impl Bridged {
+    fn run(&self, args: &[&str]) -> common::Run {
+        let mut all = vec!["--bridge", self.bridge.as_str()];
+        all.extend_from_slice(args);
+        self.b.run(&all)
+    }
+
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.b
+            .command()
+            .args(["--bridge", &self.bridge])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn assert_nothing_attached(&self) {
+        let state = self.b.data_dir().join("network");
+        for dir in ["attachments", "ports", "files"] {
+            let left: Vec<_> = std::fs::read_dir(state.join(dir))
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{dir}: {left:?}");
+        }
+        let ipam: Vec<_> = std::fs::read_dir(state.join("ipam"))
+            .map(|d| {
+                d.flatten()
+                    .flat_map(|n| {
+                        std::fs::read_dir(n.path())
+                            .unwrap()
+                            .flatten()
+                            .map(|e| e.file_name())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            ipam.iter().all(|n| n == "last"),
+            "addresses still claimed: {ipam:?}"
+        );
+    }
+}
+
+/// Waits until `berth run` prints its container's first line.
+fn first_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+#[test]
+fn containers_on_a_user_network_reach_each_other_by_name_and_internal_ones_stay_in() {
+    let f = berth_with_bridge();
+    f.b.import_busybox("busybox");
+    let net = format!("n{:08x}", rand_u32());
+    let walled = format!("w{:08x}", rand_u32());
+    let out = f.run(&["network", "create", "--json", &net]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let subnet = out.json()["subnet"].as_str().unwrap().to_owned();
+    let prefix = subnet.rsplit_once('.').unwrap().0.to_owned();
+
+    // Bad input: clear errors, nothing made.
+    let out = f.run(&["network", "create", "--subnet", &subnet, "other"]);
+    assert!(
+        out.stderr.contains("network_conflict") && out.stderr.contains("overlaps"),
+        "{}",
+        out.stderr
+    );
+    let out = f.run(&["network", "create", &net]);
+    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+    let out = f.run(&["network", "create", "--subnet", "10.99.0.1/24", "x"]);
+    assert!(
+        out.stderr.contains("did you mean 10.99.0.0/24"),
+        "{}",
+        out.stderr
+    );
+    let out = f.run(&[
+        "run",
+        "--network",
+        &net,
+        "--ip",
+        "192.168.200.9",
+        "busybox",
+        "true",
+    ]);
+    assert!(out.stderr.contains("outside the subnet"), "{}", out.stderr);
+    let out = f.run(&[
+        "run",
+        "--network",
+        "bridge",
+        "--ip",
+        &format!("{prefix}.9"),
+        "busybox",
+        "true",
+    ]);
+    assert!(
+        out.stderr.contains("--ip needs a user network"),
+        "{}",
+        out.stderr
+    );
+
+    // A server with a fixed address; a client finds it by name.
+    let fixed = format!("{prefix}.9");
+    let mut server = f.spawn(&[
+        "run", "--network", &net, "--ip", &fixed, "--name", "srv", "busybox", "sh", "-c",
+        "ip -4 addr show eth0 | awk '/inet/ {print $2}'; echo -e 'HTTP/1.0 200 OK\\r\\n\\r\\nby name' | nc -l -p 8080",
+    ]);
+    assert_eq!(first_line(&mut server).trim(), format!("{fixed}/24"));
+    let out = f.run(&["run", "--network", &net, "--ip", &fixed, "busybox", "true"]);
+    assert!(
+        out.stderr.contains("taken by container srv"),
+        "{}",
+        out.stderr
+    );
+    let out = f.run(&[
+        "run",
+        "--network",
+        &net,
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://srv:8080/",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "by name");
+    assert!(server.wait().unwrap().success());
+    let out = f.run(&["network", "inspect", &net]);
+    let view: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(view["containers"], serde_json::json!([]), "{}", out.stdout);
+
+    // An internal network: its containers talk, the host is out of reach.
+    let out = f.run(&["network", "create", "--internal", &walled]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let pong = Pong::start();
+    let addresses = host_addresses();
+    assert!(!addresses.is_empty());
+    for address in &addresses {
+        let script = format!("echo \"[$(nc -w 2 {address} {} </dev/null)]\"", pong.port);
+        let out = f.run(&["run", "--network", &walled, "busybox", "sh", "-c", &script]);
+        assert_eq!(out.stdout.trim(), "[]", "internal reached {address}");
+        let out = f.run(&["run", "--network", &net, "busybox", "sh", "-c", &script]);
+        assert_eq!(
+            out.stdout.trim(),
+            "[pong]",
+            "a normal network did not reach {address}"
+        );
+    }
+    drop(pong);
+
+    let mut busy = f.spawn(&[
+        "run",
+        "--network",
+        &walled,
+        "busybox",
+        "sh",
+        "-c",
+        "echo up; sleep 30",
+    ]);
+    first_line(&mut busy);
+    let out = f.run(&["network", "rm", &walled]);
+    assert!(out.stderr.contains("in use by"), "{}", out.stderr);
+    busy.kill().unwrap();
+    busy.wait().unwrap();
+    let out = f.run(&["gc"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = f.run(&["network", "rm", &walled, &net]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    f.assert_nothing_attached();
+    f.b.assert_clean();
+}
+
+/// A host server that answers every connection with "pong" and hangs up.
+struct Pong {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pong {
+    fn start() -> Pong {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.write_all(b"pong");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Pong {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Pong {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The host's IPv4 addresses other than loopback.
+fn host_addresses() -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains(" lo ") && !l.contains(" bt") && !l.contains(" br-"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)?
+                .split('/')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn after_kill_9_gc_takes_the_container_off_its_network() {
+    let f = berth_with_bridge();
+    f.b.import_busybox("busybox");
+    let host_port = 20000 + (rand_u32() % 20000) as u16;
+    let publish = format!("{host_port}:80");
+    let mut child = f.spawn(&[
+        "run",
+        "--network",
+        "bridge",
+        "-p",
+        &publish,
+        "--name",
+        "doomed",
+        "busybox",
+        "sh",
+        "-c",
+        "echo up; sleep 100",
+    ]);
+    first_line(&mut child);
+    let attachment = f.b.data_dir().join("network/attachments/doomed.json");
+    assert!(attachment.exists());
+    let procs = f.b.running_container_procs("doomed");
+    child.kill().unwrap(); // SIGKILL: no teardown runs
+    child.wait().unwrap();
+    f.b.assert_container_processes_end(&procs);
+    assert!(attachment.exists(), "nothing removed it yet");
+    let out = f.run(&["gc", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.json()["network_attachments_removed"][0],
+        "doomed",
+        "{}",
+        out.stdout
+    );
+    f.assert_nothing_attached();
+    let link = berth_net::host_link_name("doomed");
+    assert!(!std::path::Path::new("/sys/class/net").join(link).exists());
+    // The port is free for the next container.
+    let out = f.run(&[
+        "run",
+        "--network",
+        "bridge",
+        "-p",
+        &publish,
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    f.b.assert_clean();
+}

@@ -16,6 +16,21 @@ pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
             .gc_dir(&agent_containers)
             .map_err(crate::CliError::from)?,
     );
+    // After the runtime's gc a container runs if its runtime dir is there;
+    // one still being set up has none yet, but its attaching process lives.
+    let networks = crate::cmd::network::networks(global)?;
+    let runtime_dirs = [
+        runtime.config().containers_dir.clone(),
+        agent_containers.clone(),
+    ];
+    let alive = |a: &berth_net::Attachment| {
+        runtime_dirs.iter().any(|d| d.join(&a.container).exists())
+            || (a.holder_pid != 0
+                && std::path::Path::new(&format!("/proc/{}", a.holder_pid)).exists())
+    };
+    let detached = networks
+        .gc(&alive)
+        .map_err(crate::cmd::network::net_error)?;
     let store = open_store(global)?;
     let leases = release_stale_leases(global, &store)?;
     let temp = store
@@ -32,9 +47,16 @@ pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
                 "leases_released": leases,
                 "image_temp_removed": temp,
                 "agent_state_unmounted": state_unmounted,
+                "network_attachments_removed": detached.attachments,
+                "network_claims_freed": detached.claims,
             })
         );
-    } else if containers.is_empty() && leases.is_empty() && temp.is_empty() && !state_unmounted {
+    } else if containers.is_empty()
+        && leases.is_empty()
+        && temp.is_empty()
+        && !state_unmounted
+        && detached == berth_net::Collected::default()
+    {
         println!("nothing to clean up");
     } else {
         for id in &containers {
@@ -45,6 +67,15 @@ pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
         }
         for name in &temp {
             println!("removed images/tmp/{name} (its process is gone)");
+        }
+        for id in &detached.attachments {
+            println!("took container {id} off its network");
+        }
+        if detached.claims > 0 {
+            println!(
+                "freed {} network addresses and ports no container held",
+                detached.claims
+            );
         }
         if state_unmounted {
             println!("unmounted the idle agent state tmpfs");

@@ -4,6 +4,7 @@ pub mod code;
 pub mod gc;
 pub mod image;
 pub mod info;
+pub mod network;
 pub mod node;
 pub mod pool;
 pub mod remote;

@@ -1,7 +1,7 @@
 //! `berth run`: image → spec → container → result.
 
-mod network;
 mod spec;
+pub use spec::network_request;
 mod supervise;
 
 use crate::cli::{Global, RunArgs};
@@ -46,7 +46,7 @@ fn run_container(global: &Global, args: &RunArgs) -> Result<ContainerResult, Cli
     // The lease keeps `image prune` away from the layers while we run.
     store.lease(spec.id.as_str(), &image)?;
     let mut spec = spec;
-    let attached = match network::join(global, args, &mut spec) {
+    let attached = match crate::cmd::network::join(global, args, &mut spec) {
         Ok(attached) => attached,
         Err(e) => {
             let _ = store.release(spec.id.as_str());
@@ -54,7 +54,7 @@ fn run_container(global: &Global, args: &RunArgs) -> Result<ContainerResult, Cli
         }
     };
     let outcome = supervise::run(&runtime, &spec, args);
-    let detached = network::leave(global, &spec, attached);
+    let detached = crate::cmd::network::leave(global, &spec, attached);
     if let Err(e) = &outcome {
         if e.0.code == berth_core::ErrorCode::ContainerExists {
             // Lost a race for the name: the lease now belongs to the winner.

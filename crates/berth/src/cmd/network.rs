@@ -1,0 +1,151 @@
+//! `berth network create|ls|inspect|rm`, and `berth run` on a network
+//! beyond its own loopback: the container joins a namespace berth-net set
+//! up, and leaves it when it ends.
+
+use crate::cli::{Global, NetworkArgs, NetworkCommand, RunArgs};
+use crate::output::table;
+use crate::CliError;
+use berth_core::network::NetworkMode;
+use berth_core::ErrorReport;
+use berth_core::HasErrorCode;
+use berth_net::{Attached, CreateNetwork, NetConfig, Networks};
+use berth_runtime::{BindMount, ContainerSpec, NetworkNamespace};
+use std::os::fd::AsRawFd;
+
+pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
+    let networks = networks(global)?;
+    match args.command {
+        NetworkCommand::Create {
+            name,
+            subnet,
+            gateway,
+            internal,
+            json,
+        } => {
+            let network = networks
+                .create(&CreateNetwork {
+                    name,
+                    subnet,
+                    gateway,
+                    internal,
+                })
+                .map_err(net_error)?;
+            if json {
+                println!("{}", serde_json::to_string(&network)?);
+            } else {
+                println!("{}", network.id);
+            }
+        }
+        NetworkCommand::Ls { json } => {
+            let list = networks.list().map_err(net_error)?;
+            if json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n.id.clone(),
+                            n.name.clone(),
+                            n.bridge.clone(),
+                            n.subnet.to_string(),
+                            n.gateway.to_string(),
+                            if n.internal { "yes" } else { "no" }.into(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "NETWORK ID",
+                        "NAME",
+                        "BRIDGE",
+                        "SUBNET",
+                        "GATEWAY",
+                        "INTERNAL",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        NetworkCommand::Inspect { name } => {
+            let view = networks.inspect(&name).map_err(net_error)?;
+            println!("{}", serde_json::to_string_pretty(&view)?);
+        }
+        NetworkCommand::Rm { names, json } => {
+            let mut removed = Vec::new();
+            for name in &names {
+                networks.remove(name).map_err(net_error)?;
+                removed.push(name.clone());
+                if !json {
+                    println!("{name}");
+                }
+            }
+            if json {
+                println!("{}", serde_json::json!({ "removed": removed }));
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// berth-net as configured by the global flags.
+pub fn networks(global: &Global) -> Result<Networks, CliError> {
+    let mut config = NetConfig::new(&global.data_dir);
+    config.bridge = global.bridge.clone();
+    config.table = global.bridge.clone();
+    Networks::open(config).map_err(net_error)
+}
+
+pub fn net_error(e: berth_net::NetError) -> CliError {
+    CliError(ErrorReport::new(e.code(), e.to_string()))
+}
+
+/// Attaches the container when its mode needs it, pointing the spec at the
+/// namespace (held by this process until `leave`) and its name files.
+pub fn join(
+    global: &Global,
+    args: &RunArgs,
+    spec: &mut ContainerSpec,
+) -> Result<Option<Attached>, CliError> {
+    let request = crate::cmd::run::network_request(args)?;
+    match &request.mode {
+        NetworkMode::None | NetworkMode::Host => return Ok(None),
+        NetworkMode::Bridge | NetworkMode::Named(_) => {}
+        other => {
+            return Err(net_error(berth_net::NetError::Unsupported(format!(
+                "network mode {other} is not built yet"
+            ))))
+        }
+    }
+    let networks = networks(global)?;
+    let mut names = vec![spec.id.to_string(), spec.effective_hostname()];
+    names.dedup();
+    let attached = networks
+        .attach(spec.id.as_str(), &names, &request)
+        .map_err(net_error)?;
+    spec.network =
+        NetworkNamespace::Join(format!("/proc/self/fd/{}", attached.namespace.as_raw_fd()).into());
+    for (source, destination) in &attached.mounts {
+        spec.mounts.push(BindMount {
+            source: source.clone(),
+            destination: (*destination).to_owned(),
+            read_only: false,
+        });
+    }
+    Ok(Some(attached))
+}
+
+/// Takes the container off its network once it has ended.
+pub fn leave(
+    global: &Global,
+    spec: &ContainerSpec,
+    attached: Option<Attached>,
+) -> Result<(), CliError> {
+    let Some(attached) = attached else {
+        return Ok(());
+    };
+    drop(attached.namespace);
+    networks(global)?
+        .detach(spec.id.as_str())
+        .map_err(net_error)
+}
