@@ -31,6 +31,11 @@
 #                dir, or that sit in a berth cgroup (container processes:
 #                their own command line says nothing about berth)
 #   netns        named network namespaces (`ip netns list`)
+#   links        network links berth names: container veths (bv…), user
+#                network bridges (br-<12 hex>), the default bridge (berth0)
+#                and tests' own bridges (bt…)
+#   nftables     nf_tables tables named like berth's bridges (berth0, bt…),
+#                when `nft` is installed
 #
 # Processes are matched on the program name rather than "cmdline contains
 # berth" because rustc, cargo and editors working on the berth repository
@@ -226,6 +231,26 @@ if command -v ip >/dev/null 2>&1; then
     done < <(ip netns list 2>/dev/null || true)
 fi
 report netns "${netns[@]+"${netns[@]}"}"
+
+# --- network links and nf_tables tables -----------------------------------
+is_berth_name() {
+    [[ $1 == bv* || $1 == berth0 || $1 =~ ^br-[0-9a-f]{12}$ || $1 =~ ^bt[0-9a-f]{8,10}$ ]]
+}
+links=()
+if [[ -d /sys/class/net ]]; then
+    for dev in /sys/class/net/*; do
+        name=${dev##*/}
+        is_berth_name "$name" && links+=("$name")
+    done
+fi
+report links "${links[@]+"${links[@]}"}"
+tables=()
+if command -v nft >/dev/null 2>&1; then
+    while read -r _ family name; do
+        is_berth_name "$name" && tables+=("$family $name")
+    done < <(nft list tables 2>/dev/null || true)
+fi
+report nftables "${tables[@]+"${tables[@]}"}"
 
 if ((ignored > 0)); then
     echo "  ($ignored item(s) already there in the baseline, not counted)"

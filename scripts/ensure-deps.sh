@@ -43,6 +43,8 @@ done
 #   runc             reference runtime for bench/startup.sh
 #   hyperfine        ad-hoc benchmarking of whole commands
 #   iproute2         `ip netns list` in check-leaks.sh; network tests
+#   nftables         `nft list tables` in check-leaks.sh (berth itself speaks
+#                    netlink and needs no nft binary)
 #   util-linux       unshare(1) for the benchmark floor, mount/umount
 #   procps           ps/pgrep for debugging leaked processes
 #   jq               editing runc's config.json, reading `berth run --json`
@@ -58,6 +60,7 @@ packages=(
     runc
     hyperfine
     iproute2
+    nftables
     util-linux
     procps
     jq

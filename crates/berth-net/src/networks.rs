@@ -66,10 +66,14 @@ pub struct Networks {
 }
 
 impl Networks {
-    pub fn open(config: NetConfig) -> Result<Networks> {
+    /// Opens the state dir. Its nf_tables table is fixed the first time
+    /// (so that `berth gc` or a restart with other flags still rewrites
+    /// the same one), as the default bridge is once made.
+    pub fn open(mut config: NetConfig) -> Result<Networks> {
         berth_core::network::check_interface_name(&config.bridge).map_err(NetError::Invalid)?;
         let state = StateDir::new(config.state_dir.clone());
         state.prepare()?;
+        config.table = state.table_name(&config.table)?;
         Ok(Networks { config, state })
     }
 

@@ -49,6 +49,24 @@ impl StateDir {
         Ok(())
     }
 
+    /// The nf_tables table of this state dir: the one recorded, else
+    /// `proposed` (recorded now).
+    pub fn table_name(&self, proposed: &str) -> Result<String> {
+        let path = self.root.join("table");
+        match fs::read_to_string(&path) {
+            Ok(name) if !name.trim().is_empty() => Ok(name.trim().to_owned()),
+            Ok(_) => Err(NetError::io(
+                format!("reading {}", path.display()),
+                io::Error::new(io::ErrorKind::InvalidData, "empty"),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                write_atomically(&path, proposed.as_bytes())?;
+                Ok(proposed.to_owned())
+            }
+            Err(e) => Err(NetError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
     /// Shared for an attach or detach, exclusive to create or remove a
     /// network or rewrite the rules and name files.
     pub fn lock(&self, exclusive: bool) -> Result<Lock> {

@@ -122,6 +122,9 @@ pub struct NewCodeRevision {
     /// What its tasks ask of the fleet, unless a task says otherwise.
     #[serde(default)]
     pub placement: berth_core::placement::PlacementSpec,
+    /// The network its tasks run on (default: the host's bridge).
+    #[serde(default)]
+    pub network: Option<berth_core::network::NetworkMode>,
 }
 
 /// A code package to store with a revision.

@@ -1399,30 +1399,6 @@ fn sigterm_as_soon_as_the_socket_appears_still_stops_the_agent_cleanly() {
     berth.assert_clean();
 }
 
-/// Takes down the networks an agent's data dir made, even after a failed
-/// assertion (their bridge and nf_tables table are named `bridge`).
-struct NetworksMade {
-    data_dir: PathBuf,
-    bridge: String,
-}
-
-impl Drop for NetworksMade {
-    fn drop(&mut self) {
-        let config = berth_net::NetConfig {
-            state_dir: self.data_dir.join("network"),
-            bridge: self.bridge.clone(),
-            table: self.bridge.clone(),
-        };
-        if let Ok(networks) = berth_net::Networks::open(config) {
-            let _ = networks.gc(&|_| false);
-            for network in networks.list().unwrap_or_default() {
-                let _ = networks.remove(&network.name);
-            }
-        }
-        let _ = berth_net::rules::remove(&self.bridge);
-    }
-}
-
 fn fetch(port: u16) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
@@ -1449,14 +1425,7 @@ fn fetch_until_served(port: u16) -> String {
 /// taken off the network when it ends.
 #[test]
 fn a_bridged_container_keeps_its_published_port_through_an_agent_restart() {
-    let mut bytes = [0u8; 4];
-    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).unwrap();
-    let bridge = format!("ba{}", hex::encode(bytes));
-    let mut agent = Agent::start(&["--bridge", &bridge]);
-    let _made = NetworksMade {
-        data_dir: agent.berth.data_dir(),
-        bridge: bridge.clone(),
-    };
+    let mut agent = Agent::start(&[]);
     let port = free_port();
     let id = unique("web");
     let serve = "while true; do echo -e 'HTTP/1.0 200 OK\\r\\n\\r\\nserved' | nc -l -p 8080; done";

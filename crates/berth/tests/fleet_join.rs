@@ -85,6 +85,8 @@ impl Fleet {
             .arg(host.data_dir())
             .arg("--cgroup-parent")
             .arg(&host.cgroup_parent)
+            .arg("--bridge")
+            .arg(&host.bridge)
             .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--join", &self.url, "--name", name])
             .arg("--join-token-file")

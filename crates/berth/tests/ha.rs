@@ -178,6 +178,8 @@ impl Cluster {
             .arg(dir.data_dir())
             .arg("--cgroup-parent")
             .arg(&dir.cgroup_parent)
+            .arg("--bridge")
+            .arg(&dir.bridge)
             .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--join", &self.urls(), "--name", &format!("host-{index}")])
             .arg("--join-token-file")

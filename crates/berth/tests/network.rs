@@ -8,36 +8,16 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-/// A berth whose default bridge is its own; what its networks made goes
-/// when it is dropped, even after a failed assertion.
+/// A berth (with a bridge of its own, see `common::Berth`).
 struct Bridged {
     b: Berth,
     bridge: String,
 }
 
-impl Drop for Bridged {
-    fn drop(&mut self) {
-        let config = berth_net::NetConfig {
-            state_dir: self.b.data_dir().join("network"),
-            bridge: self.bridge.clone(),
-            table: self.bridge.clone(),
-        };
-        if let Ok(networks) = berth_net::Networks::open(config) {
-            let _ = networks.gc(&|_| false);
-            for network in networks.list().unwrap_or_default() {
-                let _ = networks.remove(&network.name);
-            }
-        }
-        let _ = berth_net::rules::remove(&self.bridge);
-    }
-}
-
 fn berth_with_bridge() -> Bridged {
-    let bridge = format!("bt{:08x}", rand_u32());
-    Bridged {
-        b: Berth::new(),
-        bridge,
-    }
+    let b = Berth::new();
+    let bridge = b.bridge.clone();
+    Bridged { b, bridge }
 }
 
 fn rand_u32() -> u32 {
@@ -65,11 +45,7 @@ fn a_bridged_container_fetches_from_the_host_and_publishes_a_port() {
     let fixture = berth_with_bridge();
     let (b, bridge) = (&fixture.b, fixture.bridge.clone());
     b.import_busybox("busybox");
-    let run = |args: &[&str]| {
-        let mut all = vec!["--bridge", bridge.as_str()];
-        all.extend_from_slice(args);
-        b.run(&all)
-    };
+    let run = |args: &[&str]| b.run(args);
 
     // A server on the host, reached through the container's gateway.
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();
@@ -103,16 +79,7 @@ fn a_bridged_container_fetches_from_the_host_and_publishes_a_port() {
     let publish = format!("{host_port}:8080");
     let mut web = b
         .command()
-        .args([
-            "--bridge",
-            &bridge,
-            "run",
-            "--network",
-            "bridge",
-            "-p",
-            &publish,
-            "busybox",
-        ])
+        .args(["run", "--network", "bridge", "-p", &publish, "busybox"])
         .args([
             "sh",
             "-c",
@@ -180,15 +147,12 @@ fn a_bridged_container_fetches_from_the_host_and_publishes_a_port() {
 
 impl Bridged {
     fn run(&self, args: &[&str]) -> common::Run {
-        let mut all = vec!["--bridge", self.bridge.as_str()];
-        all.extend_from_slice(args);
-        self.b.run(&all)
+        self.b.run(args)
     }
 
     fn spawn(&self, args: &[&str]) -> std::process::Child {
         self.b
             .command()
-            .args(["--bridge", &self.bridge])
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -236,6 +236,12 @@ impl Up {
 
     /// Uploads a code in the multipart form clients use.
     fn push_code(&self, data: &Value, zip: Option<&[u8]>) -> Value {
+        let r = self.try_push_code(data, zip);
+        assert_eq!(r.status, 200, "code upload: {}", r.text());
+        r.json()
+    }
+
+    fn try_push_code(&self, data: &Value, zip: Option<&[u8]>) -> Response {
         let boundary = "berth-test-boundary-7f3a";
         let mut body = Vec::new();
         write!(
@@ -254,9 +260,7 @@ impl Up {
         }
         write!(body, "--{boundary}--\r\n").unwrap();
         let content_type = format!("multipart/form-data; boundary={boundary}");
-        let r = self.call("POST", "/codes", &content_type, &body);
-        assert_eq!(r.status, 200, "code upload: {}", r.text());
-        r.json()
+        self.call("POST", "/codes", &content_type, &body)
     }
 
     fn queue(&self, tasks: Vec<Value>) -> Vec<String> {
@@ -345,6 +349,8 @@ impl Drop for Up {
                 .arg(self.berth.data_dir())
                 .arg("--cgroup-parent")
                 .arg(&self.berth.cgroup_parent)
+                .arg("--bridge")
+                .arg(&self.berth.bridge)
                 .arg("gc")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -1302,4 +1308,98 @@ fn tasks_in_store_live(up: &Up) -> i64 {
         .iter()
         .map(|k| stats[k].as_i64().unwrap_or(0))
         .sum()
+}
+
+/// The host's first IPv4 address that is not loopback nor a test bridge's.
+fn host_test_address() -> String {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .expect("ip addr");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains(" lo ") && !l.contains(" bt") && !l.contains(" br-"))
+        .find_map(|l| {
+            l.split_whitespace()
+                .nth(3)?
+                .split('/')
+                .next()
+                .map(str::to_owned)
+        })
+        .expect("the host has an IPv4 address besides loopback")
+}
+
+/// Tasks reach the network by default (as on IronWorker): one fetches a
+/// page from a server on the host's address. A code that says
+/// `"network": "none"` gets none, and `host` is refused for tasks.
+#[test]
+fn a_task_fetches_a_url_from_the_host_and_a_code_can_ask_for_no_network() {
+    use std::io::{Read, Write as _};
+    let up = Up::start(&[]);
+    let address = host_test_address();
+    let listener = std::net::TcpListener::bind((address.as_str(), 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\nfrom a page")
+            .unwrap();
+    });
+    let fetch = format!("wget -qO- http://{address}:{port}/");
+    let code = up.push_code(
+        &json!({"name": "fetch", "image": "berth/stack-busybox", "command": fetch}),
+        None,
+    );
+    let shown = up.call(
+        "GET",
+        &format!("/codes/{}", code["id"].as_str().unwrap()),
+        "",
+        b"",
+    );
+    assert_eq!(shown.json()["network"], "bridge", "{}", shown.text());
+    let offline = up.push_code(
+        &json!({"name": "offline", "image": "berth/stack-busybox", "command": fetch, "network": "none"}),
+        None,
+    );
+    let shown = up.call(
+        "GET",
+        &format!("/codes/{}", offline["id"].as_str().unwrap()),
+        "",
+        b"",
+    );
+    assert_eq!(shown.json()["network"], "none", "{}", shown.text());
+    let refused = up.try_push_code(
+        &json!({"name": "h", "image": "berth/stack-busybox", "command": "true", "network": "host"}),
+        None,
+    );
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains("not allowed for tasks"),
+        "{}",
+        refused.text()
+    );
+
+    let ids = up.queue(vec![
+        json!({"code_name": "fetch", "payload": ""}),
+        json!({"code_name": "offline", "payload": ""}),
+    ]);
+    let ends = ["complete", "error", "killed", "timeout"];
+    let fetched = up.wait_for(&ids[0], &ends, Duration::from_secs(60));
+    assert_eq!(
+        fetched["status"],
+        "complete",
+        "{fetched}\n{}",
+        up.log_of(&ids[0])
+    );
+    assert_eq!(up.log_of(&ids[0]).trim(), "from a page");
+    server.join().unwrap();
+    let offline = up.wait_for(&ids[1], &ends, Duration::from_secs(60));
+    assert_eq!(
+        offline["status"],
+        "error",
+        "{offline}\n{}",
+        up.log_of(&ids[1])
+    );
+    up.stop_and_check_clean();
 }

@@ -38,6 +38,7 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use berth_core::network::NetworkMode;
 use berth_core::ImageRef;
 use berth_store::{NewCodeRevision, NewPackage};
 use serde_json::{json, Value};
@@ -233,6 +234,10 @@ async fn parse_spec(
         .unwrap_or(0);
     let default_priority = f.int_in("default_priority", 0..=2)?.unwrap_or(0);
     let placement = super::placement_fields::take_placement(&mut f)?;
+    let network = f
+        .short_string("network", 80)?
+        .map(|text| task_network(&text))
+        .transpose()?;
     f.finish(warnings);
 
     if let Some(command) = &command {
@@ -321,7 +326,23 @@ async fn parse_spec(
         retries_delay,
         default_priority,
         placement,
+        network,
     })
+}
+
+/// The networks a task may run on: none, the host's bridge, or a user
+/// network made on the hosts. Never the host's own network or another
+/// container's: a project's code must not see the host or other tasks.
+fn task_network(text: &str) -> ApiResult<NetworkMode> {
+    let mode: NetworkMode = text
+        .parse()
+        .map_err(|e: berth_core::spec::SpecError| ApiError::bad(format!("data.{e}")))?;
+    match mode {
+        NetworkMode::None | NetworkMode::Bridge | NetworkMode::Named(_) => Ok(mode),
+        other => Err(ApiError::bad(format!(
+            "data.network {other} is not allowed for tasks: give none, bridge or a network's name"
+        ))),
+    }
 }
 
 /// See the module docs for the rule.

@@ -9,7 +9,7 @@
 
 use super::error::ApiError;
 use super::warnings::Warnings;
-use berth_store::{Code, CodeRevision, CodeStats, Millis, Schedule, Task};
+use berth_store::{Code, CodeRevision, CodeStats, Millis, NewCodeRevision, Schedule, Task};
 use serde_json::{json, Map, Value};
 
 // ----- times -------------------------------------------------------------
@@ -232,8 +232,16 @@ pub fn code(code: &Code) -> Value {
         "retries_delay": spec.retries_delay,
         "default_priority": spec.default_priority,
         "placement": super::placement_fields::placement_json(&spec.placement),
+        "network": network_name(spec),
         "paused": code.paused,
     })
+}
+
+/// The network a code's tasks run on, as the API shows it.
+fn network_name(spec: &NewCodeRevision) -> String {
+    spec.network
+        .as_ref()
+        .map_or_else(|| "bridge".to_owned(), |n| n.to_string())
 }
 
 /// One revision of a code (IronWorker's "code history" entry).
@@ -258,6 +266,7 @@ pub fn revision(rev: &CodeRevision) -> Value {
         "retries_delay": spec.retries_delay,
         "default_priority": spec.default_priority,
         "placement": super::placement_fields::placement_json(&spec.placement),
+        "network": network_name(spec),
         "created_at": format_time(rev.created_at),
     })
 }

@@ -11,6 +11,7 @@
 
 use crate::config::TaskDefaults;
 use berth_api::{CreateContainer, InlineFile};
+use berth_core::network::NetworkMode;
 use berth_core::spec::Limits;
 use berth_core::{ByteSize, ContainerId, CpuQuota, ImageRef};
 use berth_store::{container_name, CodeRevision, Stack, Task};
@@ -156,7 +157,9 @@ pub fn create_request(
         working_dir,
         user: None,
         hostname: None,
-        network: Default::default(),
+        // Tasks reach the network as on IronWorker, unless their code says
+        // otherwise (none, or a user network).
+        network: spec.network.clone().unwrap_or(NetworkMode::Bridge),
         ports: Vec::new(),
         ip: None,
         mounts: Vec::new(),

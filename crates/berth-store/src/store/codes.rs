@@ -191,9 +191,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO code_revisions (id, code_id, project_id, rev, name, image, runtime,
                  file_name, command, config, env_vars, max_concurrency, retries, retries_delay,
-                 default_priority, package_sha256, package_size, created_at, placement)
+                 default_priority, package_sha256, package_size, created_at, placement, network)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 $17, $18, $19)",
+                 $17, $18, $19, $20)",
         )
         .bind(&revision.id)
         .bind(&revision.code_id)
@@ -214,6 +214,7 @@ impl Store {
         .bind(revision.package_size)
         .bind(revision.created_at)
         .bind(placement)
+        .bind(revision.spec.network.as_ref().map(|n| n.to_string()))
         .execute(&mut *tx)
         .await?;
         sqlx::query(

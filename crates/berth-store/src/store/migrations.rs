@@ -276,6 +276,14 @@ UPDATE tasks SET pool = project_id WHERE status = 'queued';
 CREATE INDEX tasks_pool_queue ON tasks (pool, sort_key, id) WHERE status = 'queued';
 "#,
     },
+    Migration {
+        version: 8,
+        sql: r#"
+-- The network a code's tasks run on (`none`, `bridge`, or a user network's
+-- name); NULL: the host's default bridge.
+ALTER TABLE code_revisions ADD COLUMN network TEXT;
+"#,
+    },
 ];
 
 /// The newest schema version this binary knows.

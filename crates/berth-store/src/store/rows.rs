@@ -17,7 +17,7 @@ pub(crate) const TASK_COLUMNS: &str = "id, project_id, code_id, code_name, code_
 pub(crate) const REVISION_COLUMNS: &str = "r.id, r.code_id, r.project_id, r.rev, r.name, \
      r.image, r.runtime, r.file_name, r.command, r.config, r.env_vars, r.max_concurrency, \
      r.retries, r.retries_delay, r.default_priority, r.package_sha256, r.package_size, \
-     r.created_at, r.placement";
+     r.created_at, r.placement, r.network";
 
 /// A code's own columns, for a query that names `codes` `c` and joins its
 /// latest revision as `r` (select them with [`REVISION_COLUMNS`]).
@@ -108,6 +108,13 @@ pub(crate) fn revision(row: &AnyRow) -> Result<CodeRevision, StoreError> {
             retries_delay: row.try_get("retries_delay")?,
             default_priority: row.try_get("default_priority")?,
             placement: json_column(row, "code_revisions", "placement")?,
+            network: match row.try_get::<Option<String>, _>("network")? {
+                None => None,
+                Some(text) => Some(
+                    text.parse()
+                        .map_err(|e| corrupt("code_revisions", format!("network {text:?}: {e}")))?,
+                ),
+            },
         },
         package_sha256: row.try_get("package_sha256")?,
         package_size: row.try_get("package_size")?,

@@ -77,6 +77,9 @@ fn build_next_to(berth: &Path) {
 pub struct Berth {
     pub dir: tempfile::TempDir,
     pub cgroup_parent: String,
+    /// This berth's default bridge (and nf_tables table): its own, so that
+    /// tests on the same host do not share one.
+    pub bridge: String,
 }
 
 pub struct Run {
@@ -120,9 +123,12 @@ impl Berth {
             .prefix("berth-e2e")
             .tempdir_in("/var/tmp")
             .unwrap();
+        let mut bytes = [0u8; 5];
+        rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).unwrap();
         Berth {
             dir,
             cgroup_parent: cgroup_parent.to_owned(),
+            bridge: format!("bt{}", hex::encode(bytes)),
         }
     }
 
@@ -135,7 +141,9 @@ impl Berth {
         c.arg("--data-dir")
             .arg(self.data_dir())
             .arg("--cgroup-parent")
-            .arg(&self.cgroup_parent);
+            .arg(&self.cgroup_parent)
+            .arg("--bridge")
+            .arg(&self.bridge);
         c
     }
 
@@ -312,8 +320,35 @@ impl Berth {
     }
 }
 
+impl Berth {
+    /// berth-net on this berth's data dir and bridge.
+    pub fn networks(&self) -> berth_net::Networks {
+        let config = berth_net::NetConfig {
+            state_dir: self.data_dir().join("network"),
+            bridge: self.bridge.clone(),
+            table: self.bridge.clone(),
+        };
+        berth_net::Networks::open(config).unwrap()
+    }
+
+    /// Takes down every network this berth made (their bridges and its
+    /// nf_tables table), with whatever a failed test left attached.
+    pub fn remove_networks(&self) {
+        if !self.data_dir().join("network").exists() {
+            return;
+        }
+        let networks = self.networks();
+        let _ = networks.gc(&|_| false);
+        for network in networks.list().unwrap_or_default() {
+            let _ = networks.remove(&network.name);
+        }
+        let _ = berth_net::rules::remove(&self.bridge);
+    }
+}
+
 impl Drop for Berth {
     fn drop(&mut self) {
+        self.remove_networks();
         berth_testkit::remove_cgroup_parent(&self.cgroup_parent);
         berth_testkit::unmount_under(self.dir.path());
     }
