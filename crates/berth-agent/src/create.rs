@@ -200,8 +200,8 @@ impl AgentState {
             mode: request.network.clone(),
             ip: request.ip,
             ports: request.ports.clone(),
-            egress_rate: None,
-            ingress_rate: None,
+            egress_rate: request.egress_rate,
+            ingress_rate: request.ingress_rate,
         };
         network.validate().map_err(|e| ApiError::from_lib(&e))?;
         let mut image = self

@@ -1,6 +1,6 @@
 //! `/v1/containers/…`: what a client asks for and what it gets back.
 
-use berth_core::network::PublishedPort;
+use berth_core::network::{PublishedPort, Rate};
 use berth_core::spec::{BindMount, Limits, NetworkMode, Rlimit, Scratch};
 use berth_core::{ByteSize, ContainerId, ContainerResult, ErrorReport, ImageRef};
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,12 @@ pub struct CreateContainer {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub ip: Option<std::net::Ipv4Addr>,
+    /// Cap on what the container sends, as tc writes it (`10mbit`).
+    #[serde(default)]
+    pub egress_rate: Option<Rate>,
+    /// Cap on what the container receives.
+    #[serde(default)]
+    pub ingress_rate: Option<Rate>,
     #[serde(default)]
     pub mounts: Vec<BindMount>,
     #[serde(default)]

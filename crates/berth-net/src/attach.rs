@@ -13,6 +13,7 @@ use crate::model::{Attachment, Network, DEFAULT_NETWORK};
 use crate::namespace::Namespace;
 use crate::netlink::Netlink;
 use crate::networks::{check_host_address, Networks};
+use crate::shaping::{self, ShapeError};
 use berth_core::network::{NetworkMode, NetworkRequest, PublishedPort};
 use sha2::{Digest, Sha256};
 use std::net::Ipv4Addr;
@@ -56,11 +57,6 @@ impl Networks {
                 )))
             }
         };
-        if request.egress_rate.is_some() || request.ingress_rate.is_some() {
-            return Err(NetError::Unsupported(
-                "bandwidth limits are not built yet in this berth".into(),
-            ));
-        }
         let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
         let (network, bridge) = self.resolve(name, &route)?;
         if network.internal && !request.ports.is_empty() {
@@ -83,6 +79,7 @@ impl Networks {
             address: None,
             ports: Vec::new(),
             link: None,
+            ifb: None,
             record: false,
         };
         let address = self.claim_address(&network, container, request.ip)?;
@@ -122,6 +119,10 @@ impl Networks {
         )
         .map_err(|e| NetError::io("making the container's link", e))?;
         undo.link = Some(attachment.host_link.clone());
+        if attachment.egress_rate.is_some() {
+            undo.ifb = Some(ifb_name(container));
+        }
+        self.shape(&route, &attachment)?;
         namespace
             .route
             .route_batch(vec![
@@ -174,6 +175,31 @@ impl Networks {
                 .iter()
                 .map(|(file, inside)| (dir.join(file), *inside))
                 .collect(),
+        })
+    }
+
+    /// Sets the attachment's bandwidth limits on the host end of its link.
+    fn shape(&self, route: &Netlink, attachment: &Attachment) -> Result<()> {
+        if attachment.egress_rate.is_none() && attachment.ingress_rate.is_none() {
+            return Ok(());
+        }
+        let lookup = "looking up the container's link";
+        let link = links::index_of(route, &attachment.host_link)
+            .map_err(|e| NetError::io(lookup, e))?
+            .ok_or_else(|| NetError::io(lookup, std::io::ErrorKind::NotFound.into()))?;
+        let shaped = match attachment.ingress_rate {
+            Some(rate) => shaping::limit_ingress(route, link, rate),
+            None => Ok(()),
+        }
+        .and_then(|()| match attachment.egress_rate {
+            Some(rate) => {
+                shaping::limit_egress(route, link, &ifb_name(&attachment.container), rate)
+            }
+            None => Ok(()),
+        });
+        shaped.map_err(|e| match e {
+            ShapeError::Unsupported(why) => NetError::Unsupported(why),
+            ShapeError::Io(e) => NetError::io("setting a bandwidth limit", e),
         })
     }
 
@@ -269,6 +295,10 @@ impl Networks {
         let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
         links::delete_named(&route, &attachment.host_link)
             .map_err(|e| NetError::io("removing the container's link", e))?;
+        if attachment.egress_rate.is_some() {
+            links::delete_named(&route, &ifb_name(container))
+                .map_err(|e| NetError::io("removing the container's ifb link", e))?;
+        }
         for port in &attachment.ports {
             self.state.release_port(&port_key(port))?;
         }
@@ -329,6 +359,7 @@ struct Undo<'a> {
     address: Option<Ipv4Addr>,
     ports: Vec<String>,
     link: Option<String>,
+    ifb: Option<String>,
     record: bool,
 }
 
@@ -337,6 +368,7 @@ impl Undo<'_> {
         self.address = None;
         self.ports.clear();
         self.link = None;
+        self.ifb = None;
         self.record = false;
     }
 }
@@ -344,8 +376,8 @@ impl Undo<'_> {
 impl Drop for Undo<'_> {
     fn drop(&mut self) {
         let state = &self.networks.state;
-        if let Some(link) = &self.link {
-            if let Ok(route) = Netlink::route() {
+        if let Ok(route) = Netlink::route() {
+            for link in [&self.link, &self.ifb].into_iter().flatten() {
                 let _ = links::delete_named(&route, link);
             }
         }
@@ -369,6 +401,15 @@ fn port_key(port: &PublishedPort) -> String {
 /// The host end of a container's veth pair: `bv` and 12 hex digits of the
 /// container id's hash (interface names are at most 15 bytes).
 pub fn host_link_name(container: &str) -> String {
+    format!("bv{}", short_hash(container))
+}
+
+/// The IFB link that shapes what a container sends: `bi` and the same hash.
+pub fn ifb_name(container: &str) -> String {
+    format!("bi{}", short_hash(container))
+}
+
+fn short_hash(container: &str) -> String {
     let digest = Sha256::digest(container.as_bytes());
-    format!("bv{}", &hex::encode(digest)[..12])
+    hex::encode(&digest[..6])
 }

@@ -12,7 +12,9 @@ pub mod links;
 pub mod namespace;
 pub mod netlink;
 pub mod nft;
+pub mod probe;
 pub mod rules;
+mod shaping;
 
 mod attach;
 mod error;
@@ -22,7 +24,7 @@ mod model;
 mod networks;
 mod state;
 
-pub use attach::{host_link_name, Attached, Collected};
+pub use attach::{host_link_name, ifb_name, Attached, Collected};
 pub use error::{NetError, Result};
 pub use model::{Attachment, Network, DEFAULT_NETWORK};
 pub use networks::{CreateNetwork, NetConfig, NetworkView, Networks};

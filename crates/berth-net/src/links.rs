@@ -5,7 +5,8 @@ use ipnet::Ipv4Net;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlag, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoMacVlan, InfoVeth, InfoVxlan, LinkAttribute, LinkFlag, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -174,6 +175,93 @@ pub fn default_route_request(index: u32, gateway: Ipv4Addr) -> RouteNetlinkMessa
     message.attributes.push(RouteAttribute::Oif(index));
     RouteNetlinkMessage::NewRoute(message)
 }
+
+/// Whether a refusal means the kernel lacks the feature (a link kind,
+/// qdisc, classifier or action it does not know).
+pub fn errno_is_unsupported(e: &io::Error) -> bool {
+    matches!(
+        errno_of(e),
+        Some(libc::EOPNOTSUPP | libc::ENOENT | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT)
+    )
+}
+
+/// A link kind to try (see [`trial`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trial {
+    Bridge,
+    Veth,
+    Ifb,
+    Vxlan,
+    /// A macvlan on a veth made for the trial (no dummy links needed).
+    MacvlanOnVeth,
+}
+
+/// Whether the kernel makes a link of this kind: makes one named
+/// `berth-probe…` and removes it. Meant for a throwaway namespace.
+pub fn trial(route: &Netlink, kind: Trial) -> bool {
+    let make = |name: &str, info: Vec<LinkInfo>, link: Option<u32>| {
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_owned()));
+        if let Some(parent) = link {
+            message.attributes.push(LinkAttribute::Link(parent));
+        }
+        message.attributes.push(LinkAttribute::LinkInfo(info));
+        route
+            .route_request(
+                RouteNetlinkMessage::NewLink(message),
+                NLM_F_CREATE | NLM_F_EXCL,
+                name,
+            )
+            .is_ok()
+    };
+    let made = match kind {
+        Trial::Bridge => make("probe-br", vec![LinkInfo::Kind(InfoKind::Bridge)], None),
+        Trial::Veth => make("probe-veth", vec![LinkInfo::Kind(InfoKind::Veth)], None),
+        Trial::Ifb => make("probe-ifb", vec![LinkInfo::Kind(InfoKind::Ifb)], None),
+        Trial::Vxlan => make(
+            "probe-vxlan",
+            vec![
+                LinkInfo::Kind(InfoKind::Vxlan),
+                LinkInfo::Data(InfoData::Vxlan(vec![InfoVxlan::Id(4242)])),
+            ],
+            None,
+        ),
+        Trial::MacvlanOnVeth => {
+            make("probe-parent", vec![LinkInfo::Kind(InfoKind::Veth)], None)
+                && index_of(route, "probe-parent")
+                    .ok()
+                    .flatten()
+                    .is_some_and(|parent| {
+                        make(
+                            "probe-macvlan",
+                            vec![
+                                LinkInfo::Kind(InfoKind::MacVlan),
+                                LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                                    MACVLAN_MODE_BRIDGE,
+                                )])),
+                            ],
+                            Some(parent),
+                        )
+                    })
+        }
+    };
+    for name in [
+        "probe-br",
+        "probe-veth",
+        "probe-ifb",
+        "probe-vxlan",
+        "probe-macvlan",
+        "probe-parent",
+    ] {
+        let _ = delete_named(route, name);
+    }
+    made
+}
+
+/// macvlan's bridge mode: the macvlans of one parent talk to each other.
+pub const MACVLAN_MODE_BRIDGE: u32 = 4;
 
 /// Every IPv4 network the host routes to directly or has an address in
 /// (for refusing a subnet that would clash with one).

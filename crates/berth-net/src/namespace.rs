@@ -37,6 +37,29 @@ impl Namespace {
     }
 }
 
+impl Namespace {
+    /// Runs `f` on this thread inside the namespace, then returns to the
+    /// thread's own (an error mentioning "returning" means it could not).
+    pub fn enter<T>(&self, f: impl FnOnce() -> T) -> io::Result<T> {
+        let home = open_own()?;
+        // SAFETY: setns of the calling thread into a namespace handle we
+        // hold; it is moved back below.
+        if unsafe { libc::setns(self.handle.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let out = f();
+        // SAFETY: as above, back to the thread's own namespace.
+        if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("returning to the host network namespace: {e}"),
+            ));
+        }
+        Ok(out)
+    }
+}
+
 fn open_own() -> io::Result<OwnedFd> {
     rustix::fs::open(
         "/proc/thread-self/ns/net",

@@ -290,3 +290,100 @@ fn hosts_file_mentions(f: &Fixture, container: &str, name: &str) -> bool {
         .unwrap_or_default()
         .contains(name)
 }
+
+/// Bits per second `receive` takes in from `send`, over a steady
+/// stretch (the first half second, where the bucket's burst and the
+/// queue fill, is left out).
+fn measure(
+    listener: TcpListener,
+    send: impl FnOnce(SocketAddr) + Send + 'static,
+    to: SocketAddr,
+) -> f64 {
+    let sender = std::thread::spawn(move || send(to));
+    let (mut s, _) = listener.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = std::time::Instant::now();
+    let (mut from, mut bytes) = (None, 0u64);
+    while start.elapsed() < Duration::from_millis(3500) {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        if start.elapsed() >= Duration::from_millis(500) {
+            from.get_or_insert_with(std::time::Instant::now);
+            bytes += n as u64;
+        }
+    }
+    let seconds = from.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    drop(s);
+    let _ = sender.join();
+    bytes as f64 * 8.0 / seconds
+}
+
+fn blast(to: SocketAddr) {
+    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(3)) else {
+        return;
+    };
+    let chunk = vec![7u8; 64 * 1024];
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(4) && s.write_all(&chunk).is_ok() {}
+}
+
+#[test]
+fn rate_limits_hold_within_ten_percent_both_ways() {
+    need_root!();
+    let f = fixture();
+    let request = NetworkRequest {
+        mode: NetworkMode::Bridge,
+        egress_rate: Some("10mbit".parse().unwrap()),
+        ingress_rate: Some("20mbit".parse().unwrap()),
+        ..Default::default()
+    };
+    let a = f.networks.attach("shaped", &[], &request).unwrap();
+    let gateway = f.networks.inspect("bridge").unwrap().network.gateway;
+    let ifb = berth_net::ifb_name("shaped");
+    assert!(link_exists(&ifb));
+
+    // What the container sends: 10 Mbit/s.
+    let host = TcpListener::bind((gateway, 0)).unwrap();
+    let to = host.local_addr().unwrap();
+    let ns = a.namespace.try_clone().unwrap();
+    let sent = measure(host, move |to| inside(&ns, move || blast(to)), to);
+    eprintln!("egress: {sent:.0} bit/s through a 10mbit limit");
+    assert!(
+        (9e6..=11e6).contains(&sent),
+        "egress {sent:.0} bit/s, limit 10 Mbit/s"
+    );
+
+    // What it receives: 20 Mbit/s.
+    let listener = inside(&a.namespace, || TcpListener::bind("0.0.0.0:7000").unwrap());
+    let to = SocketAddr::from((a.attachment.address, 7000));
+    let received = measure(listener, blast, to);
+    eprintln!("ingress: {received:.0} bit/s through a 20mbit limit");
+    assert!(
+        (18e6..=22e6).contains(&received),
+        "ingress {received:.0} bit/s, limit 20 Mbit/s"
+    );
+
+    drop(a);
+    f.networks.detach("shaped").unwrap();
+    assert!(!link_exists(&ifb), "the ifb outlived its container");
+}
+
+#[test]
+fn a_rate_the_shaper_cannot_take_is_refused_before_anything_is_made() {
+    need_root!();
+    let f = fixture();
+    let request = NetworkRequest {
+        mode: NetworkMode::None,
+        egress_rate: Some("1mbit".parse().unwrap()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.networks.attach("x", &[], &request),
+        Err(NetError::Invalid(_))
+    ));
+    assert!("100gbit".parse::<berth_core::network::Rate>().is_err());
+    assert!(f.networks.list().unwrap().is_empty(), "nothing made");
+}

@@ -191,6 +191,13 @@ pub struct RunArgs {
     /// A fixed IPv4 address on a user network.
     #[arg(long)]
     pub ip: Option<std::net::Ipv4Addr>,
+    /// Cap what the container sends, e.g. 10mbit, 500kbit, 1mbps (bytes): shaped
+    /// by the kernel on the host end of its link.
+    #[arg(long, value_name = "RATE")]
+    pub egress_rate: Option<String>,
+    /// Cap what the container receives (same units).
+    #[arg(long, value_name = "RATE")]
+    pub ingress_rate: Option<String>,
     /// Bind a host path: SRC:DST[:ro] (repeatable).
     #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
     pub volume: Vec<String>,

@@ -392,6 +392,8 @@ fn after_kill_9_gc_takes_the_container_off_its_network() {
         "bridge",
         "-p",
         &publish,
+        "--egress-rate",
+        "10mbit",
         "--name",
         "doomed",
         "busybox",
@@ -402,6 +404,8 @@ fn after_kill_9_gc_takes_the_container_off_its_network() {
     first_line(&mut child);
     let attachment = f.b.data_dir().join("network/attachments/doomed.json");
     assert!(attachment.exists());
+    let ifb = std::path::Path::new("/sys/class/net").join(berth_net::ifb_name("doomed"));
+    assert!(ifb.exists(), "its egress is shaped through an ifb");
     let procs = f.b.running_container_procs("doomed");
     child.kill().unwrap(); // SIGKILL: no teardown runs
     child.wait().unwrap();
@@ -416,8 +420,15 @@ fn after_kill_9_gc_takes_the_container_off_its_network() {
         out.stdout
     );
     f.assert_nothing_attached();
-    let link = berth_net::host_link_name("doomed");
-    assert!(!std::path::Path::new("/sys/class/net").join(link).exists());
+    for link in [
+        berth_net::host_link_name("doomed"),
+        berth_net::ifb_name("doomed"),
+    ] {
+        assert!(
+            !std::path::Path::new("/sys/class/net").join(&link).exists(),
+            "{link} left"
+        );
+    }
     // The port is free for the next container.
     let out = f.run(&[
         "run",

@@ -162,6 +162,8 @@ pub fn create_request(
         network: spec.network.clone().unwrap_or(NetworkMode::Bridge),
         ports: Vec::new(),
         ip: None,
+        egress_rate: None,
+        ingress_rate: None,
         mounts: Vec::new(),
         limits: Limits {
             memory: Some(ByteSize(memory_limit)),

@@ -3,7 +3,7 @@
 use crate::cli::RunArgs;
 use crate::cmd::invalid;
 use crate::CliError;
-use berth_core::network::{NetworkMode, NetworkRequest, PublishedPort};
+use berth_core::network::{NetworkMode, NetworkRequest, PublishedPort, Rate};
 use berth_core::spec::SpecError;
 use berth_core::{ByteSize, ContainerId, CpuQuota};
 use berth_image::{LaunchOverrides, ResolvedImage};
@@ -100,11 +100,16 @@ pub fn network_request(args: &RunArgs) -> Result<NetworkRequest, CliError> {
             .map_err(|e: SpecError| invalid(e.to_string()))?,
         ip: args.ip,
         ports,
-        egress_rate: None,
-        ingress_rate: None,
+        egress_rate: parse_rate(args.egress_rate.as_deref())?,
+        ingress_rate: parse_rate(args.ingress_rate.as_deref())?,
     };
     request.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(request)
+}
+
+fn parse_rate(text: Option<&str>) -> Result<Option<Rate>, CliError> {
+    text.map(|t| t.parse().map_err(|e: SpecError| invalid(e.to_string())))
+        .transpose()
 }
 
 /// Docker's `-e KEY` (no `=`) copies `KEY` from berth's own environment;
