@@ -157,7 +157,16 @@ impl AgentState {
     ) -> Result<Option<OwnedFd>, ApiError> {
         match &request.mode {
             NetworkMode::None | NetworkMode::Host => return Ok(None),
-            NetworkMode::Bridge | NetworkMode::Named(_) => {}
+            NetworkMode::Container(target) => {
+                spec.network = NetworkNamespace::Join(self.network_namespace_of(target)?);
+                let files = self
+                    .networks
+                    .files_of(target)
+                    .map_err(|e| ApiError::from_lib(&e))?;
+                bind_name_files(spec, &files);
+                return Ok(None);
+            }
+            NetworkMode::Bridge | NetworkMode::Named(_) | NetworkMode::Macvlan(_) => {}
             other => {
                 return Err(ApiError::new(
                     ErrorCode::LimitUnsupported,
@@ -172,14 +181,30 @@ impl AgentState {
             .attach(spec.id.as_str(), &names, request)
             .map_err(|e| ApiError::from_lib(&e))?;
         spec.network = NetworkNamespace::Join(shim::NAMESPACE_FD_PATH.into());
-        for (source, destination) in &attached.mounts {
-            spec.mounts.push(BindMount {
-                source: source.clone(),
-                destination: (*destination).to_owned(),
-                read_only: false,
-            });
-        }
+        bind_name_files(spec, &attached.mounts);
         Ok(Some(attached.namespace))
+    }
+
+    /// `/proc/PID/ns/net` of a running container of this agent.
+    fn network_namespace_of(&self, target: &str) -> Result<PathBuf, ApiError> {
+        let not_running = || {
+            ApiError::new(
+                ErrorCode::NetworkNotFound,
+                format!("no running container {target} to share the network of"),
+            )
+        };
+        let entry = crate::state::read(&self.containers)
+            .get(target)
+            .cloned()
+            .ok_or_else(not_running)?;
+        let Phase::Running { pid, .. } = entry.phase() else {
+            return Err(not_running());
+        };
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        if !path.exists() {
+            return Err(not_running());
+        }
+        Ok(path)
     }
 
     /// Takes a container that will not run off its network.
@@ -453,4 +478,15 @@ fn write_inline_files(root: &Path, files: &[(PathBuf, &InlineFile)]) -> Result<(
         .map_err(io_err)?;
     }
     Ok(())
+}
+
+/// Binds a container's name files (`/etc/hosts`, `/etc/resolv.conf`).
+fn bind_name_files(spec: &mut ContainerSpec, files: &[(PathBuf, &'static str)]) {
+    for (source, destination) in files {
+        spec.mounts.push(BindMount {
+            source: source.clone(),
+            destination: (*destination).to_owned(),
+            read_only: false,
+        });
+    }
 }

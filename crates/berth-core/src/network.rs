@@ -457,9 +457,11 @@ impl NetworkRequest {
                 self.mode
             ))
         };
-        if self.ip.is_some() && !matches!(self.mode, NetworkMode::Named(_)) {
+        if self.ip.is_some()
+            && !matches!(self.mode, NetworkMode::Named(_) | NetworkMode::Macvlan(_))
+        {
             return Err(SpecError::Invalid(format!(
-                "--ip needs a user network (berth network create), not {}",
+                "--ip needs a user network (berth network create) or macvlan, not {}",
                 self.mode
             )));
         }

@@ -9,10 +9,10 @@
 use crate::error::{NetError, Result};
 use crate::files;
 use crate::links::{self, CONTAINER_LINK_INDEX};
-use crate::model::{Attachment, Network, DEFAULT_NETWORK};
+use crate::model::{Attachment, Driver, Network, DEFAULT_NETWORK};
 use crate::namespace::Namespace;
 use crate::netlink::Netlink;
-use crate::networks::{check_host_address, Networks};
+use crate::networks::{check_host_address, Networks, HOST_CLAIM};
 use crate::shaping::{self, ShapeError};
 use berth_core::network::{NetworkMode, NetworkRequest, PublishedPort};
 use sha2::{Digest, Sha256};
@@ -48,9 +48,14 @@ impl Networks {
         request: &NetworkRequest,
     ) -> Result<Attached> {
         request.validate()?;
+        let macvlan_name;
         let name = match &request.mode {
             NetworkMode::Bridge => DEFAULT_NETWORK,
             NetworkMode::Named(name) => name.as_str(),
+            NetworkMode::Macvlan(parent) => {
+                macvlan_name = self.macvlan_network_of(parent)?;
+                macvlan_name.as_str()
+            }
             other => {
                 return Err(NetError::Invalid(format!(
                     "network mode {other} is not one berth-net attaches"
@@ -59,6 +64,18 @@ impl Networks {
         };
         let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
         let (network, bridge) = self.resolve(name, &route)?;
+        let macvlan = network.driver == Driver::Macvlan;
+        if macvlan && !request.ports.is_empty() {
+            return Err(NetError::Invalid(format!(
+                "network {name} is a macvlan network: its containers are on {}'s own network, with nothing to publish ports through",
+                network.parent.as_deref().unwrap_or("the parent")
+            )));
+        }
+        if macvlan && (request.egress_rate.is_some() || request.ingress_rate.is_some()) {
+            return Err(NetError::Unsupported(format!(
+                "network {name} is a macvlan network: bandwidth limits need a bridge network (berth shapes on the host end of a veth)"
+            )));
+        }
         if network.internal && !request.ports.is_empty() {
             return Err(NetError::Invalid(format!(
                 "network {name} is internal: nothing from outside reaches it, so no port can be published"
@@ -98,7 +115,12 @@ impl Networks {
         let attachment = Attachment {
             container: container.to_owned(),
             network: network.name.clone(),
-            host_link: host_link_name(container),
+            // A macvlan lives only in the container's namespace.
+            host_link: if macvlan {
+                String::new()
+            } else {
+                host_link_name(container)
+            },
             address,
             names: names.to_vec(),
             ports: request.ports.clone(),
@@ -111,14 +133,24 @@ impl Networks {
 
         let namespace =
             Namespace::new().map_err(|e| NetError::io("making a network namespace", e))?;
-        links::add_veth_into(
-            &route,
-            &attachment.host_link,
-            bridge,
-            namespace.handle.as_fd(),
-        )
-        .map_err(|e| NetError::io("making the container's link", e))?;
-        undo.link = Some(attachment.host_link.clone());
+        if macvlan {
+            links::add_macvlan_into(&route, bridge, namespace.handle.as_fd()).map_err(|e| {
+                if links::errno_is_unsupported(&e) {
+                    NetError::Unsupported(format!("this kernel has no macvlan links: {e}"))
+                } else {
+                    NetError::io("making the container's macvlan link", e)
+                }
+            })?;
+        } else {
+            links::add_veth_into(
+                &route,
+                &attachment.host_link,
+                bridge,
+                namespace.handle.as_fd(),
+            )
+            .map_err(|e| NetError::io("making the container's link", e))?;
+            undo.link = Some(attachment.host_link.clone());
+        }
         if attachment.egress_rate.is_some() {
             undo.ifb = Some(ifb_name(container));
         }
@@ -201,6 +233,19 @@ impl Networks {
             ShapeError::Unsupported(why) => NetError::Unsupported(why),
             ShapeError::Io(e) => NetError::io("setting a bandwidth limit", e),
         })
+    }
+
+    /// The name files of an attached container, for one that joins its
+    /// namespace (`--network container:ID`) to bind as well.
+    pub fn files_of(&self, container: &str) -> Result<Vec<(PathBuf, &'static str)>> {
+        if self.state.attachment(container)?.is_none() {
+            return Ok(Vec::new());
+        }
+        let dir = self.state.files_dir(container);
+        Ok(files::MOUNTS
+            .iter()
+            .map(|(file, inside)| (dir.join(file), *inside))
+            .collect())
     }
 
     fn claim_address(
@@ -293,8 +338,10 @@ impl Networks {
             .state
             .lock(shares_names || !attachment.ports.is_empty())?;
         let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
-        links::delete_named(&route, &attachment.host_link)
-            .map_err(|e| NetError::io("removing the container's link", e))?;
+        if !attachment.host_link.is_empty() {
+            links::delete_named(&route, &attachment.host_link)
+                .map_err(|e| NetError::io("removing the container's link", e))?;
+        }
         if attachment.egress_rate.is_some() {
             links::delete_named(&route, &ifb_name(container))
                 .map_err(|e| NetError::io("removing the container's ifb link", e))?;
@@ -335,7 +382,7 @@ impl Networks {
             .collect();
         for network in self.state.networks()? {
             for (address, owner) in self.state.claimed_addresses(&network.name)? {
-                if !attached.contains(&owner) {
+                if !attached.contains(&owner) && owner != HOST_CLAIM {
                     self.state.release_address(&network.name, address)?;
                     collected.claims += 1;
                 }

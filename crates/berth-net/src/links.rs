@@ -102,6 +102,31 @@ pub fn add_veth_into(
     )
 }
 
+/// Makes a macvlan (bridge mode) of the link `parent`, straight in the
+/// namespace `ns` as `eth0` (index 2, down).
+pub fn add_macvlan_into(route: &Netlink, parent: u32, ns: BorrowedFd<'_>) -> io::Result<()> {
+    let mut message = LinkMessage::default();
+    message.header.index = CONTAINER_LINK_INDEX;
+    message
+        .attributes
+        .push(LinkAttribute::IfName(CONTAINER_LINK.to_owned()));
+    message.attributes.push(LinkAttribute::Link(parent));
+    message
+        .attributes
+        .push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+    message.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::MacVlan),
+        LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+            MACVLAN_MODE_BRIDGE,
+        )])),
+    ]));
+    route.route_request(
+        RouteNetlinkMessage::NewLink(message),
+        NLM_F_CREATE | NLM_F_EXCL,
+        "creating the container's macvlan link",
+    )
+}
+
 /// Removes the link named `name`; a link already gone is no error.
 pub fn delete_named(route: &Netlink, name: &str) -> io::Result<()> {
     let mut message = LinkMessage::default();

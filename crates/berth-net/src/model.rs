@@ -9,16 +9,35 @@ use std::net::Ipv4Addr;
 /// The name of the host's default network (`--network bridge`).
 pub const DEFAULT_NETWORK: &str = "bridge";
 
-/// A network on this host: a bridge with the gateway's address, NAT to the
-/// outside unless internal.
+/// How a network's containers are linked to the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// A bridge of the network's own, with the gateway's address; NAT to
+    /// the outside unless internal.
+    #[default]
+    Bridge,
+    /// Each container a macvlan link of the `parent` interface, on the
+    /// parent's own network (no NAT; the host itself cannot reach them
+    /// through the parent: macvlan's rule).
+    Macvlan,
+}
+
+/// A network on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     pub name: String,
     /// 12 hex digits, random; user networks' bridges are `br-<id>`.
     pub id: String,
-    /// The bridge device.
+    #[serde(default)]
+    pub driver: Driver,
+    /// The bridge device (bridge networks).
+    #[serde(default)]
     pub bridge: String,
+    /// The parent interface (macvlan networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     /// No route out: no NAT, and the host's addresses other than the

@@ -4,7 +4,7 @@
 use crate::error::{NetError, Result};
 use crate::host::{self, DEFAULT_BRIDGE_POOL, USER_NETWORK_POOL};
 use crate::links;
-use crate::model::{Attachment, Network, DEFAULT_NETWORK};
+use crate::model::{Attachment, Driver, Network, DEFAULT_NETWORK};
 use crate::netlink::Netlink;
 use crate::rules;
 use crate::state::StateDir;
@@ -41,7 +41,13 @@ impl NetConfig {
 #[serde(deny_unknown_fields)]
 pub struct CreateNetwork {
     pub name: String,
-    /// Chosen from 10.96.0.0/11 when absent.
+    #[serde(default)]
+    pub driver: Driver,
+    /// The parent interface of a macvlan network.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Chosen from 10.96.0.0/11 when absent (a macvlan network takes its
+    /// parent's).
     #[serde(default)]
     pub subnet: Option<Ipv4Net>,
     /// The subnet's first address when absent.
@@ -90,48 +96,121 @@ impl Networks {
                 "a network named {name} already exists"
             )));
         }
-        let id = random_id();
-        let bridge = format!("br-{id}");
-        let network = self.make(
-            name.as_str(),
-            &id,
-            &bridge,
-            request.subnet,
-            request.gateway,
-            request.internal,
-            USER_NETWORK_POOL,
-        )?;
-        Ok(network)
+        let mut plan = Plan {
+            name: name.to_string(),
+            id: random_id(),
+            driver: request.driver.clone(),
+            bridge: String::new(),
+            parent: None,
+            subnet: request.subnet,
+            gateway: request.gateway,
+            internal: request.internal,
+            pool: USER_NETWORK_POOL,
+        };
+        match request.driver {
+            Driver::Bridge => {
+                if request.parent.is_some() {
+                    return Err(NetError::Invalid(
+                        "--parent is for macvlan networks (--driver macvlan)".into(),
+                    ));
+                }
+                plan.bridge = format!("br-{}", plan.id);
+            }
+            Driver::Macvlan => {
+                let parent = request.parent.clone().ok_or_else(|| {
+                    NetError::Invalid("a macvlan network needs --parent INTERFACE".into())
+                })?;
+                berth_core::network::check_interface_name(&parent).map_err(NetError::Invalid)?;
+                if request.internal {
+                    return Err(NetError::Invalid(
+                        "--internal is for bridge networks: a macvlan network is its parent's"
+                            .into(),
+                    ));
+                }
+                plan.parent = Some(parent);
+            }
+        }
+        self.make(plan)
     }
 
-    /// Makes a network's bridge and record, then the rules (undoing the
-    /// bridge if anything after it fails). The caller holds the state lock.
-    #[allow(clippy::too_many_arguments)]
-    fn make(
-        &self,
-        name: &str,
-        id: &str,
-        bridge: &str,
-        subnet: Option<Ipv4Net>,
-        gateway: Option<Ipv4Addr>,
-        internal: bool,
-        pool: (&str, u8),
-    ) -> Result<Network> {
+    /// The network `--network macvlan:PARENT` means: `macvlan-PARENT`,
+    /// made on first use with the parent's subnet.
+    pub(crate) fn macvlan_network_of(&self, parent: &str) -> Result<String> {
+        let name = format!("macvlan-{parent}");
+        if let Some(existing) = self.state.network(&name)? {
+            if existing.parent.as_deref() != Some(parent) {
+                return Err(NetError::Conflict(format!(
+                    "network {name} exists and is not the macvlan network of {parent}"
+                )));
+            }
+            return Ok(name);
+        }
+        let made = self.create(&CreateNetwork {
+            name: name.clone(),
+            driver: Driver::Macvlan,
+            parent: Some(parent.to_owned()),
+            ..CreateNetwork::default()
+        });
+        match made {
+            // Another create won the race: same network.
+            Ok(_) | Err(NetError::Conflict(_)) if self.state.network(&name)?.is_some() => Ok(name),
+            Ok(_) => Ok(name),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes a network's link and record, then the rules (undoing the link
+    /// if anything after it fails). The caller holds the state lock.
+    fn make(&self, plan: Plan) -> Result<Network> {
+        let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
         let _host = host::lock_host()?;
-        let mut taken = host::routed_networks()?;
-        taken.extend(self.state.networks()?.iter().map(|n| n.subnet));
-        let subnet = match subnet {
-            Some(subnet) => {
+        let berth_subnets: Vec<Ipv4Net> = self.state.networks()?.iter().map(|n| n.subnet).collect();
+        let subnet = match (&plan.driver, plan.subnet) {
+            (Driver::Bridge, subnet) => {
+                let mut taken = host::routed_networks()?;
+                taken.extend(&berth_subnets);
+                match subnet {
+                    Some(subnet) => {
+                        check_subnet(&subnet)?;
+                        if let Some(clash) = taken.iter().find(|t| host::overlaps(t, &subnet)) {
+                            return Err(NetError::Conflict(format!(
+                                "subnet {subnet} overlaps {clash}, which this host already routes or a berth network uses"
+                            )));
+                        }
+                        subnet
+                    }
+                    None => host::first_free(plan.pool, &taken)?,
+                }
+            }
+            // A macvlan network is on its parent's network: its subnet is
+            // the parent's (or one the caller gives), and only other berth
+            // networks are in its way.
+            (Driver::Macvlan, subnet) => {
+                let parent = plan.parent.as_deref().unwrap_or_default();
+                let index = parent_index(&route, parent)?;
+                let subnet = match subnet {
+                    Some(subnet) => subnet,
+                    None => links::addresses_of(&route, index)
+                        .map_err(|e| NetError::io("reading the parent's addresses", e))?
+                        .first()
+                        .map(Ipv4Net::trunc)
+                        .ok_or_else(|| {
+                            NetError::Invalid(format!(
+                                "{parent} has no IPv4 address to take the subnet from: give --subnet"
+                            ))
+                        })?,
+                };
                 check_subnet(&subnet)?;
-                if let Some(clash) = taken.iter().find(|t| host::overlaps(t, &subnet)) {
+                if let Some(clash) = berth_subnets.iter().find(|t| host::overlaps(t, &subnet)) {
                     return Err(NetError::Conflict(format!(
-                        "subnet {subnet} overlaps {clash}, which this host already routes or a berth network uses"
+                        "subnet {subnet} overlaps {clash}, which a berth network uses"
                     )));
                 }
                 subnet
             }
-            None => host::first_free(pool, &taken)?,
         };
+        let (name, bridge, internal) = (plan.name.as_str(), plan.bridge.as_str(), plan.internal);
+        let gateway = plan.gateway;
         let gateway = match gateway {
             Some(gateway) => {
                 check_host_address(&subnet, gateway, "gateway")?;
@@ -143,26 +222,52 @@ impl Networks {
         };
         let network = Network {
             name: name.to_owned(),
-            id: id.to_owned(),
+            id: plan.id.clone(),
+            driver: plan.driver.clone(),
             bridge: bridge.to_owned(),
+            parent: plan.parent.clone(),
             subnet,
             gateway,
             internal,
             created_at: u64::try_from(berth_core::time::now_millis()).unwrap_or(0),
         };
-        let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
-        self.make_bridge(&route, &network)?;
+        if network.driver == Driver::Bridge {
+            self.make_bridge(&route, &network)?;
+        }
         let recorded = self
             .state
             .save_network(&network)
+            .and_then(|()| self.reserve_parent_address(&route, &network))
             .and_then(|()| self.sync_rules());
         if let Err(e) = recorded {
-            let _ = links::delete_named(&route, bridge);
+            if network.driver == Driver::Bridge {
+                let _ = links::delete_named(&route, bridge);
+            }
             let _ = self.state.remove_network(name);
             return Err(e);
         }
         tracing::info!(network = name, %subnet, bridge, internal, "network created");
         Ok(network)
+    }
+
+    /// A macvlan network's parent keeps its own address: it is claimed
+    /// for the host, so no container gets it.
+    fn reserve_parent_address(&self, route: &Netlink, network: &Network) -> Result<()> {
+        let Some(parent) = &network.parent else {
+            return Ok(());
+        };
+        let index = parent_index(route, parent)?;
+        let own = links::addresses_of(route, index)
+            .map_err(|e| NetError::io("reading the parent's addresses", e))?;
+        for address in own
+            .iter()
+            .map(Ipv4Net::addr)
+            .filter(|a| network.subnet.contains(a))
+        {
+            self.state
+                .claim_address(&network.name, address, HOST_CLAIM)?;
+        }
+        Ok(())
     }
 
     /// Makes the bridge of `network` with its gateway's address (again,
@@ -213,19 +318,17 @@ impl Networks {
                 let _lock = self.state.lock(true)?;
                 match self.state.network(name)? {
                     Some(network) => network,
-                    None => {
-                        let id = random_id();
-                        let bridge = self.config.bridge.clone();
-                        self.make(
-                            DEFAULT_NETWORK,
-                            &id,
-                            &bridge,
-                            None,
-                            None,
-                            false,
-                            DEFAULT_BRIDGE_POOL,
-                        )?
-                    }
+                    None => self.make(Plan {
+                        name: DEFAULT_NETWORK.into(),
+                        id: random_id(),
+                        driver: Driver::Bridge,
+                        bridge: self.config.bridge.clone(),
+                        parent: None,
+                        subnet: None,
+                        gateway: None,
+                        internal: false,
+                        pool: DEFAULT_BRIDGE_POOL,
+                    })?,
                 }
             }
             None => {
@@ -234,6 +337,10 @@ impl Networks {
                 )))
             }
         };
+        if network.driver == Driver::Macvlan {
+            let index = parent_index(route, network.parent.as_deref().unwrap_or_default())?;
+            return Ok((network, index));
+        }
         let index = match links::index_of(route, &network.bridge)
             .map_err(|e| NetError::io("looking up a bridge", e))?
         {
@@ -293,9 +400,12 @@ impl Networks {
         }
         self.state.remove_network(name)?;
         self.sync_rules()?;
-        let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
-        links::delete_named(&route, &network.bridge)
-            .map_err(|e| NetError::io("removing a bridge", e))?;
+        if network.driver == Driver::Bridge {
+            let route =
+                Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
+            links::delete_named(&route, &network.bridge)
+                .map_err(|e| NetError::io("removing a bridge", e))?;
+        }
         tracing::info!(network = name, "network removed");
         Ok(())
     }
@@ -322,6 +432,30 @@ impl Networks {
             }
         })
     }
+}
+
+/// What a network is made of, before it exists.
+struct Plan {
+    name: String,
+    id: String,
+    driver: Driver,
+    bridge: String,
+    parent: Option<String>,
+    subnet: Option<Ipv4Net>,
+    gateway: Option<Ipv4Addr>,
+    internal: bool,
+    /// Where a bridge network's subnet comes from when none is given.
+    pool: (&'static str, u8),
+}
+
+/// The owner recorded for an address the host itself holds.
+pub(crate) const HOST_CLAIM: &str = "(host)";
+
+/// The index of a macvlan network's parent interface.
+pub(crate) fn parent_index(route: &Netlink, parent: &str) -> Result<u32> {
+    links::index_of(route, parent)
+        .map_err(|e| NetError::io("looking up the parent interface", e))?
+        .ok_or_else(|| NetError::NotFound(format!("no interface named {parent} on this host")))
 }
 
 fn check_subnet(subnet: &Ipv4Net) -> Result<()> {

@@ -70,7 +70,12 @@ pub fn ruleset(networks: &[Network], attachments: &[Attachment]) -> Vec<Change> 
         "forward",
         vec![Expr::WasDestinationNatted, Expr::Accept],
     ));
-    for network in networks {
+    // Macvlan networks do not pass through the host: nothing to rule.
+    let networks: Vec<&Network> = networks
+        .iter()
+        .filter(|n| n.driver == crate::model::Driver::Bridge)
+        .collect();
+    for network in &networks {
         let subnet = |equal| Expr::SourceNet {
             net: network.subnet.network(),
             prefix: network.subnet.prefix_len(),
@@ -175,7 +180,9 @@ mod tests {
         Network {
             name: name.into(),
             id: "0123456789ab".into(),
+            driver: crate::model::Driver::Bridge,
             bridge: format!("br-{name}"),
+            parent: None,
             subnet: "10.96.1.0/24".parse().unwrap(),
             gateway: Ipv4Addr::new(10, 96, 1, 1),
             internal,

@@ -141,6 +141,20 @@ impl Runtime {
         &self.config
     }
 
+    /// The network namespace of a running container of this runtime
+    /// (`/proc/PID/ns/net` of one of its processes), for another container
+    /// to join; `None` if no container of that id runs here.
+    pub fn network_namespace_of(&self, id: &str) -> Option<PathBuf> {
+        if !self.config.containers_dir.join(id).exists() {
+            return None;
+        }
+        ContainerCgroup::existing(&self.cgroups, id)
+            .pids()
+            .into_iter()
+            .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
+            .find(|path| path.exists())
+    }
+
     /// Metrics of container `id`'s cgroups, whether or not this process
     /// created it (the host agent reads containers started by shims).
     /// Errors with `container_not_found` when the container has no cgroup

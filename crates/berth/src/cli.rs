@@ -334,11 +334,20 @@ pub enum NetworkCommand {
     /// Containers join it with `berth run --network NAME` and reach each other by name.
     #[command(after_help = "Examples:\n  berth network create backend\n  \
 berth network create --subnet 10.42.0.0/24 --internal db\n  \
+berth network create --driver macvlan --parent eth1 lan\n  \
 berth run --network db --ip 10.42.0.10 --name pg postgres")]
     Create {
         /// Letters, digits, '_', '.' and '-'; not none, host, bridge or default.
         name: String,
-        /// IPv4 subnet, e.g. 10.42.0.0/24 (default: a free /24 of 10.96.0.0/11).
+        /// `bridge` (a bridge of its own, NAT out) or `macvlan` (containers on the
+        /// --parent interface's own network).
+        #[arg(long, default_value = "bridge", value_parser = ["bridge", "macvlan"])]
+        driver: String,
+        /// The host interface a macvlan network's containers hang off.
+        #[arg(long)]
+        parent: Option<String>,
+        /// IPv4 subnet, e.g. 10.42.0.0/24 (default: a free /24 of 10.96.0.0/11; a
+        /// macvlan network takes its parent's).
         #[arg(long)]
         subnet: Option<ipnet::Ipv4Net>,
         /// The bridge's address (default: the subnet's first address).

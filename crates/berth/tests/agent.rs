@@ -1437,6 +1437,22 @@ fn a_bridged_container_keeps_its_published_port_through_an_agent_restart() {
     assert_eq!(view["state"], "running", "{view}");
     fetch_until_served(port);
 
+    // A second container in the first one's namespace reaches it on
+    // localhost.
+    let guest = unique("guest");
+    agent.create(json!({
+        "id": guest, "image": "busybox",
+        "command": sh("wget -qO- http://127.0.0.1:8080/"),
+        "network": format!("container:{id}"),
+    }));
+    let done = agent.wait(&guest);
+    assert_eq!(done["result"]["exit_code"], 0, "{done}");
+    let logs = agent
+        .api
+        .get(&format!("/v1/containers/{guest}/logs"))
+        .text();
+    assert!(logs.contains("served"), "{logs}");
+
     // Bad network input: refused, nothing made.
     let r = agent.api.post_json(
         "/v1/containers",

@@ -442,3 +442,193 @@ fn after_kill_9_gc_takes_the_container_off_its_network() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     f.b.assert_clean();
 }
+
+/// A veth pair made for a test: one end (`parent`, no address) for
+/// macvlan containers to hang off, the other on the host with the
+/// subnet's first address. Removed when dropped.
+struct Wire {
+    parent: String,
+    subnet_prefix: String,
+}
+
+impl Wire {
+    fn new() -> Wire {
+        let tag = format!("{:06x}", rand_u32() & 0xff_ffff);
+        let third = rand_u32() % 200 + 20;
+        let wire = Wire {
+            parent: format!("mvp{tag}"),
+            subnet_prefix: format!("10.77.{third}"),
+        };
+        let peer = format!("mvq{tag}");
+        for args in [
+            vec![
+                "link",
+                "add",
+                &wire.parent,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+            ],
+            vec!["link", "set", &wire.parent, "up"],
+            vec![
+                "addr",
+                "add",
+                &format!("{}.1/24", wire.subnet_prefix),
+                "dev",
+                &peer,
+            ],
+            vec!["link", "set", &peer, "up"],
+        ] {
+            let status = std::process::Command::new("ip")
+                .args(&args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ip {args:?}");
+        }
+        wire
+    }
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.parent])
+            .status();
+    }
+}
+
+#[test]
+fn macvlan_containers_sit_on_their_parents_network() {
+    let f = berth_with_bridge();
+    f.b.import_busybox("busybox");
+    let wire = Wire::new();
+    let subnet = format!("{}.0/24", wire.subnet_prefix);
+    let lan = format!("l{:08x}", rand_u32());
+    let out = f.run(&[
+        "network",
+        "create",
+        "--driver",
+        "macvlan",
+        "--parent",
+        &wire.parent,
+        "--subnet",
+        &subnet,
+        &lan,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // Bad input.
+    let out = f.run(&[
+        "network",
+        "create",
+        "--driver",
+        "macvlan",
+        "--parent",
+        "nosuchif0",
+        "x",
+    ]);
+    assert!(out.stderr.contains("network_not_found"), "{}", out.stderr);
+    let out = f.run(&["run", "--network", "macvlan:nosuchif0", "busybox", "true"]);
+    assert!(
+        out.stderr.contains("no interface named nosuchif0"),
+        "{}",
+        out.stderr
+    );
+    let out = f.run(&["run", "--network", &lan, "-p", "8080:80", "busybox", "true"]);
+    assert!(out.stderr.contains("macvlan network"), "{}", out.stderr);
+
+    // A fixed address on the parent's network; the host end of the wire
+    // (another machine on that network, as far as the container knows)
+    // answers.
+    let pong = Pong::start();
+    let fixed = format!("{}.9", wire.subnet_prefix);
+    let script = format!(
+        "ip -4 addr show eth0 | awk '/inet/ {{print $2}}'; nc -w 2 {}.1 {} </dev/null",
+        wire.subnet_prefix, pong.port
+    );
+    let out = f.run(&[
+        "run",
+        "--network",
+        &lan,
+        "--ip",
+        &fixed,
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, format!("{fixed}/24\npong"));
+    drop(pong);
+
+    // Two macvlan containers of one parent reach each other by name.
+    let mut server = f.spawn(&[
+        "run",
+        "--network",
+        &lan,
+        "--name",
+        "mvsrv",
+        "busybox",
+        "sh",
+        "-c",
+        "echo up; echo -e 'HTTP/1.0 200 OK\\r\\n\\r\\nover macvlan' | nc -l -p 8080",
+    ]);
+    first_line(&mut server);
+    let out = f.run(&[
+        "run",
+        "--network",
+        &lan,
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://mvsrv:8080/",
+    ]);
+    assert_eq!(out.stdout.trim(), "over macvlan", "{}", out.stderr);
+    assert!(server.wait().unwrap().success());
+
+    let out = f.run(&["network", "rm", &lan]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    f.assert_nothing_attached();
+    f.b.assert_clean();
+}
+
+#[test]
+fn a_container_joins_anothers_network_namespace() {
+    let f = berth_with_bridge();
+    f.b.import_busybox("busybox");
+    let out = f.run(&["run", "--network", "container:nobody", "busybox", "true"]);
+    assert!(
+        out.stderr.contains("no running container nobody"),
+        "{}",
+        out.stderr
+    );
+
+    let mut server = f.spawn(&[
+        "run",
+        "--network",
+        "bridge",
+        "--name",
+        "shared",
+        "busybox",
+        "sh",
+        "-c",
+        "echo up; echo -e 'HTTP/1.0 200 OK\\r\\n\\r\\nsame namespace' | nc -l -p 8080",
+    ]);
+    first_line(&mut server);
+    let out = f.run(&[
+        "run",
+        "--network",
+        "container:shared",
+        "busybox",
+        "sh",
+        "-c",
+        "wget -qO- http://127.0.0.1:8080/; grep -c shared /etc/hosts",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "same namespace\n1\n");
+    assert!(server.wait().unwrap().success());
+    f.assert_nothing_attached();
+    f.b.assert_clean();
+}

@@ -8,7 +8,7 @@ use crate::CliError;
 use berth_core::network::NetworkMode;
 use berth_core::ErrorReport;
 use berth_core::HasErrorCode;
-use berth_net::{Attached, CreateNetwork, NetConfig, Networks};
+use berth_net::{Attached, CreateNetwork, Driver, NetConfig, Networks};
 use berth_runtime::{BindMount, ContainerSpec, NetworkNamespace};
 use std::os::fd::AsRawFd;
 
@@ -17,14 +17,22 @@ pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
     match args.command {
         NetworkCommand::Create {
             name,
+            driver,
+            parent,
             subnet,
             gateway,
             internal,
             json,
         } => {
+            let driver = match driver.as_str() {
+                "macvlan" => Driver::Macvlan,
+                _ => Driver::Bridge,
+            };
             let network = networks
                 .create(&CreateNetwork {
                     name,
+                    driver,
+                    parent,
                     subnet,
                     gateway,
                     internal,
@@ -47,7 +55,12 @@ pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
                         vec![
                             n.id.clone(),
                             n.name.clone(),
-                            n.bridge.clone(),
+                            match n.driver {
+                                Driver::Bridge => format!("bridge {}", n.bridge),
+                                Driver::Macvlan => {
+                                    format!("macvlan on {}", n.parent.as_deref().unwrap_or("?"))
+                                }
+                            },
                             n.subnet.to_string(),
                             n.gateway.to_string(),
                             if n.internal { "yes" } else { "no" }.into(),
@@ -58,7 +71,7 @@ pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
                     &[
                         "NETWORK ID",
                         "NAME",
-                        "BRIDGE",
+                        "LINK",
                         "SUBNET",
                         "GATEWAY",
                         "INTERNAL",
@@ -110,7 +123,19 @@ pub fn join(
     let request = crate::cmd::run::network_request(args)?;
     match &request.mode {
         NetworkMode::None | NetworkMode::Host => return Ok(None),
-        NetworkMode::Bridge | NetworkMode::Named(_) => {}
+        NetworkMode::Container(target) => {
+            let runtime = crate::cmd::open_runtime(global)?;
+            let Some(namespace) = runtime.network_namespace_of(target) else {
+                return Err(net_error(berth_net::NetError::NotFound(format!(
+                    "no running container {target} to share the network of"
+                ))));
+            };
+            spec.network = NetworkNamespace::Join(namespace);
+            let files = networks(global)?.files_of(target).map_err(net_error)?;
+            bind_files(spec, &files);
+            return Ok(None);
+        }
+        NetworkMode::Bridge | NetworkMode::Named(_) | NetworkMode::Macvlan(_) => {}
         other => {
             return Err(net_error(berth_net::NetError::Unsupported(format!(
                 "network mode {other} is not built yet"
@@ -125,14 +150,19 @@ pub fn join(
         .map_err(net_error)?;
     spec.network =
         NetworkNamespace::Join(format!("/proc/self/fd/{}", attached.namespace.as_raw_fd()).into());
-    for (source, destination) in &attached.mounts {
+    bind_files(spec, &attached.mounts);
+    Ok(Some(attached))
+}
+
+/// Binds a container's name files (`/etc/hosts`, `/etc/resolv.conf`).
+fn bind_files(spec: &mut ContainerSpec, files: &[(std::path::PathBuf, &'static str)]) {
+    for (source, destination) in files {
         spec.mounts.push(BindMount {
             source: source.clone(),
             destination: (*destination).to_owned(),
             read_only: false,
         });
     }
-    Ok(Some(attached))
 }
 
 /// Takes the container off its network once it has ended.
