@@ -127,6 +127,23 @@ pub fn add_macvlan_into(route: &Netlink, parent: u32, ns: BorrowedFd<'_>) -> io:
     )
 }
 
+/// Sets the link named `name` down; a link already gone is no error.
+pub fn set_down(route: &Netlink, name: &str) -> io::Result<()> {
+    let mut message = LinkMessage::default();
+    message.header.change_mask = vec![LinkFlag::Up];
+    message
+        .attributes
+        .push(LinkAttribute::IfName(name.to_owned()));
+    match route.route_request(
+        RouteNetlinkMessage::SetLink(message),
+        0,
+        &format!("setting {name} down"),
+    ) {
+        Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
+        other => other,
+    }
+}
+
 /// Removes the link named `name`; a link already gone is no error.
 pub fn delete_named(route: &Netlink, name: &str) -> io::Result<()> {
     let mut message = LinkMessage::default();

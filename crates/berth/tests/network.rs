@@ -128,15 +128,24 @@ fn a_bridged_container_fetches_from_the_host_and_publishes_a_port() {
         let left: Vec<_> = std::fs::read_dir(state.join(dir)).unwrap().collect();
         assert!(left.is_empty(), "{dir}: {left:?}");
     }
-    let links = std::fs::read_dir("/sys/class/net").unwrap();
-    let veths: Vec<String> = links
-        .filter_map(|l| l.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("bv"))
-        .filter(|n| {
-            std::fs::read_link(format!("/sys/class/net/{n}/master"))
-                .is_ok_and(|m| m.ends_with(&bridge))
-        })
-        .collect();
+    // Each veth was set down when its container ended; the kernel removes
+    // the pair with the namespace, in its own batched cleanup.
+    let veths_on_bridge = || -> Vec<String> {
+        std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .filter_map(|l| l.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("bv"))
+            .filter(|n| {
+                std::fs::read_link(format!("/sys/class/net/{n}/master"))
+                    .is_ok_and(|m| m.ends_with(&bridge))
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !veths_on_bridge().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let veths = veths_on_bridge();
     assert!(veths.is_empty(), "veths left on {bridge}: {veths:?}");
     b.assert_clean();
     drop(fixture);
