@@ -45,6 +45,10 @@ done
 #   iproute2         `ip netns list` in check-leaks.sh; network tests
 #   nftables         `nft list tables` in check-leaks.sh (berth itself speaks
 #                    netlink and needs no nft binary)
+#   containernetworking-plugins, iptables
+#                    the CNI plugins `--network cni:NAME` is tested with
+#                    (portmap and the bridge's ipMasq use iptables)
+#   iperf3           bench/network.sh: throughput through published ports
 #   util-linux       unshare(1) for the benchmark floor, mount/umount
 #   procps           ps/pgrep for debugging leaked processes
 #   jq               editing runc's config.json, reading `berth run --json`
@@ -61,6 +65,9 @@ packages=(
     hyperfine
     iproute2
     nftables
+    containernetworking-plugins
+    iptables
+    iperf3
     util-linux
     procps
     jq

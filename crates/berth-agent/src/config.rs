@@ -48,6 +48,8 @@ pub struct AgentConfig {
     /// The default network's bridge device; the nf_tables table is named
     /// after it too.
     pub bridge: String,
+    /// Where `cni:NAME` networks find configurations and plugins.
+    pub cni: berth_net::cni::CniPaths,
 }
 
 impl AgentConfig {
@@ -72,6 +74,7 @@ impl AgentConfig {
             state_tmpfs: false,
             connections: berth_http::Limits::DEFAULT,
             bridge: "berth0".into(),
+            cni: berth_net::cni::CniPaths::default(),
         }
     }
 

@@ -166,13 +166,10 @@ impl AgentState {
                 bind_name_files(spec, &files);
                 return Ok(None);
             }
-            NetworkMode::Bridge | NetworkMode::Named(_) | NetworkMode::Macvlan(_) => {}
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::LimitUnsupported,
-                    format!("network mode {other} is not built yet"),
-                ))
-            }
+            NetworkMode::Bridge
+            | NetworkMode::Named(_)
+            | NetworkMode::Macvlan(_)
+            | NetworkMode::Cni(_) => {}
         }
         let mut names = vec![spec.id.to_string(), spec.effective_hostname()];
         names.dedup();

@@ -51,6 +51,7 @@ pub(crate) async fn open(config: AgentConfig) -> Result<Arc<AgentState>, ApiErro
     let mut net_config = berth_net::NetConfig::new(&config.data_dir);
     net_config.bridge = config.bridge.clone();
     net_config.table = config.bridge.clone();
+    net_config.cni = config.cni.clone();
     let networks = berth_net::Networks::open(net_config).map_err(|e| ApiError::from_lib(&e))?;
     let agent = Arc::new(AgentState::new(
         config, runtime, images, events, networks, agent_lock,

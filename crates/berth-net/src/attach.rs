@@ -48,6 +48,9 @@ impl Networks {
         request: &NetworkRequest,
     ) -> Result<Attached> {
         request.validate()?;
+        if let NetworkMode::Cni(name) = &request.mode {
+            return self.attach_cni(container, names, name, request);
+        }
         let macvlan_name;
         let name = match &request.mode {
             NetworkMode::Bridge => DEFAULT_NETWORK,
@@ -127,6 +130,7 @@ impl Networks {
             egress_rate: request.egress_rate,
             ingress_rate: request.ingress_rate,
             holder_pid: std::process::id(),
+            cni: None,
         };
         self.state.save_attachment(&attachment)?;
         undo.record = true;
@@ -346,11 +350,12 @@ impl Networks {
         let Some(attachment) = self.state.attachment(container)? else {
             return Ok(());
         };
-        let shares_names = attachment.network != DEFAULT_NETWORK;
+        let shares_names = attachment.network != DEFAULT_NETWORK && attachment.cni.is_none();
         let _lock = self
             .state
             .lock(shares_names || !attachment.ports.is_empty())?;
         let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
+        self.detach_cni(&attachment)?;
         if !attachment.host_link.is_empty() {
             match teardown {
                 Teardown::Down => links::set_down(&route, &attachment.host_link),

@@ -113,6 +113,7 @@ mod tests {
             egress_rate: None,
             ingress_rate: None,
             holder_pid: 0,
+            cni: None,
         }
     }
 

@@ -8,6 +8,8 @@
 //! rule it did not make. Everything is done in process over netlink; no
 //! `ip`, `iptables`, `tc` or `nft` is run.
 
+mod attach_cni;
+pub mod cni;
 pub mod links;
 pub mod namespace;
 pub mod netlink;

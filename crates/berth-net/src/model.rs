@@ -71,4 +71,7 @@ pub struct Attachment {
     /// lives, the container may still be starting (no runtime dir yet).
     #[serde(default)]
     pub holder_pid: u32,
+    /// Through CNI: the configuration list and the ADD result, for DEL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<serde_json::Value>,
 }

@@ -23,6 +23,8 @@ pub struct NetConfig {
     pub bridge: String,
     /// The nf_tables table (family `ip`) holding every berth rule (`berth`).
     pub table: String,
+    /// Where `--network cni:NAME` finds configurations and plugins.
+    pub cni: crate::cni::CniPaths,
 }
 
 impl NetConfig {
@@ -32,6 +34,7 @@ impl NetConfig {
             state_dir: data_dir.join("network"),
             bridge: "berth0".into(),
             table: "berth".into(),
+            cni: crate::cni::CniPaths::default(),
         }
     }
 }

@@ -227,6 +227,7 @@ mod tests {
             egress_rate: None,
             ingress_rate: None,
             holder_pid: 0,
+            cni: None,
         };
         let changes = ruleset(&[network("a", false)], &[attachment]);
         let dnats: Vec<_> = changes

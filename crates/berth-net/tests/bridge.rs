@@ -47,6 +47,7 @@ fn fixture() -> Fixture {
         state_dir: dir.path().join("network"),
         bridge: format!("bt{tag}"),
         table: format!("bt{tag}"),
+        cni: Default::default(),
     };
     Fixture {
         networks: Networks::open(config).unwrap(),

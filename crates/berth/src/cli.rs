@@ -77,9 +77,35 @@ pub struct Global {
     /// The default network's bridge device; berth's nf_tables table has the same name.
     #[arg(long, global = true, env = "BERTH_BRIDGE", default_value = "berth0")]
     pub bridge: String,
+    /// Where `--network cni:NAME` finds CNI configurations.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_CNI_CONF_DIR",
+        default_value = "/etc/cni/net.d"
+    )]
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are, ':'-separated (Debian's, then the upstream default).
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_CNI_PATH",
+        default_value = "/usr/lib/cni:/opt/cni/bin"
+    )]
+    pub cni_path: String,
     /// More logging (--verbose info, twice for debug); BERTH_LOG takes a tracing filter.
     #[arg(long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+impl Global {
+    /// The CNI directories the flags name.
+    pub fn cni_paths(&self) -> berth_net::cni::CniPaths {
+        berth_net::cni::CniPaths {
+            conf_dir: self.cni_conf_dir.clone(),
+            plugin_dirs: std::env::split_paths(&self.cni_path).collect(),
+        }
+    }
 }
 
 // `defer`: a subcommand's arguments are only built when it is the one

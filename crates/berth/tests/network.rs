@@ -641,3 +641,123 @@ fn a_container_joins_anothers_network_namespace() {
     f.assert_nothing_attached();
     f.b.assert_clean();
 }
+
+/// A CNI configuration (Debian's bridge, host-local, portmap and bandwidth
+/// plugins) in a directory of its own; its bridge goes when dropped.
+struct CniSetup {
+    dir: tempfile::TempDir,
+    name: String,
+    bridge: String,
+    prefix: String,
+}
+
+impl CniSetup {
+    fn new() -> CniSetup {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = format!("{:08x}", rand_u32());
+        let prefix = format!("10.66.{}", rand_u32() % 200 + 20);
+        let setup = CniSetup {
+            name: format!("cni{tag}"),
+            bridge: format!("cb{tag}"),
+            prefix,
+            dir,
+        };
+        let config = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": setup.name,
+            "plugins": [
+                {"type": "bridge", "bridge": setup.bridge, "isGateway": true, "ipMasq": false,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("{}.0/24", setup.prefix)}]],
+                          "dataDir": setup.dir.path().join("ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "bandwidth", "capabilities": {"bandwidth": true}},
+            ],
+        });
+        std::fs::write(
+            setup.dir.path().join("10-test.conflist"),
+            config.to_string(),
+        )
+        .unwrap();
+        setup
+    }
+
+    /// Addresses host-local still holds for containers.
+    fn leases(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path().join("ipam").join(&self.name))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("10."))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CniSetup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
+#[test]
+fn a_cni_configuration_runs_with_debians_plugins() {
+    if !std::path::Path::new("/usr/lib/cni/bridge").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "scripts/ensure-deps.sh installs them"
+        );
+        eprintln!("skipped: containernetworking-plugins is not installed");
+        return;
+    }
+    let f = berth_with_bridge();
+    f.b.import_busybox("busybox");
+    let cni = CniSetup::new();
+    let conf_dir = cni.dir.path().to_str().unwrap().to_owned();
+    let out = f.run(&[
+        "--cni-conf-dir",
+        &conf_dir,
+        "run",
+        "--network",
+        "cni:nosuch",
+        "busybox",
+        "true",
+    ]);
+    assert!(out.stderr.contains("network_not_found"), "{}", out.stderr);
+
+    let pong = Pong::start();
+    let mode = format!("cni:{}", cni.name);
+    let script = format!(
+        "ip -4 addr show eth0 | awk '/inet/ {{print $2}}'; nc -w 2 {}.1 {} </dev/null",
+        cni.prefix, pong.port
+    );
+    let out = f.run(&[
+        "--cni-conf-dir",
+        &conf_dir,
+        "run",
+        "--network",
+        &mode,
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (address, answer) = out.stdout.split_once('\n').unwrap();
+    assert!(
+        address.starts_with(&format!("{}.", cni.prefix)),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(answer, "pong");
+    // DEL ran: host-local gave the address back, berth holds nothing.
+    assert!(
+        cni.leases().is_empty(),
+        "host-local still holds {:?}",
+        cni.leases()
+    );
+    f.assert_nothing_attached();
+    f.b.assert_clean();
+}

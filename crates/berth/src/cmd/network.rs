@@ -106,6 +106,7 @@ pub fn networks(global: &Global) -> Result<Networks, CliError> {
     let mut config = NetConfig::new(&global.data_dir);
     config.bridge = global.bridge.clone();
     config.table = global.bridge.clone();
+    config.cni = global.cni_paths();
     Networks::open(config).map_err(net_error)
 }
 
@@ -135,12 +136,10 @@ pub fn join(
             bind_files(spec, &files);
             return Ok(None);
         }
-        NetworkMode::Bridge | NetworkMode::Named(_) | NetworkMode::Macvlan(_) => {}
-        other => {
-            return Err(net_error(berth_net::NetError::Unsupported(format!(
-                "network mode {other} is not built yet"
-            ))))
-        }
+        NetworkMode::Bridge
+        | NetworkMode::Named(_)
+        | NetworkMode::Macvlan(_)
+        | NetworkMode::Cni(_) => {}
     }
     let networks = networks(global)?;
     let mut names = vec![spec.id.to_string(), spec.effective_hostname()];

@@ -327,6 +327,7 @@ impl Berth {
             state_dir: self.data_dir().join("network"),
             bridge: self.bridge.clone(),
             table: self.bridge.clone(),
+            cni: Default::default(),
         };
         berth_net::Networks::open(config).unwrap()
     }

@@ -99,6 +99,7 @@ fn config(global: &Global, args: AgentArgs) -> Result<AgentConfig, CliError> {
     let mut config = AgentConfig::new(global.data_dir.clone(), shim);
     config.cgroup_parent = global.cgroup_parent.clone();
     config.bridge = global.bridge.clone();
+    config.cni = global.cni_paths();
     if let Some(socket) = args.socket {
         config.socket = socket;
     }

@@ -36,6 +36,7 @@ pub fn run(global: &Global, args: UpArgs) -> anyhow::Result<u8> {
     let mut agent_config = AgentConfig::new(global.data_dir.clone(), shim);
     agent_config.cgroup_parent = global.cgroup_parent.clone();
     agent_config.bridge = global.bridge.clone();
+    agent_config.cni = global.cni_paths();
     // Every task makes and removes a container: its state churns.
     agent_config.state_tmpfs = !args.state_on_disk;
     let socket = agent_config.socket.clone();
