@@ -14,9 +14,7 @@ use berth_api::{ContainerView, CreateContainer, InlineFile};
 use berth_core::network::{NetworkMode, NetworkRequest};
 use berth_core::{ByteSize, ContainerId, ErrorCode};
 use berth_image::LaunchOverrides;
-use berth_runtime::{
-    BindMount, ContainerSpec, NetworkNamespace, ProcessSpec, RootfsSpec, Scratch, User,
-};
+use berth_runtime::{ContainerSpec, NetworkNamespace, ProcessSpec, RootfsSpec, Scratch, User};
 use berth_shim::{ExitRecord, ShimSpec, ShimState, StateDir, Status};
 use std::fs;
 use std::io::{self, Write};
@@ -163,7 +161,7 @@ impl AgentState {
                     .networks
                     .files_of(target)
                     .map_err(|e| ApiError::from_lib(&e))?;
-                bind_name_files(spec, &files);
+                spec.mounts.extend(files);
                 return Ok(None);
             }
             NetworkMode::Bridge
@@ -178,7 +176,7 @@ impl AgentState {
             .attach(spec.id.as_str(), &names, request)
             .map_err(|e| ApiError::from_lib(&e))?;
         spec.network = NetworkNamespace::Join(shim::NAMESPACE_FD_PATH.into());
-        bind_name_files(spec, &attached.mounts);
+        spec.mounts.extend(attached.mounts.iter().cloned());
         Ok(Some(attached.namespace))
     }
 
@@ -224,6 +222,7 @@ impl AgentState {
             ports: request.ports.clone(),
             egress_rate: request.egress_rate,
             ingress_rate: request.ingress_rate,
+            isolated: request.network_isolated,
         };
         network.validate().map_err(|e| ApiError::from_lib(&e))?;
         let mut image = self
@@ -475,15 +474,4 @@ fn write_inline_files(root: &Path, files: &[(PathBuf, &InlineFile)]) -> Result<(
         .map_err(io_err)?;
     }
     Ok(())
-}
-
-/// Binds a container's name files (`/etc/hosts`, `/etc/resolv.conf`).
-fn bind_name_files(spec: &mut ContainerSpec, files: &[(PathBuf, &'static str)]) {
-    for (source, destination) in files {
-        spec.mounts.push(BindMount {
-            source: source.clone(),
-            destination: (*destination).to_owned(),
-            read_only: false,
-        });
-    }
 }

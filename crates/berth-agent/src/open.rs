@@ -48,10 +48,8 @@ pub(crate) async fn open(config: AgentConfig) -> Result<Arc<AgentState>, ApiErro
     let images = ImageStore::open(&config.data_dir).map_err(|e| ApiError::from_lib(&e))?;
     let events = EventLog::open(&config.agent_dir().path().join("events.log"))
         .map_err(|e| ApiError::io("opening events.log", e))?;
-    let mut net_config = berth_net::NetConfig::new(&config.data_dir);
-    net_config.bridge = config.bridge.clone();
-    net_config.table = config.bridge.clone();
-    net_config.cni = config.cni.clone();
+    let net_config =
+        berth_net::NetConfig::new(&config.data_dir, &config.bridge, config.cni.clone());
     let networks = berth_net::Networks::open(net_config).map_err(|e| ApiError::from_lib(&e))?;
     let agent = Arc::new(AgentState::new(
         config, runtime, images, events, networks, agent_lock,

@@ -32,10 +32,22 @@ pub(crate) async fn rediscover(agent: &Arc<AgentState>) -> Result<(), ApiError> 
         }
     }
     // Attachments of containers that ended or vanished while no agent ran.
+    // Alive: running under this agent, or anyone's container whose runtime
+    // dir is there (`berth run` shares the data dir's networks), or still
+    // being set up by a live process.
+    let runtime_dirs = [
+        agent.config.runtime_containers_dir(),
+        agent.config.volatile_runtime_dir(),
+    ];
     let alive = |attachment: &berth_net::Attachment| {
-        read(&agent.containers)
+        let ours_running = read(&agent.containers)
             .get(&attachment.container)
-            .is_some_and(|e| !matches!(*e.phase.borrow(), Phase::Exited { .. }))
+            .is_some_and(|e| !matches!(*e.phase.borrow(), Phase::Exited { .. }));
+        ours_running
+            || runtime_dirs
+                .iter()
+                .any(|d| d.join(&attachment.container).exists())
+            || attachment.holder_alive()
     };
     match agent.networks.gc(&alive) {
         Ok(collected) if !collected.attachments.is_empty() => {

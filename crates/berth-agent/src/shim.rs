@@ -64,8 +64,8 @@ impl Launcher<'_> {
         let mut command = Command::new(self.binary);
         if let Some(namespace) = &namespace {
             let fd = namespace.as_raw_fd();
-            // SAFETY: between fork and exec only dup2 runs, which is
-            // async-signal-safe; it gives the shim (and only it) the
+            // SAFETY: between fork and exec only fcntl and dup2 run, both
+            // async-signal-safe; they give the shim (and only it) the
             // namespace as fd 3, without close-on-exec.
             unsafe {
                 command.pre_exec(move || {

@@ -24,7 +24,16 @@ pub(crate) fn gc_runtime_dirs(agent: &AgentState) -> berth_runtime::Result<Vec<S
 /// Records a container's end and its events, and takes it off its network
 /// (its address and ports are free again at once).
 pub(crate) fn finish(agent: &AgentState, entry: &Entry, record: ExitRecord) {
-    if let Err(e) = agent.networks.detach(&entry.id) {
+    // Detaching waits on a lock, the kernel and maybe CNI plugins: off the
+    // async worker's hands when it can be.
+    let detach = || agent.networks.detach(&entry.id);
+    let detached = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(detach)
+        }
+        _ => detach(),
+    };
+    if let Err(e) = detached {
         tracing::warn!(id = %entry.id, "taking the container off its network: {e}");
     }
     let events = &agent.events;

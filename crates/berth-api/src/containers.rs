@@ -48,6 +48,10 @@ pub struct CreateContainer {
     /// Cap on what the container receives.
     #[serde(default)]
     pub ingress_rate: Option<Rate>,
+    /// Cut off from the other containers of its bridge (they still reach
+    /// it through published ports); the server asks it for every task.
+    #[serde(default)]
+    pub network_isolated: bool,
     #[serde(default)]
     pub mounts: Vec<BindMount>,
     #[serde(default)]

@@ -75,7 +75,11 @@ impl FromStr for NetworkMode {
             "host" => NetworkMode::Host,
             "bridge" | "default" => NetworkMode::Bridge,
             _ => match text.split_once(':') {
-                Some(("container", id)) => NetworkMode::Container(non_empty("the container", id)?),
+                Some(("container", id)) => {
+                    let id = non_empty("the container", id)?;
+                    crate::ContainerId::new(id.clone()).map_err(|e| bad(e.to_string()))?;
+                    NetworkMode::Container(id)
+                }
                 Some(("macvlan", parent)) => {
                     let parent = non_empty("the parent interface", parent)?;
                     check_interface_name(&parent).map_err(bad)?;
@@ -141,7 +145,10 @@ impl NetworkName {
         Ok(NetworkName(name))
     }
 
-    fn check(name: &str) -> Result<(), String> {
+    /// Whether `name` is made of a network name's characters (reserved
+    /// words included: the host's default network is recorded as
+    /// `bridge`).
+    pub fn check(name: &str) -> Result<(), String> {
         let first_ok = name
             .chars()
             .next()
@@ -426,6 +433,10 @@ impl utoipa::PartialSchema for Rate {
 #[cfg(feature = "openapi")]
 impl utoipa::ToSchema for Rate {}
 
+/// The most host ports one container may publish (`-p 1-65535:…` would
+/// otherwise write 65,535 rules).
+pub const MAX_PUBLISHED_PORTS: usize = 1024;
+
 /// Everything a container asks of the network, checked as a whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -445,6 +456,11 @@ pub struct NetworkRequest {
     /// Cap on what the container receives.
     #[serde(default)]
     pub ingress_rate: Option<Rate>,
+    /// Cut off from the other containers of its bridge at layer 2 (they
+    /// still reach it through published ports): what tasks get, so that no
+    /// project's task reaches another's.
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 impl NetworkRequest {
@@ -472,6 +488,21 @@ impl NetworkRequest {
         }
         if (self.egress_rate.is_some() || self.ingress_rate.is_some()) && !own {
             return Err(needs_own("a bandwidth limit"));
+        }
+        if self.ports.len() > MAX_PUBLISHED_PORTS {
+            return Err(SpecError::Invalid(format!(
+                "{} ports published; at most {MAX_PUBLISHED_PORTS} per container",
+                self.ports.len()
+            )));
+        }
+        if let Some(zero) = self
+            .ports
+            .iter()
+            .find(|p| p.host_port == 0 || p.container_port == 0)
+        {
+            return Err(SpecError::Invalid(format!(
+                "published port {zero}: ports are 1-65535"
+            )));
         }
         for (i, port) in self.ports.iter().enumerate() {
             if let Some(other) = self.ports[..i].iter().find(|p| p.clashes_with(port)) {

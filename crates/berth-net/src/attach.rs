@@ -11,22 +11,22 @@ use crate::files;
 use crate::links::{self, CONTAINER_LINK_INDEX};
 use crate::model::{Attachment, Driver, Network, DEFAULT_NETWORK};
 use crate::namespace::Namespace;
-use crate::netlink::Netlink;
+use crate::netlink::{errno_of, Netlink};
 use crate::networks::{check_host_address, Networks, HOST_CLAIM};
 use crate::shaping::{self, ShapeError};
 use berth_core::network::{NetworkMode, NetworkRequest, PublishedPort};
+use berth_core::spec::BindMount;
 use sha2::{Digest, Sha256};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
 
 /// A container's place on a network, ready for it to join.
 pub struct Attached {
     /// The network namespace, set up; the container joins it.
     pub namespace: OwnedFd,
     pub attachment: Attachment,
-    /// Files to bind into the container: (host path, path inside).
-    pub mounts: Vec<(PathBuf, &'static str)>,
+    /// The name files to bind into the container (read-only).
+    pub mounts: Vec<BindMount>,
 }
 
 /// What `gc` removed.
@@ -101,6 +101,7 @@ impl Networks {
             link: None,
             ifb: None,
             record: false,
+            resync: false,
         };
         let address = self.claim_address(&network, container, request.ip)?;
         undo.address = Some(address);
@@ -146,14 +147,31 @@ impl Networks {
                 }
             })?;
         } else {
-            links::add_veth_into(
-                &route,
-                &attachment.host_link,
-                bridge,
-                namespace.handle.as_fd(),
-            )
-            .map_err(|e| NetError::io("making the container's link", e))?;
+            let make = || {
+                links::add_veth_into(
+                    &route,
+                    &attachment.host_link,
+                    bridge,
+                    namespace.handle.as_fd(),
+                )
+            };
+            match make() {
+                // The link of an earlier container of this id, set down at
+                // its end, waits for the kernel's namespace cleanup: no
+                // record holds it any more (ids are unique among live
+                // containers), so it goes now.
+                Err(e) if errno_of(&e) == Some(libc::EEXIST) => {
+                    links::delete_named(&route, &attachment.host_link)
+                        .and_then(|()| make())
+                        .map_err(|e| NetError::io("making the container's link", e))?;
+                }
+                other => other.map_err(|e| NetError::io("making the container's link", e))?,
+            }
             undo.link = Some(attachment.host_link.clone());
+            if request.isolated {
+                links::isolate_port(&route, &attachment.host_link)
+                    .map_err(|e| NetError::io("isolating the container's bridge port", e))?;
+            }
         }
         if attachment.egress_rate.is_some() {
             undo.ifb = Some(ifb_name(container));
@@ -190,16 +208,16 @@ impl Networks {
         } else {
             vec![attachment.clone()]
         };
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         files::write_new(
             &dir,
             &files::hosts(&attachment, &members),
-            &files::resolv_conf(&host_resolv),
+            &files::from_host(),
         )?;
         if shares_names {
             self.rewrite_peers(&attachment.container, &members)?;
         }
         if !request.ports.is_empty() {
+            undo.resync = true;
             self.sync_rules()?;
         }
         undo.disarm();
@@ -207,10 +225,7 @@ impl Networks {
         Ok(Attached {
             namespace: namespace.handle,
             attachment,
-            mounts: files::MOUNTS
-                .iter()
-                .map(|(file, inside)| (dir.join(file), *inside))
-                .collect(),
+            mounts: files::mounts(&dir),
         })
     }
 
@@ -241,15 +256,11 @@ impl Networks {
 
     /// The name files of an attached container, for one that joins its
     /// namespace (`--network container:ID`) to bind as well.
-    pub fn files_of(&self, container: &str) -> Result<Vec<(PathBuf, &'static str)>> {
+    pub fn files_of(&self, container: &str) -> Result<Vec<BindMount>> {
         if self.state.attachment(container)?.is_none() {
             return Ok(Vec::new());
         }
-        let dir = self.state.files_dir(container);
-        Ok(files::MOUNTS
-            .iter()
-            .map(|(file, inside)| (dir.join(file), *inside))
-            .collect())
+        Ok(files::mounts(&self.state.files_dir(container)))
     }
 
     fn claim_address(
@@ -347,15 +358,21 @@ impl Networks {
     }
 
     fn detach_with(&self, container: &str, teardown: Teardown) -> Result<()> {
+        let Some(peek) = self.state.attachment(container)? else {
+            return Ok(());
+        };
+        let shares_names = peek.network != DEFAULT_NETWORK && peek.cni.is_none();
+        let _lock = self.state.lock(shares_names || !peek.ports.is_empty())?;
+        // Again under the lock: a detach that ran meanwhile took it.
         let Some(attachment) = self.state.attachment(container)? else {
             return Ok(());
         };
-        let shares_names = attachment.network != DEFAULT_NETWORK && attachment.cni.is_none();
-        let _lock = self
-            .state
-            .lock(shares_names || !attachment.ports.is_empty())?;
+        // DEL is the plugins' to get right; one that fails (or is gone)
+        // must not keep the rest from being freed.
+        if let Err(e) = self.detach_cni(&attachment) {
+            tracing::warn!(container, "CNI DEL: {e}");
+        }
         let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
-        self.detach_cni(&attachment)?;
         if !attachment.host_link.is_empty() {
             match teardown {
                 Teardown::Down => links::set_down(&route, &attachment.host_link),
@@ -367,31 +384,46 @@ impl Networks {
             links::delete_named(&route, &ifb_name(container))
                 .map_err(|e| NetError::io("removing the container's ifb link", e))?;
         }
-        for port in &attachment.ports {
-            self.state.release_port(&port_key(port))?;
+        // Rules and peers' names first, without it: if either fails, the
+        // record (the last thing removed) still says what to undo, and the
+        // next detach or gc tries again.
+        if !attachment.ports.is_empty() {
+            self.sync_rules_without(Some(container))?;
         }
-        self.state
-            .release_address(&attachment.network, attachment.address)?;
-        self.state.remove_attachment(container)?;
         if shares_names {
-            let members = self.members(&attachment.network)?;
+            let members: Vec<Attachment> = self
+                .members(&attachment.network)?
+                .into_iter()
+                .filter(|m| m.container != container)
+                .collect();
             self.rewrite_peers(container, &members)?;
         }
-        if !attachment.ports.is_empty() {
-            self.sync_rules()?;
+        for port in &attachment.ports {
+            self.state.release_port_of(&port_key(port), container)?;
         }
+        self.state
+            .release_address_of(&attachment.network, attachment.address, container)?;
+        self.state.remove_attachment(container)?;
         tracing::debug!(container, network = %attachment.network, "detached");
         Ok(())
     }
 
     /// Detaches every container `alive` says is gone, and frees addresses
     /// and ports no attachment holds (a crash between claim and record).
+    /// Goes on past a container it cannot detach, and returns the first
+    /// such error once everything else is done.
     pub fn gc(&self, alive: &dyn Fn(&Attachment) -> bool) -> Result<Collected> {
         let mut collected = Collected::default();
+        let mut first_error = None;
         for attachment in self.state.attachments()? {
             if !alive(&attachment) {
-                self.detach_with(&attachment.container, Teardown::Remove)?;
-                collected.attachments.push(attachment.container);
+                match self.detach_with(&attachment.container, Teardown::Remove) {
+                    Ok(()) => collected.attachments.push(attachment.container),
+                    Err(e) => {
+                        tracing::warn!(container = %attachment.container, "gc: {e}");
+                        first_error.get_or_insert(e);
+                    }
+                }
             }
         }
         let _lock = self.state.lock(true)?;
@@ -404,18 +436,23 @@ impl Networks {
         for network in self.state.networks()? {
             for (address, owner) in self.state.claimed_addresses(&network.name)? {
                 if !attached.contains(&owner) && owner != HOST_CLAIM {
-                    self.state.release_address(&network.name, address)?;
+                    self.state
+                        .release_address_of(&network.name, address, &owner)?;
                     collected.claims += 1;
                 }
             }
         }
         for (key, owner) in self.state.claimed_ports()? {
             if !attached.contains(&owner) {
-                self.state.release_port(&key)?;
+                self.state.release_port_of(&key, &owner)?;
                 collected.claims += 1;
             }
         }
-        Ok(collected)
+        // Whatever a crash left in the rules goes with a rewrite.
+        if !self.state.networks()?.is_empty() {
+            self.sync_rules()?;
+        }
+        first_error.map_or(Ok(collected), Err)
     }
 }
 
@@ -438,6 +475,8 @@ struct Undo<'a> {
     link: Option<String>,
     ifb: Option<String>,
     record: bool,
+    /// Its published ports may be in the rules.
+    resync: bool,
 }
 
 impl Undo<'_> {
@@ -447,6 +486,7 @@ impl Undo<'_> {
         self.link = None;
         self.ifb = None;
         self.record = false;
+        self.resync = false;
     }
 }
 
@@ -462,10 +502,14 @@ impl Drop for Undo<'_> {
             let _ = state.remove_attachment(self.container);
         }
         for key in &self.ports {
-            let _ = state.release_port(key);
+            let _ = state.release_port_of(key, self.container);
         }
         if let Some(address) = self.address {
-            let _ = state.release_address(self.network, address);
+            let _ = state.release_address_of(self.network, address, self.container);
+        }
+        // Rules written for it (a sync that failed after writing) go too.
+        if self.resync {
+            let _ = self.networks.sync_rules_without(Some(self.container));
         }
     }
 }

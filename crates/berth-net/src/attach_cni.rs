@@ -93,10 +93,7 @@ impl Networks {
         Ok(Attached {
             namespace: namespace.handle,
             attachment,
-            mounts: files::MOUNTS
-                .iter()
-                .map(|(file, inside)| (dir.join(file), *inside))
-                .collect(),
+            mounts: files::mounts(&dir),
         })
     }
 
@@ -126,8 +123,7 @@ fn resolv_conf(result: &Value) -> String {
         .filter_map(Value::as_str)
         .collect();
     if servers.is_empty() {
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        return files::resolv_conf(&host);
+        return files::from_host();
     }
     servers
         .iter()

@@ -206,8 +206,7 @@ impl CniPaths {
                 .write_all(&stdin)
                 .map_err(|e| NetError::io(format!("writing to CNI plugin {kind}"), e))?;
         }
-        let out = child
-            .wait_with_output()
+        let out = wait_at_most(child, PLUGIN_TIMEOUT)
             .map_err(|e| NetError::io(format!("waiting for CNI plugin {kind}"), e))?;
         let answer: Option<Value> = serde_json::from_slice(&out.stdout).ok();
         if !out.status.success() {
@@ -229,6 +228,39 @@ impl CniPaths {
         }
         Ok(answer.unwrap_or(Value::Null))
     }
+}
+
+/// How long one plugin may take: they finish in milliseconds, unless one
+/// is stuck (on a lock, a dead daemon of its own).
+const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The child's output once it ends, or after `limit` (it is killed then,
+/// and its output, whatever it is, ends the wait).
+fn wait_at_most(
+    child: std::process::Child,
+    limit: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let done = Arc::new(AtomicBool::new(false));
+    let pid = rustix::process::Pid::from_child(&child);
+    let watched = done.clone();
+    let watchdog = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + limit;
+        while !watched.load(Ordering::Acquire) {
+            if std::time::Instant::now() >= deadline {
+                // Still our unreaped child (unless it ended this very
+                // moment): its pid is not anyone else's.
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let out = child.wait_with_output();
+    done.store(true, Ordering::Release);
+    let _ = watchdog.join();
+    out
 }
 
 fn parse_list(value: &Value, from: &str) -> Result<NetworkList> {

@@ -8,14 +8,27 @@
 
 use crate::error::{NetError, Result};
 use crate::model::Attachment;
+use berth_core::spec::BindMount;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// Where a container's name files go inside it, by file name.
-pub const MOUNTS: [(&str, &str); 2] =
-    [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")];
+const MOUNTS: [(&str, &str); 2] = [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")];
+
+/// The binds of the name files in `dir`. Read-only: they live in berth's
+/// data dir, where a container's writes would count against no limit.
+pub fn mounts(dir: &Path) -> Vec<BindMount> {
+    MOUNTS
+        .iter()
+        .map(|(file, inside)| BindMount {
+            source: dir.join(file),
+            destination: (*inside).to_owned(),
+            read_only: true,
+        })
+        .collect()
+}
 
 /// `/etc/hosts` for `own` among `members` (its network's attachments,
 /// itself included; empty on the default bridge, whose containers do not
@@ -66,6 +79,19 @@ pub fn resolv_conf(host: &str) -> String {
         }
     }
     text
+}
+
+/// The container's resolv.conf from the host's. A host whose
+/// `/etc/resolv.conf` names only a loopback stub (systemd-resolved's
+/// 127.0.0.53) has its real servers in systemd-resolved's own file.
+pub fn from_host() -> String {
+    for path in ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"] {
+        let text = resolv_conf(&fs::read_to_string(path).unwrap_or_default());
+        if text.lines().any(|l| l.starts_with("nameserver")) {
+            return text;
+        }
+    }
+    String::new()
 }
 
 /// Writes the container's name files into `dir`.

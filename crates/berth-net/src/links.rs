@@ -5,8 +5,8 @@ use ipnet::Ipv4Net;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, InfoVeth, InfoVxlan, LinkAttribute, LinkFlag, LinkInfo,
-    LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth,
+    InfoVxlan, LinkAttribute, LinkFlag, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -142,6 +142,27 @@ pub fn set_down(route: &Netlink, name: &str) -> io::Result<()> {
         Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
         other => other,
     }
+}
+
+/// Cuts the bridge port `name` off from the bridge's other isolated ports
+/// (`IFLA_BRPORT_ISOLATED`): its container and theirs no longer reach each
+/// other at layer 2, while all still reach the bridge's own address.
+pub fn isolate_port(route: &Netlink, name: &str) -> io::Result<()> {
+    let mut message = LinkMessage::default();
+    message
+        .attributes
+        .push(LinkAttribute::IfName(name.to_owned()));
+    message.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::PortKind(InfoPortKind::Bridge),
+        LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+            true,
+        )])),
+    ]));
+    route.route_request(
+        RouteNetlinkMessage::NewLink(message),
+        0,
+        &format!("isolating the bridge port {name}"),
+    )
 }
 
 /// Removes the link named `name`; a link already gone is no error.

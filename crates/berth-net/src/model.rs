@@ -48,6 +48,16 @@ pub struct Network {
     pub created_at: u64,
 }
 
+impl Attachment {
+    /// Whether the process that attached it still runs (and is not this
+    /// one): a container it is still setting up has no runtime dir yet.
+    pub fn holder_alive(&self) -> bool {
+        self.holder_pid != 0
+            && self.holder_pid != std::process::id()
+            && std::path::Path::new(&format!("/proc/{}", self.holder_pid)).exists()
+    }
+}
+
 /// What one container got on one network; written before anything is made,
 /// so that every piece can be found and removed again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

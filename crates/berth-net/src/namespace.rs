@@ -1,8 +1,13 @@
 //! A new network namespace, and a routing socket inside it.
+//!
+//! Entering a namespace is per thread. Both calls here do it on a thread of
+//! their own that ends afterwards, never on the caller's: a thread left in
+//! a container's namespace (if the way back failed) would run the caller's
+//! next work there (a pooled blocking thread of the agent, say).
 
 use crate::netlink::Netlink;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// A network namespace made for a container: its handle, and a routing
 /// socket bound to it (to set up its side of the link from outside).
@@ -12,52 +17,46 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    /// Makes a namespace. The calling thread enters it just long enough to
-    /// take a handle and open a socket there, then returns to its own;
-    /// an error mentioning "returning" means it could not, and the thread
-    /// must not go on.
+    /// Makes a namespace, and opens a routing socket in it.
     pub fn new() -> io::Result<Namespace> {
-        let home = open_own()?;
-        // SAFETY: unshare affects only the calling thread's network
-        // namespace, which is restored below before returning.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let made = open_own().and_then(|handle| Ok((handle, Netlink::route()?)));
-        // SAFETY: setns to the namespace handle we hold.
-        if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("returning to the host network namespace: {e}"),
-            ));
-        }
-        let (handle, route) = made?;
-        Ok(Namespace { handle, route })
+        on_own_thread(|| {
+            // SAFETY: unshare affects only this thread, which ends here.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let handle = open_own()?;
+            let route = Netlink::route()?;
+            Ok(Namespace { handle, route })
+        })
+    }
+
+    /// Runs `f` inside the namespace (on a thread of its own).
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+        let handle = self.handle.as_fd();
+        on_own_thread(move || {
+            join(handle)?;
+            Ok(f())
+        })
     }
 }
 
-impl Namespace {
-    /// Runs `f` on this thread inside the namespace, then returns to the
-    /// thread's own (an error mentioning "returning" means it could not).
-    pub fn enter<T>(&self, f: impl FnOnce() -> T) -> io::Result<T> {
-        let home = open_own()?;
-        // SAFETY: setns of the calling thread into a namespace handle we
-        // hold; it is moved back below.
-        if unsafe { libc::setns(self.handle.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let out = f();
-        // SAFETY: as above, back to the thread's own namespace.
-        if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("returning to the host network namespace: {e}"),
-            ));
-        }
-        Ok(out)
+fn join(ns: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns of this thread (one of `on_own_thread`'s, which ends
+    // afterwards) into a namespace handle the caller holds.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Runs `f` on a new thread and waits for it.
+fn on_own_thread<T: Send>(f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(f)
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("a namespace thread panicked")))
+    })
 }
 
 fn open_own() -> io::Result<OwnedFd> {

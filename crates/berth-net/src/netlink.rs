@@ -51,6 +51,12 @@ impl Netlink {
         // Extended acks carry the kernel's reason ("File exists", …) in
         // some cases; errors are reported by errno either way.
         let _ = socket.set_ext_ack(true);
+        // Acks carry only the header of what they answer, and a whole
+        // ruleset (a rule per published port) fits in one send: root may
+        // raise the buffers past the default caps.
+        let _ = socket.set_cap_ack(true);
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size_force(&socket, 8 << 20);
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&socket, 8 << 20);
         // Every request is answered at once; the timeout only keeps a lost
         // answer from hanging the caller.
         let timeout = rustix::net::sockopt::set_socket_timeout(
@@ -72,30 +78,36 @@ impl Netlink {
         seq
     }
 
-    /// Sends `batch` (messages built with [`Netlink::next_seq`] numbers, the
-    /// ones in `acked` asking for an ack) and waits for every ack. The
-    /// first refusal is returned, with its position in `acked`.
+    /// Sends `batch` (messages numbered with [`Netlink::next_seq`], the
+    /// ones in `acked` asking for an ack) and waits for every ack. A
+    /// refusal of any message of the batch (`acked` or not: nf_tables
+    /// refuses a whole batch on its begin marker) ends the wait at once and
+    /// is returned, with its position in `acked` (0 for an unacked one).
+    /// Answers to earlier batches are told apart by their numbers.
     pub fn transact(&self, batch: &[u8], acked: &[u32]) -> io::Result<Result<(), Refused>> {
+        let (Some(first), Some(last)) = (acked.iter().min(), acked.iter().max()) else {
+            return Ok(Ok(()));
+        };
+        // The batch's own numbers: from just before the first acked message
+        // (a begin marker) to just after the last (an end marker).
+        let ours = first.saturating_sub(1)..=last.saturating_add(1);
         self.socket.send(batch, 0)?;
         let mut waiting: Vec<u32> = acked.to_vec();
-        let mut refused = None;
         while !waiting.is_empty() {
             let (buf, _) = self.socket.recv_from_full()?;
             for (kind, seq, payload) in messages(&buf)? {
-                if kind != NLMSG_ERROR {
+                if kind != NLMSG_ERROR || !ours.contains(&seq) {
                     continue;
                 }
                 let errno = error_code(payload)?;
-                if let Some(i) = waiting.iter().position(|s| *s == seq) {
-                    waiting.swap_remove(i);
-                }
-                if errno != 0 && refused.is_none() {
+                if errno != 0 {
                     let index = acked.iter().position(|s| *s == seq).unwrap_or(0);
-                    refused = Some(Refused { errno, index });
+                    return Ok(Err(Refused { errno, index }));
                 }
+                waiting.retain(|s| *s != seq);
             }
         }
-        Ok(refused.map_or(Ok(()), Err))
+        Ok(Ok(()))
     }
 
     /// One route request that must be acked; the kernel's refusal becomes

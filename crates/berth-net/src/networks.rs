@@ -28,13 +28,14 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
-    /// The defaults for a data dir: bridge `berth0`, table `berth`.
-    pub fn new(data_dir: &std::path::Path) -> NetConfig {
+    /// A data dir's networks with `bridge` as the default network's bridge
+    /// and the nf_tables table's name.
+    pub fn new(data_dir: &std::path::Path, bridge: &str, cni: crate::cni::CniPaths) -> NetConfig {
         NetConfig {
             state_dir: data_dir.join("network"),
-            bridge: "berth0".into(),
-            table: "berth".into(),
-            cni: crate::cni::CniPaths::default(),
+            bridge: bridge.to_owned(),
+            table: bridge.to_owned(),
+            cni,
         }
     }
 }
@@ -235,7 +236,7 @@ impl Networks {
             created_at: u64::try_from(berth_core::time::now_millis()).unwrap_or(0),
         };
         if network.driver == Driver::Bridge {
-            self.make_bridge(&route, &network)?;
+            self.make_bridge(&route, &network, true)?;
         }
         let recorded = self
             .state
@@ -275,7 +276,11 @@ impl Networks {
 
     /// Makes the bridge of `network` with its gateway's address (again,
     /// after a reboot). Returns its index.
-    fn make_bridge(&self, route: &Netlink, network: &Network) -> Result<u32> {
+    /// A `fresh` network's bridge must not exist yet: berth only ever
+    /// removes links it made, and a link of that name is someone else's
+    /// (`--bridge docker0`, say). Made again after a reboot, one that
+    /// appeared meanwhile is the other maker's of the same record.
+    fn make_bridge(&self, route: &Netlink, network: &Network, fresh: bool) -> Result<u32> {
         let io = |what: &str| {
             let what = what.to_owned();
             move |e| NetError::io(what, e)
@@ -283,6 +288,12 @@ impl Networks {
         if let Some(index) =
             links::index_of(route, &network.bridge).map_err(io("looking up a bridge"))?
         {
+            if fresh {
+                return Err(NetError::Conflict(format!(
+                    "an interface named {} already exists and berth did not make it: give berth another bridge name (--bridge)",
+                    network.bridge
+                )));
+            }
             return Ok(index);
         }
         links::add_bridge(route, &network.bridge).map_err(io("making a bridge"))?;
@@ -351,7 +362,7 @@ impl Networks {
             None => {
                 // Gone since it was made (a reboot): make it and its rules again.
                 let _lock = self.state.lock(true)?;
-                let index = self.make_bridge(route, &network)?;
+                let index = self.make_bridge(route, &network, false)?;
                 self.sync_rules()?;
                 index
             }
@@ -364,6 +375,7 @@ impl Networks {
     }
 
     pub fn inspect(&self, name: &str) -> Result<NetworkView> {
+        check_recorded_name(name)?;
         let network = self
             .state
             .network(name)?
@@ -383,6 +395,7 @@ impl Networks {
 
     /// Removes a network no container uses: its bridge, rules and record.
     pub fn remove(&self, name: &str) -> Result<()> {
+        check_recorded_name(name)?;
         let _lock = self.state.lock(true)?;
         let network = self
             .state
@@ -416,12 +429,17 @@ impl Networks {
     /// Rewrites the rules from the records. The caller holds the state
     /// lock exclusively.
     pub(crate) fn sync_rules(&self) -> Result<()> {
+        self.sync_rules_without(None)
+    }
+
+    /// The rules as if `container` were already gone (it is on its way).
+    pub(crate) fn sync_rules_without(&self, container: Option<&str>) -> Result<()> {
         let networks = self.state.networks()?;
         let attachments: Vec<Attachment> = self
             .state
             .attachments()?
             .into_iter()
-            .filter(|a| !a.ports.is_empty())
+            .filter(|a| !a.ports.is_empty() && Some(a.container.as_str()) != container)
             .collect();
         if networks.is_empty() {
             return rules::remove(&self.config.table)
@@ -473,7 +491,47 @@ fn check_subnet(subnet: &Ipv4Net) -> Result<()> {
             subnet.trunc()
         )));
     }
+    if subnet.prefix_len() < 8 {
+        return Err(NetError::Invalid(format!(
+            "subnet {subnet} is larger than a /8: no network needs that many addresses"
+        )));
+    }
+    // Addresses a host treats specially, never a container network's.
+    let special: [(&str, Ipv4Net); 5] = [
+        (
+            "this-network",
+            Ipv4Net::new(Ipv4Addr::new(0, 0, 0, 0), 8).unwrap_or_default(),
+        ),
+        (
+            "loopback",
+            Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default(),
+        ),
+        (
+            "link-local",
+            Ipv4Net::new(Ipv4Addr::new(169, 254, 0, 0), 16).unwrap_or_default(),
+        ),
+        (
+            "multicast",
+            Ipv4Net::new(Ipv4Addr::new(224, 0, 0, 0), 4).unwrap_or_default(),
+        ),
+        (
+            "reserved",
+            Ipv4Net::new(Ipv4Addr::new(240, 0, 0, 0), 4).unwrap_or_default(),
+        ),
+    ];
+    if let Some((what, range)) = special.iter().find(|(_, r)| host::overlaps(r, subnet)) {
+        return Err(NetError::Invalid(format!(
+            "subnet {subnet} overlaps the {what} range {range}"
+        )));
+    }
     Ok(())
+}
+
+/// A network name as it may be recorded (`bridge` and `macvlan-IF`
+/// included): no path separators, nothing a file name could escape with.
+fn check_recorded_name(name: &str) -> Result<()> {
+    NetworkName::check(name)
+        .map_err(|why| NetError::Invalid(format!("network name {name:?}: {why}")))
 }
 
 /// `address` must be a host address of `subnet` (not its network or

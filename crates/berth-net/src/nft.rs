@@ -87,6 +87,9 @@ pub enum Expr {
     ToLocalAddress,
     /// `ct status dnat`.
     WasDestinationNatted,
+    /// `ct state != established,related`: a packet that opens a connection
+    /// (or belongs to none).
+    NotAnAnswer,
     /// `dnat to ADDR:PORT`.
     Dnat {
         address: Ipv4Addr,
@@ -421,6 +424,15 @@ fn lower(expr: &Expr) -> Vec<(&'static str, Vec<Attr>)> {
                 ("ct", vec![Attr::U32(1, REG_1), Attr::U32(2, 2)]), // NFT_CT_STATUS
                 bitwise(IPS_DST_NAT.to_ne_bytes().to_vec()),
                 cmp(CMP_NEQ, vec![0; 4]),
+            ]
+        }
+        Expr::NotAnAnswer => {
+            const ESTABLISHED: u32 = 1 << 1;
+            const RELATED: u32 = 1 << 2;
+            vec![
+                ("ct", vec![Attr::U32(1, REG_1), Attr::U32(2, 0)]), // NFT_CT_STATE
+                bitwise((ESTABLISHED | RELATED).to_ne_bytes().to_vec()),
+                cmp(CMP_EQ, vec![0; 4]),
             ]
         }
         Expr::Dnat { address, port } => vec![

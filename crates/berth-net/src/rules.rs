@@ -65,11 +65,11 @@ pub fn ruleset(networks: &[Network], attachments: &[Attachment]) -> Vec<Change> 
             changes.push(rule("ports", exprs));
         }
     }
-    // Forwarded by a published port: allowed whatever the walls below say.
-    changes.push(rule(
-        "forward",
-        vec![Expr::WasDestinationNatted, Expr::Accept],
-    ));
+    // The forward chain, in order: the walls of internal networks (nothing
+    // in or out, published ports included), then what a published port
+    // forwards (allowed), then the separation of networks.
+    let mut walls = Vec::new();
+    let mut separations = Vec::new();
     // Macvlan networks do not pass through the host: nothing to rule.
     let networks: Vec<&Network> = networks
         .iter()
@@ -114,9 +114,28 @@ pub fn ruleset(networks: &[Network], attachments: &[Attachment]) -> Vec<Change> 
                 Expr::Masquerade,
             ],
         ));
+        // 127.0.0.1 is the host's alone: with route_localnet on (for
+        // published ports on 127.0.0.1), a container could otherwise send
+        // to the host's loopback services through its gateway (the attack
+        // of CVE-2020-8558).
+        changes.push(rule(
+            "input",
+            vec![
+                from(true),
+                Expr::DestinationNet {
+                    net: Ipv4Addr::LOCALHOST,
+                    prefix: 8,
+                    equal: true,
+                },
+                // The answers to the host's own connections through its
+                // published ports on 127.0.0.1 come back this way.
+                Expr::NotAnAnswer,
+                Expr::Drop,
+            ],
+        ));
         if network.internal {
-            changes.push(rule("forward", vec![from(true), on(false), Expr::Drop]));
-            changes.push(rule("forward", vec![on(true), from(false), Expr::Drop]));
+            walls.push(rule("forward", vec![from(true), on(false), Expr::Drop]));
+            walls.push(rule("forward", vec![on(true), from(false), Expr::Drop]));
             // Only the gateway's DNS port on the host.
             for protocol in [6, 17] {
                 changes.push(rule(
@@ -143,7 +162,7 @@ pub fn ruleset(networks: &[Network], attachments: &[Attachment]) -> Vec<Change> 
         }
         // Networks do not reach each other directly (as Docker's do not).
         for other in networks.iter().filter(|o| o.bridge != network.bridge) {
-            changes.push(rule(
+            separations.push(rule(
                 "forward",
                 vec![
                     from(true),
@@ -156,6 +175,12 @@ pub fn ruleset(networks: &[Network], attachments: &[Attachment]) -> Vec<Change> 
             ));
         }
     }
+    changes.extend(walls);
+    changes.push(rule(
+        "forward",
+        vec![Expr::WasDestinationNatted, Expr::Accept],
+    ));
+    changes.extend(separations);
     changes
 }
 
@@ -211,8 +236,10 @@ mod tests {
                 .filter(|c| matches!(c, Change::AddRule { exprs, .. } if exprs.last() == Some(&Expr::Drop)))
                 .count()
         };
-        assert_eq!(drops(&open), 0);
-        assert_eq!(drops(&walled), 3);
+        // Both keep containers off the host's loopback; the internal one
+        // also walls the bridge both ways and the host's other addresses.
+        assert_eq!(drops(&open), 1);
+        assert_eq!(drops(&walled), 4);
     }
 
     #[test]

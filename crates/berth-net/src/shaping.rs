@@ -65,25 +65,19 @@ fn tbf_parameters(rate: Rate) -> Vec<u8> {
 
 fn tbf_request(index: u32, rate: Rate) -> RouteNetlinkMessage {
     const TCA_TBF_PARMS: u16 = 1;
-    const TCA_TBF_RATE64: u16 = 4;
     const TCA_TBF_BURST: u16 = 6;
     let mut message = TcMessage::with_index(index as i32);
     message.header.handle = TcHandle { major: 1, minor: 0 };
     message.header.parent = TcHandle::ROOT;
     message.attributes.push(TcAttribute::Kind("tbf".into()));
-    let mut options = vec![
+    // No TCA_TBF_RATE64: `Rate` stops below 2^32 bytes/s.
+    let options = vec![
         TcOption::Other(DefaultNla::new(TCA_TBF_PARMS, tbf_parameters(rate))),
         TcOption::Other(DefaultNla::new(
             TCA_TBF_BURST,
             burst_bytes(rate).to_ne_bytes().to_vec(),
         )),
     ];
-    if rate.bytes_per_second() > u64::from(u32::MAX) {
-        options.push(TcOption::Other(DefaultNla::new(
-            TCA_TBF_RATE64,
-            rate.bytes_per_second().to_ne_bytes().to_vec(),
-        )));
-    }
     message.attributes.push(TcAttribute::Options(options));
     RouteNetlinkMessage::NewQueueDiscipline(message)
 }

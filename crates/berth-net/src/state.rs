@@ -153,8 +153,15 @@ impl StateDir {
         claim(&self.address_path(network, address), container)
     }
 
-    pub fn release_address(&self, network: &str, address: Ipv4Addr) -> Result<()> {
-        remove_file(&self.address_path(network, address))
+    /// Frees `address` if `container` holds it (not a claim a newer
+    /// container made since).
+    pub fn release_address_of(
+        &self,
+        network: &str,
+        address: Ipv4Addr,
+        container: &str,
+    ) -> Result<()> {
+        release_if_held(&self.address_path(network, address), container)
     }
 
     /// The address after which the next search starts (the last given).
@@ -191,8 +198,9 @@ impl StateDir {
         claim(&self.port_path(key), container)
     }
 
-    pub fn release_port(&self, key: &str) -> Result<()> {
-        remove_file(&self.port_path(key))
+    /// Frees the host port if `container` holds it.
+    pub fn release_port_of(&self, key: &str, container: &str) -> Result<()> {
+        release_if_held(&self.port_path(key), container)
     }
 
     /// Who holds the port, if anyone.
@@ -210,6 +218,15 @@ impl StateDir {
             out.push((name, owner.trim().to_owned()));
         }
         Ok(out)
+    }
+}
+
+fn release_if_held(path: &Path, container: &str) -> Result<()> {
+    match fs::read_to_string(path) {
+        Ok(owner) if owner.trim() == container => remove_file(path),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NetError::io(format!("reading {}", path.display()), e)),
     }
 }
 
@@ -318,7 +335,10 @@ mod tests {
             state.claimed_addresses("bridge").unwrap(),
             [(ip, "a".to_owned())]
         );
-        state.release_address("bridge", ip).unwrap();
+        // Only its holder frees it.
+        state.release_address_of("bridge", ip, "b").unwrap();
+        assert!(!state.claim_address("bridge", ip, "b").unwrap());
+        state.release_address_of("bridge", ip, "a").unwrap();
         assert!(state.claim_address("bridge", ip, "b").unwrap());
         assert!(state.claim_port("tcp-80", "a").unwrap());
         assert!(!state.claim_port("tcp-80", "b").unwrap());

@@ -43,12 +43,7 @@ impl Drop for Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let tag = &berth_net_test_tag();
-    let config = NetConfig {
-        state_dir: dir.path().join("network"),
-        bridge: format!("bt{tag}"),
-        table: format!("bt{tag}"),
-        cni: Default::default(),
-    };
+    let config = NetConfig::new(dir.path(), &format!("bt{tag}"), Default::default());
     Fixture {
         networks: Networks::open(config).unwrap(),
         _dir: dir,
@@ -132,6 +127,33 @@ fn a_bridged_namespace_reaches_the_host_and_is_reached_through_a_published_port(
         b"hello"
     );
     server.join().unwrap();
+
+    // The host's loopback services stay out of reach, even to a container
+    // that routes 127.0.0.0/8 to its gateway (as one with CAP_NET_ADMIN or
+    // raw sockets could: CVE-2020-8558).
+    let loopback_only = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to_loopback = loopback_only.local_addr().unwrap();
+    let gw = gateway.to_string();
+    let reached = inside(&a.namespace, move || {
+        std::fs::write("/proc/sys/net/ipv4/conf/eth0/route_localnet", "1").unwrap();
+        // (Its loopback is down here, so no local route claims 127/8.)
+        let status = std::process::Command::new("ip")
+            .args([
+                "route",
+                "add",
+                "127.0.0.0/8",
+                "via",
+                gw.as_str(),
+                "dev",
+                "eth0",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        TcpStream::connect_timeout(&to_loopback, Duration::from_secs(2)).is_ok()
+    });
+    assert!(!reached, "a container reached the host's 127.0.0.1");
+    drop(loopback_only);
 
     // A published port reaches a server in a second container, from the
     // host by its bridge address and by 127.0.0.1.
@@ -252,8 +274,9 @@ fn containers_on_a_user_network_know_each_other_and_an_internal_one_is_walled() 
         .unwrap();
 
     // Each hosts file names the other, the first one rewritten in place.
-    let hosts =
-        |attached: &berth_net::Attached| std::fs::read_to_string(&attached.mounts[0].0).unwrap();
+    let hosts = |attached: &berth_net::Attached| {
+        std::fs::read_to_string(&attached.mounts[0].source).unwrap()
+    };
     assert!(
         hosts(&a).contains(&format!("{}\tbeta", b.attachment.address)),
         "{}",
@@ -271,6 +294,31 @@ fn containers_on_a_user_network_know_each_other_and_an_internal_one_is_walled() 
     let to_b = SocketAddr::from((b.attachment.address, 9000));
     assert_eq!(inside(&a.namespace, move || talk(to_b)).unwrap(), b"hello");
     server.join().unwrap();
+
+    // A published port of a container on another network is out of reach
+    // too: the internal wall comes before what a port forwards.
+    let outside = f
+        .networks
+        .attach(
+            "pub",
+            &[],
+            &NetworkRequest {
+                mode: NetworkMode::Bridge,
+                ports: PublishedPort::parse("47311:8080").unwrap(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let published = inside(&outside.namespace, || {
+        TcpListener::bind("0.0.0.0:8080").unwrap()
+    });
+    let through_gateway = SocketAddr::from((net.gateway, 47311));
+    assert!(
+        inside(&a.namespace, move || talk(through_gateway)).is_err(),
+        "internal reached a published port"
+    );
+    drop((published, outside));
+    f.networks.detach("pub").unwrap();
 
     // The host's own addresses other than the gateway's DNS are out of reach.
     let host_server = TcpListener::bind((net.gateway, 0)).unwrap();
@@ -290,6 +338,7 @@ fn containers_on_a_user_network_know_each_other_and_an_internal_one_is_walled() 
     assert!(!hosts_file_mentions(&f, "a2", "alpha"));
     f.networks.detach("a2").unwrap();
     f.networks.remove(&name).unwrap();
+    f.networks.remove("bridge").unwrap();
     assert!(!link_exists(&net.bridge));
     assert!(f.networks.list().unwrap().is_empty());
 }
@@ -402,4 +451,76 @@ fn a_rate_the_shaper_cannot_take_is_refused_before_anything_is_made() {
     ));
     assert!("100gbit".parse::<berth_core::network::Rate>().is_err());
     assert!(f.networks.list().unwrap().is_empty(), "nothing made");
+}
+
+#[test]
+fn isolated_containers_do_not_reach_each_other_and_names_are_reused_at_once() {
+    need_root!();
+    let f = fixture();
+    let isolated = NetworkRequest {
+        mode: NetworkMode::Bridge,
+        isolated: true,
+        ..Default::default()
+    };
+    let a = f.networks.attach("iso-a", &[], &isolated).unwrap();
+    let b = f.networks.attach("iso-b", &[], &isolated).unwrap();
+    let open = NetworkRequest {
+        mode: NetworkMode::Bridge,
+        ..Default::default()
+    };
+    let c = f.networks.attach("open-c", &[], &open).unwrap();
+
+    let listener = inside(&b.namespace, || TcpListener::bind("0.0.0.0:9100").unwrap());
+    let to_b = SocketAddr::from((b.attachment.address, 9100));
+    assert!(
+        inside(&a.namespace, move || talk(to_b)).is_err(),
+        "one isolated container reached another"
+    );
+    let server = echo_once(listener);
+    assert_eq!(
+        inside(&c.namespace, move || talk(to_b)).unwrap(),
+        b"hello",
+        "a container that is not isolated reaches an isolated one"
+    );
+    server.join().unwrap();
+
+    // The same id again right after its end: the old link, set down and
+    // waiting for the kernel's cleanup, is no obstacle.
+    for (id, attached) in [("iso-a", a), ("iso-b", b), ("open-c", c)] {
+        drop(attached);
+        f.networks.detach(id).unwrap();
+    }
+    let again = f.networks.attach("iso-a", &[], &isolated).unwrap();
+    drop(again);
+    f.networks.detach("iso-a").unwrap();
+}
+
+#[test]
+fn a_thousand_published_ports_fit_one_rules_transaction() {
+    need_root!();
+    let f = fixture();
+    let ports = PublishedPort::parse("41000-41999:1000-1999").unwrap();
+    let request = NetworkRequest {
+        mode: NetworkMode::Bridge,
+        ports,
+        ..Default::default()
+    };
+    let a = f.networks.attach("many", &[], &request).unwrap();
+    let gateway = f.networks.inspect("bridge").unwrap().network.gateway;
+    let listener = inside(&a.namespace, || TcpListener::bind("0.0.0.0:1999").unwrap());
+    let server = echo_once(listener);
+    assert_eq!(talk(SocketAddr::from((gateway, 41999))).unwrap(), b"hello");
+    server.join().unwrap();
+    let too_many = NetworkRequest {
+        mode: NetworkMode::Bridge,
+        ports: PublishedPort::parse("30000-31100:1000-2100").unwrap(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.networks.attach("too-many", &[], &too_many),
+        Err(NetError::Invalid(_))
+    ));
+    drop(a);
+    f.networks.detach("many").unwrap();
+    assert!(talk(SocketAddr::from((gateway, 41999))).is_err());
 }

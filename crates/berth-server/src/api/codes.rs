@@ -330,17 +330,18 @@ async fn parse_spec(
     })
 }
 
-/// The networks a task may run on: none, the host's bridge, or a user
-/// network made on the hosts. Never the host's own network or another
-/// container's: a project's code must not see the host or other tasks.
+/// The networks a task may run on: none, or the host's bridge (each task
+/// cut off from the others there). Not the host's own network, another
+/// container's, or a user network (no network is scoped to a project
+/// yet): a project's code must not see the host or other projects' tasks.
 fn task_network(text: &str) -> ApiResult<NetworkMode> {
     let mode: NetworkMode = text
         .parse()
         .map_err(|e: berth_core::spec::SpecError| ApiError::bad(format!("data.{e}")))?;
     match mode {
-        NetworkMode::None | NetworkMode::Bridge | NetworkMode::Named(_) => Ok(mode),
+        NetworkMode::None | NetworkMode::Bridge => Ok(mode),
         other => Err(ApiError::bad(format!(
-            "data.network {other} is not allowed for tasks: give none, bridge or a network's name"
+            "data.network {other} is not allowed for tasks: give none or bridge"
         ))),
     }
 }

@@ -157,9 +157,20 @@ pub fn create_request(
         working_dir,
         user: None,
         hostname: None,
-        // Tasks reach the network as on IronWorker, unless their code says
-        // otherwise (none, or a user network).
-        network: spec.network.clone().unwrap_or(NetworkMode::Bridge),
+        // Tasks reach the network as on IronWorker unless their code asks
+        // for none; each on its own at layer 2, so that no project's task
+        // reaches another's. The store's value is checked again: only
+        // these two ever reach an agent.
+        network: match &spec.network {
+            None | Some(NetworkMode::Bridge) => NetworkMode::Bridge,
+            Some(NetworkMode::None) => NetworkMode::None,
+            Some(other) => {
+                return Err(BadTask(format!(
+                    "network {other} is not one a task may use (none or bridge)"
+                )))
+            }
+        },
+        network_isolated: true,
         ports: Vec::new(),
         ip: None,
         egress_rate: None,

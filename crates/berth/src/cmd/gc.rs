@@ -24,9 +24,7 @@ pub fn run(global: &Global, args: GcArgs) -> anyhow::Result<u8> {
         agent_containers.clone(),
     ];
     let alive = |a: &berth_net::Attachment| {
-        runtime_dirs.iter().any(|d| d.join(&a.container).exists())
-            || (a.holder_pid != 0
-                && std::path::Path::new(&format!("/proc/{}", a.holder_pid)).exists())
+        runtime_dirs.iter().any(|d| d.join(&a.container).exists()) || a.holder_alive()
     };
     let detached = networks
         .gc(&alive)

@@ -9,7 +9,7 @@ use berth_core::network::NetworkMode;
 use berth_core::ErrorReport;
 use berth_core::HasErrorCode;
 use berth_net::{Attached, CreateNetwork, Driver, NetConfig, Networks};
-use berth_runtime::{BindMount, ContainerSpec, NetworkNamespace};
+use berth_runtime::{ContainerSpec, NetworkNamespace};
 use std::os::fd::AsRawFd;
 
 pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
@@ -103,10 +103,7 @@ pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
 
 /// berth-net as configured by the global flags.
 pub fn networks(global: &Global) -> Result<Networks, CliError> {
-    let mut config = NetConfig::new(&global.data_dir);
-    config.bridge = global.bridge.clone();
-    config.table = global.bridge.clone();
-    config.cni = global.cni_paths();
+    let config = NetConfig::new(&global.data_dir, &global.bridge, global.cni_paths());
     Networks::open(config).map_err(net_error)
 }
 
@@ -116,11 +113,17 @@ pub fn net_error(e: berth_net::NetError) -> CliError {
 
 /// Attaches the container when its mode needs it, pointing the spec at the
 /// namespace (held by this process until `leave`) and its name files.
+/// A container on a network, and berth-net to take it off again.
+pub struct Joined {
+    networks: Networks,
+    attached: Attached,
+}
+
 pub fn join(
     global: &Global,
     args: &RunArgs,
     spec: &mut ContainerSpec,
-) -> Result<Option<Attached>, CliError> {
+) -> Result<Option<Joined>, CliError> {
     let request = crate::cmd::run::network_request(args)?;
     match &request.mode {
         NetworkMode::None | NetworkMode::Host => return Ok(None),
@@ -133,7 +136,7 @@ pub fn join(
             };
             spec.network = NetworkNamespace::Join(namespace);
             let files = networks(global)?.files_of(target).map_err(net_error)?;
-            bind_files(spec, &files);
+            spec.mounts.extend(files);
             return Ok(None);
         }
         NetworkMode::Bridge
@@ -149,32 +152,15 @@ pub fn join(
         .map_err(net_error)?;
     spec.network =
         NetworkNamespace::Join(format!("/proc/self/fd/{}", attached.namespace.as_raw_fd()).into());
-    bind_files(spec, &attached.mounts);
-    Ok(Some(attached))
-}
-
-/// Binds a container's name files (`/etc/hosts`, `/etc/resolv.conf`).
-fn bind_files(spec: &mut ContainerSpec, files: &[(std::path::PathBuf, &'static str)]) {
-    for (source, destination) in files {
-        spec.mounts.push(BindMount {
-            source: source.clone(),
-            destination: (*destination).to_owned(),
-            read_only: false,
-        });
-    }
+    spec.mounts.extend(attached.mounts.iter().cloned());
+    Ok(Some(Joined { networks, attached }))
 }
 
 /// Takes the container off its network once it has ended.
-pub fn leave(
-    global: &Global,
-    spec: &ContainerSpec,
-    attached: Option<Attached>,
-) -> Result<(), CliError> {
-    let Some(attached) = attached else {
+pub fn leave(spec: &ContainerSpec, joined: Option<Joined>) -> Result<(), CliError> {
+    let Some(Joined { networks, attached }) = joined else {
         return Ok(());
     };
     drop(attached.namespace);
-    networks(global)?
-        .detach(spec.id.as_str())
-        .map_err(net_error)
+    networks.detach(spec.id.as_str()).map_err(net_error)
 }

@@ -323,12 +323,7 @@ impl Berth {
 impl Berth {
     /// berth-net on this berth's data dir and bridge.
     pub fn networks(&self) -> berth_net::Networks {
-        let config = berth_net::NetConfig {
-            state_dir: self.data_dir().join("network"),
-            bridge: self.bridge.clone(),
-            table: self.bridge.clone(),
-            cni: Default::default(),
-        };
+        let config = berth_net::NetConfig::new(&self.data_dir(), &self.bridge, Default::default());
         berth_net::Networks::open(config).unwrap()
     }
 

@@ -46,6 +46,12 @@ fn run_container(global: &Global, args: &RunArgs) -> Result<ContainerResult, Cli
     // The lease keeps `image prune` away from the layers while we run.
     store.lease(spec.id.as_str(), &image)?;
     let mut spec = spec;
+    // Checked before the network is made: a bad host name must not reach
+    // the other containers' hosts files.
+    if let Err(e) = runtime.validate(&spec) {
+        let _ = store.release(spec.id.as_str());
+        return Err(e.into());
+    }
     let attached = match crate::cmd::network::join(global, args, &mut spec) {
         Ok(attached) => attached,
         Err(e) => {
@@ -54,7 +60,7 @@ fn run_container(global: &Global, args: &RunArgs) -> Result<ContainerResult, Cli
         }
     };
     let outcome = supervise::run(&runtime, &spec, args);
-    let detached = crate::cmd::network::leave(global, &spec, attached);
+    let detached = crate::cmd::network::leave(&spec, attached);
     if let Err(e) = &outcome {
         if e.0.code == berth_core::ErrorCode::ContainerExists {
             // Lost a race for the name: the lease now belongs to the winner.

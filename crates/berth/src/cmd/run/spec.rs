@@ -102,6 +102,7 @@ pub fn network_request(args: &RunArgs) -> Result<NetworkRequest, CliError> {
         ports,
         egress_rate: parse_rate(args.egress_rate.as_deref())?,
         ingress_rate: parse_rate(args.ingress_rate.as_deref())?,
+        isolated: false,
     };
     request.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(request)
