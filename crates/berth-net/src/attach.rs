@@ -9,7 +9,7 @@
 use crate::error::{NetError, Result};
 use crate::files;
 use crate::links::{self, CONTAINER_LINK_INDEX};
-use crate::model::{Attachment, Driver, Network, DEFAULT_NETWORK};
+use crate::model::{Attachment, Driver, Member, Network, DEFAULT_NETWORK};
 use crate::namespace::Namespace;
 use crate::netlink::{errno_of, Netlink};
 use crate::networks::{check_host_address, Networks, HOST_CLAIM};
@@ -153,6 +153,7 @@ impl Networks {
                     &attachment.host_link,
                     bridge,
                     namespace.handle.as_fd(),
+                    network.mtu,
                 )
             };
             match make() {
@@ -210,7 +211,7 @@ impl Networks {
         };
         files::write_new(
             &dir,
-            &files::hosts(&attachment, &members),
+            &files::hosts(&attachment, &members, &network.remote_members),
             &files::from_host(),
         )?;
         if shares_names {
@@ -297,12 +298,14 @@ impl Networks {
         }
         // From just after the last address given, round the subnet once
         // (by arithmetic: a /16 has 65,534 host addresses).
-        let first = u32::from(network.subnet.network()) + 1;
-        let count = u32::from(network.subnet.broadcast()) - first;
+        let pool = network.ip_range.unwrap_or(network.subnet);
+        let first = (u32::from(pool.network()) + 1).max(u32::from(network.subnet.network()) + 1);
+        let last = u32::from(pool.broadcast()).min(u32::from(network.subnet.broadcast()) - 1);
+        let count = (last + 1).saturating_sub(first).max(1);
         let start = self
             .state
             .address_hint(&network.name)
-            .filter(|last| network.subnet.contains(last) && u32::from(*last) >= first)
+            .filter(|last| (first..first + count).contains(&u32::from(*last)))
             .map_or(0, |last| (u32::from(last) + 1 - first) % count);
         for i in 0..count {
             let candidate = Ipv4Addr::from(first + (start + i) % count);
@@ -333,14 +336,74 @@ impl Networks {
     }
 
     /// Rewrites the hosts file of every member but `except`.
+    /// Rewrites the hosts file of every member but `except` (with the
+    /// network's members on other hosts, for an overlay).
     fn rewrite_peers(&self, except: &str, members: &[Attachment]) -> Result<()> {
+        let remote = match members.first() {
+            Some(m) => self
+                .state
+                .network(&m.network)?
+                .map(|n| n.remote_members)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         for member in members.iter().filter(|m| m.container != except) {
             files::rewrite_hosts(
                 &self.state.files_dir(&member.container),
-                &files::hosts(member, members),
+                &files::hosts(member, members, &remote),
             )?;
         }
         Ok(())
+    }
+
+    /// Sets the other hosts an overlay floods to (the fleet's view, given
+    /// again whenever it changes): adds the new ones' forwarding entries,
+    /// removes the gone ones'.
+    pub fn set_peers(&self, network: &str, peers: &[Ipv4Addr]) -> Result<()> {
+        let _lock = self.state.lock(true)?;
+        let mut record = self
+            .state
+            .network(network)?
+            .ok_or_else(|| NetError::NotFound(format!("no network named {network}")))?;
+        if record.driver != Driver::Overlay {
+            return Err(NetError::Invalid(format!(
+                "network {network} is not an overlay"
+            )));
+        }
+        let route = Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
+        let vxlan = links::index_of(&route, &record.vxlan)
+            .map_err(|e| NetError::io("looking up a VXLAN link", e))?
+            .ok_or_else(|| {
+                NetError::NotFound(format!(
+                    "network {network} has no VXLAN link here (made again on its next container)"
+                ))
+            })?;
+        let now = links::flood_peers(&route, vxlan)
+            .map_err(|e| NetError::io("reading VXLAN peers", e))?;
+        for peer in peers.iter().filter(|p| !now.contains(p)) {
+            links::add_flood_peer(&route, vxlan, *peer)
+                .map_err(|e| NetError::io("adding a VXLAN peer", e))?;
+        }
+        for gone in now.iter().filter(|p| !peers.contains(p)) {
+            links::remove_flood_peer(&route, vxlan, *gone)
+                .map_err(|e| NetError::io("removing a VXLAN peer", e))?;
+        }
+        record.peers = peers.to_vec();
+        self.state.save_network(&record)
+    }
+
+    /// Sets the containers of an overlay on other hosts, and rewrites the
+    /// hosts files of this host's members with them.
+    pub fn set_remote_members(&self, network: &str, members: &[Member]) -> Result<()> {
+        let _lock = self.state.lock(true)?;
+        let mut record = self
+            .state
+            .network(network)?
+            .ok_or_else(|| NetError::NotFound(format!("no network named {network}")))?;
+        record.remote_members = members.to_vec();
+        self.state.save_network(&record)?;
+        let local = self.members(network)?;
+        self.rewrite_peers("", &local)
     }
 
     /// Takes `container` off its network: its link, address, ports, name

@@ -82,7 +82,11 @@ impl Networks {
         attachment.cni = Some(record(&list, Some(&result)));
         let written = self.state.save_attachment(&attachment).and_then(|()| {
             let dir = self.state.files_dir(container);
-            files::write_new(&dir, &files::hosts(&attachment, &[]), &resolv_conf(&result))
+            files::write_new(
+                &dir,
+                &files::hosts(&attachment, &[], &[]),
+                &resolv_conf(&result),
+            )
         });
         if let Err(e) = written {
             let _ = self.config.cni.del(&list, container, None, Some(&result));

@@ -7,7 +7,7 @@
 //! would leave pointing at the old one.
 
 use crate::error::{NetError, Result};
-use crate::model::Attachment;
+use crate::model::{Attachment, Member};
 use berth_core::spec::BindMount;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -33,7 +33,7 @@ pub fn mounts(dir: &Path) -> Vec<BindMount> {
 /// `/etc/hosts` for `own` among `members` (its network's attachments,
 /// itself included; empty on the default bridge, whose containers do not
 /// resolve each other, as on Docker's).
-pub fn hosts(own: &Attachment, members: &[Attachment]) -> String {
+pub fn hosts(own: &Attachment, members: &[Attachment], remote: &[Member]) -> String {
     let mut text =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     let line = |text: &mut String, address: Ipv4Addr, names: &[String]| {
@@ -49,6 +49,9 @@ pub fn hosts(own: &Attachment, members: &[Attachment]) -> String {
     others.sort_by_key(|a| a.address);
     for other in others {
         line(&mut text, other.address, &other.names);
+    }
+    for member in remote {
+        line(&mut text, member.address, &member.names);
     }
     text
 }
@@ -146,7 +149,7 @@ mod tests {
     #[test]
     fn hosts_list_itself_first_then_the_others() {
         let (a, b) = (member("a", 2), member("b", 3));
-        let text = hosts(&b, &[a.clone(), b.clone()]);
+        let text = hosts(&b, &[a.clone(), b.clone()], &[]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(&lines[2..], ["10.96.0.3\tb", "10.96.0.2\ta"]);
     }

@@ -28,5 +28,5 @@ mod state;
 
 pub use attach::{host_link_name, ifb_name, Attached, Collected};
 pub use error::{NetError, Result};
-pub use model::{Attachment, Driver, Network, DEFAULT_NETWORK};
+pub use model::{Attachment, Driver, Member, Network, DEFAULT_NETWORK};
 pub use networks::{CreateNetwork, NetConfig, NetworkView, Networks};

@@ -2,11 +2,14 @@
 
 use crate::netlink::{errno_of, Netlink};
 use ipnet::Ipv4Net;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth,
     InfoVxlan, LinkAttribute, LinkFlag, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlag, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -71,12 +74,14 @@ pub const CONTAINER_LINK: &str = "eth0";
 pub const CONTAINER_LINK_INDEX: u32 = 2;
 
 /// Makes a veth pair: `host_name` on the host, up and enslaved to the
-/// bridge `bridge`; its peer `eth0` (index 2, down) in the namespace `ns`.
+/// bridge `bridge`; its peer `eth0` (index 2, down) in the namespace `ns`;
+/// both with `mtu` when given (an overlay's links carry VXLAN's 50 bytes).
 pub fn add_veth_into(
     route: &Netlink,
     host_name: &str,
     bridge: u32,
     ns: BorrowedFd<'_>,
+    mtu: Option<u32>,
 ) -> io::Result<()> {
     // The peer cannot be brought up here (veth refuses to open an end
     // before both exist): see `up_request`.
@@ -91,6 +96,10 @@ pub fn add_veth_into(
         .attributes
         .push(LinkAttribute::IfName(host_name.to_owned()));
     message.attributes.push(LinkAttribute::Controller(bridge));
+    if let Some(mtu) = mtu {
+        peer.attributes.push(LinkAttribute::Mtu(mtu));
+        message.attributes.push(LinkAttribute::Mtu(mtu));
+    }
     message.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
@@ -163,6 +172,136 @@ pub fn isolate_port(route: &Netlink, name: &str) -> io::Result<()> {
         0,
         &format!("isolating the bridge port {name}"),
     )
+}
+
+/// The UDP port of VXLAN (IANA's).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// Makes the VXLAN link `name` of `vni`, up, learning, from `local` (the
+/// host's underlay address; the route's choice when absent), enslaved to
+/// the bridge `bridge`.
+pub fn add_vxlan(
+    route: &Netlink,
+    name: &str,
+    vni: u32,
+    local: Option<std::net::Ipv4Addr>,
+    bridge: u32,
+) -> io::Result<()> {
+    let mut data = vec![
+        InfoVxlan::Id(vni),
+        InfoVxlan::Port(VXLAN_PORT),
+        InfoVxlan::Learning(true),
+    ];
+    if let Some(local) = local {
+        data.push(InfoVxlan::Local(local.octets().to_vec()));
+    }
+    let mut message = LinkMessage::default();
+    up(&mut message);
+    message
+        .attributes
+        .push(LinkAttribute::IfName(name.to_owned()));
+    message.attributes.push(LinkAttribute::Controller(bridge));
+    message.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Vxlan),
+        LinkInfo::Data(InfoData::Vxlan(data)),
+    ]));
+    route.route_request(
+        RouteNetlinkMessage::NewLink(message),
+        NLM_F_CREATE | NLM_F_EXCL,
+        &format!("creating the VXLAN link {name}"),
+    )
+}
+
+/// Gives link `index` a fixed MAC address.
+pub fn set_mac(route: &Netlink, index: u32, mac: [u8; 6]) -> io::Result<()> {
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    message
+        .attributes
+        .push(LinkAttribute::Address(mac.to_vec()));
+    route.route_request(
+        RouteNetlinkMessage::SetLink(message),
+        0,
+        "setting a MAC address",
+    )
+}
+
+fn flood_entry(vxlan: u32, peer: std::net::Ipv4Addr) -> NeighbourMessage {
+    let mut message = NeighbourMessage::default();
+    message.header.family = AddressFamily::Bridge;
+    message.header.ifindex = vxlan;
+    message.header.state = NeighbourState::Permanent;
+    message.header.flags = vec![NeighbourFlag::Own];
+    message
+        .attributes
+        .push(NeighbourAttribute::LinkLocalAddress(vec![0; 6]));
+    message
+        .attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            peer,
+        )));
+    message
+}
+
+/// Floods unknown and broadcast frames of the VXLAN link `vxlan` to
+/// `peer` too (an all-zeros forwarding entry: head-end replication).
+pub fn add_flood_peer(route: &Netlink, vxlan: u32, peer: std::net::Ipv4Addr) -> io::Result<()> {
+    match route.route_request(
+        RouteNetlinkMessage::NewNeighbour(flood_entry(vxlan, peer)),
+        NLM_F_CREATE | NLM_F_APPEND,
+        &format!("adding the VXLAN peer {peer}"),
+    ) {
+        Err(e) if errno_of(&e) == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
+/// Stops flooding to `peer`.
+pub fn remove_flood_peer(route: &Netlink, vxlan: u32, peer: std::net::Ipv4Addr) -> io::Result<()> {
+    match route.route_request(
+        RouteNetlinkMessage::DelNeighbour(flood_entry(vxlan, peer)),
+        0,
+        &format!("removing the VXLAN peer {peer}"),
+    ) {
+        Err(e) if errno_of(&e) == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// The peers the VXLAN link `vxlan` floods to.
+pub fn flood_peers(route: &Netlink, vxlan: u32) -> io::Result<Vec<std::net::Ipv4Addr>> {
+    let mut request = NeighbourMessage::default();
+    request.header.family = AddressFamily::Bridge;
+    let mut peers = Vec::new();
+    for answer in route.route_dump(RouteNetlinkMessage::GetNeighbour(request))? {
+        let RouteNetlinkMessage::NewNeighbour(entry) = answer else {
+            continue;
+        };
+        if entry.header.ifindex != vxlan {
+            continue;
+        }
+        let zeros = entry
+            .attributes
+            .iter()
+            .any(|a| matches!(a, NeighbourAttribute::LinkLocalAddress(mac) if mac.iter().all(|b| *b == 0)));
+        if !zeros {
+            continue;
+        }
+        for attribute in &entry.attributes {
+            // In a bridge-family answer the crate cannot tell the
+            // destination's family, and keeps its bytes.
+            match attribute {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(peer)) => peers.push(*peer),
+                NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                    if let Ok(octets) = <[u8; 4]>::try_from(bytes.as_slice()) {
+                        peers.push(std::net::Ipv4Addr::from(octets));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(peers)
 }
 
 /// Removes the link named `name`; a link already gone is no error.

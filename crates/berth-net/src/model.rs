@@ -21,6 +21,20 @@ pub enum Driver {
     /// parent's own network (no NAT; the host itself cannot reach them
     /// through the parent: macvlan's rule).
     Macvlan,
+    /// A bridge like [`Driver::Bridge`], joined to the same network's
+    /// bridges on other hosts by a VXLAN link (one VNI, flooding to the
+    /// peers it is given). Every host's bridge has the same gateway address
+    /// and MAC, so each host routes its own containers out.
+    Overlay,
+}
+
+/// A container on another host of an overlay, as the fleet says: what
+/// this host's containers find in their hosts files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub names: Vec<String>,
+    pub address: Ipv4Addr,
 }
 
 /// A network on this host.
@@ -46,6 +60,35 @@ pub struct Network {
     pub internal: bool,
     /// Milliseconds since the Unix epoch.
     pub created_at: u64,
+    /// Where this host gives addresses from (default: the whole subnet).
+    /// Hosts that share an overlay without a server to hand out addresses
+    /// each take a range of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Ipv4Net>,
+    /// The MTU of the containers' links (overlays: 1450, VXLAN's 50 bytes
+    /// under 1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Overlays: the VXLAN network id, the VXLAN link, this host's
+    /// underlay address (the route's choice when absent), the other hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vxlan: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Ipv4Addr>,
+    /// Overlays: the containers on other hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_members: Vec<Member>,
+}
+
+impl Network {
+    /// Bridge and overlay networks have a bridge of their own on the host.
+    pub fn has_bridge(&self) -> bool {
+        matches!(self.driver, Driver::Bridge | Driver::Overlay)
+    }
 }
 
 impl Attachment {

@@ -59,6 +59,19 @@ pub struct CreateNetwork {
     pub gateway: Option<Ipv4Addr>,
     #[serde(default)]
     pub internal: bool,
+    /// Where this host gives addresses from, within the subnet.
+    #[serde(default)]
+    pub ip_range: Option<Ipv4Net>,
+    /// Overlays: the VXLAN network id (1 to 16,777,215), the same on
+    /// every host of the network.
+    #[serde(default)]
+    pub vni: Option<u32>,
+    /// Overlays: this host's underlay address (default: the route's).
+    #[serde(default)]
+    pub local: Option<Ipv4Addr>,
+    /// Overlays: the other hosts' underlay addresses.
+    #[serde(default)]
+    pub peers: Vec<Ipv4Addr>,
 }
 
 /// A network and the containers on it.
@@ -110,15 +123,27 @@ impl Networks {
             gateway: request.gateway,
             internal: request.internal,
             pool: USER_NETWORK_POOL,
+            ip_range: request.ip_range,
+            overlay: None,
         };
+        let overlay_only =
+            request.vni.is_some() || request.local.is_some() || !request.peers.is_empty();
+        if overlay_only && request.driver != Driver::Overlay {
+            return Err(NetError::Invalid(
+                "--vni, --local and --peer are for overlay networks (--driver overlay)".into(),
+            ));
+        }
         match request.driver {
-            Driver::Bridge => {
+            Driver::Bridge | Driver::Overlay => {
                 if request.parent.is_some() {
                     return Err(NetError::Invalid(
                         "--parent is for macvlan networks (--driver macvlan)".into(),
                     ));
                 }
                 plan.bridge = format!("br-{}", plan.id);
+                if request.driver == Driver::Overlay {
+                    plan.overlay = Some(self.overlay_plan(request, &plan.id)?);
+                }
             }
             Driver::Macvlan => {
                 let parent = request.parent.clone().ok_or_else(|| {
@@ -135,6 +160,36 @@ impl Networks {
             }
         }
         self.make(plan)
+    }
+
+    /// Checks an overlay's settings: a VNI no other network here has, and a
+    /// subnet given (every host of the overlay must agree on it).
+    fn overlay_plan(&self, request: &CreateNetwork, id: &str) -> Result<OverlayPlan> {
+        let vni = request.vni.ok_or_else(|| {
+            NetError::Invalid("an overlay network needs --vni (1 to 16777215)".into())
+        })?;
+        if !(1..=0xff_ffff).contains(&vni) {
+            return Err(NetError::Invalid(format!(
+                "VNI {vni} is outside 1 to 16777215"
+            )));
+        }
+        if request.subnet.is_none() {
+            return Err(NetError::Invalid(
+                "an overlay network needs --subnet: every host of it must give the same".into(),
+            ));
+        }
+        if let Some(other) = self.state.networks()?.iter().find(|n| n.vni == Some(vni)) {
+            return Err(NetError::Conflict(format!(
+                "VNI {vni} is network {}'s on this host",
+                other.name
+            )));
+        }
+        Ok(OverlayPlan {
+            vni,
+            vxlan: format!("vx-{id}"),
+            local: request.local,
+            peers: request.peers.clone(),
+        })
     }
 
     /// The network `--network macvlan:PARENT` means: `macvlan-PARENT`,
@@ -170,7 +225,7 @@ impl Networks {
         let _host = host::lock_host()?;
         let berth_subnets: Vec<Ipv4Net> = self.state.networks()?.iter().map(|n| n.subnet).collect();
         let subnet = match (&plan.driver, plan.subnet) {
-            (Driver::Bridge, subnet) => {
+            (Driver::Bridge | Driver::Overlay, subnet) => {
                 let mut taken = host::routed_networks()?;
                 taken.extend(&berth_subnets);
                 match subnet {
@@ -234,8 +289,30 @@ impl Networks {
             gateway,
             internal,
             created_at: u64::try_from(berth_core::time::now_millis()).unwrap_or(0),
+            ip_range: plan.ip_range,
+            mtu: plan.overlay.as_ref().map(|_| OVERLAY_MTU),
+            vni: plan.overlay.as_ref().map(|o| o.vni),
+            vxlan: plan
+                .overlay
+                .as_ref()
+                .map(|o| o.vxlan.clone())
+                .unwrap_or_default(),
+            local: plan.overlay.as_ref().and_then(|o| o.local),
+            peers: plan
+                .overlay
+                .as_ref()
+                .map(|o| o.peers.clone())
+                .unwrap_or_default(),
+            remote_members: Vec::new(),
         };
-        if network.driver == Driver::Bridge {
+        if let Some(range) = network.ip_range {
+            if !network.subnet.contains(&range) {
+                return Err(NetError::Invalid(format!(
+                    "address range {range} is not within the subnet {subnet}"
+                )));
+            }
+        }
+        if network.has_bridge() {
             self.make_bridge(&route, &network, true)?;
         }
         let recorded = self
@@ -244,8 +321,11 @@ impl Networks {
             .and_then(|()| self.reserve_parent_address(&route, &network))
             .and_then(|()| self.sync_rules());
         if let Err(e) = recorded {
-            if network.driver == Driver::Bridge {
+            if network.has_bridge() {
                 let _ = links::delete_named(&route, bridge);
+                if !network.vxlan.is_empty() {
+                    let _ = links::delete_named(&route, &network.vxlan);
+                }
             }
             let _ = self.state.remove_network(name);
             return Err(e);
@@ -303,6 +383,10 @@ impl Networks {
                 .ok_or_else(|| {
                     NetError::io("looking up a bridge", std::io::ErrorKind::NotFound.into())
                 })?;
+            if let Some(vni) = network.vni {
+                links::set_mac(route, index, gateway_mac(vni))
+                    .map_err(io("setting a bridge's MAC"))?;
+            }
             links::add_address(
                 route,
                 index,
@@ -311,6 +395,29 @@ impl Networks {
                 &format!("giving {} the address {}", network.bridge, network.gateway),
             )
             .map_err(io("addressing a bridge"))?;
+            if let Some(vni) = network.vni {
+                links::add_vxlan(route, &network.vxlan, vni, network.local, index).map_err(
+                    |e| {
+                        if links::errno_is_unsupported(&e) {
+                            NetError::Unsupported(format!("this kernel has no VXLAN links: {e}"))
+                        } else {
+                            NetError::io("making a VXLAN link", e)
+                        }
+                    },
+                )?;
+                let vxlan = links::index_of(route, &network.vxlan)
+                    .map_err(io("looking up a VXLAN link"))?
+                    .ok_or_else(|| {
+                        NetError::io(
+                            "looking up a VXLAN link",
+                            std::io::ErrorKind::NotFound.into(),
+                        )
+                    })?;
+                for peer in &network.peers {
+                    links::add_flood_peer(route, vxlan, *peer)
+                        .map_err(io("adding a VXLAN peer"))?;
+                }
+            }
             host::allow_localhost_through(&network.bridge)?;
             if !network.internal {
                 host::enable_forwarding()?;
@@ -319,6 +426,9 @@ impl Networks {
         })();
         if made.is_err() {
             let _ = links::delete_named(route, &network.bridge);
+            if !network.vxlan.is_empty() {
+                let _ = links::delete_named(route, &network.vxlan);
+            }
         }
         made
     }
@@ -342,6 +452,8 @@ impl Networks {
                         gateway: None,
                         internal: false,
                         pool: DEFAULT_BRIDGE_POOL,
+                        ip_range: None,
+                        overlay: None,
                     })?,
                 }
             }
@@ -416,9 +528,13 @@ impl Networks {
         }
         self.state.remove_network(name)?;
         self.sync_rules()?;
-        if network.driver == Driver::Bridge {
+        if network.has_bridge() {
             let route =
                 Netlink::route().map_err(|e| NetError::io("opening a routing socket", e))?;
+            if !network.vxlan.is_empty() {
+                links::delete_named(&route, &network.vxlan)
+                    .map_err(|e| NetError::io("removing a VXLAN link", e))?;
+            }
             links::delete_named(&route, &network.bridge)
                 .map_err(|e| NetError::io("removing a bridge", e))?;
         }
@@ -467,6 +583,27 @@ struct Plan {
     internal: bool,
     /// Where a bridge network's subnet comes from when none is given.
     pool: (&'static str, u8),
+    ip_range: Option<Ipv4Net>,
+    overlay: Option<OverlayPlan>,
+}
+
+/// An overlay's part of a plan.
+struct OverlayPlan {
+    vni: u32,
+    vxlan: String,
+    local: Option<Ipv4Addr>,
+    peers: Vec<Ipv4Addr>,
+}
+
+/// VXLAN adds 50 bytes to each frame: 1500 on the underlay leaves 1450.
+pub(crate) const OVERLAY_MTU: u32 = 1450;
+
+/// The MAC every host's bridge of an overlay has (locally administered,
+/// from the VNI): frames to the gateway then stay on the host they start
+/// on, each host routing its own containers out.
+fn gateway_mac(vni: u32) -> [u8; 6] {
+    let [_, a, b, c] = vni.to_be_bytes();
+    [0x02, 0xb0, a, b, c, 0x01]
 }
 
 /// The owner recorded for an address the host itself holds.

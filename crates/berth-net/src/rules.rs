@@ -71,10 +71,7 @@ pub fn ruleset(networks: &[Network], attachments: &[Attachment]) -> Vec<Change> 
     let mut walls = Vec::new();
     let mut separations = Vec::new();
     // Macvlan networks do not pass through the host: nothing to rule.
-    let networks: Vec<&Network> = networks
-        .iter()
-        .filter(|n| n.driver == crate::model::Driver::Bridge)
-        .collect();
+    let networks: Vec<&Network> = networks.iter().filter(|n| n.has_bridge()).collect();
     for network in &networks {
         let subnet = |equal| Expr::SourceNet {
             net: network.subnet.network(),
@@ -212,6 +209,13 @@ mod tests {
             gateway: Ipv4Addr::new(10, 96, 1, 1),
             internal,
             created_at: 0,
+            ip_range: None,
+            mtu: None,
+            vni: None,
+            vxlan: String::new(),
+            local: None,
+            peers: Vec::new(),
+            remote_members: Vec::new(),
         }
     }
 

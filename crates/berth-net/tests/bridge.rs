@@ -3,11 +3,12 @@
 //! nothing left afterwards. Needs root; each test names its own bridge and
 //! table, so tests run in parallel.
 
+mod common;
 use berth_core::network::{NetworkMode, NetworkName, NetworkRequest, PublishedPort};
 use berth_net::{CreateNetwork, NetConfig, NetError, Networks};
+use common::inside;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 fn is_root() -> bool {
@@ -54,21 +55,6 @@ fn berth_net_test_tag() -> String {
     let mut bytes = [0u8; 4];
     rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).unwrap();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Runs `f` on a thread inside the namespace `ns`.
-fn inside<T: Send + 'static>(ns: &OwnedFd, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let fd = ns.try_clone().unwrap();
-    std::thread::spawn(move || {
-        // SAFETY: setns of this short-lived thread into a namespace we hold.
-        assert_eq!(
-            unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 /// Whether the link goes within 10 s (a container's veth is set down at

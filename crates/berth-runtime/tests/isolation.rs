@@ -272,9 +272,24 @@ fn host_network_is_opt_in() {
     let env = common::Env::new();
     let mut spec = env.sh("cat /proc/net/dev | tail -n +3 | cut -d: -f1");
     spec.network = NetworkNamespace::Host;
-    let host_ifaces = std::fs::read_dir("/sys/class/net").unwrap().count();
-    let seen = env.run(&spec).stdout.lines().count();
-    assert_eq!(seen, host_ifaces);
+    // Other tests add and remove links meanwhile: every link there both
+    // before and after the run must have been seen.
+    let links = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect()
+    };
+    let before = links();
+    let out = env.run(&spec).stdout;
+    let after = links();
+    let seen: std::collections::BTreeSet<String> =
+        out.lines().map(|l| l.trim().to_owned()).collect();
+    let steady: Vec<&String> = before.intersection(&after).collect();
+    assert!(steady.len() > 1, "the host has more than a loopback");
+    for link in steady {
+        assert!(seen.contains(link), "{link} not seen; saw {seen:?}");
+    }
     env.assert_clean();
 }
 

@@ -361,14 +361,31 @@ pub enum NetworkCommand {
     #[command(after_help = "Examples:\n  berth network create backend\n  \
 berth network create --subnet 10.42.0.0/24 --internal db\n  \
 berth network create --driver macvlan --parent eth1 lan\n  \
+berth network create --driver overlay --vni 42 --subnet 10.42.0.0/16 --ip-range 10.42.1.0/24 --peer 192.0.2.3 ov\n  \
 berth run --network db --ip 10.42.0.10 --name pg postgres")]
     Create {
         /// Letters, digits, '_', '.' and '-'; not none, host, bridge or default.
         name: String,
-        /// `bridge` (a bridge of its own, NAT out) or `macvlan` (containers on the
-        /// --parent interface's own network).
-        #[arg(long, default_value = "bridge", value_parser = ["bridge", "macvlan"])]
+        /// `bridge` (a bridge of its own, NAT out), `macvlan` (containers on the
+        /// --parent interface's own network) or `overlay` (a bridge joined to the
+        /// same network on other hosts by VXLAN: give the same --vni and --subnet
+        /// on each, and the others' addresses with --peer).
+        #[arg(long, default_value = "bridge", value_parser = ["bridge", "macvlan", "overlay"])]
         driver: String,
+        /// Overlay: the VXLAN network id, 1-16777215, the same on every host.
+        #[arg(long)]
+        vni: Option<u32>,
+        /// Overlay: another host of the network, by the address VXLAN reaches it at
+        /// (repeatable).
+        #[arg(long = "peer", value_name = "ADDRESS")]
+        peers: Vec<std::net::Ipv4Addr>,
+        /// Overlay: this host's address for VXLAN (default: the route's choice).
+        #[arg(long)]
+        local: Option<std::net::Ipv4Addr>,
+        /// Where this host gives addresses from, within the subnet (hosts of an
+        /// overlay with no server to hand out addresses each take their own).
+        #[arg(long)]
+        ip_range: Option<ipnet::Ipv4Net>,
         /// The host interface a macvlan network's containers hang off.
         #[arg(long)]
         parent: Option<String>,

@@ -1310,25 +1310,6 @@ fn tasks_in_store_live(up: &Up) -> i64 {
         .sum()
 }
 
-/// The host's first IPv4 address that is not loopback nor a test bridge's.
-fn host_test_address() -> String {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show"])
-        .output()
-        .expect("ip addr");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.contains(" lo ") && !l.contains(" bt") && !l.contains(" br-"))
-        .find_map(|l| {
-            l.split_whitespace()
-                .nth(3)?
-                .split('/')
-                .next()
-                .map(str::to_owned)
-        })
-        .expect("the host has an IPv4 address besides loopback")
-}
-
 /// Tasks reach the network by default (as on IronWorker): one fetches a
 /// page from a server on the host's address. A code that says
 /// `"network": "none"` gets none, and `host` is refused for tasks.
@@ -1336,7 +1317,7 @@ fn host_test_address() -> String {
 fn a_task_fetches_a_url_from_the_host_and_a_code_can_ask_for_no_network() {
     use std::io::{Read, Write as _};
     let up = Up::start(&[]);
-    let address = host_test_address();
+    let address = common::host_address();
     let listener = std::net::TcpListener::bind((address.as_str(), 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {

@@ -22,10 +22,15 @@ pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
             subnet,
             gateway,
             internal,
+            vni,
+            peers,
+            local,
+            ip_range,
             json,
         } => {
             let driver = match driver.as_str() {
                 "macvlan" => Driver::Macvlan,
+                "overlay" => Driver::Overlay,
                 _ => Driver::Bridge,
             };
             let network = networks
@@ -36,6 +41,10 @@ pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
                     subnet,
                     gateway,
                     internal,
+                    ip_range,
+                    vni,
+                    local,
+                    peers,
                 })
                 .map_err(net_error)?;
             if json {
@@ -60,6 +69,12 @@ pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
                                 Driver::Macvlan => {
                                     format!("macvlan on {}", n.parent.as_deref().unwrap_or("?"))
                                 }
+                                Driver::Overlay => format!(
+                                    "overlay {} vni {} ({} peers)",
+                                    n.bridge,
+                                    n.vni.unwrap_or(0),
+                                    n.peers.len()
+                                ),
                             },
                             n.subnet.to_string(),
                             n.gateway.to_string(),

@@ -418,3 +418,30 @@ pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+/// The host's own address: the first of the link its default route goes
+/// out of (other tests add and remove addresses on links of their own
+/// meanwhile, so "any address of the host" would not hold still).
+pub fn host_address() -> String {
+    let route = std::process::Command::new("ip")
+        .args(["-4", "route", "show", "default"])
+        .output()
+        .unwrap();
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    let dev = route
+        .split_whitespace()
+        .skip_while(|w| *w != "dev")
+        .nth(1)
+        .expect("the host has a default route")
+        .to_owned();
+    let addr = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &dev, "scope", "global"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&addr.stdout)
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.split('/').next())
+        .map(str::to_owned)
+        .expect("the default route's link has an IPv4 address")
+}
