@@ -19,9 +19,10 @@
 #      own bridge and veths, no firewall changes)
 # 2. Throughput: iperf3 (TCP, one stream) from the host to a server in a
 #    container through a published port (host address:port, DNAT in the
-#    kernel), against the same over the host's loopback; Docker's peer is its
-#    userland proxy (docker-proxy, what Docker publishes ports with when
-#    it does not touch the firewall).
+#    kernel), against the same over the host's loopback; on the default
+#    bridge (MTU 1500) and on a network made with --mtu 65535 (loopback's
+#    own MTU is 65536); Docker's peer is its userland proxy (docker-proxy,
+#    what Docker publishes ports with when it does not touch the firewall).
 # 3. Egress limit: iperf3 from a container with --egress-rate 10mbit to the
 #    host; the goal is 10 Mbit/s within ±10 %.
 #
@@ -195,6 +196,14 @@ server=$!
 published=$(iperf_client 5291 "$host_ip")
 wait "$server" || true
 echo "  berth -p (kernel DNAT):           $published Mbit/s ($(percent "$published" "$loopback") % of loopback; goal >= 90 %)"
+"${berth_base[@]}" network create --mtu 65535 "bigmtu$tag" >/dev/null
+"${berth_base[@]}" run --network "bigmtu$tag" -p 5294:5201 "${binds[@]}" busybox \
+    /usr/bin/iperf3 -s -1 >/dev/null 2>&1 &
+server=$!
+big=$(iperf_client 5294 "$host_ip")
+wait "$server" || true
+"${berth_base[@]}" network rm "bigmtu$tag" >/dev/null
+echo "  berth -p, network --mtu 65535:    $big Mbit/s ($(percent "$big" "$loopback") % of loopback)"
 if ((${#docker_cmd[@]})); then
     "${docker_cmd[@]}" run --rm -p 5292:5201 "${binds[@]}" busybox /usr/bin/iperf3 -s -1 >/dev/null 2>&1 &
     server=$!

@@ -240,25 +240,18 @@ fn wait_at_most(
     child: std::process::Child,
     limit: std::time::Duration,
 ) -> std::io::Result<std::process::Output> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    let done = Arc::new(AtomicBool::new(false));
     let pid = rustix::process::Pid::from_child(&child);
-    let watched = done.clone();
+    let (ended, watch) = std::sync::mpsc::channel::<()>();
+    // Wakes when the child ends (the sender is dropped) or at the limit.
     let watchdog = std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + limit;
-        while !watched.load(Ordering::Acquire) {
-            if std::time::Instant::now() >= deadline {
-                // Still our unreaped child (unless it ended this very
-                // moment): its pid is not anyone else's.
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(limit) {
+            // Still our unreaped child (unless it ended this very
+            // moment): its pid is not anyone else's.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     });
     let out = child.wait_with_output();
-    done.store(true, Ordering::Release);
+    drop(ended);
     let _ = watchdog.join();
     out
 }

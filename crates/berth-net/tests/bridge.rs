@@ -510,3 +510,42 @@ fn a_thousand_published_ports_fit_one_rules_transaction() {
     f.networks.detach("many").unwrap();
     assert!(talk(SocketAddr::from((gateway, 41999))).is_err());
 }
+
+#[test]
+fn a_network_gives_its_links_the_mtu_it_was_made_with() {
+    need_root!();
+    let f = fixture();
+    let name = format!("m{}", berth_net_test_tag());
+    let create = |mtu| CreateNetwork {
+        name: name.clone(),
+        mtu: Some(mtu),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.networks.create(&create(100)),
+        Err(NetError::Invalid(_))
+    ));
+    f.networks.create(&create(65535)).unwrap();
+    let request = NetworkRequest {
+        mode: NetworkMode::Named(NetworkName::new(name.clone()).unwrap()),
+        ..Default::default()
+    };
+    let a = f.networks.attach("mtu-a", &[], &request).unwrap();
+    let inner = inside(&a.namespace, || {
+        std::process::Command::new("ip")
+            .args(["-o", "link", "show", "eth0"])
+            .output()
+            .unwrap()
+    });
+    assert!(
+        String::from_utf8_lossy(&inner.stdout).contains("mtu 65535"),
+        "{}",
+        String::from_utf8_lossy(&inner.stdout)
+    );
+    let host_end =
+        std::fs::read_to_string(format!("/sys/class/net/{}/mtu", a.attachment.host_link)).unwrap();
+    assert_eq!(host_end.trim(), "65535");
+    drop(a);
+    f.networks.detach("mtu-a").unwrap();
+    f.networks.remove(&name).unwrap();
+}

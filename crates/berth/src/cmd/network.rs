@@ -26,6 +26,7 @@ pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
             peers,
             local,
             ip_range,
+            mtu,
             json,
         } => {
             let driver = match driver.as_str() {
@@ -45,6 +46,7 @@ pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
                     vni,
                     local,
                     peers,
+                    mtu,
                 })
                 .map_err(net_error)?;
             if json {
