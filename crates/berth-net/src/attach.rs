@@ -385,7 +385,7 @@ impl Networks {
                 .map_err(|e| NetError::io("adding a VXLAN peer", e))?;
         }
         for gone in now.iter().filter(|p| !peers.contains(p)) {
-            links::remove_flood_peer(&route, vxlan, *gone)
+            links::remove_peer(&route, vxlan, *gone)
                 .map_err(|e| NetError::io("removing a VXLAN peer", e))?;
         }
         record.peers = peers.to_vec();

@@ -226,7 +226,9 @@ pub fn set_mac(route: &Netlink, index: u32, mac: [u8; 6]) -> io::Result<()> {
     )
 }
 
-fn flood_entry(vxlan: u32, peer: std::net::Ipv4Addr) -> NeighbourMessage {
+/// A forwarding entry of the VXLAN link `vxlan`: frames for `mac` go to
+/// `peer` (all zeros: the entry unknown and broadcast frames are flooded by).
+fn fdb_entry(vxlan: u32, mac: [u8; 6], peer: std::net::Ipv4Addr) -> NeighbourMessage {
     let mut message = NeighbourMessage::default();
     message.header.family = AddressFamily::Bridge;
     message.header.ifindex = vxlan;
@@ -234,7 +236,7 @@ fn flood_entry(vxlan: u32, peer: std::net::Ipv4Addr) -> NeighbourMessage {
     message.header.flags = vec![NeighbourFlag::Own];
     message
         .attributes
-        .push(NeighbourAttribute::LinkLocalAddress(vec![0; 6]));
+        .push(NeighbourAttribute::LinkLocalAddress(mac.to_vec()));
     message
         .attributes
         .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
@@ -247,7 +249,7 @@ fn flood_entry(vxlan: u32, peer: std::net::Ipv4Addr) -> NeighbourMessage {
 /// `peer` too (an all-zeros forwarding entry: head-end replication).
 pub fn add_flood_peer(route: &Netlink, vxlan: u32, peer: std::net::Ipv4Addr) -> io::Result<()> {
     match route.route_request(
-        RouteNetlinkMessage::NewNeighbour(flood_entry(vxlan, peer)),
+        RouteNetlinkMessage::NewNeighbour(fdb_entry(vxlan, [0; 6], peer)),
         NLM_F_CREATE | NLM_F_APPEND,
         &format!("adding the VXLAN peer {peer}"),
     ) {
@@ -256,23 +258,40 @@ pub fn add_flood_peer(route: &Netlink, vxlan: u32, peer: std::net::Ipv4Addr) -> 
     }
 }
 
-/// Stops flooding to `peer`.
-pub fn remove_flood_peer(route: &Netlink, vxlan: u32, peer: std::net::Ipv4Addr) -> io::Result<()> {
-    match route.route_request(
-        RouteNetlinkMessage::DelNeighbour(flood_entry(vxlan, peer)),
-        0,
-        &format!("removing the VXLAN peer {peer}"),
-    ) {
-        Err(e) if errno_of(&e) == Some(libc::ENOENT) => Ok(()),
-        other => other,
+/// Forgets `peer`: its flood entry and every address learned behind it
+/// (which would otherwise keep sending there until they age out, 5 min).
+pub fn remove_peer(route: &Netlink, vxlan: u32, peer: std::net::Ipv4Addr) -> io::Result<()> {
+    for (mac, dst) in fdb_entries(route, vxlan)? {
+        if dst != peer {
+            continue;
+        }
+        match route.route_request(
+            RouteNetlinkMessage::DelNeighbour(fdb_entry(vxlan, mac, peer)),
+            0,
+            &format!("removing the VXLAN peer {peer}"),
+        ) {
+            Err(e) if errno_of(&e) == Some(libc::ENOENT) => {}
+            other => other?,
+        }
     }
+    Ok(())
 }
 
 /// The peers the VXLAN link `vxlan` floods to.
 pub fn flood_peers(route: &Netlink, vxlan: u32) -> io::Result<Vec<std::net::Ipv4Addr>> {
+    Ok(fdb_entries(route, vxlan)?
+        .into_iter()
+        .filter(|(mac, _)| *mac == [0; 6])
+        .map(|(_, peer)| peer)
+        .collect())
+}
+
+/// Every forwarding entry of the VXLAN link `vxlan` that sends to a peer:
+/// (MAC, peer).
+fn fdb_entries(route: &Netlink, vxlan: u32) -> io::Result<Vec<([u8; 6], std::net::Ipv4Addr)>> {
     let mut request = NeighbourMessage::default();
     request.header.family = AddressFamily::Bridge;
-    let mut peers = Vec::new();
+    let mut entries = Vec::new();
     for answer in route.route_dump(RouteNetlinkMessage::GetNeighbour(request))? {
         let RouteNetlinkMessage::NewNeighbour(entry) = answer else {
             continue;
@@ -280,28 +299,29 @@ pub fn flood_peers(route: &Netlink, vxlan: u32) -> io::Result<Vec<std::net::Ipv4
         if entry.header.ifindex != vxlan {
             continue;
         }
-        let zeros = entry
-            .attributes
-            .iter()
-            .any(|a| matches!(a, NeighbourAttribute::LinkLocalAddress(mac) if mac.iter().all(|b| *b == 0)));
-        if !zeros {
-            continue;
-        }
+        let mut mac = None;
+        let mut peer = None;
         for attribute in &entry.attributes {
-            // In a bridge-family answer the crate cannot tell the
-            // destination's family, and keeps its bytes.
             match attribute {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(peer)) => peers.push(*peer),
+                NeighbourAttribute::LinkLocalAddress(bytes) => {
+                    mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => peer = Some(*ip),
+                // In a bridge-family answer the crate cannot tell the
+                // destination's family, and keeps its bytes.
                 NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
-                    if let Ok(octets) = <[u8; 4]>::try_from(bytes.as_slice()) {
-                        peers.push(std::net::Ipv4Addr::from(octets));
-                    }
+                    peer = <[u8; 4]>::try_from(bytes.as_slice())
+                        .ok()
+                        .map(std::net::Ipv4Addr::from);
                 }
                 _ => {}
             }
         }
+        if let (Some(mac), Some(peer)) = (mac, peer) {
+            entries.push((mac, peer));
+        }
     }
-    Ok(peers)
+    Ok(entries)
 }
 
 /// Removes the link named `name`; a link already gone is no error.
