@@ -389,7 +389,9 @@ impl Networks {
                 .map_err(|e| NetError::io("removing a VXLAN peer", e))?;
         }
         record.peers = peers.to_vec();
-        self.state.save_network(&record)
+        self.state.save_network(&record)?;
+        // Only peers may send VXLAN to this host.
+        self.sync_rules()
     }
 
     /// Sets the containers of an overlay on other hosts, and rewrites the

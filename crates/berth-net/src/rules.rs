@@ -172,6 +172,35 @@ pub fn ruleset(networks: &[Network], attachments: &[Attachment]) -> Vec<Change> 
             ));
         }
     }
+    // VXLAN has no authentication: whoever can send UDP to this host's
+    // port 4789 could put frames on an overlay (a container included, by
+    // the gateway). Only the overlays' peers may.
+    let peers: std::collections::BTreeSet<Ipv4Addr> = networks
+        .iter()
+        .filter(|n| n.vni.is_some())
+        .flat_map(|n| n.peers.iter().copied())
+        .collect();
+    if networks.iter().any(|n| n.vni.is_some()) {
+        let vxlan = || {
+            vec![
+                Expr::Protocol(17),
+                Expr::DestinationPort(crate::links::VXLAN_PORT),
+            ]
+        };
+        for peer in peers {
+            let mut exprs = vec![Expr::SourceNet {
+                net: peer,
+                prefix: 32,
+                equal: true,
+            }];
+            exprs.extend(vxlan());
+            exprs.push(Expr::Accept);
+            changes.push(rule("input", exprs));
+        }
+        let mut exprs = vxlan();
+        exprs.push(Expr::Drop);
+        changes.push(rule("input", exprs));
+    }
     changes.extend(walls);
     changes.push(rule(
         "forward",
