@@ -549,3 +549,76 @@ fn a_network_gives_its_links_the_mtu_it_was_made_with() {
     f.networks.detach("mtu-a").unwrap();
     f.networks.remove(&name).unwrap();
 }
+
+#[test]
+fn a_published_port_is_reached_from_another_host() {
+    need_root!();
+    let f = fixture();
+    // Another host: a network namespace joined to this one by a veth
+    // pair, routing through this host.
+    let tag = berth_net_test_tag();
+    let n = u32::from_str_radix(&tag[..4], 16).unwrap() % 200 + 20;
+    let other = format!("oh{tag}");
+    let (here, there) = (format!("oa{tag}"), format!("ob{tag}"));
+    let ip = |args: &[&str]| {
+        let status = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip {args:?}");
+    };
+    ip(&["netns", "add", &other]);
+    let _gone = NetnsGuard(other.clone());
+    ip(&[
+        "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &other,
+    ]);
+    ip(&["addr", "add", &format!("172.29.{n}.1/24"), "dev", &here]);
+    ip(&["link", "set", &here, "up"]);
+    ip(&[
+        "-n",
+        &other,
+        "addr",
+        "add",
+        &format!("172.29.{n}.2/24"),
+        "dev",
+        &there,
+    ]);
+    ip(&["-n", &other, "link", "set", &there, "up"]);
+
+    let request = NetworkRequest {
+        mode: NetworkMode::Bridge,
+        ports: PublishedPort::parse("47411:8080").unwrap(),
+        ..Default::default()
+    };
+    let a = f.networks.attach("reached", &[], &request).unwrap();
+    let listener = inside(&a.namespace, || TcpListener::bind("0.0.0.0:8080").unwrap());
+    let server = echo_once(listener);
+    let to = SocketAddr::from((format!("172.29.{n}.1").parse::<Ipv4Addr>().unwrap(), 47411));
+    let path = format!("/run/netns/{other}");
+    let answer = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns of this short-lived thread into the other host.
+        assert_eq!(
+            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) },
+            0
+        );
+        talk(to)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(answer.unwrap(), b"hello");
+    server.join().unwrap();
+    drop(a);
+    f.networks.detach("reached").unwrap();
+}
+
+/// Deletes a named network namespace (and the links in it) when dropped.
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
