@@ -169,8 +169,7 @@ impl AgentState {
             | NetworkMode::Macvlan(_)
             | NetworkMode::Cni(_) => {}
         }
-        let mut names = vec![spec.id.to_string(), spec.effective_hostname()];
-        names.dedup();
+        let names = berth_net::files::names_of(spec.id.as_str(), &spec.effective_hostname());
         let attached = self
             .networks
             .attach(spec.id.as_str(), &names, request)

@@ -79,6 +79,11 @@ impl Networks {
                 "network {name} is a macvlan network: bandwidth limits need a bridge network (berth shapes on the host end of a veth)"
             )));
         }
+        if macvlan && request.isolated {
+            return Err(NetError::Unsupported(format!(
+                "network {name} is a macvlan network: isolating a container needs a bridge port"
+            )));
+        }
         if network.internal && !request.ports.is_empty() {
             return Err(NetError::Invalid(format!(
                 "network {name} is internal: nothing from outside reaches it, so no port can be published"

@@ -32,9 +32,10 @@ impl Networks {
             || !request.ports.is_empty()
             || request.egress_rate.is_some()
             || request.ingress_rate.is_some()
+            || request.isolated
         {
             return Err(NetError::Invalid(format!(
-                "cni:{name} takes its addresses, ports and limits from its CNI configuration, not from --ip, -p or the rate flags"
+                "cni:{name} takes its addresses, ports, limits and isolation from its CNI configuration, not from --ip, -p, the rate flags or network_isolated"
             )));
         }
         let list = self.config.cni.load(name)?;

@@ -17,6 +17,14 @@ use std::path::Path;
 /// Where a container's name files go inside it, by file name.
 const MOUNTS: [(&str, &str); 2] = [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")];
 
+/// What a container answers to on its network: its id and its host name
+/// (once when they are the same).
+pub fn names_of(id: &str, hostname: &str) -> Vec<String> {
+    let mut names = vec![id.to_owned(), hostname.to_owned()];
+    names.dedup();
+    names
+}
+
 /// The binds of the name files in `dir`. Read-only: they live in berth's
 /// data dir, where a container's writes would count against no limit.
 pub fn mounts(dir: &Path) -> Vec<BindMount> {

@@ -128,14 +128,14 @@ pub fn net_error(e: berth_net::NetError) -> CliError {
     CliError(ErrorReport::new(e.code(), e.to_string()))
 }
 
-/// Attaches the container when its mode needs it, pointing the spec at the
-/// namespace (held by this process until `leave`) and its name files.
 /// A container on a network, and berth-net to take it off again.
 pub struct Joined {
     networks: Networks,
     attached: Attached,
 }
 
+/// Attaches the container when its mode needs it, pointing the spec at the
+/// namespace (held by this process until `leave`) and its name files.
 pub fn join(
     global: &Global,
     args: &RunArgs,
@@ -162,8 +162,7 @@ pub fn join(
         | NetworkMode::Cni(_) => {}
     }
     let networks = networks(global)?;
-    let mut names = vec![spec.id.to_string(), spec.effective_hostname()];
-    names.dedup();
+    let names = berth_net::files::names_of(spec.id.as_str(), &spec.effective_hostname());
     let attached = networks
         .attach(spec.id.as_str(), &names, &request)
         .map_err(net_error)?;
