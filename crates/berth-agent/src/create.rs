@@ -206,6 +206,7 @@ impl AgentState {
         if let Err(e) = self.networks.detach(id) {
             tracing::warn!(id, "taking the container off its network: {e}");
         }
+        self.remove_idle_overlays();
     }
 
     /// The blocking half of create: resolve the image, build and check the
@@ -325,7 +326,17 @@ impl AgentState {
         });
         self.reserve(&entry, memory_request)?;
         let mut spec = spec;
-        let namespace = match self.join_network(&mut spec, &network) {
+        if let Some(overlay) = &request.overlay {
+            if let Err(e) = self.ensure_overlay(&request.network, overlay) {
+                let _ = self.forget(&entry);
+                return Err(e);
+            }
+        }
+        let joined = self.join_network(&mut spec, &network);
+        if let Some(overlay) = &request.overlay {
+            self.overlay_settled(&overlay.network);
+        }
+        let namespace = match joined {
             Ok(namespace) => namespace,
             Err(e) => {
                 let _ = self.forget(&entry);

@@ -13,7 +13,7 @@ use crate::node;
 use crate::state::AgentState;
 use axum::body::Bytes;
 use berth_api::fleet::{
-    Heartbeat, HeartbeatAccepted, HostReport, JoinAccepted, JoinRequest, Resources,
+    Heartbeat, HeartbeatAccepted, HostReport, JoinAccepted, JoinRequest, OverlaySpec, Resources,
 };
 use berth_api::{ClientError, Endpoint, ErrorBody, Transport};
 use serde::{Deserialize, Serialize};
@@ -271,6 +271,9 @@ pub trait Member: Send + Sync {
     fn report(&self) -> HostReport;
     /// Keeps the identity the server gave (so a restart is the same host).
     fn keep_identity(&self, identity: &Identity) -> Result<(), IdentityError>;
+    /// Takes the fleet's overlay networks this host has members of, from
+    /// a heartbeat's answer (a host without networks has nothing to do).
+    fn follow_overlays(&self, _overlays: Vec<OverlaySpec>) {}
 }
 
 /// A real agent: its report is the machine's.
@@ -286,6 +289,14 @@ impl Member for ThisHost {
 
     fn keep_identity(&self, identity: &Identity) -> Result<(), IdentityError> {
         identity.save(&self.agent.config.data_dir)
+    }
+
+    fn follow_overlays(&self, overlays: Vec<OverlaySpec>) {
+        // Netlink and the network state's lock: off the async threads. The
+        // agent's overlay lock keeps two of these (a slow one and the next
+        // beat's) from interleaving.
+        let agent = self.agent.clone();
+        tokio::task::spawn_blocking(move || agent.follow_overlays(&overlays));
     }
 }
 
@@ -328,7 +339,10 @@ pub async fn keep_joined(
                 .await
             {
                 Ok(answer) => {
-                    interval = Duration::from_millis(answer.heartbeat_interval_ms.max(100))
+                    interval = Duration::from_millis(answer.heartbeat_interval_ms.max(100));
+                    if let Some(overlays) = answer.overlays {
+                        host.follow_overlays(overlays);
+                    }
                 }
                 Err(CallError::Refused(401, message)) => {
                     tracing::warn!(node = %join.name, %message, "the server no longer knows this host: joining again");

@@ -39,6 +39,7 @@ mod memory;
 mod metrics;
 mod node;
 mod open;
+mod overlay;
 mod record;
 mod recover;
 mod shim;

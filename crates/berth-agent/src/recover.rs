@@ -56,6 +56,7 @@ pub(crate) async fn rediscover(agent: &Arc<AgentState>) -> Result<(), ApiError> 
         Ok(_) => {}
         Err(e) => tracing::warn!("collecting network attachments: {e}"),
     }
+    agent.remove_idle_overlays();
     Ok(())
 }
 

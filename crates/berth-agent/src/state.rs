@@ -23,6 +23,8 @@ pub struct AgentState {
     pub events: EventLog,
     /// The host's container networks.
     pub networks: berth_net::Networks,
+    /// The fleet's overlay networks on this host.
+    pub(crate) overlays: crate::overlay::FleetOverlays,
     /// Every container the agent knows, by id.
     pub(crate) containers: RwLock<BTreeMap<String, Arc<Entry>>>,
     /// Image imports and removals one at a time (the store is safe across
@@ -49,6 +51,7 @@ impl AgentState {
             images,
             events,
             networks,
+            overlays: Default::default(),
             containers: RwLock::new(BTreeMap::new()),
             image_lock: tokio::sync::Mutex::new(()),
             _agent_lock: agent_lock,

@@ -52,6 +52,10 @@ pub struct CreateContainer {
     /// it through published ports); the server asks it for every task.
     #[serde(default)]
     pub network_isolated: bool,
+    /// The fleet overlay `network` names, when it is one: the agent makes
+    /// it on first use and adds the peers and members given here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<crate::fleet::OverlaySpec>,
     #[serde(default)]
     pub mounts: Vec<BindMount>,
     #[serde(default)]

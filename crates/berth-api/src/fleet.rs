@@ -83,6 +83,62 @@ pub struct HeartbeatAccepted {
     pub heartbeat_interval_ms: u64,
     /// What the server makes of the host now.
     pub state: NodeState,
+    /// The overlay networks this host has members of, as the server last
+    /// read the fleet (at most about a second old): the host keeps its
+    /// VXLAN peers and its hosts files in step with them, and removes the
+    /// fleet's overlays it no longer has members of. Absent from older
+    /// servers' answers, and when the server could not read the fleet:
+    /// the host then changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlays: Option<Vec<OverlaySpec>>,
+}
+
+/// How a fleet overlay network is named on its hosts: `fleet-<vni>`.
+pub const FLEET_OVERLAY_PREFIX: &str = "fleet-";
+
+/// The name a fleet overlay network has on a host (`fleet-<vni>`): VNIs are
+/// unique in a fleet, project names are not.
+pub fn fleet_overlay_name(vni: u32) -> String {
+    format!("{FLEET_OVERLAY_PREFIX}{vni}")
+}
+
+/// A project's overlay network as one host needs it: the agent makes it on
+/// first use (in `CreateContainer::overlay`) and keeps it in step with the
+/// fleet from each heartbeat's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverlaySpec {
+    /// Its name on the host ([`fleet_overlay_name`] of the VNI).
+    pub network: String,
+    /// The VXLAN network id, unique in the fleet.
+    pub vni: u32,
+    /// The same on every host of the network.
+    #[schema(value_type = String)]
+    pub subnet: ipnet::Ipv4Net,
+    /// No way out of the network (no NAT, no route to the hosts).
+    pub internal: bool,
+    /// This host's address on the hosts' own network: where VXLAN leaves
+    /// from (the host part of the address the agent joined with; none for
+    /// an agent reached over a unix socket, alone on its machine).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub local: Option<std::net::Ipv4Addr>,
+    /// The other hosts with members of the network, by the same kind of
+    /// address: where VXLAN goes, and the only senders taken.
+    #[schema(value_type = Vec<String>)]
+    pub peers: Vec<std::net::Ipv4Addr>,
+    /// The members on other hosts, for this host's hosts files.
+    pub members: Vec<OverlayMember>,
+}
+
+/// A container of an overlay network on another host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayMember {
+    /// The names it answers to (a task's id, then its container's).
+    pub names: Vec<String>,
+    #[schema(value_type = String)]
+    pub address: std::net::Ipv4Addr,
 }
 
 /// Where a host stands in the fleet.

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use crate::fleet::{OverlayMember, OverlaySpec};
 use crate::{
     Allocated, Capacity, ContainerState, ContainerView, CreateContainer, DeleteQuery, ErrorBody,
     Event, EventKind, EventsQuery, ImportImageQuery, InlineFile, KillReason, ListQuery, LogsQuery,
@@ -43,7 +44,7 @@ with a stable code.",
         CreateContainer, InlineFile, ContainerView, ContainerState, KillReason, ContainerResult,
         ErrorBody, ErrorReport, ErrorCode, NodeView, Capacity, Allocated, Used, CgroupMetrics,
         Event, EventKind, Ping, ImageSummary, PruneReport, Limits, SwapLimit, BindMount, NetworkMode, Rlimit,
-        RlimitResource, Scratch, ByteSize, CpuQuota, ContainerId,
+        RlimitResource, Scratch, ByteSize, CpuQuota, ContainerId, OverlaySpec, OverlayMember,
     )),
     modifiers(&BearerOnTcp),
 )]

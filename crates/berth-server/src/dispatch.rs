@@ -71,6 +71,14 @@ impl AgentHandle {
         }
     }
 
+    /// The agent's base URL, as of now.
+    pub(crate) fn address(&self) -> String {
+        match self.reach.read() {
+            Ok(reach) => reach.address.clone(),
+            Err(poisoned) => poisoned.into_inner().address.clone(),
+        }
+    }
+
     /// Whether the host is reached at this address with this credential.
     pub(crate) fn reached_at(&self, address: &str, credential: &str) -> bool {
         let check = |r: &Reach| r.address == address && r.credential == credential;
@@ -170,6 +178,8 @@ pub struct Dispatch {
     pub(crate) connections: berth_api::ConnectionPool,
     /// What placement read of the hosts last time, to tell a change.
     facts: Mutex<crate::dispatcher::PlacementFacts>,
+    /// The fleet's overlay networks, for heartbeats and dispatch.
+    pub(crate) overlays: crate::overlays::OverlayDirectory,
 }
 
 /// The agents, in the store's order and by name (a task names its host;

@@ -18,6 +18,7 @@ mod dispatch;
 mod dispatcher;
 mod fleet;
 mod leadership;
+mod overlays;
 mod scheduler;
 
 pub use api::router;

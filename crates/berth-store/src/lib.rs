@@ -1,7 +1,7 @@
 //! berth-store: the control plane's durable state.
 //!
 //! It owns the projects, tokens, stacks, code revisions (with their zip
-//! packages), tasks, task logs and schedules, in SQLite (the embedded
+//! packages), tasks, task logs, schedules and overlay networks, in SQLite (the embedded
 //! default: one file, WAL) or PostgreSQL, behind one [`Store`] with one set of
 //! versioned schema migrations. Every query a project can reach is scoped by
 //! its project id here, so that a handler cannot forget the tenant check.
@@ -22,5 +22,6 @@ pub use ids::new_id;
 pub use model::*;
 pub use store::{
     Dialect, HeartbeatOutcome, HeartbeatWrite, LeaseGrant, LeaseHolder, PlacementPlanner,
-    ServerRecord, Store, DISPATCH_LEASE, PRIORITY_HEAD_START_MS,
+    ServerRecord, Store, DISPATCH_LEASE, FIRST_FLEET_VNI, FLEET_OVERLAY_POOL, LAST_VNI,
+    PRIORITY_HEAD_START_MS,
 };

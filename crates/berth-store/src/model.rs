@@ -502,3 +502,42 @@ pub struct Schedule {
 pub fn container_name(task_id: &str, attempt: i64) -> String {
     format!("task-{task_id}-{attempt}")
 }
+
+/// A project's overlay network: one layer-2 network across the fleet's
+/// hosts (VXLAN), its addresses given out by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayNetwork {
+    pub project_id: String,
+    pub name: String,
+    /// The VXLAN network id, unique in the fleet and never given twice.
+    pub vni: u32,
+    pub subnet: ipnet::Ipv4Net,
+    /// No way out: no NAT, no route to the hosts' other addresses.
+    pub internal: bool,
+    pub created_at: Millis,
+}
+
+/// An overlay network to make: the store picks the VNI, and the subnet
+/// when none is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOverlay {
+    pub name: String,
+    pub subnet: Option<ipnet::Ipv4Net>,
+    pub internal: bool,
+}
+
+/// A task on an overlay network now: its address there, and the host
+/// running its current attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayMembership {
+    pub project_id: String,
+    pub network: String,
+    pub vni: u32,
+    pub subnet: ipnet::Ipv4Net,
+    pub internal: bool,
+    pub task_id: String,
+    pub attempt: i64,
+    /// The host's id (`tasks.agent`).
+    pub agent: String,
+    pub address: std::net::Ipv4Addr,
+}

@@ -42,6 +42,7 @@ store_tests!(
     schedules_create_and_cancel,
     schedules_fire,
     schedule_of_deleted_code_completes,
+    overlay_networks_and_their_addresses,
 );
 
 db_tests!(
@@ -2438,4 +2439,118 @@ async fn sqlite_writers_recover_after_disk_full() {
     assert!(store.mark_running(&ids[0], 1, T).await.unwrap());
     store.close().await;
     drop(tmpfs);
+}
+
+/// Overlay networks: per project, VNIs and subnets never shared; a task's
+/// address kept across a retry and taken back once it ended; a network
+/// with a task on it is not removed.
+async fn overlay_networks_and_their_addresses(store: Store) {
+    let (project, code) = project_with_code(&store, "c").await;
+    let (other, _) = project_with_code(&store, "c").await;
+    let new = |name: &str, subnet: Option<&str>| NewOverlay {
+        name: name.into(),
+        subnet: subnet.map(|s| s.parse().unwrap()),
+        internal: false,
+    };
+    let first = store
+        .create_overlay(&project, &new("a", None), T)
+        .await
+        .unwrap();
+    assert_eq!(first.vni, FIRST_FLEET_VNI);
+    assert_eq!(first.subnet.to_string(), "10.128.0.0/24");
+    // Same name in another project: its own network.
+    let theirs = store
+        .create_overlay(&other, &new("a", None), T)
+        .await
+        .unwrap();
+    assert_eq!(theirs.vni, FIRST_FLEET_VNI + 1);
+    assert_eq!(theirs.subnet.to_string(), "10.128.1.0/24");
+    for (bad, why) in [
+        (new("a", None), "already has a network"),
+        (new("b", Some("10.128.0.128/25")), "overlaps 10.128.0.0/24"),
+    ] {
+        let err = store.create_overlay(&project, &bad, T).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Conflict(m) if m.contains(why)),
+            "{err}"
+        );
+    }
+    assert_eq!(store.overlays(&project).await.unwrap(), vec![first.clone()]);
+    assert_eq!(store.overlay(&other, "a").await.unwrap(), Some(theirs));
+    assert_eq!(store.overlay(&project, "zz").await.unwrap(), None);
+
+    // Addresses: the lowest after the gateway, one per task, kept.
+    let t1 = queue_one(&store, &project, new_task("c"), T).await;
+    let t2 = queue_one(&store, &project, new_task("c"), T).await;
+    let claim = |task: String| {
+        let store = store.clone();
+        let project = project.clone();
+        async move {
+            store
+                .claim_overlay_address(&project, "a", &task)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(claim(t1.clone()).await, Some("10.128.0.2".parse().unwrap()));
+    assert_eq!(claim(t2.clone()).await, Some("10.128.0.3".parse().unwrap()));
+    assert_eq!(claim(t1.clone()).await, Some("10.128.0.2".parse().unwrap()));
+    // Another project's token names no network of this one.
+    assert_eq!(
+        store
+            .claim_overlay_address(&other, "zz", &t1)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Members: tasks being prepared or running, with their host.
+    assert!(store.overlay_members().await.unwrap().is_empty());
+    let claimed = store.claim_tasks("host-x", 10, T).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let members = store.overlay_members().await.unwrap();
+    assert_eq!(members.len(), 2);
+    assert!(members
+        .iter()
+        .all(|m| m.agent == "host-x" && m.vni == first.vni && m.attempt == 1));
+    assert_eq!(members[0].address.to_string(), "10.128.0.2");
+
+    // In use: not removed.
+    let err = store.delete_overlay(&project, "a").await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("2 task(s)")),
+        "{err}"
+    );
+
+    // A retry keeps the address; an ended task's is taken back.
+    assert!(store
+        .end_attempt(
+            &t1,
+            1,
+            AttemptEnd::Requeue {
+                eligible_at: T,
+                infra: true,
+                msg: None,
+                log: None
+            },
+            T
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .end_attempt(&t2, 1, finished(TaskStatus::Complete, b"", T), T)
+        .await
+        .unwrap());
+    let t3 = queue_one(&store, &project, new_task("c"), T).await;
+    assert_eq!(claim(t3).await, Some("10.128.0.3".parse().unwrap()));
+    assert_eq!(claim(t1.clone()).await, Some("10.128.0.2".parse().unwrap()));
+
+    // Removed once nothing runs on it.
+    store
+        .cancel_code_tasks(&project, &code.id, T)
+        .await
+        .unwrap();
+    assert!(store.delete_overlay(&project, "a").await.unwrap());
+    assert!(!store.delete_overlay(&project, "a").await.unwrap());
+    assert_eq!(store.overlay(&project, "a").await.unwrap(), None);
 }

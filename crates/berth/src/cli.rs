@@ -42,6 +42,7 @@ impl Cli {
             Command::Code(a) => a.json(),
             Command::Task(a) => a.json(),
             Command::Schedule(a) => a.json(),
+            Command::Overlay(a) => a.json(),
             Command::Node(a) => a.json(),
             Command::Pool(a) => a.json(),
             // berthd reports its own errors.
@@ -153,6 +154,8 @@ pub enum Command {
     Task(TaskArgs),
     /// Create, list and cancel schedules on a berth server.
     Schedule(ScheduleArgs),
+    /// A project's overlay networks across the fleet: create, ls, inspect, rm.
+    Overlay(OverlayArgs),
     /// The fleet's hosts: ls, inspect, drain, undrain, label, rm (operator).
     Node(NodeArgs),
     /// Fair-share pools: ls, set, rm (operator).

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Code(_)
             | Command::Task(_)
             | Command::Schedule(_)
+            | Command::Overlay(_)
             | Command::Node(_)
             | Command::Pool(_)
     ) {
@@ -54,6 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Code(args) => cmd::code::run(args),
         Command::Task(args) => cmd::task::run(args),
         Command::Schedule(args) => cmd::schedule::run(args),
+        Command::Overlay(args) => cmd::overlay::run(args),
         Command::Node(args) => cmd::node::run(args),
         Command::Pool(args) => cmd::pool::run(args),
         // `berth server ls` is a client of the servers; the rest of

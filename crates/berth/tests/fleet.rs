@@ -118,6 +118,24 @@ impl Fleet {
         serde_json::from_str(last).unwrap_or(Value::Null)
     }
 
+    /// `berth ARGS`'s standard output, as text.
+    fn berth_text(&self, args: &[&str]) -> String {
+        let out = Command::new(berth_binary())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .envs(&self.env)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "berth {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn queue(&self, code: &str, count: u32, extra: &[&str]) -> Vec<String> {
         let count = count.to_string();
         let mut args = vec!["task", "queue", code, "--json", "--count", &count];
@@ -425,5 +443,176 @@ fn a_fleet_places_by_resources_labels_and_groups_and_survives_a_lost_host() {
             .iter()
             .all(|h| h["alive"] == true),
         "{status}"
+    );
+}
+
+/// A project's overlay network across the fleet: a task on one host
+/// reaches a task on another by its id; a task moved by a lost host keeps
+/// its address and name; an internal overlay has no way out; the hosts
+/// remove the network once no task of theirs is on it.
+#[test]
+fn an_overlay_carries_tasks_between_hosts_by_name() {
+    let fleet = Fleet::up();
+    let pkg = fleet.dir.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("serve.sh"),
+        "mkdir -p /tmp/www\n\
+         echo \"hello from $TASK_ID\" > /tmp/www/index.html\n\
+         exec httpd -f -p 8080 -h /tmp/www\n",
+    )
+    .unwrap();
+    // Busybox's wget crashes on its own -T timeout: the loop bounds it.
+    std::fs::write(
+        pkg.join("fetch.sh"),
+        "target=$(cat \"$PAYLOAD_FILE\"); i=0\n\
+         while [ $i -lt 150 ]; do\n\
+           if wget -q -O - \"http://$target:8080/\"; then exit 0; fi\n\
+           i=$((i+1)); sleep 0.2\n\
+         done\n\
+         exit 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("reach.sh"),
+        "if timeout 5 nc -w 3 $(cat \"$PAYLOAD_FILE\") </dev/null 2>/dev/null; then echo reached; else echo blocked; fi\n",
+    )
+    .unwrap();
+    let pkg = pkg.to_str().unwrap().to_owned();
+    let made = fleet.berth(&["overlay", "create", "backend", "--json"]);
+    assert_eq!(
+        made["vni"].as_u64().map(|v| v >= 1 << 20),
+        Some(true),
+        "{made}"
+    );
+    fleet.berth(&["overlay", "create", "walled", "--internal", "--json"]);
+    for (code, file, network) in [
+        ("serve", "serve.sh", "backend"),
+        ("fetch", "fetch.sh", "backend"),
+        ("reach", "reach.sh", "backend"),
+        ("reach-walled", "reach.sh", "walled"),
+    ] {
+        fleet.berth(&[
+            "code",
+            "push",
+            code,
+            "--runtime",
+            "sh",
+            "--file",
+            file,
+            "--dir",
+            &pkg,
+            "--memory",
+            "16m",
+            "--network",
+            network,
+            "--json",
+        ]);
+    }
+
+    // A server in zone a (host-1 or host-3), a client in zone b (host-2).
+    let server = fleet.queue("serve", 1, &["--constraint", "zone==a"]);
+    let tasks = fleet.wait_for(&server, &["running"], 60);
+    let first_host = tasks[&server[0]]["node"].as_str().unwrap().to_owned();
+    let address_of = |task: &str| {
+        let network = fleet.berth(&["overlay", "inspect", "backend", "--json"]);
+        network["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["task_id"] == task)
+            .map(|t| (t["address"].as_str().unwrap().to_owned(), t["node"].clone()))
+    };
+    let (address, node) = address_of(&server[0]).expect("the server is on the network");
+    assert_eq!(node, first_host.as_str());
+    let fetch = |fleet: &Fleet| {
+        let client = fleet.queue(
+            "fetch",
+            1,
+            &["--constraint", "zone==b", "--payload", &server[0]],
+        );
+        let tasks = fleet.wait_for(&client, &["complete", "error"], 90);
+        let log = fleet.berth_text(&["task", "log", &client[0]]);
+        assert_eq!(tasks[&client[0]]["status"], "complete", "{log}");
+        assert_eq!(log.trim(), format!("hello from {}", server[0]));
+    };
+    fetch(&fleet);
+
+    // The server's host is lost: the retry runs on the other zone-a host,
+    // at the same address, and is reached by the same name.
+    fleet.script(&["kill-host", &first_host]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let moved_to = loop {
+        let tasks = fleet.tasks();
+        let task = &tasks[&server[0]];
+        if task["status"] == "running" && task["node"] != first_host.as_str() {
+            break task["node"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the server never moved: {task}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        address_of(&server[0]),
+        Some((address.clone(), Value::String(moved_to)))
+    );
+    fetch(&fleet);
+
+    // Out of the network: the server's address is reached from a plain
+    // overlay, not from an internal one.
+    let server_at = fleet.env["BERTH_URL"]
+        .trim_start_matches("http://")
+        .replace(':', " ");
+    for (code, expected) in [("reach", "reached"), ("reach-walled", "blocked")] {
+        let task = fleet.queue(code, 1, &["--payload", &server_at]);
+        fleet.wait_for(&task, &["complete"], 60);
+        assert_eq!(
+            fleet.berth_text(&["task", "log", &task[0]]).trim(),
+            expected,
+            "{code}"
+        );
+    }
+
+    // Every task ends; the lost host comes back; no host keeps a fleet
+    // overlay's links, and the networks can go.
+    fleet.berth(&["task", "cancel", &server[0], "--json"]);
+    fleet.script(&["revive-host", &first_host]);
+    let status: Value = serde_json::from_str(&fleet.script(&["status", "--json"])).unwrap();
+    let namespaces: Vec<String> = status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["namespace"].as_str().unwrap().to_owned())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left: Vec<String> = namespaces
+            .iter()
+            .flat_map(|ns| {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", ns, "ip", "-br", "link"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().next())
+                    .filter(|link| link.starts_with("vx-") || link.starts_with("br-"))
+                    .map(|link| format!("{ns}: {link}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fleet overlays left on the hosts: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    fleet.berth(&["overlay", "rm", "backend", "--json"]);
+    fleet.berth(&["overlay", "rm", "walled", "--json"]);
+    assert_eq!(
+        fleet.berth(&["overlay", "ls", "--json"])["networks"],
+        Value::Array(Vec::new())
     );
 }

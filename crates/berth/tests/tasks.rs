@@ -1384,3 +1384,61 @@ fn a_task_fetches_a_url_from_the_host_and_a_code_can_ask_for_no_network() {
     );
     up.stop_and_check_clean();
 }
+
+/// On one host (`berth up`, no fleet), a project's overlay network works
+/// as a private network: tasks reach each other by task id, and the
+/// network leaves the host with its last task.
+#[test]
+fn tasks_of_an_overlay_on_one_host_reach_each_other_by_name() {
+    let up = Up::start(&[]);
+    let made = up.post("/networks", &json!({"name": "backend"}));
+    assert_eq!(made["subnet"], "10.128.0.0/24", "{made}");
+    up.push_code(
+        &json!({"name": "serve", "image": "berth/stack-busybox", "network": "backend",
+                "command": "sh -c 'mkdir /tmp/w && echo \"hi from $TASK_ID\" > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w'"}),
+        None,
+    );
+    up.push_code(
+        &json!({"name": "fetch", "image": "berth/stack-busybox", "network": "backend",
+                "command": "sh -c 'for i in $(seq 50); do wget -qO- http://$(cat $PAYLOAD_FILE):8080/ && exit 0; sleep 0.2; done; exit 1'"}),
+        None,
+    );
+    let server = up.queue(vec![json!({"code_name": "serve", "payload": ""})]);
+    up.wait_for(&server[0], &["running"], Duration::from_secs(60));
+    let client = up.queue(vec![json!({"code_name": "fetch", "payload": server[0]})]);
+    let ends = ["complete", "error", "killed", "timeout"];
+    let fetched = up.wait_for(&client[0], &ends, Duration::from_secs(60));
+    assert_eq!(
+        fetched["status"],
+        "complete",
+        "{fetched}\n{}",
+        up.log_of(&client[0])
+    );
+    assert_eq!(
+        up.log_of(&client[0]).trim(),
+        format!("hi from {}", server[0])
+    );
+    let shown = up.get("/networks/backend");
+    assert_eq!(shown["tasks"][0]["task_id"], server[0].as_str(), "{shown}");
+    assert_eq!(shown["tasks"][0]["address"], "10.128.0.2", "{shown}");
+    up.post(&format!("/tasks/{}/cancel", server[0]), &json!({}));
+    up.wait_for(
+        &server[0],
+        &ends[1..]
+            .iter()
+            .chain(&["cancelled"])
+            .copied()
+            .collect::<Vec<_>>(),
+        Duration::from_secs(30),
+    );
+    let state = up.berth.data_dir().join("network/networks");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&state).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("fleet-"))
+    }) {
+        assert!(Instant::now() < deadline, "the overlay stayed on the host");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    up.stop_and_check_clean();
+}

@@ -67,6 +67,18 @@ pub async fn upload(
 ) -> ApiResult<Json<Value>> {
     let upload = read_upload(&state, req).await?;
     let spec = parse_spec(&state, upload.data, &warnings).await?;
+    if let Some(NetworkMode::Named(network)) = &spec.network {
+        if state
+            .store
+            .overlay(&tenant.project_id, network.as_str())
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::not_found(format!(
+                "data.network {network}: the project has no network of that name (POST /networks makes one)"
+            )));
+        }
+    }
     let package = match upload.file {
         Some(bytes) => Some(check_package(&state, &spec, bytes).await?),
         None if spec.runtime.is_some() => {
@@ -330,18 +342,19 @@ async fn parse_spec(
     })
 }
 
-/// The networks a task may run on: none, or the host's bridge (each task
-/// cut off from the others there). Not the host's own network, another
-/// container's, or a user network (no network is scoped to a project
-/// yet): a project's code must not see the host or other projects' tasks.
+/// The networks a task may run on: none, the host's bridge (each task cut
+/// off from the others there), or one of the project's own overlay
+/// networks (by name; [`upload`] checks the project has it). Not the
+/// host's own network, another container's, a host's networks or CNI: a
+/// project's code must not see the host or other projects' tasks.
 fn task_network(text: &str) -> ApiResult<NetworkMode> {
     let mode: NetworkMode = text
         .parse()
         .map_err(|e: berth_core::spec::SpecError| ApiError::bad(format!("data.{e}")))?;
     match mode {
-        NetworkMode::None | NetworkMode::Bridge => Ok(mode),
+        NetworkMode::None | NetworkMode::Bridge | NetworkMode::Named(_) => Ok(mode),
         other => Err(ApiError::bad(format!(
-            "data.network {other} is not allowed for tasks: give none or bridge"
+            "data.network {other} is not allowed for tasks: give none, bridge or one of the project's networks"
         ))),
     }
 }

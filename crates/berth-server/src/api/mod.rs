@@ -11,6 +11,7 @@ mod auth;
 mod codes;
 mod error;
 mod extract;
+mod networks;
 mod package;
 mod placement_fields;
 mod schedules;
@@ -80,6 +81,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&project("/schedules/{id}"), get(schedules::get))
         .route(&project("/schedules/{id}/cancel"), post(schedules::cancel))
+        .route(
+            &project("/networks"),
+            get(networks::list).post(networks::create),
+        )
+        .route(
+            &project("/networks/{id}"),
+            get(networks::get).delete(networks::delete),
+        )
         .nest("/v1", crate::fleet::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

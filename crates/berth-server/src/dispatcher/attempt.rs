@@ -7,6 +7,7 @@ use super::request::{create_request, package_image};
 use super::shared::Shared;
 use crate::dispatch::AgentHandle;
 use berth_api::{ClientError, ContainerView, ErrorCode};
+use berth_core::network::NetworkMode;
 use berth_core::time::now_millis;
 use berth_store::{container_name, AttemptEnd, ClaimedTask, Millis, Task};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ const WAIT_POLL: Duration = Duration::from_secs(30);
 
 /// Why an attempt could not start (or be followed to its end).
 #[derive(Debug, PartialEq, Eq)]
-enum StartError {
+pub(super) enum StartError {
     /// The task's own fault: it ends in `error`.
     Task(String),
     /// Not the task's fault: run it again.
@@ -297,8 +298,20 @@ async fn start(
             .map_err(|e| StartError::Infra(format!("reading the stack: {e}")))?,
         None => None,
     };
-    let request = create_request(task, code, stack.as_ref(), &shared.config.task)
-        .map_err(|e| StartError::Task(e.0))?;
+    let overlay = match &code.spec.network {
+        Some(NetworkMode::Named(network)) => {
+            Some(super::overlay::place(shared, agent, task, network.as_str()).await?)
+        }
+        _ => None,
+    };
+    let request = create_request(
+        task,
+        code,
+        stack.as_ref(),
+        &shared.config.task,
+        overlay.as_ref(),
+    )
+    .map_err(|e| StartError::Task(e.0))?;
     if let Some(sha) = &code.package_sha256 {
         ensure_package(shared, agent, sha, code.spec.file_name.as_deref()).await?;
     }

@@ -15,6 +15,7 @@ mod facts;
 mod garbage;
 mod hosts;
 mod outcome;
+mod overlay;
 mod placement;
 mod request;
 mod shared;

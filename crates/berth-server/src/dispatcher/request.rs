@@ -10,8 +10,9 @@
 //! - stdout and stderr together form the task log.
 
 use crate::config::TaskDefaults;
+use berth_api::fleet::OverlaySpec;
 use berth_api::{CreateContainer, InlineFile};
-use berth_core::network::NetworkMode;
+use berth_core::network::{NetworkMode, NetworkName};
 use berth_core::spec::Limits;
 use berth_core::{ByteSize, ContainerId, CpuQuota, ImageRef};
 use berth_store::{container_name, CodeRevision, Stack, Task};
@@ -44,13 +45,24 @@ pub fn package_image(sha256: &str) -> String {
 #[error("{0}")]
 pub struct BadTask(pub String);
 
+/// Where a task goes on its code's overlay network: the network as its
+/// host is to make it, and the task's address there (kept across retries).
+#[derive(Debug, Clone)]
+pub struct OverlayPlace {
+    pub spec: OverlaySpec,
+    pub address: std::net::Ipv4Addr,
+}
+
 /// The agent request for the task's current attempt. `stack` is the
-/// classic runtime's stack (required when the code has a `runtime`).
+/// classic runtime's stack (required when the code has a `runtime`);
+/// `overlay` the task's place on its code's overlay network (required when
+/// the code names one).
 pub fn create_request(
     task: &Task,
     code: &CodeRevision,
     stack: Option<&Stack>,
     defaults: &TaskDefaults,
+    overlay: Option<&OverlayPlace>,
 ) -> Result<CreateContainer, BadTask> {
     let id = ContainerId::new(container_name(&task.id, task.attempt))
         .map_err(|e| BadTask(format!("container name: {e}")))?;
@@ -148,6 +160,7 @@ pub fn create_request(
             None,
         ),
     };
+    let network = task_network(task, spec.network.as_ref(), overlay)?;
     Ok(CreateContainer {
         id: Some(id),
         image,
@@ -156,23 +169,12 @@ pub fn create_request(
         env,
         working_dir,
         user: None,
-        hostname: None,
-        // Tasks reach the network as on IronWorker unless their code asks
-        // for none; each on its own at layer 2, so that no project's task
-        // reaches another's. The store's value is checked again: only
-        // these two ever reach an agent.
-        network: match &spec.network {
-            None | Some(NetworkMode::Bridge) => NetworkMode::Bridge,
-            Some(NetworkMode::None) => NetworkMode::None,
-            Some(other) => {
-                return Err(BadTask(format!(
-                    "network {other} is not one a task may use (none or bridge)"
-                )))
-            }
-        },
-        network_isolated: true,
+        hostname: network.hostname,
+        network: network.mode,
+        network_isolated: network.isolated,
+        overlay: network.overlay,
         ports: Vec::new(),
-        ip: None,
+        ip: network.ip,
         egress_rate: None,
         ingress_rate: None,
         mounts: Vec::new(),
@@ -204,4 +206,54 @@ pub fn create_request(
             },
         ],
     })
+}
+
+/// How a task's container is put on the network.
+struct TaskNetwork {
+    mode: NetworkMode,
+    isolated: bool,
+    ip: Option<std::net::Ipv4Addr>,
+    hostname: Option<String>,
+    overlay: Option<OverlaySpec>,
+}
+
+/// Tasks reach the network as on IronWorker unless their code asks for
+/// none: on the host's bridge, each on its own at layer 2, so that no
+/// project's task reaches another's. A code may name one of its project's
+/// overlay networks instead: its tasks then reach each other there, by
+/// task id (the hostname), at addresses the server gave. The store's value
+/// is checked again: only these ever reach an agent.
+fn task_network(
+    task: &Task,
+    asked: Option<&NetworkMode>,
+    overlay: Option<&OverlayPlace>,
+) -> Result<TaskNetwork, BadTask> {
+    let plain = |mode| TaskNetwork {
+        mode,
+        isolated: true,
+        ip: None,
+        hostname: None,
+        overlay: None,
+    };
+    match asked {
+        None | Some(NetworkMode::Bridge) => Ok(plain(NetworkMode::Bridge)),
+        Some(NetworkMode::None) => Ok(plain(NetworkMode::None)),
+        Some(NetworkMode::Named(name)) => {
+            let place = overlay.ok_or_else(|| {
+                BadTask(format!("network {name}: the task was given no place on it"))
+            })?;
+            let host_name = NetworkName::new(place.spec.network.clone())
+                .map_err(|e| BadTask(format!("network {name}: {e}")))?;
+            Ok(TaskNetwork {
+                mode: NetworkMode::Named(host_name),
+                isolated: false,
+                ip: Some(place.address),
+                hostname: Some(task.id.clone()),
+                overlay: Some(place.spec.clone()),
+            })
+        }
+        Some(other) => Err(BadTask(format!(
+            "network {other} is not one a task may use (none, bridge or a project's network)"
+        ))),
+    }
 }

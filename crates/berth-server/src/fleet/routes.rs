@@ -106,9 +106,19 @@ async fn heartbeat(
     } else {
         NodeState::Ready
     };
+    // Without a read of the fleet the host is told nothing of its
+    // overlays (and changes nothing), never "none".
+    let overlays = match state.dispatch.overlays.view(&state.store).await {
+        Ok(view) => Some(view.for_host(&outcome.node_id)),
+        Err(e) => {
+            tracing::warn!(node = %outcome.name, "reading the fleet's overlay networks: {e}");
+            None
+        }
+    };
     Ok(Json(HeartbeatAccepted {
         heartbeat_interval_ms: millis(state.config.fleet.interval_for(fleet_size(&state))),
         state: state_now,
+        overlays,
     }))
 }
 

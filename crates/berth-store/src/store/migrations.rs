@@ -284,6 +284,34 @@ CREATE INDEX tasks_pool_queue ON tasks (pool, sort_key, id) WHERE status = 'queu
 ALTER TABLE code_revisions ADD COLUMN network TEXT;
 "#,
     },
+    Migration {
+        version: 9,
+        sql: r#"
+-- A project's overlay networks across the fleet. The VNI is the fleet's
+-- (never given twice); subnets never overlap, so that any host can carry
+-- any set of them.
+CREATE TABLE overlay_networks (
+    project_id TEXT NOT NULL REFERENCES projects(id),
+    name TEXT NOT NULL,
+    vni BIGINT NOT NULL UNIQUE,
+    subnet TEXT NOT NULL UNIQUE,
+    internal BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (project_id, name)
+);
+-- A task's address on its code's overlay network, claimed by the
+-- dispatcher at its first attempt and kept while the task is queued or
+-- runs (a retry on another host keeps it); a claim of a task that ended is
+-- taken back by the next claim on that network.
+CREATE TABLE overlay_addresses (
+    task_id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    network TEXT NOT NULL,
+    address TEXT NOT NULL,
+    UNIQUE (project_id, network, address)
+);
+"#,
+    },
 ];
 
 /// The newest schema version this binary knows.

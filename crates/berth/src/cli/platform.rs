@@ -378,6 +378,10 @@ pub struct CodePushArgs {
     pub priority: Option<u8>,
     #[command(flatten)]
     pub placement: PlacementArgs,
+    /// The network tasks run on: bridge (the host's, NAT out; the default),
+    /// none, or one of the project's overlays (`berth overlay create`).
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Option<String>,
     /// Print JSON (the server's answer) for scripts.
     #[arg(long)]
     pub json: bool,
@@ -694,6 +698,66 @@ impl ScheduleArgs {
             ScheduleCommand::Ls { json }
             | ScheduleCommand::Show { json, .. }
             | ScheduleCommand::Cancel { json, .. } => *json,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct OverlayArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: OverlayCommand,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(defer = true)]
+pub enum OverlayCommand {
+    /// Make an overlay network of the project, spanning the fleet's hosts.
+    /// A code joins it with `berth code push --network NAME`; its tasks reach
+    /// each other by task id from any host, and keep their address when a
+    /// retry moves them.
+    #[command(after_help = "Examples:\n  berth overlay create backend\n  \
+berth overlay create --subnet 10.42.0.0/24 --internal db\n  \
+berth code push api --image web --network backend")]
+    Create {
+        name: String,
+        /// The network's addresses, a private /16 to /29 [default: the next free
+        /// /24 of 10.128.0.0/11].
+        #[arg(long, value_name = "CIDR")]
+        subnet: Option<String>,
+        /// No way out: tasks reach each other only.
+        #[arg(long)]
+        internal: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the project's overlay networks.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an overlay network and the tasks on it now.
+    Inspect {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an overlay network no queued or running task is on.
+    Rm {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl OverlayArgs {
+    pub fn json(&self) -> bool {
+        match &self.command {
+            OverlayCommand::Create { json, .. }
+            | OverlayCommand::Ls { json }
+            | OverlayCommand::Inspect { json, .. }
+            | OverlayCommand::Rm { json, .. } => *json,
         }
     }
 }

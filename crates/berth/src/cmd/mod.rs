@@ -6,6 +6,7 @@ pub mod image;
 pub mod info;
 pub mod network;
 pub mod node;
+pub mod overlay;
 pub mod pool;
 pub mod remote;
 pub mod run;

@@ -214,6 +214,9 @@ fn push(api: &Api, args: CodePushArgs) -> Result<(), CliError> {
     if let Some(secs) = args.retries_delay {
         data.insert("retries_delay".into(), json!(secs));
     }
+    if let Some(network) = &args.network {
+        data.insert("network".into(), json!(network));
+    }
     if let Some(p) = args.priority {
         data.insert("default_priority".into(), json!(p));
     }
