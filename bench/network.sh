@@ -25,6 +25,11 @@
 #    what Docker publishes ports with when it does not touch the firewall).
 # 3. Egress limit: iperf3 from a container with --egress-rate 10mbit to the
 #    host; the goal is 10 Mbit/s within ±10 %.
+# 4. Overlay: two test hosts (network namespaces joined by a veth pair, MTU
+#    1500, their "direct link"), each with its own berth data dir and the
+#    same overlay network (VXLAN, MTU 1450); iperf3 from a container on one
+#    to a container on the other, against iperf3 between the hosts
+#    themselves over the direct link.
 #
 # The containers see the host's iperf3 through read-only binds of /usr and
 # /lib. Nothing is left: a private data dir and bridge, removed at exit.
@@ -68,8 +73,15 @@ berth_base=("$berth" --data-dir "$work/data" --cgroup-parent "$cgroup_parent" --
     --cni-conf-dir "$work/cni")
 dockerd_pid=""
 cni_bridge="cnb$tag"
+hosts=("bnb$tag-a" "bnb$tag-b")
 cleanup() {
     set +e
+    local h
+    for h in a b; do
+        [[ -d $work/host-$h ]] && ip netns exec "bnb$tag-$h" "$berth" --data-dir "$work/host-$h" \
+            --cgroup-parent "$cgroup_parent" gc >/dev/null 2>&1
+    done
+    for h in "${hosts[@]}"; do ip netns del "$h" 2>/dev/null; done
     if [[ -n $dockerd_pid ]]; then
         stop_gracefully "$dockerd_pid" 20 dockerd
         ip link del docker0 2>/dev/null
@@ -222,3 +234,40 @@ limited=$("${berth_base[@]}" run --network bridge --egress-rate 10mbit "${binds[
     awk -F'[:,]' '/"sum_received"/ { s = 1 } s && /"bits_per_second"/ { printf "%.2f", $2 / 1e6; exit }')
 wait "$server" || true
 echo "  received: $limited Mbit/s through a 10 Mbit/s limit ($(awk -v a="$limited" 'BEGIN { printf "%+.1f", 100 * (a - 10) / 10 }') %; goal within ±10 %)"
+
+# ---------------------------------------------------------------------------
+echo "==> overlay between two test hosts (iperf3, $seconds s, one TCP stream)"
+# host_berth a|b ARGS: berth on that test host (its namespace, its data dir).
+host_berth() {
+    local h=$1
+    shift
+    ip netns exec "bnb$tag-$h" "$berth" --data-dir "$work/host-$h" --cgroup-parent "$cgroup_parent" "$@"
+}
+link=10.67.$((RANDOM % 200 + 20))
+for h in a b; do
+    ip netns add "bnb$tag-$h"
+    ip -n "bnb$tag-$h" link set lo up
+    host_berth "$h" image import busybox "$tarball" >/dev/null
+done
+ip link add "bnb$tag-va" netns "bnb$tag-a" type veth peer name "bnb$tag-vb" netns "bnb$tag-b"
+ip -n "bnb$tag-a" addr add "$link.1/24" dev "bnb$tag-va"
+ip -n "bnb$tag-b" addr add "$link.2/24" dev "bnb$tag-vb"
+ip -n "bnb$tag-a" link set "bnb$tag-va" up
+ip -n "bnb$tag-b" link set "bnb$tag-vb" up
+host_berth a network create --driver overlay --vni 4242 --subnet 10.68.0.0/24 \
+    --local "$link.1" --peer "$link.2" ov >/dev/null
+host_berth b network create --driver overlay --vni 4242 --subnet 10.68.0.0/24 \
+    --local "$link.2" --peer "$link.1" ov >/dev/null
+ip netns exec "bnb$tag-a" iperf3 -s -p 5295 -1 >/dev/null 2>&1 &
+server=$!
+direct=$(ip netns exec "bnb$tag-b" bash -c "$(declare -f iperf_client); seconds=$seconds; iperf_client 5295 $link.1")
+wait "$server" || true
+echo "  direct link (veth, MTU 1500):     $direct Mbit/s"
+host_berth a run --network ov --ip 10.68.0.2 "${binds[@]}" busybox /usr/bin/iperf3 -s -1 >/dev/null 2>&1 &
+server=$!
+over=$(host_berth b run --network ov --ip 10.68.0.3 "${binds[@]}" busybox sh -c \
+    "for i in \$(seq 50); do /usr/bin/iperf3 -c 10.68.0.2 -t $seconds -J 2>/dev/null && exit 0; sleep 0.1; done; exit 1" |
+    awk -F'[:,]' '/"sum_received"/ { s = 1 } s && /"bits_per_second"/ { printf "%.0f", $2 / 1e6; exit }')
+wait "$server" || true
+for h in a b; do host_berth "$h" network rm ov >/dev/null; done
+echo "  overlay (VXLAN, MTU 1450):        ${over:-0} Mbit/s ($(percent "${over:-0}" "$direct") % of the direct link)"
