@@ -329,6 +329,7 @@ impl AgentState {
         if let Some(overlay) = &request.overlay {
             if let Err(e) = self.ensure_overlay(&request.network, overlay) {
                 let _ = self.forget(&entry);
+                self.remove_idle_overlays();
                 return Err(e);
             }
         }
@@ -340,6 +341,9 @@ impl AgentState {
             Ok(namespace) => namespace,
             Err(e) => {
                 let _ = self.forget(&entry);
+                if request.overlay.is_some() {
+                    self.remove_idle_overlays();
+                }
                 return Err(e);
             }
         };

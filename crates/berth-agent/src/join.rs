@@ -280,6 +280,9 @@ pub trait Member: Send + Sync {
 struct ThisHost {
     agent: crate::Agent,
     allocatable: Allocatable,
+    /// The newest heartbeat answer's overlays, for the one task that
+    /// applies them (in order, never two at once).
+    overlays: tokio::sync::watch::Sender<Option<Vec<OverlaySpec>>>,
 }
 
 impl Member for ThisHost {
@@ -292,12 +295,32 @@ impl Member for ThisHost {
     }
 
     fn follow_overlays(&self, overlays: Vec<OverlaySpec>) {
-        // Netlink and the network state's lock: off the async threads. The
-        // agent's overlay lock keeps two of these (a slow one and the next
-        // beat's) from interleaving.
-        let agent = self.agent.clone();
-        tokio::task::spawn_blocking(move || agent.follow_overlays(&overlays));
+        // The newest wins: a follower still busy with an older answer
+        // takes this one next, and skips any in between.
+        self.overlays.send_replace(Some(overlays));
     }
+}
+
+/// Applies heartbeat answers' overlays one after another, the newest
+/// first, off the async threads (netlink, the network state's lock).
+fn spawn_overlay_follower(
+    agent: crate::Agent,
+) -> tokio::sync::watch::Sender<Option<Vec<OverlaySpec>>> {
+    let (answers, mut newest) = tokio::sync::watch::channel::<Option<Vec<OverlaySpec>>>(None);
+    tokio::spawn(async move {
+        while newest.changed().await.is_ok() {
+            let Some(overlays) = newest.borrow_and_update().clone() else {
+                continue;
+            };
+            let agent = agent.clone();
+            if let Err(e) =
+                tokio::task::spawn_blocking(move || agent.follow_overlays(&overlays)).await
+            {
+                tracing::error!("keeping the fleet's overlays in step: {e}");
+            }
+        }
+    });
+    answers
 }
 
 /// Joins the fleet, then heartbeats until the process ends; joins again
@@ -306,6 +329,7 @@ pub async fn run(agent: crate::Agent, join: JoinConfig, identity: Identity) {
     let servers = Servers::new(&join.servers);
     let host = ThisHost {
         allocatable: join.allocatable,
+        overlays: spawn_overlay_follower(agent.clone()),
         agent,
     };
     keep_joined(&host, &join, identity, &servers).await

@@ -12,7 +12,7 @@
 use crate::error::ApiError;
 use crate::state::AgentState;
 use berth_api::fleet::{fleet_overlay_name, OverlaySpec, FLEET_OVERLAY_PREFIX};
-use berth_core::network::NetworkMode;
+use berth_core::network::{NetworkMode, FIRST_FLEET_VNI};
 use berth_core::ErrorCode;
 use berth_net::{CreateNetwork, Driver, Member, NetError, Network};
 use std::collections::{BTreeSet, HashMap};
@@ -207,7 +207,7 @@ fn is_fleet_overlay(network: &Network) -> bool {
     network.driver == Driver::Overlay
         && network
             .vni
-            .is_some_and(|vni| network.name == fleet_overlay_name(vni))
+            .is_some_and(|vni| vni >= FIRST_FLEET_VNI && network.name == fleet_overlay_name(vni))
         && network.name.starts_with(FLEET_OVERLAY_PREFIX)
 }
 

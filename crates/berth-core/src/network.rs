@@ -10,6 +10,11 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+/// The first VXLAN network id the fleet gives its overlays (`fleet-<vni>`
+/// on hosts): well above the small numbers people pick by hand for
+/// `berth network create --driver overlay --vni`.
+pub const FIRST_FLEET_VNI: u32 = 1 << 20;
+
 /// `--network`: where a container's network namespace comes from and what
 /// is in it. Written as Docker writes it: `none`, `host`, `bridge`, a user
 /// network's name, `container:ID`, plus berth's `macvlan:PARENT` and

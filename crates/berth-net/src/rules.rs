@@ -130,6 +130,18 @@ pub fn ruleset(networks: &[Network], attachments: &[Attachment]) -> Vec<Change> 
                 Expr::Drop,
             ],
         ));
+        // Containers never send VXLAN: a container could otherwise reach
+        // another host's overlays through this host's masquerade, from an
+        // address those hosts take VXLAN from (their peer's).
+        walls.push(rule(
+            "forward",
+            vec![
+                from(true),
+                Expr::Protocol(17),
+                Expr::DestinationPort(crate::links::VXLAN_PORT),
+                Expr::Drop,
+            ],
+        ));
         if network.internal {
             walls.push(rule("forward", vec![from(true), on(false), Expr::Drop]));
             walls.push(rule("forward", vec![on(true), from(false), Expr::Drop]));
@@ -269,10 +281,18 @@ mod tests {
                 .filter(|c| matches!(c, Change::AddRule { exprs, .. } if exprs.last() == Some(&Expr::Drop)))
                 .count()
         };
-        // Both keep containers off the host's loopback; the internal one
-        // also walls the bridge both ways and the host's other addresses.
-        assert_eq!(drops(&open), 1);
-        assert_eq!(drops(&walled), 4);
+        // Both keep containers off the host's loopback and from sending
+        // VXLAN; the internal one also walls the bridge both ways and the
+        // host's other addresses.
+        assert_eq!(drops(&open), 2);
+        assert_eq!(drops(&walled), 5);
+        let vxlan_out = open.iter().any(|c| {
+            matches!(c, Change::AddRule { chain, exprs } if chain == "forward"
+                && exprs.contains(&Expr::InputInterface { name: "br-a".into(), equal: true })
+                && exprs.contains(&Expr::DestinationPort(crate::links::VXLAN_PORT))
+                && exprs.last() == Some(&Expr::Drop))
+        });
+        assert!(vxlan_out, "containers may not send VXLAN: {open:?}");
     }
 
     #[test]

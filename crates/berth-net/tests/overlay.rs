@@ -195,6 +195,57 @@ fn containers_on_two_hosts_share_an_overlay() {
     });
     assert_eq!(receiver.join().unwrap(), 1 << 20);
 
+    // A container sends no VXLAN: masqueraded, it would come from a peer's
+    // address, which other hosts take VXLAN from, and could put frames on
+    // their overlays. A third host C, linked to A, listens on UDP 4789
+    // (and 4790, to show the path works).
+    let c = Host::new(format!("ovC{t:08x}"));
+    let (ua2, uc) = (format!("ua2{t:07x}"), format!("uc{t:08x}"));
+    ip(&[
+        "link", "add", &ua2, "netns", &a.netns, "type", "veth", "peer", "name", &uc, "netns",
+        &c.netns,
+    ]);
+    let second = format!("172.31.{n}.2");
+    for (host, link, address) in [
+        (&a, &ua2, format!("172.31.{n}.1")),
+        (&c, &uc, second.clone()),
+    ] {
+        ip(&[
+            "-n",
+            &host.netns,
+            "addr",
+            "add",
+            &format!("{address}/24"),
+            "dev",
+            link,
+        ]);
+        ip(&["-n", &host.netns, "link", "set", link, "up"]);
+    }
+    let listen = |port: u16| {
+        c.run(|_| {
+            let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            socket
+        })
+    };
+    let (catcher, control) = (listen(4789), listen(4790));
+    let second_ip: Ipv4Addr = second.parse().unwrap();
+    inside(&alpha.namespace, move || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for port in [4789, 4790] {
+            socket.send_to(b"vxlan?", (second_ip, port)).unwrap();
+        }
+    });
+    let mut buf = [0u8; 16];
+    assert!(
+        control.recv(&mut buf).is_ok(),
+        "the control datagram (port 4790) did not arrive"
+    );
+    let sent = catcher.recv(&mut buf);
+    assert!(sent.is_err(), "a container sent to a VXLAN port: {sent:?}");
+
     // Peers follow the fleet: once the hosts drop each other, A's
     // containers no longer reach B's.
     a.run(|net| net.set_peers(&name, &[])).unwrap();

@@ -3,9 +3,10 @@
 //! those members' names and addresses (its hosts files).
 //!
 //! Read from the store (tasks being prepared or running with an address,
-//! and the hosts' addresses) at most once per [`FRESH_FOR`] by each
+//! and their hosts' addresses) at most once per [`FRESH_FOR`] by each
 //! server, however many heartbeats ask: at 2,500 heartbeats a second a
-//! read per beat would be the store's heaviest work. A host hears of a new
+//! read per beat would be the store's heaviest work. A heartbeat never
+//! waits for a read another caller has begun: it gets the last view. A host hears of a new
 //! member elsewhere at its next heartbeat (the dispatcher reads the view
 //! again after each address it claims, so the next answers have it); a
 //! new member's own host is told the network's state at once, in its
@@ -13,7 +14,7 @@
 
 use berth_api::fleet::{fleet_overlay_name, OverlayMember, OverlaySpec};
 use berth_store::{container_name, OverlayMembership, Store, StoreError};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,37 +25,79 @@ pub const FRESH_FOR: Duration = Duration::from_secs(1);
 /// The last read, shared by the heartbeat handlers and the dispatcher.
 #[derive(Default)]
 pub struct OverlayDirectory {
-    last: tokio::sync::Mutex<Option<(Instant, Arc<OverlayView>)>>,
+    last: std::sync::RwLock<Option<(Instant, Arc<OverlayView>)>>,
+    /// Held by the one reading the store: others answer from the last
+    /// view meanwhile (heartbeats) or wait for the new one (dispatch).
+    reading: tokio::sync::Mutex<()>,
 }
 
 impl OverlayDirectory {
-    /// The view, read again if it is older than [`FRESH_FOR`] (one reader
-    /// at a time; the others wait for its answer).
+    /// A view at most [`FRESH_FOR`] old, for a heartbeat's answer. While
+    /// another caller reads the store, the last view is answered at once
+    /// (a heartbeat never waits on the store for it, unless there is no
+    /// view yet).
     pub async fn view(&self, store: &Store) -> Result<Arc<OverlayView>, StoreError> {
         let since = Instant::now()
             .checked_sub(FRESH_FOR)
             .unwrap_or_else(Instant::now);
-        self.view_read_after(store, since).await
+        if let Some(view) = self.read_since(since) {
+            return Ok(view);
+        }
+        match self.reading.try_lock() {
+            Ok(reading) => self.read_again(store, since, reading).await,
+            Err(_) => match self.last_view() {
+                Some(view) => Ok(view),
+                None => {
+                    let reading = self.reading.lock().await;
+                    self.read_again(store, since, reading).await
+                }
+            },
+        }
     }
 
-    /// The view, read again unless the last read began after `since`:
-    /// the dispatcher asks for one that has its newest claim in it (and
-    /// the next heartbeats of the network's other hosts get it too).
+    /// A view whose read began after `since`: the dispatcher asks for one
+    /// with its newest claim in it (and the next heartbeats of the
+    /// network's other hosts get it too).
     pub async fn view_read_after(
         &self,
         store: &Store,
         since: Instant,
     ) -> Result<Arc<OverlayView>, StoreError> {
-        let mut last = self.last.lock().await;
-        if let Some((read_at, view)) = last.as_ref() {
-            if *read_at > since {
-                return Ok(view.clone());
-            }
+        if let Some(view) = self.read_since(since) {
+            return Ok(view);
+        }
+        let reading = self.reading.lock().await;
+        self.read_again(store, since, reading).await
+    }
+
+    /// Reads the store, unless a read that began after `since` ended while
+    /// this caller waited for its turn.
+    async fn read_again(
+        &self,
+        store: &Store,
+        since: Instant,
+        _reading: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<Arc<OverlayView>, StoreError> {
+        if let Some(view) = self.read_since(since) {
+            return Ok(view);
         }
         let began = Instant::now();
         let view = Arc::new(read(store).await?);
-        *last = Some((began, view.clone()));
+        if let Ok(mut last) = self.last.write() {
+            *last = Some((began, view.clone()));
+        }
         Ok(view)
+    }
+
+    fn read_since(&self, since: Instant) -> Option<Arc<OverlayView>> {
+        let last = self.last.read().ok()?;
+        let (began, view) = last.as_ref()?;
+        (*began > since).then(|| view.clone())
+    }
+
+    fn last_view(&self) -> Option<Arc<OverlayView>> {
+        let last = self.last.read().ok()?;
+        last.as_ref().map(|(_, view)| view.clone())
     }
 }
 
@@ -63,20 +106,48 @@ async fn read(store: &Store) -> Result<OverlayView, StoreError> {
     if members.is_empty() {
         return Ok(OverlayView::default());
     }
-    let addresses = store
-        .nodes()
-        .await?
-        .into_iter()
-        .filter_map(|node| underlay_address(&node.address).map(|ip| (node.id, ip)))
-        .collect();
+    let hosts: HashSet<&str> = members.iter().map(|m| m.agent.as_str()).collect();
+    let mut addresses = HashMap::new();
+    for node in store.nodes().await? {
+        if hosts.contains(node.id.as_str()) {
+            if let Some(ip) = underlay_address(&node.address).await {
+                addresses.insert(node.id, ip);
+            }
+        }
+    }
     Ok(OverlayView::build(&members, addresses))
 }
 
-/// The IPv4 address in an agent's base URL (`http://10.0.0.7:7420`): where
-/// the host's VXLAN traffic goes. `None` for a unix socket or a name.
-pub fn underlay_address(url: &str) -> Option<Ipv4Addr> {
+/// How long a host's name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The IPv4 address of an agent's base URL (`http://10.0.0.7:7420`, or a
+/// name, resolved): where the host's VXLAN traffic goes. `None` for a
+/// unix socket, or a name that does not resolve to IPv4 (logged).
+pub async fn underlay_address(url: &str) -> Option<Ipv4Addr> {
     let uri: axum::http::Uri = url.parse().ok()?;
-    uri.host()?.parse().ok()
+    let host = uri.host()?;
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
+    let port = uri.port_u16().unwrap_or(80);
+    let resolved =
+        tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await;
+    let found = match resolved {
+        Ok(Ok(mut addresses)) => addresses.find_map(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        }),
+        Ok(Err(e)) => {
+            tracing::warn!(%url, "a host's name does not resolve, so it takes no overlay traffic: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%url, "a host's name took over {RESOLVE_TIMEOUT:?} to resolve; no overlay traffic to it now");
+            None
+        }
+    };
+    found
 }
 
 /// One network's members, by host.
@@ -244,13 +315,20 @@ mod tests {
         assert!(view.for_host("d").is_empty());
     }
 
-    #[test]
-    fn the_underlay_address_is_the_agents_ip() {
+    #[tokio::test]
+    async fn the_underlay_address_is_the_agents_ip_or_its_names() {
         assert_eq!(
-            underlay_address("http://10.200.0.2:7420"),
+            underlay_address("http://10.200.0.2:7420").await,
             Some(Ipv4Addr::new(10, 200, 0, 2))
         );
-        assert_eq!(underlay_address("http://agent.example:7420"), None);
-        assert_eq!(underlay_address("unix:///run/berth.sock"), None);
+        assert_eq!(
+            underlay_address("http://localhost:7420").await,
+            Some(Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(
+            underlay_address("http://no-such-host.invalid:7420").await,
+            None
+        );
+        assert_eq!(underlay_address("unix:///run/berth.sock").await, None);
     }
 }

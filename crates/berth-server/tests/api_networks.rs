@@ -24,7 +24,7 @@ fn networks_round_trip(h: &Harness) {
     assert!(made["vni"].as_u64().unwrap() >= 1 << 20);
     let r = h.post_json(
         "networks",
-        &json!({"name": "db", "subnet": "10.42.0.0/28", "internal": true}),
+        &json!({"name": "db", "subnet": "10.140.0.0/28", "internal": true}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
 
@@ -38,7 +38,7 @@ fn networks_round_trip(h: &Harness) {
     assert_eq!(names, ["backend", "db"]);
     let db = h.get("networks/db").json();
     assert_eq!(db["internal"], true);
-    assert_eq!(db["subnet"], "10.42.0.0/28");
+    assert_eq!(db["subnet"], "10.140.0.0/28");
     assert_eq!(db["tasks"], Value::Array(Vec::new()));
 
     // Another project sees none of them, and may use the same name.
@@ -58,7 +58,7 @@ fn networks_round_trip(h: &Harness) {
 fn bad_networks_store_nothing(h: &Harness) {
     h.post_json(
         "networks",
-        &json!({"name": "taken", "subnet": "10.42.0.0/24"}),
+        &json!({"name": "taken", "subnet": "10.140.0.0/24"}),
     );
     for (body, status, needle) in [
         (json!({}), 400, "name is required"),
@@ -67,24 +67,29 @@ fn bad_networks_store_nothing(h: &Harness) {
         (
             json!({"name": "x", "subnet": "8.8.8.0/24"}),
             400,
-            "private range",
+            "overlay pool",
         ),
         (
-            json!({"name": "x", "subnet": "10.42.1.7/24"}),
+            json!({"name": "x", "subnet": "10.0.2.0/24"}),
+            400,
+            "overlay pool",
+        ),
+        (
+            json!({"name": "x", "subnet": "10.140.1.7/24"}),
             400,
             "host bits",
         ),
         (
-            json!({"name": "x", "subnet": "10.0.0.0/8"}),
+            json!({"name": "x", "subnet": "10.128.0.0/12"}),
             400,
             "/16 to a /29",
         ),
         (json!({"name": "x", "internal": "yes"}), 400, "internal"),
         (json!({"name": "taken"}), 409, "already has a network"),
         (
-            json!({"name": "x", "subnet": "10.42.0.128/25"}),
+            json!({"name": "x", "subnet": "10.140.0.128/25"}),
             409,
-            "overlaps 10.42.0.0/24",
+            "overlaps another",
         ),
     ] {
         assert_error(&h.post_json("networks", &body), status, needle);
@@ -107,7 +112,7 @@ fn codes_name_their_own_projects_networks_only(h: &Harness) {
     assert_eq!(r.status, 200, "{}", r.text());
     let shown = h.get("codes").json();
     assert_eq!(shown["codes"][0]["network"], "mine", "{shown}");
-    assert_error(&code(&h.client, "theirs"), 404, "no network of that name");
+    assert_error(&code(&h.client, "theirs"), 400, "no network of that name");
     assert_error(&code(&h.client, "host"), 400, "not allowed for tasks");
     assert_error(&code(&h.client, "cni:x"), 400, "not allowed for tasks");
     assert_eq!(code(&other, "theirs").status, 200);

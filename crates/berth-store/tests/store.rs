@@ -57,6 +57,7 @@ db_tests!(
     packages_are_stored_once,
     deleted_packages_give_their_space_back,
     concurrent_pushes_deletes_and_collections_all_succeed,
+    concurrent_address_claims_all_succeed_and_never_share,
 );
 
 // ----- opening and migrations -------------------------------------------------
@@ -2445,7 +2446,7 @@ async fn sqlite_writers_recover_after_disk_full() {
 /// address kept across a retry and taken back once it ended; a network
 /// with a task on it is not removed.
 async fn overlay_networks_and_their_addresses(store: Store) {
-    let (project, code) = project_with_code(&store, "c").await;
+    let (project, _) = project_with_code(&store, "c").await;
     let (other, _) = project_with_code(&store, "c").await;
     let new = |name: &str, subnet: Option<&str>| NewOverlay {
         name: name.into(),
@@ -2453,23 +2454,26 @@ async fn overlay_networks_and_their_addresses(store: Store) {
         internal: false,
     };
     let first = store
-        .create_overlay(&project, &new("a", None), T)
+        .create_overlay(&project, &new("a", None), 8, T)
         .await
         .unwrap();
     assert_eq!(first.vni, FIRST_FLEET_VNI);
     assert_eq!(first.subnet.to_string(), "10.128.0.0/24");
     // Same name in another project: its own network.
     let theirs = store
-        .create_overlay(&other, &new("a", None), T)
+        .create_overlay(&other, &new("a", None), 8, T)
         .await
         .unwrap();
     assert_eq!(theirs.vni, FIRST_FLEET_VNI + 1);
     assert_eq!(theirs.subnet.to_string(), "10.128.1.0/24");
     for (bad, why) in [
         (new("a", None), "already has a network"),
-        (new("b", Some("10.128.0.128/25")), "overlaps 10.128.0.0/24"),
+        (new("b", Some("10.128.0.128/25")), "overlaps another"),
     ] {
-        let err = store.create_overlay(&project, &bad, T).await.unwrap_err();
+        let err = store
+            .create_overlay(&project, &bad, 8, T)
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, StoreError::Conflict(m) if m.contains(why)),
             "{err}"
@@ -2541,16 +2545,74 @@ async fn overlay_networks_and_their_addresses(store: Store) {
         .end_attempt(&t2, 1, finished(TaskStatus::Complete, b"", T), T)
         .await
         .unwrap());
+    // Addresses go round: t2's comes back only after the rest.
     let t3 = queue_one(&store, &project, new_task("c"), T).await;
-    assert_eq!(claim(t3).await, Some("10.128.0.3".parse().unwrap()));
+    assert_eq!(claim(t3.clone()).await, Some("10.128.0.4".parse().unwrap()));
     assert_eq!(claim(t1.clone()).await, Some("10.128.0.2".parse().unwrap()));
 
-    // Removed once nothing runs on it.
-    store
-        .cancel_code_tasks(&project, &code.id, T)
+    // A queued task whose code names the network holds it too.
+    let mut spec = code_spec("c");
+    spec.network = Some("a".parse().unwrap());
+    store.push_code(&project, &spec, None).await.unwrap();
+    let t4 = queue_one(&store, &project, new_task("c"), T).await;
+    store.cancel_task(&project, &t1, T).await.unwrap();
+    store.cancel_task(&project, &t3, T).await.unwrap();
+    let err = store.delete_overlay(&project, "a").await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("1 task(s)")),
+        "{err}"
+    );
+    store.cancel_task(&project, &t4, T).await.unwrap();
+
+    // A project's networks are limited.
+    let err = store
+        .create_overlay(&project, &new("b", None), 1, T)
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("limit")),
+        "{err}"
+    );
+
+    // Removed once nothing runs on it.
     assert!(store.delete_overlay(&project, "a").await.unwrap());
     assert!(!store.delete_overlay(&project, "a").await.unwrap());
     assert_eq!(store.overlay(&project, "a").await.unwrap(), None);
+}
+
+/// Claims on one network at once (the dispatcher starts attempts in
+/// parallel): every one succeeds, with an address of its own.
+async fn concurrent_address_claims_all_succeed_and_never_share(db: Db) -> Db {
+    let store = db.open().await;
+    let (project, _) = project_with_code(&store, "c").await;
+    let network = NewOverlay {
+        name: "n".into(),
+        subnet: None,
+        internal: false,
+    };
+    store
+        .create_overlay(&project, &network, 8, T)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..24 {
+        tasks.push(queue_one(&store, &project, new_task("c"), T).await);
+    }
+    let claims: Vec<_> = tasks
+        .iter()
+        .map(|task| {
+            let store = store.clone();
+            let project = project.clone();
+            let task = task.clone();
+            tokio::spawn(async move { store.claim_overlay_address(&project, "n", &task).await })
+        })
+        .collect();
+    let mut addresses = HashSet::new();
+    for claim in claims {
+        let address = claim.await.unwrap().unwrap().unwrap();
+        assert!(addresses.insert(address), "{address} given twice");
+    }
+    assert_eq!(addresses.len(), 24);
+    store.close().await;
+    db
 }

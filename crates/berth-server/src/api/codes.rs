@@ -74,7 +74,7 @@ pub async fn upload(
             .await?
             .is_none()
         {
-            return Err(ApiError::not_found(format!(
+            return Err(ApiError::bad(format!(
                 "data.network {network}: the project has no network of that name (POST /networks makes one)"
             )));
         }

@@ -5,8 +5,13 @@
 //!
 //! Body of a create: `name` (required; letters, digits, `_.-`, at most 64,
 //! not `none`, `host`, `bridge` or `default`), `subnet` (an IPv4 network
-//! of a private range, /16 to /29; default: the next free /24 of
-//! 10.128.0.0/11), `internal` (no way out of the network; default false).
+//! inside the fleet's pool 10.128.0.0/11, /16 to /29; default: the pool's
+//! next free /24), `internal` (no way out of the network; default false).
+//! A project has at most [`MAX_NETWORKS_PER_PROJECT`].
+//!
+//! Subnets come from the pool only: a project must not be able to cover
+//! addresses the hosts reach through their own routes (the server, a
+//! resolver), which a bridge's route on each host would take over.
 
 use super::auth::Tenant;
 use super::error::{ApiError, ApiResult};
@@ -18,18 +23,12 @@ use axum::extract::State;
 use axum::Json;
 use berth_core::network::NetworkName;
 use berth_core::time::now_millis;
-use berth_store::{NewOverlay, OverlayNetwork};
+use berth_store::{NewOverlay, OverlayNetwork, FLEET_OVERLAY_POOL};
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 
-/// The ranges a subnet may come from: the private ones and the carrier
-/// range, never a public network a container might need to reach.
-const PRIVATE_RANGES: [&str; 4] = [
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-];
+/// Overlay networks a project may have: subnets are the fleet's to share.
+pub const MAX_NETWORKS_PER_PROJECT: usize = 64;
 /// Largest and smallest subnets: a /16 holds 65,534 tasks; a /29, 5.
 const WIDEST_PREFIX: u8 = 16;
 const NARROWEST_PREFIX: u8 = 29;
@@ -61,6 +60,7 @@ pub async fn create(
                 subnet,
                 internal,
             },
+            MAX_NETWORKS_PER_PROJECT,
             now_millis(),
         )
         .await?;
@@ -171,14 +171,9 @@ fn parse_subnet(text: &str) -> ApiResult<Ipv4Net> {
             "subnet {text}: give a /{WIDEST_PREFIX} to a /{NARROWEST_PREFIX}"
         )));
     }
-    let private = PRIVATE_RANGES
-        .iter()
-        .filter_map(|range| range.parse::<Ipv4Net>().ok())
-        .any(|range| range.contains(&subnet));
-    if !private {
+    if !FLEET_OVERLAY_POOL.contains(&subnet) {
         return Err(ApiError::bad(format!(
-            "subnet {text} is not in a private range ({})",
-            PRIVATE_RANGES.join(", ")
+            "subnet {text} is outside the fleet's overlay pool {FLEET_OVERLAY_POOL}: give one inside it, or none"
         )));
     }
     Ok(subnet)
@@ -189,16 +184,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subnets_must_be_private_whole_and_of_a_sensible_size() {
+    fn subnets_must_be_in_the_pool_whole_and_of_a_sensible_size() {
         assert_eq!(
-            parse_subnet("10.42.0.0/24").unwrap().to_string(),
-            "10.42.0.0/24"
+            parse_subnet("10.130.7.0/24").unwrap().to_string(),
+            "10.130.7.0/24"
         );
         for (bad, why) in [
-            ("10.42.0.1/24", "host bits"),
-            ("8.8.8.0/24", "private range"),
-            ("10.0.0.0/8", "/16 to a /29"),
-            ("10.0.0.0/30", "/16 to a /29"),
+            ("10.130.7.1/24", "host bits"),
+            ("10.42.0.0/24", "outside the fleet's overlay pool"),
+            ("8.8.8.0/24", "outside the fleet's overlay pool"),
+            ("10.128.0.0/11", "/16 to a /29"),
+            ("10.128.0.0/30", "/16 to a /29"),
             ("nope", "not an IPv4 network"),
         ] {
             let err = parse_subnet(bad).unwrap_err().to_string();

@@ -30,7 +30,6 @@ pub(super) async fn place(
         .await
         .map_err(infra)?
         .ok_or_else(gone)?;
-    let claimed_at = std::time::Instant::now();
     let address = match store
         .claim_overlay_address(&task.project_id, network, &task.id)
         .await
@@ -40,6 +39,7 @@ pub(super) async fn place(
         Err(StoreError::Conflict(why)) => return Err(StartError::Task(why)),
         Err(e) => return Err(infra(e)),
     };
+    let claimed_at = std::time::Instant::now();
     let view = shared
         .dispatch
         .overlays
@@ -50,7 +50,7 @@ pub(super) async fn place(
     // The host's address now (it may have joined since the view was read),
     // and never the task itself as a member elsewhere (a view read before
     // this retry left its last host).
-    spec.local = underlay_address(&agent.address());
+    spec.local = underlay_address(&agent.address()).await;
     if let Some(local) = spec.local {
         spec.peers.retain(|peer| *peer != local);
     }

@@ -297,6 +297,10 @@ CREATE TABLE overlay_networks (
     subnet TEXT NOT NULL UNIQUE,
     internal BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
+    -- The address given last: the next claim starts after it, so that an
+    -- address just given back is not given again at once (other hosts'
+    -- hosts files and ARP caches still know it as the old task's).
+    last_address TEXT,
     PRIMARY KEY (project_id, name)
 );
 -- A task's address on its code's overlay network, claimed by the

@@ -13,11 +13,10 @@ use crate::model::*;
 use ipnet::Ipv4Net;
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-/// The first VNI the fleet gives: well above the small numbers people
-/// pick by hand for `berth network create --driver overlay --vni`.
-pub const FIRST_FLEET_VNI: u32 = 1 << 20;
+pub use berth_core::network::FIRST_FLEET_VNI;
 /// The largest VNI VXLAN carries (24 bits).
 pub const LAST_VNI: u32 = 0xff_ffff;
 /// Where overlay subnets come from when none is given: /24s of
@@ -36,12 +35,14 @@ impl Store {
 
     /// Makes a project's overlay network: the next VNI, the given subnet
     /// or the first free /24 of [`FLEET_OVERLAY_POOL`]. A name the project
-    /// already has, or a subnet overlapping another overlay's (any
-    /// project's), is a `Conflict`; nothing is stored.
+    /// already has, a project at its `limit` of networks, or a subnet
+    /// overlapping another overlay's (any project's) is a `Conflict`;
+    /// nothing is stored.
     pub async fn create_overlay(
         &self,
         project_id: &str,
         new: &NewOverlay,
+        limit: usize,
         now: Millis,
     ) -> Result<OverlayNetwork, StoreError> {
         let mut conn = self.durable.acquire().await?;
@@ -62,6 +63,16 @@ impl Store {
             return Err(StoreError::Conflict(format!(
                 "the project already has a network named {:?}",
                 new.name
+            )));
+        }
+        let owned: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM overlay_networks WHERE project_id = $1")
+                .bind(project_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if usize::try_from(owned).unwrap_or(usize::MAX) >= limit {
+            return Err(StoreError::Conflict(format!(
+                "the project has {owned} networks, its limit: remove one first"
             )));
         }
         let mut taken = Vec::new();
@@ -139,13 +150,26 @@ impl Store {
 
     /// Removes a project's overlay network and its address claims; `false`
     /// when the project has none of that name. A network a queued or
-    /// running task holds an address on is a `Conflict`.
+    /// running task is on, or will be (its code names it), is a
+    /// `Conflict`.
     pub async fn delete_overlay(&self, project_id: &str, name: &str) -> Result<bool, StoreError> {
         let mut conn = self.durable.acquire().await?;
         let mut tx = self.begin_write(&mut conn).await?;
+        if lock_network(&mut tx, self.dialect, project_id, name)
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        // Tasks whose code names it, and any holding an address on it (a
+        // task keeps the revision it was queued with).
         let holders: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM overlay_addresses a JOIN tasks t ON t.id = a.task_id
-             WHERE a.project_id = $1 AND a.network = $2 AND t.status IN {HOLDING}"
+            "SELECT COUNT(*) FROM tasks t
+             WHERE t.project_id = $1 AND t.status IN {HOLDING}
+               AND (EXISTS (SELECT 1 FROM code_revisions r
+                            WHERE r.code_id = t.code_id AND r.rev = t.code_rev AND r.network = $2)
+                    OR EXISTS (SELECT 1 FROM overlay_addresses a
+                               WHERE a.task_id = t.id AND a.project_id = $1 AND a.network = $2))"
         ))
         .bind(project_id)
         .bind(name)
@@ -182,8 +206,16 @@ impl Store {
         network: &str,
         task_id: &str,
     ) -> Result<Option<Ipv4Addr>, StoreError> {
-        let mut conn = self.relaxed.acquire().await?;
+        // Durable: a claim lost to a power cut would let the address be
+        // given twice while its container runs.
+        let mut conn = self.durable.acquire().await?;
         let mut tx = self.begin_write(&mut conn).await?;
+        // The network's row, locked: claims on one network take turns
+        // (SQLite's writers always do).
+        let Some((subnet, last)) = lock_network(&mut tx, self.dialect, project_id, network).await?
+        else {
+            return Ok(None);
+        };
         let held = sqlx::query(
             "SELECT address FROM overlay_addresses
              WHERE task_id = $1 AND project_id = $2 AND network = $3",
@@ -197,16 +229,6 @@ impl Store {
             tx.commit().await?;
             return address_of(&row).map(Some);
         }
-        let Some(row) =
-            sqlx::query("SELECT subnet FROM overlay_networks WHERE project_id = $1 AND name = $2")
-                .bind(project_id)
-                .bind(network)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            return Ok(None);
-        };
-        let subnet = subnet_of(&row)?;
         sqlx::query(&format!(
             "DELETE FROM overlay_addresses WHERE project_id = $1 AND network = $2
              AND task_id NOT IN (SELECT id FROM tasks WHERE status IN {HOLDING})"
@@ -215,7 +237,7 @@ impl Store {
         .bind(network)
         .execute(&mut *tx)
         .await?;
-        let mut taken = Vec::new();
+        let mut taken = HashSet::new();
         for row in sqlx::query(
             "SELECT address FROM overlay_addresses WHERE project_id = $1 AND network = $2",
         )
@@ -224,9 +246,9 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?
         {
-            taken.push(address_of(&row)?);
+            taken.insert(address_of(&row)?);
         }
-        let address = first_free_address(&subnet, &taken).ok_or_else(|| {
+        let address = next_free_address(&subnet, last, &taken).ok_or_else(|| {
             StoreError::Conflict(format!(
                 "network {network:?} ({subnet}) has no free address left"
             ))
@@ -242,6 +264,14 @@ impl Store {
              VALUES ($1, $2, $3, $4)",
         )
         .bind(task_id)
+        .bind(project_id)
+        .bind(network)
+        .bind(address.to_string())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE overlay_networks SET last_address = $3 WHERE project_id = $1 AND name = $2",
+        )
         .bind(project_id)
         .bind(network)
         .bind(address.to_string())
@@ -283,6 +313,37 @@ impl Store {
     }
 }
 
+/// The network's subnet and last given address, its row locked for the
+/// transaction (PostgreSQL; SQLite's write transactions hold the whole
+/// database); `None` when the project has no such network.
+async fn lock_network(
+    tx: &mut super::Tx<'_>,
+    dialect: super::Dialect,
+    project_id: &str,
+    name: &str,
+) -> Result<Option<(Ipv4Net, Option<Ipv4Addr>)>, StoreError> {
+    let sql = format!(
+        "SELECT subnet, last_address FROM overlay_networks WHERE project_id = $1 AND name = $2 {}",
+        dialect.pg("FOR UPDATE")
+    );
+    let Some(row) = sqlx::query(&sql)
+        .bind(project_id)
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let last = match row.try_get::<Option<String>, _>("last_address")? {
+        Some(text) => Some(
+            text.parse()
+                .map_err(|e| corrupt("overlay_networks", format!("last_address {text:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Some((subnet_of(&row)?, last)))
+}
+
 fn overlay(row: &AnyRow) -> Result<OverlayNetwork, StoreError> {
     Ok(OverlayNetwork {
         project_id: row.try_get("project_id")?,
@@ -316,12 +377,14 @@ fn address_of(row: &AnyRow) -> Result<Ipv4Addr, StoreError> {
 fn choose_subnet(wanted: Option<Ipv4Net>, taken: &[Ipv4Net]) -> Result<Ipv4Net, StoreError> {
     let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
     match wanted {
-        Some(subnet) => match taken.iter().find(|t| overlaps(t, &subnet)) {
-            Some(clash) => Err(StoreError::Conflict(format!(
-                "subnet {subnet} overlaps {clash}, another overlay network's"
-            ))),
-            None => Ok(subnet),
-        },
+        // Which network it overlaps is not said: it may be another
+        // project's.
+        Some(subnet) if taken.iter().any(|t| overlaps(t, &subnet)) => {
+            Err(StoreError::Conflict(format!(
+                "subnet {subnet} overlaps another overlay network's: choose another, or give none"
+            )))
+        }
+        Some(subnet) => Ok(subnet),
         None => FLEET_OVERLAY_POOL
             .subnets(POOL_PREFIX)
             .map_err(|e| StoreError::Conflict(e.to_string()))?
@@ -334,12 +397,25 @@ fn choose_subnet(wanted: Option<Ipv4Net>, taken: &[Ipv4Net]) -> Result<Ipv4Net, 
     }
 }
 
-/// The lowest host address of `subnet` after its first (the gateway
-/// every host's bridge has) that is not in `taken`.
-fn first_free_address(subnet: &Ipv4Net, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+/// The first host address of `subnet` after `last` (round the subnet,
+/// skipping its first, the gateway every host's bridge has) that is not in
+/// `taken`.
+fn next_free_address(
+    subnet: &Ipv4Net,
+    last: Option<Ipv4Addr>,
+    taken: &HashSet<Ipv4Addr>,
+) -> Option<Ipv4Addr> {
     let first = u32::from(subnet.network()).checked_add(2)?;
-    let last = u32::from(subnet.broadcast()).checked_sub(1)?;
-    (first..=last)
+    let end = u32::from(subnet.broadcast()).checked_sub(1)?;
+    if first > end {
+        return None;
+    }
+    let start = last
+        .map(u32::from)
+        .filter(|l| (first..end).contains(l))
+        .map_or(first, |l| l + 1);
+    (start..=end)
+        .chain(first..start)
         .map(Ipv4Addr::from)
         .find(|address| !taken.contains(address))
 }
@@ -360,7 +436,7 @@ mod tests {
         let err = choose_subnet(Some(net("10.128.0.0/16")), &taken)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("overlaps 10.128.0.0/24"), "{err}");
+        assert!(err.contains("overlaps another"), "{err}");
         assert_eq!(
             choose_subnet(Some(net("192.168.7.0/24")), &taken).unwrap(),
             net("192.168.7.0/24")
@@ -368,18 +444,23 @@ mod tests {
     }
 
     #[test]
-    fn addresses_skip_the_network_the_gateway_and_the_broadcast() {
+    fn addresses_go_round_the_subnet_past_the_gateway() {
         let subnet = net("10.1.2.0/29");
+        let a = |i| Ipv4Addr::new(10, 1, 2, i);
+        let none = HashSet::new();
+        assert_eq!(next_free_address(&subnet, None, &none), Some(a(2)));
+        // After the last given, even when lower ones are free again.
+        assert_eq!(next_free_address(&subnet, Some(a(3)), &none), Some(a(4)));
+        // Round to the start after the broadcast's neighbour.
+        assert_eq!(next_free_address(&subnet, Some(a(6)), &none), Some(a(2)));
+        let taken: HashSet<Ipv4Addr> = [a(5), a(6), a(2)].into();
+        assert_eq!(next_free_address(&subnet, Some(a(4)), &taken), Some(a(3)));
+        let full: HashSet<Ipv4Addr> = (2..=6).map(a).collect();
+        assert_eq!(next_free_address(&subnet, Some(a(4)), &full), None);
+        // A last address outside the subnet starts from the beginning.
         assert_eq!(
-            first_free_address(&subnet, &[]),
-            Some(Ipv4Addr::new(10, 1, 2, 2))
+            next_free_address(&subnet, Some(Ipv4Addr::new(9, 9, 9, 9)), &none),
+            Some(a(2))
         );
-        let taken: Vec<Ipv4Addr> = (2..=5).map(|i| Ipv4Addr::new(10, 1, 2, i)).collect();
-        assert_eq!(
-            first_free_address(&subnet, &taken),
-            Some(Ipv4Addr::new(10, 1, 2, 6))
-        );
-        let full: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(10, 1, 2, i)).collect();
-        assert_eq!(first_free_address(&subnet, &full), None);
     }
 }
