@@ -101,7 +101,7 @@ bash scripts/make-busybox-rootfs.sh --dir "$work/rootfs" "$tarball" >/dev/null
 "${berth_base[@]}" image import busybox "$tarball" >/dev/null
 host_ip=$(ip -4 -o addr show scope global | awk '$2 !~ /^(bt|bnb|br-|cnb|docker)/ { sub(/\/.*/, "", $4); print $4; exit }')
 [[ -n $host_ip ]] || { echo "network.sh: the host has no global IPv4 address" >&2; exit 1; }
-echo "host address: $host_ip"
+echo "host address: $host_ip; TCP congestion control: $(cat /proc/sys/net/ipv4/tcp_congestion_control)"
 
 mkdir -p "$work/cni"
 cat >"$work/cni/10-bench.conflist" <<EOF
