@@ -201,12 +201,14 @@ impl AgentState {
         Ok(path)
     }
 
-    /// Takes a container that will not run off its network.
+    /// Takes a container off its network once it has ended or will not
+    /// run, and removes the fleet overlay it was on if that is now idle.
     pub(crate) fn leave_network(&self, id: &str) {
-        if let Err(e) = self.networks.detach(id) {
-            tracing::warn!(id, "taking the container off its network: {e}");
+        match self.networks.detach(id) {
+            Ok(Some(network)) => self.remove_overlay_if_idle(&network),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(id, "taking the container off its network: {e}"),
         }
-        self.remove_idle_overlays();
     }
 
     /// The blocking half of create: resolve the image, build and check the
@@ -329,7 +331,7 @@ impl AgentState {
         if let Some(overlay) = &request.overlay {
             if let Err(e) = self.ensure_overlay(&request.network, overlay) {
                 let _ = self.forget(&entry);
-                self.remove_idle_overlays();
+                self.remove_overlay_if_idle(&overlay.network);
                 return Err(e);
             }
         }
@@ -341,8 +343,8 @@ impl AgentState {
             Ok(namespace) => namespace,
             Err(e) => {
                 let _ = self.forget(&entry);
-                if request.overlay.is_some() {
-                    self.remove_idle_overlays();
+                if let Some(overlay) = &request.overlay {
+                    self.remove_overlay_if_idle(&overlay.network);
                 }
                 return Err(e);
             }

@@ -72,7 +72,8 @@ impl AgentState {
         match existing {
             Some(network) => {
                 check_same(&network, spec)?;
-                self.merge(&network, spec)?;
+                self.merge(&network, spec)
+                    .map_err(|e| ApiError::from_lib(&e))?;
             }
             None => {
                 let made = self.networks.create(&CreateNetwork {
@@ -112,39 +113,65 @@ impl AgentState {
     }
 
     /// Removes every fleet overlay of this host no container is on or on
-    /// its way to (after a container left, and after recovery).
+    /// its way to (after recovery).
     pub(crate) fn remove_idle_overlays(&self) {
         let overlays = lock(&self.overlays.state);
-        let networks = match self.networks.list() {
-            Ok(networks) => networks,
-            Err(e) => {
-                tracing::warn!("reading the host's networks: {e}");
-                return;
-            }
-        };
-        for network in networks.iter().filter(|n| is_fleet_overlay(n)) {
-            if let Err(e) = self.remove_if_idle(network, &overlays) {
+        for network in self.fleet_overlays() {
+            if let Err(e) = self.remove_if_idle(&network.name, &overlays) {
                 tracing::warn!(network = %network.name, "removing an idle fleet overlay: {e}");
             }
         }
     }
 
-    /// Adds what `spec` says to `network` (takes nothing away).
-    fn merge(&self, network: &Network, spec: &OverlaySpec) -> Result<(), ApiError> {
-        let peers: BTreeSet<Ipv4Addr> = network.peers.iter().chain(&spec.peers).copied().collect();
-        let peers: Vec<Ipv4Addr> = peers.into_iter().collect();
-        if !same_set(&peers, &network.peers) {
-            self.networks
-                .set_peers(&network.name, &peers)
-                .map_err(|e| ApiError::from_lib(&e))?;
+    /// Removes `name` if it is a fleet overlay no container is on or on its
+    /// way to (after a container left it); any other network stays.
+    pub(crate) fn remove_overlay_if_idle(&self, name: &str) {
+        if !name.starts_with(FLEET_OVERLAY_PREFIX) {
+            return;
         }
+        let overlays = lock(&self.overlays.state);
+        if let Err(e) = self.remove_if_idle(name, &overlays) {
+            tracing::warn!(network = %name, "removing an idle fleet overlay: {e}");
+        }
+    }
+
+    /// The host's fleet overlays (none, logged, when they cannot be read).
+    fn fleet_overlays(&self) -> Vec<Network> {
+        match self.networks.list() {
+            Ok(networks) => networks.into_iter().filter(is_fleet_overlay).collect(),
+            Err(e) => {
+                tracing::warn!("reading the host's networks: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Adds what `spec` says to `network` (takes nothing away).
+    fn merge(&self, network: &Network, spec: &OverlaySpec) -> Result<(), NetError> {
+        let peers: BTreeSet<Ipv4Addr> = network.peers.iter().chain(&spec.peers).copied().collect();
         let mut members = network.remote_members.clone();
         members.retain(|m| !spec.members.iter().any(|new| new.address == m.address));
         members.extend(members_of(spec));
-        if !same_members(&members, &network.remote_members) {
-            self.networks
-                .set_remote_members(&network.name, &members)
-                .map_err(|e| ApiError::from_lib(&e))?;
+        self.set_overlay(network, &peers.into_iter().collect::<Vec<_>>(), &members)
+    }
+
+    /// Makes `network`'s peers and members those of `spec`.
+    fn replace(&self, network: &Network, spec: &OverlaySpec) -> Result<(), NetError> {
+        self.set_overlay(network, &spec.peers, &members_of(spec))
+    }
+
+    /// Gives `network` these peers and members, touching only what differs.
+    fn set_overlay(
+        &self,
+        network: &Network,
+        peers: &[Ipv4Addr],
+        members: &[Member],
+    ) -> Result<(), NetError> {
+        if !same_set(peers, &network.peers) {
+            self.networks.set_peers(&network.name, peers)?;
+        }
+        if !same_members(members, &network.remote_members) {
+            self.networks.set_remote_members(&network.name, members)?;
         }
         Ok(())
     }
@@ -154,21 +181,12 @@ impl AgentState {
     pub fn follow_overlays(&self, specs: &[OverlaySpec]) {
         let mut overlays = lock(&self.overlays.state);
         overlays.touched.retain(|_, at| at.elapsed() < GRACE);
-        let networks = match self.networks.list() {
-            Ok(networks) => networks,
-            Err(e) => {
-                tracing::warn!("reading the host's networks: {e}");
-                return;
-            }
-        };
-        for network in networks.iter().filter(|n| is_fleet_overlay(n)) {
+        for network in &self.fleet_overlays() {
             let fresh = overlays.touched.contains_key(&network.name);
             let outcome = match specs.iter().find(|s| s.network == network.name) {
-                Some(spec) if fresh => self.merge(network, spec).map_err(|e| e.to_string()),
-                Some(spec) => self.replace(network, spec).map_err(|e| e.to_string()),
-                None => self
-                    .remove_if_idle(network, &overlays)
-                    .map_err(|e| e.to_string()),
+                Some(spec) if fresh => self.merge(network, spec),
+                Some(spec) => self.replace(network, spec),
+                None => self.remove_if_idle(&network.name, &overlays),
             };
             if let Err(e) = outcome {
                 tracing::warn!(network = %network.name, "keeping the fleet overlay in step: {e}");
@@ -176,28 +194,23 @@ impl AgentState {
         }
     }
 
-    /// Makes `network`'s peers and members those of `spec`.
-    fn replace(&self, network: &Network, spec: &OverlaySpec) -> Result<(), NetError> {
-        if !same_set(&spec.peers, &network.peers) {
-            self.networks.set_peers(&network.name, &spec.peers)?;
-        }
-        let members = members_of(spec);
-        if !same_members(&members, &network.remote_members) {
-            self.networks.set_remote_members(&network.name, &members)?;
-        }
-        Ok(())
-    }
-
-    /// Removes a fleet overlay no container of this host is on or on its
-    /// way to. The caller holds the overlays' lock.
-    fn remove_if_idle(&self, network: &Network, overlays: &Overlays) -> Result<(), NetError> {
-        if overlays.pending.contains_key(&network.name)
-            || !self.networks.inspect(&network.name)?.containers.is_empty()
-        {
+    /// Removes `name` if it is a fleet overlay no container of this host is
+    /// on or on its way to; any other network, or none, stays as it is.
+    /// The caller holds the overlays' lock.
+    fn remove_if_idle(&self, name: &str, overlays: &Overlays) -> Result<(), NetError> {
+        if overlays.pending.contains_key(name) {
             return Ok(());
         }
-        self.networks.remove(&network.name)?;
-        tracing::info!(network = %network.name, "fleet overlay removed: no container of this host is on it");
+        let view = match self.networks.inspect(name) {
+            Ok(view) => view,
+            Err(NetError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !is_fleet_overlay(&view.network) || !view.containers.is_empty() {
+            return Ok(());
+        }
+        self.networks.remove(name)?;
+        tracing::info!(network = %name, "fleet overlay removed: no container of this host is on it");
         Ok(())
     }
 }

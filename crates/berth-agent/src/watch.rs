@@ -26,19 +26,12 @@ pub(crate) fn gc_runtime_dirs(agent: &AgentState) -> berth_runtime::Result<Vec<S
 pub(crate) fn finish(agent: &AgentState, entry: &Entry, record: ExitRecord) {
     // Detaching waits on a lock, the kernel and maybe CNI plugins: off the
     // async worker's hands when it can be.
-    let detach = || {
-        let detached = agent.networks.detach(&entry.id);
-        agent.remove_idle_overlays();
-        detached
-    };
-    let detached = match tokio::runtime::Handle::try_current() {
+    let leave = || agent.leave_network(&entry.id);
+    match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(detach)
+            tokio::task::block_in_place(leave)
         }
-        _ => detach(),
-    };
-    if let Err(e) = detached {
-        tracing::warn!(id = %entry.id, "taking the container off its network: {e}");
+        _ => leave(),
     }
     let events = &agent.events;
     let (started_at, exited_at) = match entry.dir.read_state() {

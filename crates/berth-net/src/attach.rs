@@ -423,19 +423,22 @@ impl Networks {
     /// container, its shim) is gone. Down at once, the old namespace is
     /// off the bridge, so its address can be given again without a clash.
     /// `gc` removes links outright.
-    pub fn detach(&self, container: &str) -> Result<()> {
+    ///
+    /// Returns the network it took the container off (`None`: it had no
+    /// attachment), for a caller that keeps networks only while in use.
+    pub fn detach(&self, container: &str) -> Result<Option<String>> {
         self.detach_with(container, Teardown::Down)
     }
 
-    fn detach_with(&self, container: &str, teardown: Teardown) -> Result<()> {
+    fn detach_with(&self, container: &str, teardown: Teardown) -> Result<Option<String>> {
         let Some(peek) = self.state.attachment(container)? else {
-            return Ok(());
+            return Ok(None);
         };
         let shares_names = peek.network != DEFAULT_NETWORK && peek.cni.is_none();
         let _lock = self.state.lock(shares_names || !peek.ports.is_empty())?;
         // Again under the lock: a detach that ran meanwhile took it.
         let Some(attachment) = self.state.attachment(container)? else {
-            return Ok(());
+            return Ok(None);
         };
         // DEL is the plugins' to get right; one that fails (or is gone)
         // must not keep the rest from being freed.
@@ -475,7 +478,7 @@ impl Networks {
             .release_address_of(&attachment.network, attachment.address, container)?;
         self.state.remove_attachment(container)?;
         tracing::debug!(container, network = %attachment.network, "detached");
-        Ok(())
+        Ok(Some(attachment.network))
     }
 
     /// Detaches every container `alive` says is gone, and frees addresses
@@ -488,7 +491,7 @@ impl Networks {
         for attachment in self.state.attachments()? {
             if !alive(&attachment) {
                 match self.detach_with(&attachment.container, Teardown::Remove) {
-                    Ok(()) => collected.attachments.push(attachment.container),
+                    Ok(_) => collected.attachments.push(attachment.container),
                     Err(e) => {
                         tracing::warn!(container = %attachment.container, "gc: {e}");
                         first_error.get_or_insert(e);

@@ -348,10 +348,78 @@ pub struct NetworkArgs {
 impl NetworkArgs {
     fn json(&self) -> bool {
         match &self.command {
-            NetworkCommand::Create { json, .. }
-            | NetworkCommand::Ls { json }
-            | NetworkCommand::Rm { json, .. } => *json,
+            NetworkCommand::Create(args) => args.json,
+            NetworkCommand::Ls { json } | NetworkCommand::Rm { json, .. } => *json,
             NetworkCommand::Inspect { .. } => true,
+        }
+    }
+}
+
+// `berth network create`'s flags (the command's help is on NetworkCommand::Create).
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    /// Letters, digits, '_', '.' and '-'; not none, host, bridge or default.
+    pub name: String,
+    /// `bridge` (a bridge of its own, NAT out), `macvlan` (containers on the
+    /// --parent interface's own network) or `overlay` (a bridge joined to the
+    /// same network on other hosts by VXLAN: give the same --vni and --subnet
+    /// on each, and the others' addresses with --peer).
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "macvlan", "overlay"])]
+    pub driver: String,
+    /// Overlay: the VXLAN network id, 1-16777215, the same on every host.
+    #[arg(long)]
+    pub vni: Option<u32>,
+    /// Overlay: another host of the network, by the address VXLAN reaches it at
+    /// (repeatable).
+    #[arg(long = "peer", value_name = "ADDRESS")]
+    pub peers: Vec<std::net::Ipv4Addr>,
+    /// Overlay: this host's address for VXLAN (default: the route's choice).
+    #[arg(long)]
+    pub local: Option<std::net::Ipv4Addr>,
+    /// Where this host gives addresses from, within the subnet (hosts of an
+    /// overlay with no server to hand out addresses each take their own).
+    #[arg(long)]
+    pub ip_range: Option<ipnet::Ipv4Net>,
+    /// The MTU of the containers' links, 576-65535 (default 1500; overlays 1450):
+    /// a large one speeds up traffic on the host (65535 reaches loopback's speed).
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// The host interface a macvlan network's containers hang off.
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// IPv4 subnet, e.g. 10.42.0.0/24 (default: a free /24 of 10.96.0.0/11; a
+    /// macvlan network takes its parent's).
+    #[arg(long)]
+    pub subnet: Option<ipnet::Ipv4Net>,
+    /// The bridge's address (default: the subnet's first address).
+    #[arg(long)]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// No way out: no NAT, and the host's addresses are out of reach.
+    #[arg(long)]
+    pub internal: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl NetworkCreateArgs {
+    /// The request the flags make.
+    pub fn request(self) -> berth_net::CreateNetwork {
+        berth_net::CreateNetwork {
+            driver: match self.driver.as_str() {
+                "macvlan" => berth_net::Driver::Macvlan,
+                "overlay" => berth_net::Driver::Overlay,
+                _ => berth_net::Driver::Bridge,
+            },
+            name: self.name,
+            parent: self.parent,
+            subnet: self.subnet,
+            gateway: self.gateway,
+            internal: self.internal,
+            ip_range: self.ip_range,
+            vni: self.vni,
+            local: self.local,
+            peers: self.peers,
+            mtu: self.mtu,
         }
     }
 }
@@ -366,49 +434,7 @@ berth network create --subnet 10.42.0.0/24 --internal db\n  \
 berth network create --driver macvlan --parent eth1 lan\n  \
 berth network create --driver overlay --vni 42 --subnet 10.42.0.0/16 --ip-range 10.42.1.0/24 --peer 192.0.2.3 ov\n  \
 berth run --network db --ip 10.42.0.10 --name pg postgres")]
-    Create {
-        /// Letters, digits, '_', '.' and '-'; not none, host, bridge or default.
-        name: String,
-        /// `bridge` (a bridge of its own, NAT out), `macvlan` (containers on the
-        /// --parent interface's own network) or `overlay` (a bridge joined to the
-        /// same network on other hosts by VXLAN: give the same --vni and --subnet
-        /// on each, and the others' addresses with --peer).
-        #[arg(long, default_value = "bridge", value_parser = ["bridge", "macvlan", "overlay"])]
-        driver: String,
-        /// Overlay: the VXLAN network id, 1-16777215, the same on every host.
-        #[arg(long)]
-        vni: Option<u32>,
-        /// Overlay: another host of the network, by the address VXLAN reaches it at
-        /// (repeatable).
-        #[arg(long = "peer", value_name = "ADDRESS")]
-        peers: Vec<std::net::Ipv4Addr>,
-        /// Overlay: this host's address for VXLAN (default: the route's choice).
-        #[arg(long)]
-        local: Option<std::net::Ipv4Addr>,
-        /// Where this host gives addresses from, within the subnet (hosts of an
-        /// overlay with no server to hand out addresses each take their own).
-        #[arg(long)]
-        ip_range: Option<ipnet::Ipv4Net>,
-        /// The MTU of the containers' links, 576-65535 (default 1500; overlays 1450):
-        /// a large one speeds up traffic on the host (65535 reaches loopback's speed).
-        #[arg(long)]
-        mtu: Option<u32>,
-        /// The host interface a macvlan network's containers hang off.
-        #[arg(long)]
-        parent: Option<String>,
-        /// IPv4 subnet, e.g. 10.42.0.0/24 (default: a free /24 of 10.96.0.0/11; a
-        /// macvlan network takes its parent's).
-        #[arg(long)]
-        subnet: Option<ipnet::Ipv4Net>,
-        /// The bridge's address (default: the subnet's first address).
-        #[arg(long)]
-        gateway: Option<std::net::Ipv4Addr>,
-        /// No way out: no NAT, and the host's addresses are out of reach.
-        #[arg(long)]
-        internal: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Create(Box<NetworkCreateArgs>),
     /// List networks.
     #[command(alias = "list")]
     Ls {

@@ -8,47 +8,16 @@ use crate::CliError;
 use berth_core::network::NetworkMode;
 use berth_core::ErrorReport;
 use berth_core::HasErrorCode;
-use berth_net::{Attached, CreateNetwork, Driver, NetConfig, Networks};
+use berth_net::{Attached, Driver, NetConfig, Networks};
 use berth_runtime::{ContainerSpec, NetworkNamespace};
 use std::os::fd::AsRawFd;
 
 pub fn run(global: &Global, args: NetworkArgs) -> anyhow::Result<u8> {
     let networks = networks(global)?;
     match args.command {
-        NetworkCommand::Create {
-            name,
-            driver,
-            parent,
-            subnet,
-            gateway,
-            internal,
-            vni,
-            peers,
-            local,
-            ip_range,
-            mtu,
-            json,
-        } => {
-            let driver = match driver.as_str() {
-                "macvlan" => Driver::Macvlan,
-                "overlay" => Driver::Overlay,
-                _ => Driver::Bridge,
-            };
-            let network = networks
-                .create(&CreateNetwork {
-                    name,
-                    driver,
-                    parent,
-                    subnet,
-                    gateway,
-                    internal,
-                    ip_range,
-                    vni,
-                    local,
-                    peers,
-                    mtu,
-                })
-                .map_err(net_error)?;
+        NetworkCommand::Create(args) => {
+            let json = args.json;
+            let network = networks.create(&args.request()).map_err(net_error)?;
             if json {
                 println!("{}", serde_json::to_string(&network)?);
             } else {
@@ -178,5 +147,8 @@ pub fn leave(spec: &ContainerSpec, joined: Option<Joined>) -> Result<(), CliErro
         return Ok(());
     };
     drop(attached.namespace);
-    networks.detach(spec.id.as_str()).map_err(net_error)
+    networks
+        .detach(spec.id.as_str())
+        .map(drop)
+        .map_err(net_error)
 }
