@@ -199,11 +199,13 @@ impl OverlayView {
         view
     }
 
-    /// What `host` is to know of the network `vni` (whether or not it has
-    /// members there yet): the other hosts with members, and theirs.
+    /// What `host`, whose VXLAN address is `local`, is to know of the
+    /// network `vni` (whether or not it has members there yet): the other
+    /// hosts with members, and theirs.
     pub fn spec(
         &self,
         host: &str,
+        local: Option<Ipv4Addr>,
         vni: u32,
         subnet: ipnet::Ipv4Net,
         internal: bool,
@@ -218,7 +220,6 @@ impl OverlayView {
                 members.extend(theirs.iter().cloned());
             }
         }
-        let local = self.addresses.get(host).copied();
         if let Some(local) = local {
             // Two hosts behind one address (agents sharing a machine's
             // address) are one VXLAN endpoint, never their own peer.
@@ -243,7 +244,8 @@ impl OverlayView {
         vnis.iter()
             .filter_map(|vni| {
                 let network = self.networks.get(vni)?;
-                Some(self.spec(host, *vni, network.subnet, network.internal))
+                let local = self.addresses.get(host).copied();
+                Some(self.spec(host, local, *vni, network.subnet, network.internal))
             })
             .collect()
     }
@@ -309,7 +311,7 @@ mod tests {
         assert_eq!(of_c.len(), 2);
         assert!(of_c[1].peers.is_empty() && of_c[1].members.is_empty());
         // A host with no member yet is told the whole network.
-        let fresh = view.spec("d", 7, "10.128.0.0/24".parse().unwrap(), false);
+        let fresh = view.spec("d", None, 7, "10.128.0.0/24".parse().unwrap(), false);
         assert_eq!(fresh.members.len(), 3);
         assert_eq!(fresh.local, None);
         assert!(view.for_host("d").is_empty());

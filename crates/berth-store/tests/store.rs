@@ -2494,6 +2494,10 @@ async fn overlay_networks_and_their_addresses(store: Store) {
                 .claim_overlay_address(&project, "a", &task)
                 .await
                 .unwrap()
+                .map(|(network, address)| {
+                    assert_eq!(network.vni, FIRST_FLEET_VNI, "{network:?}");
+                    address
+                })
         }
     };
     assert_eq!(claim(t1.clone()).await, Some("10.128.0.2".parse().unwrap()));
@@ -2609,7 +2613,7 @@ async fn concurrent_address_claims_all_succeed_and_never_share(db: Db) -> Db {
         .collect();
     let mut addresses = HashSet::new();
     for claim in claims {
-        let address = claim.await.unwrap().unwrap().unwrap();
+        let (_, address) = claim.await.unwrap().unwrap().unwrap();
         assert!(addresses.insert(address), "{address} given twice");
     }
     assert_eq!(addresses.len(), 24);

@@ -25,16 +25,11 @@ pub(super) async fn place(
             "network {network}: the project has no network of that name any more"
         ))
     };
-    let overlay = store
-        .overlay(&task.project_id, network)
-        .await
-        .map_err(infra)?
-        .ok_or_else(gone)?;
-    let address = match store
+    let (overlay, address) = match store
         .claim_overlay_address(&task.project_id, network, &task.id)
         .await
     {
-        Ok(Some(address)) => address,
+        Ok(Some(claimed)) => claimed,
         Ok(None) => return Err(gone()),
         Err(StoreError::Conflict(why)) => return Err(StartError::Task(why)),
         Err(e) => return Err(infra(e)),
@@ -46,14 +41,17 @@ pub(super) async fn place(
         .view_read_after(store, claimed_at)
         .await
         .map_err(infra)?;
-    let mut spec = view.spec(&agent.name, overlay.vni, overlay.subnet, overlay.internal);
-    // The host's address now (it may have joined since the view was read),
-    // and never the task itself as a member elsewhere (a view read before
-    // this retry left its last host).
-    spec.local = underlay_address(&agent.address()).await;
-    if let Some(local) = spec.local {
-        spec.peers.retain(|peer| *peer != local);
-    }
+    // The host's address now: it may have joined since the view was read.
+    let local = underlay_address(&agent.address()).await;
+    let mut spec = view.spec(
+        &agent.name,
+        local,
+        overlay.vni,
+        overlay.subnet,
+        overlay.internal,
+    );
+    // Never the task itself as a member elsewhere (a view read before this
+    // retry left its last host).
     spec.members.retain(|member| member.address != address);
     Ok(OverlayPlace { spec, address })
 }

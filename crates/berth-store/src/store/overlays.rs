@@ -196,26 +196,28 @@ impl Store {
         Ok(deleted > 0)
     }
 
-    /// The task's address on the project's overlay network: the one it
-    /// holds, else the lowest free one (after the gateway), claimed now.
-    /// `None` when the project has no such network. Addresses of tasks
-    /// that ended are taken back first.
+    /// The project's overlay network and the task's address on it: the one
+    /// it holds, else the next free one (round the subnet, after the
+    /// gateway), claimed now. `None` when the project has no such network.
+    /// Addresses of tasks that ended are taken back first.
     pub async fn claim_overlay_address(
         &self,
         project_id: &str,
         network: &str,
         task_id: &str,
-    ) -> Result<Option<Ipv4Addr>, StoreError> {
+    ) -> Result<Option<(OverlayNetwork, Ipv4Addr)>, StoreError> {
         // Durable: a claim lost to a power cut would let the address be
         // given twice while its container runs.
         let mut conn = self.durable.acquire().await?;
         let mut tx = self.begin_write(&mut conn).await?;
         // The network's row, locked: claims on one network take turns
         // (SQLite's writers always do).
-        let Some((subnet, last)) = lock_network(&mut tx, self.dialect, project_id, network).await?
+        let Some((overlay, last)) =
+            lock_network(&mut tx, self.dialect, project_id, network).await?
         else {
             return Ok(None);
         };
+        let subnet = overlay.subnet;
         let held = sqlx::query(
             "SELECT address FROM overlay_addresses
              WHERE task_id = $1 AND project_id = $2 AND network = $3",
@@ -227,7 +229,7 @@ impl Store {
         .await?;
         if let Some(row) = held {
             tx.commit().await?;
-            return address_of(&row).map(Some);
+            return Ok(Some((overlay, address_of(&row)?)));
         }
         sqlx::query(&format!(
             "DELETE FROM overlay_addresses WHERE project_id = $1 AND network = $2
@@ -278,7 +280,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(address))
+        Ok(Some((overlay, address)))
     }
 
     /// Every task being prepared or running on an overlay network, with
@@ -313,7 +315,7 @@ impl Store {
     }
 }
 
-/// The network's subnet and last given address, its row locked for the
+/// The network and the address given last on it, its row locked for the
 /// transaction (PostgreSQL; SQLite's write transactions hold the whole
 /// database); `None` when the project has no such network.
 async fn lock_network(
@@ -321,9 +323,10 @@ async fn lock_network(
     dialect: super::Dialect,
     project_id: &str,
     name: &str,
-) -> Result<Option<(Ipv4Net, Option<Ipv4Addr>)>, StoreError> {
+) -> Result<Option<(OverlayNetwork, Option<Ipv4Addr>)>, StoreError> {
     let sql = format!(
-        "SELECT subnet, last_address FROM overlay_networks WHERE project_id = $1 AND name = $2 {}",
+        "SELECT {OVERLAY_COLUMNS}, last_address FROM overlay_networks
+         WHERE project_id = $1 AND name = $2 {}",
         dialect.pg("FOR UPDATE")
     );
     let Some(row) = sqlx::query(&sql)
@@ -341,7 +344,7 @@ async fn lock_network(
         ),
         None => None,
     };
-    Ok(Some((subnet_of(&row)?, last)))
+    Ok(Some((overlay(&row)?, last)))
 }
 
 fn overlay(row: &AnyRow) -> Result<OverlayNetwork, StoreError> {
