@@ -80,6 +80,30 @@ impl Drop for Host {
     }
 }
 
+/// Joins two hosts by a veth pair, each end (host, link name, address in
+/// a /24) up.
+fn wire(one: (&Host, &str, &str), other: (&Host, &str, &str)) {
+    ip(&[
+        "link",
+        "add",
+        one.1,
+        "netns",
+        &one.0.netns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        other.1,
+        "netns",
+        &other.0.netns,
+    ]);
+    for (host, link, address) in [one, other] {
+        let address = format!("{address}/24");
+        ip(&["-n", &host.netns, "addr", "add", &address, "dev", link]);
+        ip(&["-n", &host.netns, "link", "set", link, "up"]);
+    }
+}
+
 #[test]
 fn containers_on_two_hosts_share_an_overlay() {
     if !rustix::process::geteuid().is_root() {
@@ -94,24 +118,11 @@ fn containers_on_two_hosts_share_an_overlay() {
         Host::new(format!("ovB{t:08x}")),
     );
     // The underlay: a veth pair between the hosts.
-    let (ua, ub) = (format!("ua{t:08x}"), format!("ub{t:08x}"));
-    ip(&[
-        "link", "add", &ua, "netns", &a.netns, "type", "veth", "peer", "name", &ub, "netns",
-        &b.netns,
-    ]);
     let (under_a, under_b) = (format!("172.30.{n}.1"), format!("172.30.{n}.2"));
-    for (host, link, address) in [(&a, &ua, &under_a), (&b, &ub, &under_b)] {
-        ip(&[
-            "-n",
-            &host.netns,
-            "addr",
-            "add",
-            &format!("{address}/24"),
-            "dev",
-            link,
-        ]);
-        ip(&["-n", &host.netns, "link", "set", link, "up"]);
-    }
+    wire(
+        (&a, &format!("ua{t:08x}"), &under_a),
+        (&b, &format!("ub{t:08x}"), &under_b),
+    );
 
     let name = format!("ov{t:08x}");
     let subnet: ipnet::Ipv4Net = format!("10.120.{n}.0/24").parse().unwrap();
@@ -200,27 +211,11 @@ fn containers_on_two_hosts_share_an_overlay() {
     // their overlays. A third host C, linked to A, listens on UDP 4789
     // (and 4790, to show the path works).
     let c = Host::new(format!("ovC{t:08x}"));
-    let (ua2, uc) = (format!("ua2{t:07x}"), format!("uc{t:08x}"));
-    ip(&[
-        "link", "add", &ua2, "netns", &a.netns, "type", "veth", "peer", "name", &uc, "netns",
-        &c.netns,
-    ]);
     let second = format!("172.31.{n}.2");
-    for (host, link, address) in [
-        (&a, &ua2, format!("172.31.{n}.1")),
-        (&c, &uc, second.clone()),
-    ] {
-        ip(&[
-            "-n",
-            &host.netns,
-            "addr",
-            "add",
-            &format!("{address}/24"),
-            "dev",
-            link,
-        ]);
-        ip(&["-n", &host.netns, "link", "set", link, "up"]);
-    }
+    wire(
+        (&a, &format!("ua2{t:07x}"), &format!("172.31.{n}.1")),
+        (&c, &format!("uc{t:08x}"), &second),
+    );
     let listen = |port: u16| {
         c.run(|_| {
             let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();

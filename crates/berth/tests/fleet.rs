@@ -97,8 +97,9 @@ impl Fleet {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `berth ARGS` as this fleet's client (project and operator).
-    fn berth(&self, args: &[&str]) -> Value {
+    /// `berth ARGS` as this fleet's client (project and operator): its
+    /// standard output; it must succeed.
+    fn berth_text(&self, args: &[&str]) -> String {
         let out = Command::new(berth_binary())
             .args(args)
             .env_clear()
@@ -113,27 +114,14 @@ impl Fleet {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let last = text.lines().last().unwrap_or("null");
-        serde_json::from_str(last).unwrap_or(Value::Null)
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `berth ARGS`'s standard output, as text.
-    fn berth_text(&self, args: &[&str]) -> String {
-        let out = Command::new(berth_binary())
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .envs(&self.env)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "berth {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    /// The same, its last line of output as JSON (`null` if none).
+    fn berth(&self, args: &[&str]) -> Value {
+        let text = self.berth_text(args);
+        let last = text.lines().last().unwrap_or("null");
+        serde_json::from_str(last).unwrap_or(Value::Null)
     }
 
     fn queue(&self, code: &str, count: u32, extra: &[&str]) -> Vec<String> {

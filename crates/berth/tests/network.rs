@@ -533,10 +533,7 @@ fn macvlan_containers_sit_on_their_parents_network() {
     // answers.
     let pong = Pong::start();
     let fixed = format!("{}.9", wire.subnet_prefix);
-    let script = format!(
-        "ip -4 addr show eth0 | awk '/inet/ {{print $2}}'; nc -w 2 {}.1 {} </dev/null",
-        wire.subnet_prefix, pong.port
-    );
+    let script = address_then_reach(&wire.subnet_prefix, pong.port);
     let out = f.run(&[
         "run",
         "--network",
@@ -709,10 +706,7 @@ fn a_cni_configuration_runs_with_debians_plugins() {
 
     let pong = Pong::start();
     let mode = format!("cni:{}", cni.name);
-    let script = format!(
-        "ip -4 addr show eth0 | awk '/inet/ {{print $2}}'; nc -w 2 {}.1 {} </dev/null",
-        cni.prefix, pong.port
-    );
+    let script = address_then_reach(&cni.prefix, pong.port);
     let out = f.run(&[
         "--cni-conf-dir",
         &conf_dir,
@@ -740,4 +734,12 @@ fn a_cni_configuration_runs_with_debians_plugins() {
     );
     f.assert_nothing_attached();
     f.b.assert_clean();
+}
+
+/// A container's script: print its address on eth0, then reach `port` on
+/// `PREFIX.1` (the other end of its network).
+fn address_then_reach(prefix: &str, port: u16) -> String {
+    format!(
+        "ip -4 addr show eth0 | awk '/inet/ {{print $2}}'; nc -w 2 {prefix}.1 {port} </dev/null"
+    )
 }
