@@ -184,10 +184,15 @@ fn cpu_time_grows_while_a_container_is_busy_and_throttling_is_counted() {
     let c = start(&env, &spec);
     let first = env.runtime.container_metrics(c.id()).unwrap();
     let first_usage = first.cpu_usage_ns.unwrap();
-    let samples = poll_until(&env.runtime, &c, "200 ms of CPU time", |s| {
+    // The kernel counts a throttled period when the period timer finds the
+    // group throttled, but adds to the throttled time only when it lets the
+    // group run again, so a sample can show periods and no time yet (CI saw
+    // 2 periods and 0 ns once): wait for both.
+    let samples = poll_until(&env.runtime, &c, "200 ms of CPU time, throttled", |s| {
         let m = s[s.len() - 1];
         m.cpu_usage_ns.unwrap() >= first_usage + 200_000_000
             && m.cpu_throttled_periods.unwrap_or(0) > 0
+            && m.cpu_throttled_ns.unwrap_or(0) > 0
     });
     let m = samples[samples.len() - 1];
     eprintln!(
