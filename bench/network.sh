@@ -9,10 +9,13 @@
 #   --no-docker   skip Docker's peers even if it could be had
 #   --berth PATH  use this berth binary instead of building target/dist/berth
 #
-# 1. Start cost: each a whole `run` of `sh -c true` on the busybox image,
-#    from fork to exit, in blocks (five rounds, order rotated, a settle pause
-#    before each); medians, and the cost of a network as the difference to
-#    the same tool's `none`:
+# 1. Start cost: each a whole `run` on the busybox image of the host's
+#    GNU `date +%s%N` (busybox's has no nanoseconds), in blocks (five rounds,
+#    order rotated, a settle pause before each). Two figures a run: the
+#    start, from fork to the clock the container's first program reads (the
+#    host and the container share the clock), and the whole run, from fork
+#    to exit. Medians, and the cost of a network as the difference to the
+#    same tool's `none`:
 #      berth none | berth bridge | berth cni:bench (Debian's CNI bridge +
 #      host-local + portmap, run by berth as a CNI runtime does) |
 #      docker none | docker bridge (a private dockerd, --iptables=false: its
@@ -31,8 +34,8 @@
 #    to a container on the other, against iperf3 between the hosts
 #    themselves over the direct link.
 #
-# The containers see the host's iperf3 through read-only binds of /usr and
-# /lib. Nothing is left: a private data dir and bridge, removed at exit.
+# The containers see the host's date and iperf3 through read-only binds of
+# /usr and /lib. Nothing is left: a private data dir and bridge, removed at exit.
 set -euo pipefail
 export LC_ALL=C
 export HOME=${HOME:-/root}
@@ -139,24 +142,27 @@ fi
 echo "==> start cost ($runs runs each, in blocks)"
 variants=("berth none" "berth bridge" "berth cni:bench")
 ((${#docker_cmd[@]})) && variants+=("docker none" "docker bridge")
-declare -A times=()
+binds=(-v /usr:/usr:ro -v /lib:/lib:ro)
+[[ -d /lib64 ]] && binds+=(-v /lib64:/lib64:ro)
+declare -A times=() starts=()
 run_variant() {
-    local tool=${1%% *} net=${1#* } t0 t1
+    local tool=${1%% *} net=${1#* } t0 t1 started
     t0=$EPOCHREALTIME
     if [[ $tool == berth ]]; then
-        "${berth_base[@]}" run --network "$net" busybox sh -c true >/dev/null
+        started=$("${berth_base[@]}" run --network "$net" "${binds[@]}" busybox /usr/bin/date +%s%N)
     else
-        "${docker_cmd[@]}" run --rm --network "$net" busybox sh -c true >/dev/null
+        started=$("${docker_cmd[@]}" run --rm --network "$net" "${binds[@]}" busybox /usr/bin/date +%s%N)
     fi
     t1=$EPOCHREALTIME
-    times[$1]+="$(((${t1/./} - ${t0/./})))"$'\n'
+    times[$1]+="$((${t1/./} - ${t0/./}))"$'\n'
+    starts[$1]+="$((started / 1000 - ${t0/./}))"$'\n'
 }
 # Blocks of consecutive runs, five rounds, the order rotated, a settle
 # pause before each block: one tool's background work (the kernel's
 # namespace cleanup after Docker's veths, which holds the rtnl lock for
 # tens of milliseconds) then lands on its own runs, not on the next tool's.
 block=$(((runs + 4) / 5))
-for v in "${variants[@]}"; do run_variant "$v"; times[$v]=""; done # warm up
+for v in "${variants[@]}"; do run_variant "$v"; times[$v]="" starts[$v]=""; done # warm up
 for ((round = 0; round < 5; round++)); do
     for ((k = 0; k < ${#variants[@]}; k++)); do
         v=${variants[$(((k + round) % ${#variants[@]}))]}
@@ -165,23 +171,26 @@ for ((round = 0; round < 5; round++)); do
     done
 done
 median_ms() { sort -n | awk '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.2f", m / 1000 }'; }
-declare -A median=()
+declare -A median=() start_median=()
+echo "  medians                start   whole run"
 for v in "${variants[@]}"; do
     median[$v]=$(printf '%s' "${times[$v]}" | median_ms)
-    printf '  %-18s median %6s ms\n' "$v" "${median[$v]}"
+    start_median[$v]=$(printf '%s' "${starts[$v]}" | median_ms)
+    printf '  %-18s %8s ms %8s ms\n' "$v" "${start_median[$v]}" "${median[$v]}"
 done
-added() { awk -v a="${median[$1]}" -v b="${median[$2]}" 'BEGIN { printf "%+.2f", a - b }'; }
+added() {
+    awk -v s="${start_median[$1]}" -v t="${start_median[$2]}" -v a="${median[$1]}" -v b="${median[$2]}" \
+        'BEGIN { printf "%+8.2f ms %+8.2f ms", s - t, a - b }'
+}
 echo "  added by a network (median minus the same tool's none):"
-echo "    berth bridge    $(added "berth bridge" "berth none") ms (goal <= 2 ms)"
-echo "    berth cni:bench $(added "berth cni:bench" "berth none") ms (CNI bridge + host-local + portmap)"
+echo "    berth bridge    $(added "berth bridge" "berth none") (goal: <= 2 ms added to a start)"
+echo "    berth cni:bench $(added "berth cni:bench" "berth none") (CNI bridge + host-local + portmap)"
 if ((${#docker_cmd[@]})); then
-    echo "    docker bridge   $(added "docker bridge" "docker none") ms"
+    echo "    docker bridge   $(added "docker bridge" "docker none")"
 fi
 
 # ---------------------------------------------------------------------------
 echo "==> throughput through a published port (iperf3, $seconds s, one TCP stream)"
-binds=(-v /usr:/usr:ro -v /lib:/lib:ro)
-[[ -d /lib64 ]] && binds+=(-v /lib64:/lib64:ro)
 # iperf_client PORT HOST: prints the Mbit/s the server received; tries
 # again while nothing listens yet (a refused connection does not use up a
 # one-shot server, a probe connection would).

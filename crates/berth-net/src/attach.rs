@@ -1,9 +1,13 @@
 //! Putting a container on a network and taking it off again.
 //!
-//! Attach claims the address and ports, records the attachment, then makes
-//! the namespace, the veth pair (host end on the bridge, `eth0` inside),
-//! the address and default route inside, the name files and the rules. A
-//! failure at any step undoes the steps before it. Detach removes the
+//! Attach claims the address and ports, records the attachment and writes
+//! its name files ([`Networks::claim`]), then makes the veth pair (host end
+//! on the bridge, `eth0` inside the namespace) with the address and default
+//! route inside ([`Claimed::wire`]), then tells the network's other members
+//! and writes the rules ([`Claimed::finish`]). The namespace is made here
+//! ([`Networks::attach`]) or by the container's runtime, which then wires
+//! it while the container is still being set up. A failure at any step
+//! undoes the steps before it. Detach removes the
 //! same pieces by the record; `gc` detaches every container that is gone.
 
 use crate::error::{NetError, Result};
@@ -14,11 +18,12 @@ use crate::namespace::Namespace;
 use crate::netlink::{errno_of, Netlink};
 use crate::networks::{check_host_address, Networks, HOST_CLAIM};
 use crate::shaping::{self, ShapeError};
+use crate::state::Lock;
 use berth_core::network::{NetworkMode, NetworkRequest, PublishedPort};
 use berth_core::spec::BindMount;
 use sha2::{Digest, Sha256};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// A container's place on a network, ready for it to join.
 pub struct Attached {
@@ -40,7 +45,9 @@ pub struct Collected {
 
 impl Networks {
     /// Puts `container` on the network `request` names (the default bridge
-    /// or a user network); `names` are what it answers to there.
+    /// or a user network); `names` are what it answers to there. Makes the
+    /// namespace for it to join: [`Networks::claim`], a namespace,
+    /// [`Claimed::wire`] and [`Claimed::finish`] in one.
     pub fn attach(
         &self,
         container: &str,
@@ -51,6 +58,30 @@ impl Networks {
         if let NetworkMode::Cni(name) = &request.mode {
             return self.attach_cni(container, names, name, request);
         }
+        let mut claimed = self.claim(container, names, request)?;
+        let namespace =
+            Namespace::new().map_err(|e| NetError::io("making a network namespace", e))?;
+        claimed.wire_with(namespace.handle.as_fd(), &namespace.route)?;
+        let (attachment, mounts) = claimed.finish()?;
+        Ok(Attached {
+            namespace: namespace.handle,
+            attachment,
+            mounts,
+        })
+    }
+
+    /// The first half of an attach, for a container whose runtime makes its
+    /// namespace: claims the address and ports, records the attachment and
+    /// writes its name files. The link follows with [`Claimed::wire`], once
+    /// the namespace exists. Not for `cni:` networks (a CNI plugin makes
+    /// everything in one ADD).
+    pub fn claim(
+        &self,
+        container: &str,
+        names: &[String],
+        request: &NetworkRequest,
+    ) -> Result<Claimed<'_>> {
+        request.validate()?;
         let macvlan_name;
         let name = match &request.mode {
             NetworkMode::Bridge => DEFAULT_NETWORK,
@@ -90,7 +121,7 @@ impl Networks {
             )));
         }
         let shares_names = network.name != DEFAULT_NETWORK;
-        let _lock = self.state.lock(shares_names || !request.ports.is_empty())?;
+        let lock = self.state.lock(shares_names || !request.ports.is_empty())?;
         if let Some(existing) = self.state.attachment(container)? {
             return Err(NetError::Conflict(format!(
                 "container {container} is already on network {}",
@@ -99,8 +130,8 @@ impl Networks {
         }
         let mut undo = Undo {
             networks: self,
-            container,
-            network: &network.name,
+            container: container.to_owned(),
+            network: network.name.clone(),
             address: None,
             ports: Vec::new(),
             link: None,
@@ -141,73 +172,6 @@ impl Networks {
         self.state.save_attachment(&attachment)?;
         undo.record = true;
 
-        let namespace =
-            Namespace::new().map_err(|e| NetError::io("making a network namespace", e))?;
-        if macvlan {
-            links::add_macvlan_into(&route, bridge, namespace.handle.as_fd()).map_err(|e| {
-                if links::errno_is_unsupported(&e) {
-                    NetError::Unsupported(format!("this kernel has no macvlan links: {e}"))
-                } else {
-                    NetError::io("making the container's macvlan link", e)
-                }
-            })?;
-        } else {
-            let make = || {
-                links::add_veth_into(
-                    &route,
-                    &attachment.host_link,
-                    bridge,
-                    namespace.handle.as_fd(),
-                    network.mtu,
-                )
-            };
-            match make() {
-                // The link of an earlier container of this id, set down at
-                // its end, waits for the kernel's namespace cleanup: no
-                // record holds it any more (ids are unique among live
-                // containers), so it goes now.
-                Err(e) if errno_of(&e) == Some(libc::EEXIST) => {
-                    links::delete_named(&route, &attachment.host_link)
-                        .and_then(|()| make())
-                        .map_err(|e| NetError::io("making the container's link", e))?;
-                }
-                other => other.map_err(|e| NetError::io("making the container's link", e))?,
-            }
-            undo.link = Some(attachment.host_link.clone());
-            if request.isolated {
-                links::isolate_port(&route, &attachment.host_link)
-                    .map_err(|e| NetError::io("isolating the container's bridge port", e))?;
-            }
-        }
-        if attachment.egress_rate.is_some() {
-            undo.ifb = Some(ifb_name(container));
-        }
-        self.shape(&route, &attachment)?;
-        namespace
-            .route
-            .route_batch(vec![
-                (
-                    links::address_request(
-                        CONTAINER_LINK_INDEX,
-                        address,
-                        network.subnet.prefix_len(),
-                    ),
-                    netlink_packet_core::NLM_F_CREATE | netlink_packet_core::NLM_F_EXCL,
-                    format!("giving eth0 the address {address}"),
-                ),
-                (
-                    links::up_request(CONTAINER_LINK_INDEX),
-                    0,
-                    "setting eth0 up".into(),
-                ),
-                (
-                    links::default_route_request(CONTAINER_LINK_INDEX, network.gateway),
-                    netlink_packet_core::NLM_F_CREATE | netlink_packet_core::NLM_F_EXCL,
-                    format!("routing through {}", network.gateway),
-                ),
-            ])
-            .map_err(|e| NetError::io("setting up eth0 in the container's namespace", e))?;
-
         let dir = self.state.files_dir(container);
         let members = if shares_names {
             self.members(&network.name)?
@@ -219,17 +183,14 @@ impl Networks {
             &files::hosts(&attachment, &members, &network.remote_members),
             &files::from_host(),
         )?;
-        if shares_names {
-            self.rewrite_peers(&attachment.container, &members)?;
-        }
-        if !request.ports.is_empty() {
-            undo.resync = true;
-            self.sync_rules()?;
-        }
-        undo.disarm();
-        tracing::debug!(container, network = %network.name, %address, "attached");
-        Ok(Attached {
-            namespace: namespace.handle,
+        Ok(Claimed {
+            undo,
+            _lock: lock,
+            route,
+            parent: bridge,
+            network,
+            isolated: request.isolated,
+            members: shares_names.then_some(members),
             attachment,
             mounts: files::mounts(&dir),
         })
@@ -539,10 +500,138 @@ enum Teardown {
 }
 
 /// Undoes a half-made attachment when dropped armed.
+/// A container's place on a network, claimed and recorded, with its name
+/// files written ([`Networks::claim`]); its link is made next by
+/// [`Claimed::wire`], and [`Claimed::finish`] tells the network's other
+/// members. Dropped before `finish`, everything it did is undone.
+pub struct Claimed<'a> {
+    // Before the lock: the undo runs while the state is still locked.
+    undo: Undo<'a>,
+    _lock: Lock,
+    /// A routing socket in the host's namespace.
+    route: Netlink,
+    /// The bridge the veth's host end goes on, or a macvlan's parent link.
+    parent: u32,
+    network: Network,
+    isolated: bool,
+    /// The network's members, on a network that shares names.
+    members: Option<Vec<Attachment>>,
+    attachment: Attachment,
+    mounts: Vec<BindMount>,
+}
+
+impl Claimed<'_> {
+    /// The name files to bind into the container (read-only).
+    pub fn mounts(&self) -> &[BindMount] {
+        &self.mounts
+    }
+
+    /// Makes the container's link into `namespace` (`eth0` there), with
+    /// its address, default route and bandwidth limits.
+    pub fn wire(&mut self, namespace: BorrowedFd<'_>) -> Result<()> {
+        let inside = Namespace::route_in(namespace).map_err(|e| {
+            NetError::io("opening a routing socket in the container's namespace", e)
+        })?;
+        self.wire_with(namespace, &inside)
+    }
+
+    /// [`Claimed::wire`] with a routing socket already in `namespace`.
+    fn wire_with(&mut self, namespace: BorrowedFd<'_>, inside: &Netlink) -> Result<()> {
+        let (network, attachment, route) = (&self.network, &self.attachment, &self.route);
+        if network.driver == Driver::Macvlan {
+            links::add_macvlan_into(route, self.parent, namespace).map_err(|e| {
+                if links::errno_is_unsupported(&e) {
+                    NetError::Unsupported(format!("this kernel has no macvlan links: {e}"))
+                } else {
+                    NetError::io("making the container's macvlan link", e)
+                }
+            })?;
+        } else {
+            let make = || {
+                links::add_veth_into(
+                    route,
+                    &attachment.host_link,
+                    self.parent,
+                    namespace,
+                    network.mtu,
+                )
+            };
+            match make() {
+                // The link of an earlier container of this id, set down at
+                // its end, waits for the kernel's namespace cleanup: no
+                // record holds it any more (ids are unique among live
+                // containers), so it goes now.
+                Err(e) if errno_of(&e) == Some(libc::EEXIST) => {
+                    links::delete_named(route, &attachment.host_link)
+                        .and_then(|()| make())
+                        .map_err(|e| NetError::io("making the container's link", e))?;
+                }
+                other => other.map_err(|e| NetError::io("making the container's link", e))?,
+            }
+            self.undo.link = Some(attachment.host_link.clone());
+            if self.isolated {
+                links::isolate_port(route, &attachment.host_link)
+                    .map_err(|e| NetError::io("isolating the container's bridge port", e))?;
+            }
+        }
+        if attachment.egress_rate.is_some() {
+            self.undo.ifb = Some(ifb_name(&attachment.container));
+        }
+        self.undo.networks.shape(route, attachment)?;
+        let address = attachment.address;
+        inside
+            .route_batch(vec![
+                (
+                    links::address_request(
+                        CONTAINER_LINK_INDEX,
+                        address,
+                        network.subnet.prefix_len(),
+                    ),
+                    netlink_packet_core::NLM_F_CREATE | netlink_packet_core::NLM_F_EXCL,
+                    format!("giving eth0 the address {address}"),
+                ),
+                (
+                    links::up_request(CONTAINER_LINK_INDEX),
+                    0,
+                    "setting eth0 up".into(),
+                ),
+                (
+                    links::default_route_request(CONTAINER_LINK_INDEX, network.gateway),
+                    netlink_packet_core::NLM_F_CREATE | netlink_packet_core::NLM_F_EXCL,
+                    format!("routing through {}", network.gateway),
+                ),
+            ])
+            .map_err(|e| NetError::io("setting up eth0 in the container's namespace", e))
+    }
+
+    /// Ends the attach: the network's other members learn the container's
+    /// names, and its published ports go into the rules. Returns the record
+    /// and the name files to bind.
+    pub fn finish(mut self) -> Result<(Attachment, Vec<BindMount>)> {
+        let networks = self.undo.networks;
+        if let Some(members) = &self.members {
+            networks.rewrite_peers(&self.attachment.container, members)?;
+        }
+        if !self.attachment.ports.is_empty() {
+            self.undo.resync = true;
+            networks.sync_rules()?;
+        }
+        let undo = std::mem::replace(&mut self.undo, Undo::disarmed(networks));
+        undo.disarm();
+        tracing::debug!(
+            container = %self.attachment.container,
+            network = %self.network.name,
+            address = %self.attachment.address,
+            "attached"
+        );
+        Ok((self.attachment, self.mounts))
+    }
+}
+
 struct Undo<'a> {
     networks: &'a Networks,
-    container: &'a str,
-    network: &'a str,
+    container: String,
+    network: String,
     address: Option<Ipv4Addr>,
     ports: Vec<String>,
     link: Option<String>,
@@ -552,7 +641,22 @@ struct Undo<'a> {
     resync: bool,
 }
 
-impl Undo<'_> {
+impl<'a> Undo<'a> {
+    /// One with nothing to undo.
+    fn disarmed(networks: &'a Networks) -> Undo<'a> {
+        Undo {
+            networks,
+            container: String::new(),
+            network: String::new(),
+            address: None,
+            ports: Vec::new(),
+            link: None,
+            ifb: None,
+            record: false,
+            resync: false,
+        }
+    }
+
     fn disarm(mut self) {
         self.address = None;
         self.ports.clear();
@@ -572,17 +676,17 @@ impl Drop for Undo<'_> {
             }
         }
         if self.record {
-            let _ = state.remove_attachment(self.container);
+            let _ = state.remove_attachment(&self.container);
         }
         for key in &self.ports {
-            let _ = state.release_port_of(key, self.container);
+            let _ = state.release_port_of(key, &self.container);
         }
         if let Some(address) = self.address {
-            let _ = state.release_address_of(self.network, address, self.container);
+            let _ = state.release_address_of(&self.network, address, &self.container);
         }
         // Rules written for it (a sync that failed after writing) go too.
         if self.resync {
-            let _ = self.networks.sync_rules_without(Some(self.container));
+            let _ = self.networks.sync_rules_without(Some(&self.container));
         }
     }
 }

@@ -26,7 +26,7 @@ mod model;
 mod networks;
 mod state;
 
-pub use attach::{host_link_name, ifb_name, Attached, Collected};
+pub use attach::{host_link_name, ifb_name, Attached, Claimed, Collected};
 pub use error::{NetError, Result};
 pub use model::{Attachment, Driver, Member, Network, DEFAULT_NETWORK};
 pub use networks::{CreateNetwork, NetConfig, NetworkView, Networks};

@@ -30,6 +30,15 @@ impl Namespace {
         })
     }
 
+    /// A routing socket inside the namespace `handle` (made on a thread of
+    /// its own that enters it; the socket stays bound to the namespace).
+    pub fn route_in(handle: BorrowedFd<'_>) -> io::Result<Netlink> {
+        on_own_thread(move || {
+            join(handle)?;
+            Netlink::route()
+        })
+    }
+
     /// Runs `f` inside the namespace (on a thread of its own).
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
         let handle = self.handle.as_fd();

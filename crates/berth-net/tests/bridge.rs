@@ -9,6 +9,7 @@ use berth_net::{CreateNetwork, NetConfig, NetError, Networks};
 use common::inside;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 fn is_root() -> bool {
@@ -621,4 +622,60 @@ impl Drop for NetnsGuard {
             .args(["netns", "del", &self.0])
             .status();
     }
+}
+
+#[test]
+fn a_claim_wired_into_a_runtimes_namespace_reaches_out_and_one_that_fails_is_undone() {
+    need_root!();
+    let f = fixture();
+    let published = |host_port| NetworkRequest {
+        mode: NetworkMode::Bridge,
+        ports: PublishedPort::parse(&format!("127.0.0.1:{host_port}:80")).unwrap(),
+        ..Default::default()
+    };
+    // What a runtime does: it makes the namespace; berth-net claims first,
+    // then wires the namespace it is given.
+    let namespace = common::new_namespace();
+    let mut claimed = f
+        .networks
+        .claim("wired", &["wired".into()], &published(18081))
+        .unwrap();
+    assert!(claimed
+        .mounts()
+        .iter()
+        .any(|m| m.destination == "/etc/hosts"));
+    claimed.wire(namespace.as_fd()).unwrap();
+    let (wired, _mounts) = claimed.finish().unwrap();
+    let gateway = f.networks.inspect("bridge").unwrap().network.gateway;
+    let host_server = TcpListener::bind((gateway, 0)).unwrap();
+    let to_host = host_server.local_addr().unwrap();
+    let server = echo_once(host_server);
+    assert_eq!(inside(&namespace, move || talk(to_host)).unwrap(), b"hello");
+    server.join().unwrap();
+
+    // A second container wired into the same namespace finds its eth0
+    // taken: the wiring fails, and dropping the claim undoes it all.
+    let mut second = f
+        .networks
+        .claim("second", &["second".into()], &published(18082))
+        .unwrap();
+    let failed = second.wire(namespace.as_fd());
+    assert!(matches!(failed, Err(NetError::Io { .. })), "{failed:?}");
+    drop(second);
+    let left = f.networks.inspect("bridge").unwrap().containers;
+    assert_eq!(
+        left.iter()
+            .map(|a| a.container.as_str())
+            .collect::<Vec<_>>(),
+        ["wired"],
+        "the failed claim's record is gone"
+    );
+    assert!(!link_exists(&berth_net::host_link_name("second")));
+    // Its port is free again: the next claim gets it.
+    let next = f.networks.claim("next", &[], &published(18082)).unwrap();
+    drop(next);
+
+    drop(namespace);
+    f.networks.detach(&wired.container).unwrap();
+    assert!(gone_soon(&wired.host_link));
 }

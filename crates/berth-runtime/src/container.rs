@@ -20,6 +20,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Sets up a container's new network namespace from outside (its links,
+/// addresses and routes), given a handle to it. The runtime calls it from
+/// the parent once the namespace is made and handed to the child, while
+/// the child builds its mounts on the other CPU, and lets the process run
+/// only after it returned; an error aborts the create.
+pub type NetworkSetup<'a> = &'a mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>;
+
 /// Where the runtime keeps per-container files and cgroups.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -192,7 +199,21 @@ impl Runtime {
     /// Must be called from a single-threaded process (the CLI before it
     /// starts threads, or the shim); see ARCHITECTURE.md.
     pub fn create(&self, spec: &ContainerSpec, stdio: StdioFds) -> Result<Container> {
-        self.create_inner(spec, stdio, false)
+        self.create_inner(spec, stdio, false, None)
+    }
+
+    /// [`Runtime::create`] of a container with a new network namespace
+    /// (`NetworkNamespace::New`) that `setup` wires up before the process
+    /// may run, in parallel with the rest of its setup: what a network
+    /// made beforehand and joined would add to a start in series.
+    pub fn create_with_network(
+        &self,
+        spec: &ContainerSpec,
+        stdio: StdioFds,
+        setup: NetworkSetup<'_>,
+    ) -> Result<Container> {
+        require_new_network(spec)?;
+        self.create_inner(spec, stdio, false, Some(setup))
     }
 
     /// [`Runtime::create`] and [`Container::start`] in one step: the child
@@ -206,7 +227,24 @@ impl Runtime {
                 "a container with a terminal must be created, then started".into(),
             ));
         }
-        self.create_inner(spec, stdio, true)
+        self.create_inner(spec, stdio, true, None)
+    }
+
+    /// [`Runtime::create_and_start`] with a network `setup`, as
+    /// [`Runtime::create_with_network`] has.
+    pub fn create_and_start_with_network(
+        &self,
+        spec: &ContainerSpec,
+        stdio: StdioFds,
+        setup: NetworkSetup<'_>,
+    ) -> Result<Container> {
+        if spec.process.terminal {
+            return Err(RuntimeError::InvalidSpec(
+                "a container with a terminal must be created, then started".into(),
+            ));
+        }
+        require_new_network(spec)?;
+        self.create_inner(spec, stdio, true, Some(setup))
     }
 
     fn create_inner(
@@ -214,11 +252,12 @@ impl Runtime {
         spec: &ContainerSpec,
         stdio: StdioFds,
         autostart: bool,
+        network_setup: Option<NetworkSetup<'_>>,
     ) -> Result<Container> {
         self.validate(spec)?;
         let id = spec.id.as_str();
         let (claim, lock) = self.claim(id, spec.rootfs.scratch)?;
-        let created = self.create_in(spec, &claim, lock, stdio, autostart);
+        let created = self.create_in(spec, &claim, lock, stdio, autostart, network_setup);
         if created.is_err() {
             // Keep the claim while any cgroup of the container remains, so
             // that `gc` can find and finish the cleanup.
@@ -291,6 +330,7 @@ impl Runtime {
         lock: OwnedFd,
         stdio: StdioFds,
         autostart: bool,
+        network_setup: Option<NetworkSetup<'_>>,
     ) -> Result<Container> {
         // Memory scratch: the child mounts its tmpfs over the containers
         // dir itself, in its own mount namespace (each container sees only
@@ -392,10 +432,13 @@ impl Runtime {
         // A failure is reported once the container exists: if the child
         // already failed (the usual reason the send breaks), its own report
         // is the better error.
-        let network_error = plan
-            .network
-            .as_ref()
-            .and_then(|source| send_network_namespace(&start, source).err());
+        let (namespace, network_error) = match plan.network.as_ref() {
+            Some(source) => match send_network_namespace(&start, source) {
+                Ok(namespace) => (Some(namespace), None),
+                Err(e) => (None, Some(e)),
+            },
+            None => (None, None),
+        };
         let cgroup = match early_cgroup {
             Some(cgroup) => cgroup,
             None => match self.cgroups.create(spec.id.as_str(), &spec.limits) {
@@ -438,6 +481,16 @@ impl Runtime {
                 return Err(container.abort(e, &plan));
             }
         }
+        // After the cgroups, so that the child is not kept waiting for them
+        // while the network is wired; before `go`, so that the process
+        // never runs without its network.
+        if let (Some(setup), Some(namespace)) = (network_setup, &namespace) {
+            if let Err(e) = setup(namespace.as_fd()) {
+                let e = RuntimeError::spawn("setting up the container's network", e);
+                return Err(container.abort(e, &plan));
+            }
+        }
+        drop(namespace);
         if autostart {
             container.started_at = Some(Instant::now());
             container.state = State::Running;
@@ -606,9 +659,20 @@ fn remove_claim(id: &str, claim: &Path) -> Result<()> {
     }
 }
 
+/// A network setup needs a namespace made for the container.
+fn require_new_network(spec: &ContainerSpec) -> Result<()> {
+    if spec.network != crate::spec::NetworkNamespace::New {
+        return Err(RuntimeError::InvalidSpec(
+            "a network setup needs the container's own new network namespace".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Makes (or opens) the container's network namespace and sends it to the
 /// child, which joins it and brings its loopback up before mounting `/sys`.
-fn send_network_namespace(start: &OwnedFd, source: &NetworkSource) -> Result<()> {
+/// Returns it, for a [`NetworkSetup`].
+fn send_network_namespace(start: &OwnedFd, source: &NetworkSource) -> Result<OwnedFd> {
     let ns = match source {
         NetworkSource::New => network::new_namespace()
             .map_err(|e| RuntimeError::spawn("creating the network namespace", e))?,
@@ -630,7 +694,7 @@ fn send_network_namespace(start: &OwnedFd, source: &NetworkSource) -> Result<()>
             io::Error::last_os_error(),
         ));
     }
-    Ok(())
+    Ok(ns)
 }
 
 /// Kills and reaps a child that must not run (its setup failed in the parent).

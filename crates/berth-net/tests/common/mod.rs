@@ -1,4 +1,6 @@
 //! What the berth-net tests share.
+// Each test binary uses a part of it.
+#![allow(dead_code)]
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -13,6 +15,20 @@ pub fn inside<T: Send + 'static>(ns: &OwnedFd, f: impl FnOnce() -> T + Send + 's
             0
         );
         f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A new network namespace, as a container's runtime makes one (made on a
+/// thread of its own, which ends in it).
+pub fn new_namespace() -> OwnedFd {
+    std::thread::spawn(|| {
+        // SAFETY: unshare of this short-lived thread only.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        std::fs::File::open("/proc/thread-self/ns/net")
+            .unwrap()
+            .into()
     })
     .join()
     .unwrap()

@@ -85,6 +85,15 @@ impl Env {
     }
 
     pub fn try_run(&self, spec: &ContainerSpec) -> berth_runtime::Result<Outcome> {
+        self.try_run_with_network(spec, None)
+    }
+
+    /// [`Env::try_run`], with a network setup if one is given.
+    pub fn try_run_with_network(
+        &self,
+        spec: &ContainerSpec,
+        setup: Option<berth_runtime::NetworkSetup<'_>>,
+    ) -> berth_runtime::Result<Outcome> {
         use std::io::Read;
         let (out_r, out_w) = std::io::pipe().unwrap();
         let (err_r, err_w) = std::io::pipe().unwrap();
@@ -93,7 +102,10 @@ impl Env {
             stdout: Some(out_w.into()),
             stderr: Some(err_w.into()),
         };
-        let mut container = self.runtime.create(spec, stdio)?;
+        let mut container = match setup {
+            Some(setup) => self.runtime.create_with_network(spec, stdio, setup)?,
+            None => self.runtime.create(spec, stdio)?,
+        };
         // Read output on threads so a chatty container never blocks on a full pipe.
         let read = |mut r: std::io::PipeReader| {
             std::thread::spawn(move || {

@@ -5,10 +5,12 @@ pub use spec::network_request;
 mod supervise;
 
 use crate::cli::{Global, RunArgs};
+use crate::cmd::network::{self, Joining};
 use crate::cmd::{open_runtime, open_store};
 use crate::CliError;
 use berth_core::ImageRef;
 use berth_runtime::ContainerResult;
+use std::os::fd::BorrowedFd;
 
 pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     let json = args.json;
@@ -52,15 +54,30 @@ fn run_container(global: &Global, args: &RunArgs) -> Result<ContainerResult, Cli
         let _ = store.release(spec.id.as_str());
         return Err(e.into());
     }
-    let attached = match crate::cmd::network::join(global, args, &mut spec) {
-        Ok(attached) => attached,
+    let request = network_request(args)?;
+    let networks = match network::networks_for(global, &request) {
+        Ok(networks) => networks,
         Err(e) => {
             let _ = store.release(spec.id.as_str());
             return Err(e);
         }
     };
-    let outcome = supervise::run(&runtime, &spec, args);
-    let detached = crate::cmd::network::leave(&spec, attached);
+    let mut joining = match network::join(global, &request, networks.as_ref(), &mut spec) {
+        Ok(joining) => joining,
+        Err(e) => {
+            let _ = store.release(spec.id.as_str());
+            return Err(e);
+        }
+    };
+    let outcome = match &mut joining {
+        Joining::Wiring(wiring) => {
+            let mut setup = |namespace: BorrowedFd<'_>| wiring.setup(namespace);
+            supervise::run(&runtime, &spec, args, Some(&mut setup))
+        }
+        _ => supervise::run(&runtime, &spec, args, None),
+    };
+    let outcome = network::network_failure(&mut joining, outcome);
+    let detached = network::leave(&spec, networks.as_ref(), joining);
     if let Err(e) = &outcome {
         if e.0.code == berth_core::ErrorCode::ContainerExists {
             // Lost a race for the name: the lease now belongs to the winner.
