@@ -499,7 +499,6 @@ enum Teardown {
     Remove,
 }
 
-/// Undoes a half-made attachment when dropped armed.
 /// A container's place on a network, claimed and recorded, with its name
 /// files written ([`Networks::claim`]); its link is made next by
 /// [`Claimed::wire`], and [`Claimed::finish`] tells the network's other
@@ -628,6 +627,7 @@ impl Claimed<'_> {
     }
 }
 
+/// Undoes a half-made attachment when dropped armed.
 struct Undo<'a> {
     networks: &'a Networks,
     container: String,
@@ -670,9 +670,12 @@ impl<'a> Undo<'a> {
 impl Drop for Undo<'_> {
     fn drop(&mut self) {
         let state = &self.networks.state;
-        if let Ok(route) = Netlink::route() {
-            for link in [&self.link, &self.ifb].into_iter().flatten() {
-                let _ = links::delete_named(&route, link);
+        let links: Vec<&String> = [&self.link, &self.ifb].into_iter().flatten().collect();
+        if !links.is_empty() {
+            if let Ok(route) = Netlink::route() {
+                for link in links {
+                    let _ = links::delete_named(&route, link);
+                }
             }
         }
         if self.record {

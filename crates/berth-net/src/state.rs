@@ -32,7 +32,17 @@ pub struct StateDir {
 }
 
 /// A held lock on the state dir; released when dropped.
-pub struct Lock(#[allow(dead_code)] OwnedFd);
+pub struct Lock(OwnedFd);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Unlocked explicitly, not only by closing: a process cloned while
+        // the lock was held (a container's runtime child, made while its
+        // network was claimed) has a copy of the fd, and a flock lasts
+        // until every copy is closed.
+        let _ = flock(&self.0, FlockOperation::Unlock);
+    }
+}
 
 impl StateDir {
     pub fn new(root: PathBuf) -> StateDir {

@@ -41,6 +41,43 @@ fn the_setup_gets_the_containers_namespace_before_its_process_runs() {
 }
 
 #[test]
+fn created_and_started_at_once_the_process_still_waits_for_the_setup() {
+    use std::io::Read;
+    let env = common::Env::new();
+    let shared = tempfile::tempdir_in("/var/tmp").unwrap();
+    let mut spec = env.sh("cat /shared/marker && readlink /proc/self/ns/net");
+    spec.mounts = vec![BindMount {
+        source: shared.path().to_owned(),
+        destination: "/shared".into(),
+        read_only: true,
+    }];
+    let (mut out_r, out_w) = std::io::pipe().unwrap();
+    let stdio = StdioFds {
+        stdout: Some(out_w.into()),
+        ..Default::default()
+    };
+    let mut seen = None;
+    let mut setup = |namespace: BorrowedFd<'_>| -> io::Result<()> {
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::write(shared.path().join("marker"), "wired\n")?;
+        seen = Some(namespace_inode(namespace));
+        Ok(())
+    };
+    let mut container = env
+        .runtime
+        .create_and_start_with_network(&spec, stdio, &mut setup)
+        .unwrap();
+    container.wait(None).unwrap();
+    let result = container.delete().unwrap();
+    let mut stdout = String::new();
+    out_r.read_to_string(&mut stdout).unwrap();
+    assert_eq!(result.exit_code, Some(0), "{stdout}");
+    let inode = seen.expect("the setup ran");
+    assert_eq!(stdout, format!("wired\nnet:[{inode}]\n"));
+    env.assert_clean();
+}
+
+#[test]
 fn a_failed_setup_aborts_the_create_and_leaves_nothing() {
     let env = common::Env::new();
     let spec = env.sh("true");

@@ -54,9 +54,10 @@ fn run_container(global: &Global, args: &RunArgs) -> Result<ContainerResult, Cli
         let _ = store.release(spec.id.as_str());
         return Err(e.into());
     }
-    let request = network_request(args)?;
-    let networks = match network::networks_for(global, &request) {
-        Ok(networks) => networks,
+    let opened = network_request(args)
+        .and_then(|request| Ok((network::networks_for(global, &request)?, request)));
+    let (networks, request) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             let _ = store.release(spec.id.as_str());
             return Err(e);
