@@ -128,17 +128,7 @@ impl Networks {
                 existing.network
             )));
         }
-        let mut undo = Undo {
-            networks: self,
-            container: container.to_owned(),
-            network: network.name.clone(),
-            address: None,
-            ports: Vec::new(),
-            link: None,
-            ifb: None,
-            record: false,
-            resync: false,
-        };
+        let mut undo = Undo::new(self, container, &network.name);
         let address = self.claim_address(&network, container, request.ip)?;
         undo.address = Some(address);
         for port in &request.ports {
@@ -615,15 +605,23 @@ impl Claimed<'_> {
             self.undo.resync = true;
             networks.sync_rules()?;
         }
-        let undo = std::mem::replace(&mut self.undo, Undo::disarmed(networks));
+        let Claimed {
+            undo,
+            _lock: lock,
+            network,
+            attachment,
+            mounts,
+            ..
+        } = self;
         undo.disarm();
+        drop(lock);
         tracing::debug!(
-            container = %self.attachment.container,
-            network = %self.network.name,
-            address = %self.attachment.address,
+            container = %attachment.container,
+            network = %network.name,
+            address = %attachment.address,
             "attached"
         );
-        Ok((self.attachment, self.mounts))
+        Ok((attachment, mounts))
     }
 }
 
@@ -642,12 +640,12 @@ struct Undo<'a> {
 }
 
 impl<'a> Undo<'a> {
-    /// One with nothing to undo.
-    fn disarmed(networks: &'a Networks) -> Undo<'a> {
+    /// One with nothing to undo yet, for `container` on `network`.
+    fn new(networks: &'a Networks, container: &str, network: &str) -> Undo<'a> {
         Undo {
             networks,
-            container: String::new(),
-            network: String::new(),
+            container: container.to_owned(),
+            network: network.to_owned(),
             address: None,
             ports: Vec::new(),
             link: None,

@@ -4,9 +4,10 @@
 //! nothing behind.
 
 mod common;
-use berth_runtime::{BindMount, NetworkNamespace, RuntimeError, StdioFds};
+use berth_runtime::{BindMount, ContainerSpec, NetworkNamespace, RuntimeError, StdioFds};
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::path::Path;
 use std::time::Duration;
 
 /// The namespace's inode, as `readlink /proc/PID/ns/net` shows it.
@@ -14,23 +15,33 @@ fn namespace_inode(namespace: BorrowedFd<'_>) -> u64 {
     rustix::fs::fstat(namespace).unwrap().st_ino
 }
 
+/// A container that prints the marker in `shared` and its namespace.
+fn reads_the_marker(env: &common::Env, shared: &Path) -> ContainerSpec {
+    let mut spec = env.sh("cat /shared/marker && readlink /proc/self/ns/net");
+    spec.mounts = vec![BindMount {
+        source: shared.to_owned(),
+        destination: "/shared".into(),
+        read_only: true,
+    }];
+    spec
+}
+
+/// A slow setup: a process let run before it returned finds no marker.
+/// Returns the namespace's inode.
+fn leave_the_marker(shared: &Path, namespace: BorrowedFd<'_>) -> io::Result<u64> {
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(shared.join("marker"), "wired\n")?;
+    Ok(namespace_inode(namespace))
+}
+
 #[test]
 fn the_setup_gets_the_containers_namespace_before_its_process_runs() {
     let env = common::Env::new();
     let shared = tempfile::tempdir_in("/var/tmp").unwrap();
-    let mut spec = env.sh("cat /shared/marker && readlink /proc/self/ns/net");
-    spec.mounts = vec![BindMount {
-        source: shared.path().to_owned(),
-        destination: "/shared".into(),
-        read_only: true,
-    }];
+    let spec = reads_the_marker(&env, shared.path());
     let mut seen = None;
     let mut setup = |namespace: BorrowedFd<'_>| -> io::Result<()> {
-        // Slow on purpose: a process let run before the setup returned
-        // would find no marker.
-        std::thread::sleep(Duration::from_millis(200));
-        std::fs::write(shared.path().join("marker"), "wired\n")?;
-        seen = Some(namespace_inode(namespace));
+        seen = Some(leave_the_marker(shared.path(), namespace)?);
         Ok(())
     };
     let out = env.try_run_with_network(&spec, Some(&mut setup)).unwrap();
@@ -45,12 +56,7 @@ fn created_and_started_at_once_the_process_still_waits_for_the_setup() {
     use std::io::Read;
     let env = common::Env::new();
     let shared = tempfile::tempdir_in("/var/tmp").unwrap();
-    let mut spec = env.sh("cat /shared/marker && readlink /proc/self/ns/net");
-    spec.mounts = vec![BindMount {
-        source: shared.path().to_owned(),
-        destination: "/shared".into(),
-        read_only: true,
-    }];
+    let spec = reads_the_marker(&env, shared.path());
     let (mut out_r, out_w) = std::io::pipe().unwrap();
     let stdio = StdioFds {
         stdout: Some(out_w.into()),
@@ -58,9 +64,7 @@ fn created_and_started_at_once_the_process_still_waits_for_the_setup() {
     };
     let mut seen = None;
     let mut setup = |namespace: BorrowedFd<'_>| -> io::Result<()> {
-        std::thread::sleep(Duration::from_millis(200));
-        std::fs::write(shared.path().join("marker"), "wired\n")?;
-        seen = Some(namespace_inode(namespace));
+        seen = Some(leave_the_marker(shared.path(), namespace)?);
         Ok(())
     };
     let mut container = env
