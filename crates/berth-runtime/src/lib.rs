@@ -11,7 +11,9 @@
 //!
 //! It must not touch images (it receives layer directories, never reads an
 //! image store), the network beyond loopback, or any API: the CLI, the shim
-//! and the host agent build on it. It forks, so it must run in a
+//! and the host agent build on it. A caller that wires networks gets the
+//! container's namespace through a [`NetworkSetup`], while the container is
+//! being set up. It forks, so it must run in a
 //! single-threaded process.
 
 mod cgroup;
