@@ -668,10 +668,9 @@ impl<'a> Undo<'a> {
 impl Drop for Undo<'_> {
     fn drop(&mut self) {
         let state = &self.networks.state;
-        let links: Vec<&String> = [&self.link, &self.ifb].into_iter().flatten().collect();
-        if !links.is_empty() {
+        if self.link.is_some() || self.ifb.is_some() {
             if let Ok(route) = Netlink::route() {
-                for link in links {
+                for link in [&self.link, &self.ifb].into_iter().flatten() {
                     let _ = links::delete_named(&route, link);
                 }
             }

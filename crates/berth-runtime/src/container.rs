@@ -27,6 +27,19 @@ use std::time::{Duration, Instant};
 /// only after it returned; an error aborts the create.
 pub type NetworkSetup<'a> = &'a mut dyn FnMut(BorrowedFd<'_>) -> io::Result<()>;
 
+/// How [`Runtime::create_with`] creates a container.
+#[derive(Default)]
+pub struct CreateOptions<'a> {
+    /// Run the command as soon as the container is set up
+    /// ([`Runtime::create_and_start`]).
+    pub start: bool,
+    /// Wires the container's network namespace, which must be its own new
+    /// one (`NetworkNamespace::New`), in parallel with the rest of its
+    /// setup: what a network made beforehand and joined would add to a
+    /// start in series.
+    pub network_setup: Option<NetworkSetup<'a>>,
+}
+
 /// Where the runtime keeps per-container files and cgroups.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -199,21 +212,7 @@ impl Runtime {
     /// Must be called from a single-threaded process (the CLI before it
     /// starts threads, or the shim); see ARCHITECTURE.md.
     pub fn create(&self, spec: &ContainerSpec, stdio: StdioFds) -> Result<Container> {
-        self.create_inner(spec, stdio, false, None)
-    }
-
-    /// [`Runtime::create`] of a container with a new network namespace
-    /// (`NetworkNamespace::New`) that `setup` wires up before the process
-    /// may run, in parallel with the rest of its setup: what a network
-    /// made beforehand and joined would add to a start in series.
-    pub fn create_with_network(
-        &self,
-        spec: &ContainerSpec,
-        stdio: StdioFds,
-        setup: NetworkSetup<'_>,
-    ) -> Result<Container> {
-        require_new_network(spec)?;
-        self.create_inner(spec, stdio, false, Some(setup))
+        self.create_with(spec, stdio, CreateOptions::default())
     }
 
     /// [`Runtime::create`] and [`Container::start`] in one step: the child
@@ -222,29 +221,32 @@ impl Runtime {
     /// A terminal needs the two-step path (the caller must take the pty
     /// before the command runs), so terminal specs are refused here.
     pub fn create_and_start(&self, spec: &ContainerSpec, stdio: StdioFds) -> Result<Container> {
-        if spec.process.terminal {
-            return Err(RuntimeError::InvalidSpec(
-                "a container with a terminal must be created, then started".into(),
-            ));
-        }
-        self.create_inner(spec, stdio, true, None)
+        let options = CreateOptions {
+            start: true,
+            ..CreateOptions::default()
+        };
+        self.create_with(spec, stdio, options)
     }
 
-    /// [`Runtime::create_and_start`] with a network `setup`, as
-    /// [`Runtime::create_with_network`] has.
-    pub fn create_and_start_with_network(
+    /// [`Runtime::create`], or [`Runtime::create_and_start`] with
+    /// `options.start`, and with a network setup if the options have one.
+    pub fn create_with(
         &self,
         spec: &ContainerSpec,
         stdio: StdioFds,
-        setup: NetworkSetup<'_>,
+        options: CreateOptions<'_>,
     ) -> Result<Container> {
-        if spec.process.terminal {
+        if options.start && spec.process.terminal {
             return Err(RuntimeError::InvalidSpec(
                 "a container with a terminal must be created, then started".into(),
             ));
         }
-        require_new_network(spec)?;
-        self.create_inner(spec, stdio, true, Some(setup))
+        if options.network_setup.is_some() && spec.network != crate::spec::NetworkNamespace::New {
+            return Err(RuntimeError::InvalidSpec(
+                "a network setup needs the container's own new network namespace".into(),
+            ));
+        }
+        self.create_inner(spec, stdio, options.start, options.network_setup)
     }
 
     fn create_inner(
@@ -657,16 +659,6 @@ fn remove_claim(id: &str, claim: &Path) -> Result<()> {
             source: e,
         }),
     }
-}
-
-/// A network setup needs a namespace made for the container.
-fn require_new_network(spec: &ContainerSpec) -> Result<()> {
-    if spec.network != crate::spec::NetworkNamespace::New {
-        return Err(RuntimeError::InvalidSpec(
-            "a network setup needs the container's own new network namespace".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Makes (or opens) the container's network namespace and sends it to the

@@ -28,7 +28,7 @@ pub mod supervise;
 
 pub use berth_core::{CgroupMetrics, ContainerResult};
 pub use cgroup::{CgroupHost, CgroupJoin, CgroupStats};
-pub use container::{Container, ExitStatus, NetworkSetup, Runtime, RuntimeConfig};
+pub use container::{Container, CreateOptions, ExitStatus, NetworkSetup, Runtime, RuntimeConfig};
 pub use error::{Result, RuntimeError};
 pub use process::plan::StdioFds;
 pub use spec::{

@@ -4,11 +4,21 @@
 //! nothing behind.
 
 mod common;
-use berth_runtime::{BindMount, ContainerSpec, NetworkNamespace, RuntimeError, StdioFds};
+use berth_runtime::{
+    BindMount, ContainerSpec, CreateOptions, NetworkNamespace, NetworkSetup, RuntimeError, StdioFds,
+};
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::time::Duration;
+
+/// Create and start at once, with `setup`: what `berth run` does.
+fn starting(setup: NetworkSetup<'_>) -> CreateOptions<'_> {
+    CreateOptions {
+        start: true,
+        network_setup: Some(setup),
+    }
+}
 
 /// The namespace's inode, as `readlink /proc/PID/ns/net` shows it.
 fn namespace_inode(namespace: BorrowedFd<'_>) -> u64 {
@@ -69,7 +79,7 @@ fn created_and_started_at_once_the_process_still_waits_for_the_setup() {
     };
     let mut container = env
         .runtime
-        .create_and_start_with_network(&spec, stdio, &mut setup)
+        .create_with(&spec, stdio, starting(&mut setup))
         .unwrap();
     container.wait(None).unwrap();
     let result = container.delete().unwrap();
@@ -92,7 +102,7 @@ fn a_failed_setup_aborts_the_create_and_leaves_nothing() {
     };
     let created = env
         .runtime
-        .create_and_start_with_network(&spec, StdioFds::default(), &mut setup);
+        .create_with(&spec, StdioFds::default(), starting(&mut setup));
     match created {
         Err(RuntimeError::Spawn { what, source }) => {
             assert_eq!(what, "setting up the container's network");
@@ -113,7 +123,7 @@ fn a_setup_needs_a_namespace_of_the_containers_own() {
     let mut setup = |_: BorrowedFd<'_>| -> io::Result<()> { panic!("never called") };
     let created = env
         .runtime
-        .create_with_network(&spec, StdioFds::default(), &mut setup);
+        .create_with(&spec, StdioFds::default(), starting(&mut setup));
     assert!(
         matches!(created, Err(RuntimeError::InvalidSpec(_))),
         "{:?}",

@@ -102,10 +102,11 @@ impl Env {
             stdout: Some(out_w.into()),
             stderr: Some(err_w.into()),
         };
-        let mut container = match setup {
-            Some(setup) => self.runtime.create_with_network(spec, stdio, setup)?,
-            None => self.runtime.create(spec, stdio)?,
+        let options = berth_runtime::CreateOptions {
+            start: false,
+            network_setup: setup,
         };
+        let mut container = self.runtime.create_with(spec, stdio, options)?;
         // Read output on threads so a chatty container never blocks on a full pipe.
         let read = |mut r: std::io::PipeReader| {
             std::thread::spawn(move || {

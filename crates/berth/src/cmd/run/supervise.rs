@@ -7,7 +7,9 @@ use crate::cli::RunArgs;
 use crate::CliError;
 use berth_core::{ErrorCode, ErrorReport};
 use berth_runtime::supervise::{Event, Handler, OnDrop, PollSet, SignalFd, Supervisor, READABLE};
-use berth_runtime::{Container, ContainerResult, ContainerSpec, NetworkSetup, Runtime, StdioFds};
+use berth_runtime::{
+    Container, ContainerResult, ContainerSpec, CreateOptions, NetworkSetup, Runtime, StdioFds,
+};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -76,12 +78,11 @@ pub fn run(
 
     // Without a terminal, create and start in one step (one round trip
     // less); with one, the pty must be wired up before the command runs.
-    let mut container = match (args.tty, network_setup) {
-        (true, None) => runtime.create(spec, stdio)?,
-        (false, None) => runtime.create_and_start(spec, stdio)?,
-        (true, Some(setup)) => runtime.create_with_network(spec, stdio, setup)?,
-        (false, Some(setup)) => runtime.create_and_start_with_network(spec, stdio, setup)?,
+    let options = CreateOptions {
+        start: !args.tty,
+        network_setup,
     };
+    let mut container = runtime.create_with(spec, stdio, options)?;
     let pty = container.take_pty_master();
     let _raw = match &pty {
         Some(master) => {
