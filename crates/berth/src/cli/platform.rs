@@ -729,23 +729,27 @@ berth code push api --image web --network backend")]
         /// No way out: tasks reach each other only.
         #[arg(long)]
         internal: bool,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// List the project's overlay networks.
     Ls {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Show an overlay network and the tasks on it now.
     Inspect {
         name: String,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Remove an overlay network no queued or running task is on.
     Rm {
         name: String,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
